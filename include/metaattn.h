@@ -1,0 +1,315 @@
+/*
+ * metaattn.h — the public API of libmetaattn.
+ *
+ * Meta-Attention routes every token, through a small learned controller, to
+ * the attention algorithm it needs: exact softmax ("full"), linear kernel
+ * attention ("linear") or sliding-window softmax ("local").  This header is
+ * the contract and the reference: a function that is not declared here is not
+ * part of the API.
+ *
+ * Conventions (see docs/architecture.md):
+ *   - Tensors are float32, row-major, contiguous.  x is (B, T, D), D = H * dh.
+ *   - Functions that can fail return mattn_status (MATTN_OK == 0).  Handles
+ *     keep a message naming the bad argument and its value (mattn_layer_errmsg);
+ *     functions without a handle leave theirs in a thread-local buffer
+ *     (mattn_last_error).  mattn_status_str() names a code.
+ *   - The caller owns what it passes in.  Every *_init has a *_free and
+ *     *_free(NULL) is a no-op.  On failure an out-handle is set to NULL.
+ *   - The library never exits, aborts on bad input or prints, except through
+ *     the log callback (mattn_set_log_callback).
+ *   - Thread safety: distinct handles may be used from distinct threads.  One
+ *     handle must not be used from two threads at once.  The expert registry
+ *     (mattn_expert_register) is global: register experts before starting
+ *     threads.
+ */
+#ifndef METAATTN_H
+#define METAATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(MATTN_SHARED)
+#  ifdef MATTN_BUILD
+#    define MATTN_API __declspec(dllexport)
+#  else
+#    define MATTN_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define MATTN_API __attribute__((visibility("default")))
+#else
+#  define MATTN_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define MATTN_VERSION        "0.1.0"
+#define MATTN_VERSION_NUMBER 1000 /* X*1000000 + Y*1000 + Z */
+
+/* The library's own MATTN_VERSION_NUMBER: compare with the header's to check
+ * that header and library agree. */
+MATTN_API int mattn_libversion_number(void);
+MATTN_API const char *mattn_libversion(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef enum mattn_status {
+    MATTN_OK = 0,
+    MATTN_ERR_NOMEM = 1,       /* an allocation failed */
+    MATTN_ERR_IO = 2,          /* open/read/write/rename failed */
+    MATTN_ERR_FORMAT = 3,      /* a file or JSON text is malformed */
+    MATTN_ERR_VERSION = 4,     /* unsupported format version */
+    MATTN_ERR_INVALID_ARG = 5, /* an argument or config field is out of range */
+    MATTN_ERR_SHAPE = 6,       /* tensor shapes disagree */
+    MATTN_ERR_NUMERIC = 7,     /* NaN or Inf in an input, weight or result */
+    MATTN_ERR_MISUSE = 8,      /* the library was used in the wrong order */
+    MATTN_ERR_NOT_FOUND = 9,   /* a name (preset, expert, tensor) is unknown */
+    MATTN_ERR_UNSUPPORTED = 10 /* valid request this build cannot do (yet) */
+    /* new codes go at the end */
+} mattn_status;
+
+/* Static string naming the code, e.g. "invalid argument".  Never NULL. */
+MATTN_API const char *mattn_status_str(mattn_status s);
+
+/* Message of the last failed handle-less call on this thread ("" if none).
+ * Owned by the library; valid until the next failing call on the thread. */
+MATTN_API const char *mattn_last_error(void);
+
+/* Log callback; level 0 = error, 1 = warning, 2 = info.  NULL restores the
+ * default (silent). */
+typedef void (*mattn_log_fn)(int level, const char *msg, void *user);
+MATTN_API void mattn_set_log_callback(mattn_log_fn fn, void *user);
+
+/* Release memory the library handed to the caller (JSON strings). */
+MATTN_API void mattn_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration (MetaAttnConfig)                                           */
+/* ------------------------------------------------------------------------ */
+
+#define MATTN_MAX_EXPERTS 8
+
+typedef enum mattn_controller_kind {
+    MATTN_CONTROLLER_BAYESIAN = 0,   /* Dirichlet posterior, ELBO (the paper) */
+    MATTN_CONTROLLER_PRIOR_FREE = 1  /* softmax(logits / temperature)        */
+} mattn_controller_kind;
+
+/* Every field of the Python library's MetaAttnConfig plus controller, causal,
+ * share_qkv and seed.  Get defaults from mattn_config_default() or a preset;
+ * JSON keys are exactly these field names. */
+typedef struct mattn_config {
+    int d_model;                 /* D, default 512 */
+    int n_heads;                 /* H, D % H == 0, default 8 */
+    int window_size;             /* local expert radius w >= 1, default 64 */
+    double dropout;              /* [0,1), attention probs + controller, default 0.1 */
+    int controller_hidden;       /* Hc >= 1, default 128 */
+    int n_experts;               /* K = number of expert_costs, 1..MATTN_MAX_EXPERTS */
+    double expert_costs[MATTN_MAX_EXPERTS]; /* in [0,1], default [1.0, 0.15, 0.30] */
+    double beta_0;               /* > 0, prior strength, default 1.0 */
+    double epsilon;              /* > 0, prior floor, default 0.01 */
+    double elbo_weight;          /* >= 0, weight of mean KL, default 1.0 */
+    int sample_posterior;        /* training: alpha ~ Dir(beta_hat), default 1 */
+    int hard_routing;            /* default 0 (soft merge) */
+    int hard_top_k;              /* 1..K, default 1 */
+    double gumbel_temp;          /* > 0, default 1.0 */
+    double uncertainty_threshold;/* eta: Bayesian eval tokens with U < eta go hard, default 1.0 */
+    double cost_lambda;          /* prior-free aux: expected-cost weight, default 0 */
+    double entropy_coeff;        /* prior-free aux: entropy bonus, default 0 */
+    double temperature;          /* > 0, prior-free softmax temperature, default 1.0 */
+    mattn_controller_kind controller; /* default bayesian */
+    int causal;                  /* causal forms of every expert, default 0 */
+    int share_qkv;               /* one W_qkv / W_o for all built-in experts, default 0 */
+    uint64_t seed;               /* init + training noise, default 0 */
+} mattn_config;
+
+/* Defaults equal to the Python library's MetaAttnConfig(). */
+MATTN_API mattn_config mattn_config_default(void);
+
+/* Presets small, base, large, llama_7b, gpt2, gpt2_medium.  Unknown name:
+ * MATTN_ERR_NOT_FOUND. */
+MATTN_API mattn_status mattn_config_preset(const char *name, mattn_config *out);
+
+/* MATTN_OK or MATTN_ERR_INVALID_ARG with a message naming the field and the
+ * value (mattn_last_error). */
+MATTN_API mattn_status mattn_config_validate(const mattn_config *cfg);
+
+/* Parse a JSON object.  Missing keys take defaults; the Python-only keys
+ * use_flash and backend are accepted and ignored; other keys are rejected by
+ * name (MATTN_ERR_INVALID_ARG).  The result is validated. */
+MATTN_API mattn_status mattn_config_from_json(const char *json, mattn_config *out);
+
+/* Serialise to a JSON object (every field).  *json is freed with mattn_free. */
+MATTN_API mattn_status mattn_config_to_json(const mattn_config *cfg, char **json);
+
+/* File variants of the two above. */
+MATTN_API mattn_status mattn_config_load(const char *path, mattn_config *out);
+MATTN_API mattn_status mattn_config_save(const mattn_config *cfg, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Masks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_masks {
+    const uint8_t *key_padding;  /* (B,T): nonzero = real token, 0 = padding; or NULL */
+    const float *additive;       /* (T,T) or (B,T,T) added to scores (-INFINITY masks); or NULL */
+    int additive_batched;        /* 1 if additive is (B,T,T) */
+} mattn_masks;
+/* Semantics: full and local add `additive` to their scores and drop padded
+ * keys; linear drops padded keys from its sums and ignores `additive` (a
+ * kernel feature map has no scores to add to).  A query that sees no key
+ * gets a zero output. */
+
+/* ------------------------------------------------------------------------ */
+/* Tensors (named parameter views)                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_tensor {
+    const char *name;    /* state_dict name, e.g. "experts.0.qkv.weight" */
+    int ndim;
+    int64_t shape[4];
+    float *data;         /* owned by the handle it came from */
+} mattn_tensor;
+
+/* ------------------------------------------------------------------------ */
+/* Experts and the registry                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_expert mattn_expert;
+
+/* One call of an expert's forward.  The expert computes its output only for
+ * the tokens listed in rows (flat indices b*T+t, ascending); rows == NULL
+ * means all B*T tokens.  It writes those rows of out and nothing else. */
+typedef struct mattn_expert_call {
+    const float *x;            /* (B,T,D) layer input */
+    const float *qkv;          /* (B,T,3D) shared projections (share_qkv and
+                                  vt->shared_qkv) or NULL; with it, out receives
+                                  the attention core output before W_o */
+    int B, T;
+    const mattn_masks *masks;  /* may be NULL */
+    const int32_t *rows;       /* token indices to compute or NULL for all */
+    int64_t n_rows;            /* number of rows (B*T when rows == NULL) */
+    float *out;                /* (B,T,D) */
+    void *work;                /* workspace of workspace_size(B,T) bytes; an
+                                  expert may keep activations in it: it is not
+                                  touched until the expert's next call */
+    int training;              /* dropout etc. only when nonzero */
+    uint64_t seed, step;       /* noise streams: (seed, step) are unique per call */
+    double flops;              /* out: floating-point operations executed */
+} mattn_expert_call;
+
+typedef struct mattn_expert_vtable {
+    const char *name;          /* registry name, e.g. "full" */
+    double cost;               /* normalised cost, full = 1.0 */
+    /* Create the expert's state (parameters etc.) for cfg. */
+    mattn_status (*init)(const mattn_config *cfg, void **state);
+    void (*free)(void *state);
+    /* Bytes of workspace for a (B,T) call; NULL means none. */
+    size_t (*workspace_size)(const void *state, int B, int T);
+    mattn_status (*forward)(void *state, mattn_expert_call *call);
+    /* Parameters for load/save: names are relative ("qkv.weight"). */
+    int (*n_params)(const void *state);
+    mattn_status (*param)(void *state, int i, mattn_tensor *t);
+    void *backward;            /* reserved for the training issue: set NULL */
+    void *decode_step;         /* reserved for the decoding issue: set NULL */
+    int shared_qkv;            /* 1: under share_qkv takes call->qkv (built-ins) */
+} mattn_expert_vtable;
+
+/* Register a vtable by name; the vtable must outlive its use (static).  The
+ * built-ins "full", "linear", "local" are always registered.  Re-registering
+ * a name replaces it.  Not thread-safe. */
+MATTN_API mattn_status mattn_expert_register(const mattn_expert_vtable *vt);
+
+/* Build an expert by registry name.  Unknown name: MATTN_ERR_NOT_FOUND. */
+MATTN_API mattn_status mattn_expert_build(const char *name, const mattn_config *cfg,
+                                          mattn_expert **out);
+MATTN_API void mattn_expert_free(mattn_expert *e);
+MATTN_API const char *mattn_expert_name(const mattn_expert *e);
+MATTN_API double mattn_expert_cost(const mattn_expert *e);
+
+/* ------------------------------------------------------------------------ */
+/* Routing statistics (RoutingStats)                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_stats {
+    int n_experts;
+    int64_t n_tokens;
+    double weight[MATTN_MAX_EXPERTS];   /* mean alpha per expert */
+    double entropy;                     /* mean Shannon entropy of alpha (nats) */
+    double expected_cost;               /* mean_t sum_k alpha_k c_k */
+    double collapsed;                   /* fraction of tokens with max alpha > 0.9 */
+    double uncertainty;                 /* mean U_t (Bayesian), 0 for prior-free */
+    int has_uncertainty;
+    double hard_cost;                   /* projected: mean_t c[argmax alpha_t] */
+    double exec_frac[MATTN_MAX_EXPERTS];/* fraction of tokens each expert executed */
+    double flops[MATTN_MAX_EXPERTS];    /* FLOPs executed by each expert */
+    double flops_shared;                /* shared projections (share_qkv) */
+    double flops_controller;            /* controller MLP */
+    double flops_total;                 /* everything executed */
+} mattn_stats;
+
+/* Write the documented line, e.g.
+ *   RoutingStats(E1=0.341 | E2=0.381 | E3=0.278  entropy=1.0940  cost=0.4740
+ *                collapsed=0.00%  uncertainty=-2.1000)
+ * (one line).  Returns the length snprintf would write. */
+MATTN_API int mattn_stats_format(const mattn_stats *s, char *buf, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* The Meta-Attention layer                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_layer mattn_layer;
+
+/* Create a layer.  experts: cfg->n_experts experts, or NULL for the
+ * built-ins full, linear, local (which needs n_experts == 3).  On success the
+ * layer owns the experts passed in; on failure the caller still does.
+ * Weights are initialised as the Python library does (experts: PyTorch's
+ * nn.Linear default, controller: N(0, 0.02), zero biases) from cfg->seed. */
+MATTN_API mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts,
+                                        mattn_layer **out);
+MATTN_API void mattn_layer_free(mattn_layer *l);
+MATTN_API const char *mattn_layer_errmsg(const mattn_layer *l);
+MATTN_API const mattn_config *mattn_layer_config(const mattn_layer *l);
+
+/* Training mode (default) samples the posterior, applies dropout and Gumbel
+ * noise from the seed; eval mode uses the posterior mean and no dropout. */
+MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);
+
+/* Run the layer.  x (B,T,D) -> out (B,T,D).  aux_loss and stats may be NULL.
+ * Errors: MATTN_ERR_INVALID_ARG (NULL pointers, B or T < 1),
+ * MATTN_ERR_NUMERIC (non-finite x).  Each call in training mode advances the
+ * layer's noise step. */
+MATTN_API mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
+                                           const mattn_masks *masks, float *out,
+                                           float *aux_loss, mattn_stats *stats);
+
+/* Views into the last forward's routing, owned by the layer, valid until the
+ * next forward: alpha (B,T,K) controller weights; weights (B,T,K) the merge
+ * weights actually used; beta_hat (B,T,K) and uncertainty (B,T) — NULL for
+ * the prior-free controller. */
+MATTN_API const float *mattn_layer_alpha(const mattn_layer *l);
+MATTN_API const float *mattn_layer_weights(const mattn_layer *l);
+MATTN_API const float *mattn_layer_beta_hat(const mattn_layer *l);
+MATTN_API const float *mattn_layer_uncertainty(const mattn_layer *l);
+
+/* Parameters under the Python library's state_dict names. */
+MATTN_API int mattn_layer_n_params(const mattn_layer *l);
+MATTN_API mattn_status mattn_layer_param(mattn_layer *l, int i, mattn_tensor *t);
+
+/* Weights as safetensors: every parameter, the buffers "costs" and
+ * "controller.prior_beta" (Bayesian), and __metadata__["config"].  Save
+ * writes a temp file and renames it.  Load checks names, shapes, dtypes and
+ * buffers against the layer's config. */
+MATTN_API mattn_status mattn_layer_save(mattn_layer *l, const char *path);
+MATTN_API mattn_status mattn_layer_load(mattn_layer *l, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* METAATTN_H */

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages metaattn needs to build, test and run its demo.
+# Idempotent: packages already present are skipped; nothing is installed when
+# everything is there.  Needs root (or sudo) only when something is missing.
+#   scripts/install-deps.sh             build + tests + demo
+#   scripts/install-deps.sh --fixtures  also python3-torch, to regenerate the
+#                                       PyTorch fixtures in tests/fixtures/
+set -euo pipefail
+
+pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev)
+if [[ "${1:-}" == "--fixtures" ]]; then
+  pkgs+=(python3 python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

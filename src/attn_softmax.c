@@ -1,0 +1,138 @@
+/*
+ * attn_softmax.c — the softmax attention core shared by the "full" expert
+ * (window < 0) and the "local" expert (window = w): multi-head
+ * softmax(q k^T / sqrt(dh) + mask) v for the listed query rows.
+ *
+ * mattn_attn_softmax_forward streams over key blocks with an online softmax
+ * (running max m, running sum l, rescaled accumulator): it never stores a
+ * T x T matrix, and it saves the per-row log-sum-exp the backward will use to
+ * recompute probabilities.  mattn_attn_softmax_forward_ref is the plain
+ * three-pass formula (max, sum, weighted sum) the tests compare it against.
+ * Dropout on the probabilities uses a counter-based hash of (b, h, t, s), so
+ * both versions (and a backward) draw the same mask whatever the threads.
+ */
+#include <math.h>
+
+#include "mattn_impl.h"
+
+#define KEY_BLOCK 64
+
+// ----------------------------------------------------------------------------
+// shared helpers
+
+static inline int64_t n_queries(const mattn_attn_args *a) {
+    return a->rows ? a->n_rows : (int64_t)a->B * a->T;
+}
+
+/* Score of query q against key s, or -INFINITY when s is masked out. */
+static inline float score(const mattn_attn_args *a, const float *q, int b, int t, int s, int h,
+                          float scale) {
+    const mattn_masks *m = a->masks;
+    if (m && m->key_padding && !m->key_padding[(size_t)b * a->T + s]) return -INFINITY;
+    const float *k = a->k + ((size_t)b * a->T + s) * a->ld + (size_t)h * a->dh;
+    float d = 0.0f;
+    for (int i = 0; i < a->dh; i++) d += q[i] * k[i];
+    d *= scale;
+    if (m && m->additive) {
+        size_t off = m->additive_batched ? (size_t)b * a->T * a->T : 0;
+        d += m->additive[off + (size_t)t * a->T + s];
+    }
+    return d;
+}
+
+/* Dropout multiplier for probability (b,h,t,s): 0 or 1/(1-p). */
+static inline float keep(const mattn_attn_args *a, int b, int h, int t, int s) {
+    if (a->dropout <= 0.0f) return 1.0f;
+    uint64_t key = a->dropout_key ^ mattn_mix64((uint64_t)b * (uint64_t)a->H + (uint64_t)h + 1);
+    double u = mattn_hash_u01(key, (uint64_t)t * (uint64_t)a->T + (uint64_t)s);
+    return u < a->dropout ? 0.0f : 1.0f / (1.0f - a->dropout);
+}
+
+static double flops(const mattn_attn_args *a) {
+    double f = 0.0;
+    for (int64_t r = 0; r < n_queries(a); r++) {
+        int tok = a->rows ? a->rows[r] : (int)r, lo, hi;
+        mattn_attn_key_range(tok % a->T, a->T, a->causal, a->window, &lo, &hi);
+        if (hi >= lo) f += (double)(hi - lo + 1);
+    }
+    return f * 4.0 * a->H * a->dh; /* q.k and p*v: 2*dh each per key and head */
+}
+
+// ----------------------------------------------------------------------------
+// streaming (online-softmax) version
+
+double mattn_attn_softmax_forward(const mattn_attn_args *a) {
+    const int64_t n = n_queries(a);
+    const int H = a->H, dh = a->dh, T = a->T;
+    const float scale = 1.0f / sqrtf((float)dh);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        for (int h = 0; h < H; h++) {
+            int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
+            mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
+            const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
+            float *acc = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
+            for (int i = 0; i < dh; i++) acc[i] = 0.0f;
+            float m = -INFINITY, l = 0.0f, s[KEY_BLOCK];
+            for (int s0 = lo; s0 <= hi; s0 += KEY_BLOCK) {
+                int nb = hi - s0 + 1 < KEY_BLOCK ? hi - s0 + 1 : KEY_BLOCK;
+                float bm = -INFINITY;
+                for (int j = 0; j < nb; j++) {
+                    s[j] = score(a, q, b, t, s0 + j, h, scale);
+                    bm = s[j] > bm ? s[j] : bm;
+                }
+                if (bm == -INFINITY) continue;
+                float mn = bm > m ? bm : m;
+                float corr = expf(m - mn); /* 0 when m == -inf */
+                l *= corr;
+                for (int i = 0; i < dh; i++) acc[i] *= corr;
+                for (int j = 0; j < nb; j++) {
+                    float p = expf(s[j] - mn);
+                    l += p;
+                    p *= keep(a, b, h, t, s0 + j);
+                    if (p == 0.0f) continue;
+                    const float *v = a->v + ((size_t)b * T + s0 + j) * a->ld + (size_t)h * dh;
+                    for (int i = 0; i < dh; i++) acc[i] += p * v[i];
+                }
+                m = mn;
+            }
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            for (int i = 0; i < dh; i++) acc[i] *= inv;
+            if (a->lse) a->lse[((size_t)b * H + h) * T + t] = l > 0.0f ? m + logf(l) : -INFINITY;
+        }
+    }
+    return flops(a);
+}
+
+// ----------------------------------------------------------------------------
+// reference: three passes over the visible keys
+
+double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
+    const int H = a->H, dh = a->dh, T = a->T;
+    const float scale = 1.0f / sqrtf((float)dh);
+    for (int64_t r = 0; r < n_queries(a); r++) {
+        for (int h = 0; h < H; h++) {
+            int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
+            mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
+            const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
+            float *o = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
+            double m = -INFINITY, l = 0.0;
+            for (int s = lo; s <= hi; s++) {
+                double sc = score(a, q, b, t, s, h, scale);
+                if (sc > m) m = sc;
+            }
+            for (int s = lo; s <= hi && m > -INFINITY; s++)
+                l += exp(score(a, q, b, t, s, h, scale) - m);
+            for (int i = 0; i < dh; i++) {
+                double acc = 0.0;
+                for (int s = lo; s <= hi && l > 0.0; s++) {
+                    double p = exp(score(a, q, b, t, s, h, scale) - m) / l * keep(a, b, h, t, s);
+                    acc += p * a->v[((size_t)b * T + s) * a->ld + (size_t)h * dh + i];
+                }
+                o[i] = (float)acc;
+            }
+            if (a->lse) a->lse[((size_t)b * H + h) * T + t] = l > 0.0 ? (float)(m + log(l)) : -INFINITY;
+        }
+    }
+    return flops(a);
+}

@@ -1,0 +1,21 @@
+/*
+ * expert_linear.c — the built-in "linear" expert: ELU+1 kernel (linear) attention, O(T dh D).
+ * Default cost 0.15.  Projections and the sparse forward live in experts.c.
+ */
+#include "mattn_impl.h"
+
+static mattn_status linear_init(const mattn_config *cfg, void **state) {
+    return mattn_builtin_init(cfg, MATTN_CORE_LINEAR, -1, state);
+}
+
+const mattn_expert_vtable mattn_expert_linear_vt = {
+    .name = "linear",
+    .cost = 0.15,
+    .init = linear_init,
+    .free = mattn_builtin_free,
+    .workspace_size = mattn_builtin_workspace_size,
+    .forward = mattn_builtin_forward,
+    .n_params = mattn_builtin_n_params,
+    .param = mattn_builtin_param,
+    .shared_qkv = 1,
+};

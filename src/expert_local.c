@@ -1,0 +1,21 @@
+/*
+ * expert_local.c — the built-in "local" expert: sliding-window softmax attention, O(T w D).
+ * Default cost 0.30.  Projections and the sparse forward live in experts.c.
+ */
+#include "mattn_impl.h"
+
+static mattn_status local_init(const mattn_config *cfg, void **state) {
+    return mattn_builtin_init(cfg, MATTN_CORE_SOFTMAX, cfg->window_size, state);
+}
+
+const mattn_expert_vtable mattn_expert_local_vt = {
+    .name = "local",
+    .cost = 0.30,
+    .init = local_init,
+    .free = mattn_builtin_free,
+    .workspace_size = mattn_builtin_workspace_size,
+    .forward = mattn_builtin_forward,
+    .n_params = mattn_builtin_n_params,
+    .param = mattn_builtin_param,
+    .shared_qkv = 1,
+};

@@ -1,0 +1,257 @@
+/*
+ * experts.c — the expert registry (public: users register their own
+ * experts through a vtable) and the plumbing the three built-in experts
+ * share: parameters (W_qkv, W_o, or none under share_qkv), workspace layout,
+ * and the sparse forward — queries, attention core and output projection only
+ * for the listed tokens, keys/values only for the tokens those queries see.
+ * The per-expert files (expert_full.c, expert_linear.c, expert_local.c) hold
+ * the vtables; attn_softmax.c and attn_linear.c hold the cores.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mattn_impl.h"
+
+// ----------------------------------------------------------------------------
+// registry
+
+#define MAX_REGISTERED 64
+static const mattn_expert_vtable *g_registry[MAX_REGISTERED] = {
+    &mattn_expert_full_vt, &mattn_expert_linear_vt, &mattn_expert_local_vt};
+static int g_n_registered = 3;
+
+static const mattn_expert_vtable *lookup(const char *name) {
+    for (int i = 0; i < g_n_registered; i++)
+        if (!strcmp(g_registry[i]->name, name)) return g_registry[i];
+    return NULL;
+}
+
+mattn_status mattn_expert_register(const mattn_expert_vtable *vt) {
+    if (!vt) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_expert_register: vt is NULL");
+    if (!vt->name || !vt->name[0] || !vt->init || !vt->forward)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG,
+                               "mattn_expert_register: vtable needs a name, init and forward");
+    if (!(vt->cost >= 0.0 && vt->cost <= 1.0))
+        return mattn_set_error(MATTN_ERR_INVALID_ARG,
+                               "mattn_expert_register: cost of '%s' must be in [0, 1], got %g",
+                               vt->name, vt->cost);
+    for (int i = 0; i < g_n_registered; i++)
+        if (!strcmp(g_registry[i]->name, vt->name)) {
+            g_registry[i] = vt;
+            return MATTN_OK;
+        }
+    if (g_n_registered == MAX_REGISTERED)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_expert_register: registry full (%d)",
+                               MAX_REGISTERED);
+    g_registry[g_n_registered++] = vt;
+    return MATTN_OK;
+}
+
+mattn_status mattn_expert_build(const char *name, const mattn_config *cfg, mattn_expert **out) {
+    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_expert_build: out is NULL");
+    *out = NULL;
+    if (!name || !cfg)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_expert_build: %s is NULL",
+                               !name ? "name" : "cfg");
+    const mattn_expert_vtable *vt = lookup(name);
+    if (!vt) return mattn_set_error(MATTN_ERR_NOT_FOUND, "unknown expert '%s'", name);
+    mattn_status st = mattn_config_validate(cfg);
+    if (st != MATTN_OK) return st;
+    mattn_expert *e = calloc(1, sizeof *e);
+    if (!e) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory building expert '%s'", name);
+    e->vt = vt;
+    st = vt->init(cfg, &e->state);
+    if (st != MATTN_OK) {
+        free(e);
+        return st;
+    }
+    *out = e;
+    return MATTN_OK;
+}
+
+void mattn_expert_free(mattn_expert *e) {
+    if (!e) return;
+    if (e->vt->free) e->vt->free(e->state);
+    free(e);
+}
+
+const char *mattn_expert_name(const mattn_expert *e) { return e ? e->vt->name : NULL; }
+double mattn_expert_cost(const mattn_expert *e) { return e ? e->vt->cost : 0.0; }
+
+// ----------------------------------------------------------------------------
+// built-in experts: state and parameters
+
+mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, int window,
+                                void **state) {
+    mattn_builtin *e = calloc(1, sizeof *e);
+    if (!e) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory creating an expert");
+    e->core = core;
+    e->D = cfg->d_model;
+    e->H = cfg->n_heads;
+    e->dh = cfg->d_model / cfg->n_heads;
+    e->window = window;
+    e->causal = cfg->causal;
+    e->share = cfg->share_qkv;
+    e->dropout = (float)cfg->dropout;
+    if (!e->share) {
+        size_t D = (size_t)e->D;
+        e->w_qkv = mattn_amalloc(3 * D * D * sizeof(float));
+        e->w_o = mattn_amalloc(D * D * sizeof(float));
+        if (!e->w_qkv || !e->w_o) {
+            mattn_builtin_free(e);
+            return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for expert weights (D=%d)",
+                                   cfg->d_model);
+        }
+        /* Deterministic default init; the layer re-initialises from its seed. */
+        mattn_rng r;
+        mattn_rng_seed(&r, mattn_stream_seed(cfg->seed, 0, (uint64_t)core * 7 + (uint64_t)window,
+                                             MATTN_PURPOSE_INIT));
+        mattn_init_uniform(e->w_qkv, 3 * D * D, e->D, &r);
+        mattn_init_uniform(e->w_o, D * D, e->D, &r);
+    }
+    *state = e;
+    return MATTN_OK;
+}
+
+void mattn_builtin_free(void *state) {
+    mattn_builtin *e = state;
+    if (!e) return;
+    mattn_afree(e->w_qkv);
+    mattn_afree(e->w_o);
+    free(e);
+}
+
+int mattn_builtin_n_params(const void *state) {
+    const mattn_builtin *e = state;
+    return e->share ? 0 : 2;
+}
+
+mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t) {
+    mattn_builtin *e = state;
+    if (e->share || i < 0 || i > 1)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "expert parameter index %d out of range", i);
+    t->ndim = 2;
+    t->shape[0] = i == 0 ? 3 * e->D : e->D;
+    t->shape[1] = e->D;
+    t->name = i == 0 ? "qkv.weight" : "out_proj.weight";
+    t->data = i == 0 ? e->w_qkv : e->w_o;
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// built-in experts: workspace and sparse forward
+
+/* Workspace, in order: qkv (N,3D) | att (N,D) | lse (B,H,T) | linear state
+ * (B*H*(dh^2+dh)) | gather x (N,D) | gather y (N,2D) | key list (N int32) |
+ * need (N bytes).  qkv, att and lse are the activations a backward reads. */
+size_t mattn_builtin_workspace_size(const void *state, int B, int T) {
+    const mattn_builtin *e = state;
+    size_t N = (size_t)B * T, D = (size_t)e->D, dh = (size_t)e->dh;
+    size_t f = 0;
+    if (!e->share) f += mattn_align_up(N * 3 * D * sizeof(float)) + mattn_align_up(N * D * sizeof(float));
+    f += mattn_align_up((size_t)B * e->H * T * sizeof(float));
+    if (e->core == MATTN_CORE_LINEAR) f += mattn_align_up((size_t)B * e->H * (dh * dh + dh) * sizeof(float));
+    if (!e->share) {
+        f += mattn_align_up(N * D * sizeof(float)) + mattn_align_up(N * 2 * D * sizeof(float));
+        f += mattn_align_up(N * sizeof(int32_t)) + mattn_align_up(N);
+    }
+    return f;
+}
+
+static void *carve(char **p, size_t bytes) {
+    void *r = *p;
+    *p += mattn_align_up(bytes);
+    return r;
+}
+
+void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
+                             int64_t n_rows, uint8_t *need) {
+    (void)B;
+    int64_t n = rows ? n_rows : (int64_t)B * T;
+    int cur_b = -1, marked = -1; /* keys [0, marked] of batch cur_b handled */
+    for (int64_t r = 0; r < n; r++) {
+        int tok = rows ? rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
+        if (b != cur_b) { cur_b = b; marked = -1; }
+        int window = e->core == MATTN_CORE_LINEAR ? -1 : e->window;
+        mattn_attn_key_range(t, T, e->causal, window, &lo, &hi);
+        if (lo <= marked) lo = marked + 1;
+        for (int s = lo; s <= hi; s++) need[(size_t)b * T + s] = 1;
+        if (hi > marked) marked = hi;
+    }
+}
+
+double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
+                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
+                          int training, uint64_t seed, uint64_t step, float *lse, float *state) {
+    mattn_attn_args a = {
+        .B = B, .T = T, .H = e->H, .dh = e->dh,
+        .q = qkv, .k = qkv + e->D, .v = qkv + 2 * e->D, .ld = 3 * e->D,
+        .out = att, .ldo = e->D, .rows = rows, .n_rows = n_rows, .masks = masks,
+        .causal = e->causal, .window = e->window,
+        .dropout = training ? e->dropout : 0.0f,
+        .dropout_key = mattn_stream_seed(seed, step, 0,
+                                         MATTN_PURPOSE_ATTN_DROPOUT + (uint64_t)e->expert_index),
+        .lse = lse, .state = state,
+    };
+    return e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_forward(&a)
+                                        : mattn_attn_softmax_forward(&a);
+}
+
+double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,
+                           const float *W, int out, int in, float *Y, int ldy, float *xg,
+                           float *yg) {
+    if (n == 0) return 0.0;
+    if (!rows || n == N) {
+        mattn_gemm(0, 1, (int)N, out, in, 1.0f, X, ldx, W, in, 0.0f, Y, ldy);
+    } else {
+        for (int64_t r = 0; r < n; r++)
+            memcpy(xg + r * in, X + (size_t)rows[r] * ldx, (size_t)in * sizeof(float));
+        mattn_gemm(0, 1, (int)n, out, in, 1.0f, xg, in, W, in, 0.0f, yg, out);
+        for (int64_t r = 0; r < n; r++)
+            memcpy(Y + (size_t)rows[r] * ldy, yg + r * out, (size_t)out * sizeof(float));
+    }
+    return 2.0 * (double)n * out * in;
+}
+
+mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
+    mattn_builtin *e = state;
+    const int B = c->B, T = c->T, D = e->D;
+    const int64_t N = (int64_t)B * T, n = c->rows ? c->n_rows : N;
+    char *p = c->work;
+    float *qkv = e->share ? (float *)c->qkv : carve(&p, (size_t)N * 3 * D * sizeof(float));
+    float *att = e->share ? c->out : carve(&p, (size_t)N * D * sizeof(float));
+    float *lse = carve(&p, (size_t)B * e->H * T * sizeof(float));
+    float *lin = e->core == MATTN_CORE_LINEAR
+                     ? carve(&p, (size_t)B * e->H * (e->dh * e->dh + e->dh) * sizeof(float)) : NULL;
+    if (e->share) {
+        if (!qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert called without qkv");
+        c->flops = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed,
+                                      c->step, lse, lin);
+        return MATTN_OK;
+    }
+    float *xg = carve(&p, (size_t)N * D * sizeof(float));
+    float *yg = carve(&p, (size_t)N * 2 * D * sizeof(float));
+    int32_t *keys = carve(&p, (size_t)N * sizeof(int32_t));
+    uint8_t *need = carve(&p, (size_t)N);
+
+    double f = 0.0;
+    /* queries for the routed tokens */
+    f += mattn_project_rows(c->x, D, c->rows, n, N, e->w_qkv, D, D, qkv, 3 * D, xg, yg);
+    /* keys and values for every token those queries can see */
+    int64_t nk = N;
+    if (c->rows && n < N) {
+        memset(need, 0, (size_t)N);
+        mattn_builtin_mark_keys(e, B, T, c->rows, n, need);
+        nk = 0;
+        for (int64_t i = 0; i < N; i++)
+            if (need[i]) keys[nk++] = (int32_t)i;
+    }
+    f += mattn_project_rows(c->x, D, nk < N ? keys : NULL, nk, N, e->w_qkv + (size_t)D * D, 2 * D, D,
+                      qkv + D, 3 * D, xg, yg);
+    f += mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step,
+                            lse, lin);
+    f += mattn_project_rows(att, D, c->rows, n, N, e->w_o, D, D, c->out, D, xg, yg);
+    c->flops = f;
+    return MATTN_OK;
+}

@@ -1,0 +1,225 @@
+/*
+ * mattn_impl.h — internal declarations shared by the library's files:
+ * error helpers, the invariant macro, the RNG, Dirichlet special functions,
+ * GEMM, the attention kernels and the built-in expert plumbing.
+ * Nothing here is public API.
+ */
+#ifndef MATTN_IMPL_H
+#define MATTN_IMPL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metaattn.h"
+
+// ----------------------------------------------------------------------------
+// errors, logging, invariants
+
+#define MATTN_ERRMSG_LEN 512
+
+/* Format a message into the thread-local last-error buffer; returns st. */
+mattn_status mattn_set_error(mattn_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Same, also copying the message into a handle's buffer (may be NULL). */
+mattn_status mattn_set_error_h(char *handle_buf, mattn_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void mattn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void mattn_abort(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+#define MATTN_ABORT(...) mattn_abort(__FILE__, __LINE__, __VA_ARGS__)
+#define MATTN_ASSERT(x) \
+    do { if (!(x)) MATTN_ABORT("MATTN_ASSERT(%s) failed", #x); } while (0)
+
+/* 64-byte aligned allocation; free with mattn_afree. NULL on failure. */
+void *mattn_amalloc(size_t n);
+void mattn_afree(void *p);
+#define MATTN_ALIGN 64
+static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~(size_t)(MATTN_ALIGN - 1); }
+
+// ----------------------------------------------------------------------------
+// RNG (spec/bayes_math.md §4): SplitMix64, xoshiro256**, per-token streams
+
+typedef struct mattn_rng { uint64_t s[4]; } mattn_rng;
+
+enum { MATTN_PURPOSE_DIRICHLET = 1, MATTN_PURPOSE_GUMBEL = 2,
+       MATTN_PURPOSE_CTRL_DROPOUT = 3, MATTN_PURPOSE_INIT = 4,
+       MATTN_PURPOSE_ATTN_DROPOUT = 16 /* + expert index */ };
+
+uint64_t mattn_mix64(uint64_t z);
+uint64_t mattn_splitmix64_next(uint64_t *state);
+void mattn_rng_seed(mattn_rng *r, uint64_t seed);
+uint64_t mattn_rng_next(mattn_rng *r);
+uint64_t mattn_stream_seed(uint64_t base, uint64_t step, uint64_t n, uint64_t purpose);
+double mattn_rng_u01(mattn_rng *r);                 /* open interval (0,1) */
+double mattn_rng_normal(mattn_rng *r);              /* Box-Muller, 2 uniforms */
+double mattn_rng_gamma(mattn_rng *r, double a, double *log_g); /* Marsaglia-Tsang */
+/* Counter-based uniform in (0,1) for dropout masks: a pure function of
+ * (key, i), so forward and backward regenerate the same mask. */
+static inline double mattn_hash_u01(uint64_t key, uint64_t i) {
+    return ((double)(mattn_mix64(key ^ (i * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL)) >> 11) + 0.5)
+           * (1.0 / 9007199254740992.0);
+}
+
+// ----------------------------------------------------------------------------
+// Dirichlet special functions (spec §2-§3), double precision
+
+double mattn_digamma(double x);
+double mattn_trigamma(double x);
+double mattn_lgamma(double x);     /* thread-safe lgamma for x > 0 */
+double mattn_dir_entropy(const double *a, int K, double *grad /* may be NULL */);
+double mattn_dir_kl(const double *a, const double *b, int K, double *grad /* may be NULL */);
+
+// ----------------------------------------------------------------------------
+// GEMM: C = alpha * op(A) op(B) + beta * C, row-major; sole CBLAS call site
+
+void mattn_gemm(int transA, int transB, int M, int N, int K, float alpha,
+                const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc);
+void mattn_gemm_ref(int transA, int transB, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb,
+                    float beta, float *C, int ldc);
+
+// ----------------------------------------------------------------------------
+// attention kernels (one query row = one token; heads are column slices)
+
+/* Geometry of q/k/v inside a (B,T,ld) buffer: q at column offset 0, k at kofs,
+ * v at vofs, head h at h*dh. */
+typedef struct mattn_attn_args {
+    int B, T, H, dh;
+    const float *q; const float *k; const float *v; int ld; /* row stride */
+    float *out; int ldo;                                    /* (B,T,ldo), head h at h*dh */
+    const int32_t *rows; int64_t n_rows;                    /* queries to compute (NULL: all) */
+    const mattn_masks *masks;                               /* may be NULL */
+    int causal;
+    int window;            /* softmax: radius, < 0 = unlimited (full) */
+    float dropout;         /* softmax: probability (0 = off) */
+    uint64_t dropout_key;  /* softmax: stream key for the mask */
+    float *lse;            /* softmax: (B,H,T) log-sum-exp cache or NULL */
+    float *state;          /* linear: workspace (B*H*(dh*dh+dh)) floats */
+} mattn_attn_args;
+
+/* Each returns the floating-point operations it executed. */
+double mattn_attn_softmax_forward(const mattn_attn_args *a);
+double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
+double mattn_attn_linear_forward(const mattn_attn_args *a);
+double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
+
+/* Key range [lo, hi] a query at t may see (before masks), for the softmax and
+ * linear kernels; empty when lo > hi. */
+static inline void mattn_attn_key_range(int t, int T, int causal, int window, int *lo, int *hi) {
+    int l = 0, h = causal ? t : T - 1;
+    if (window >= 0) {
+        l = t - window > 0 ? t - window : 0;
+        if (!causal) h = t + window < T - 1 ? t + window : T - 1;
+    }
+    *lo = l; *hi = h;
+}
+
+// ----------------------------------------------------------------------------
+// built-in experts (experts.c, expert_full.c, expert_linear.c, expert_local.c)
+
+extern const mattn_expert_vtable mattn_expert_full_vt;
+extern const mattn_expert_vtable mattn_expert_linear_vt;
+extern const mattn_expert_vtable mattn_expert_local_vt;
+
+struct mattn_expert {
+    const mattn_expert_vtable *vt;
+    void *state;
+};
+
+/* Which attention core a built-in expert runs. */
+typedef enum { MATTN_CORE_SOFTMAX, MATTN_CORE_LINEAR } mattn_core_kind;
+
+/* State shared by the three built-ins: projections + core parameters. */
+typedef struct mattn_builtin {
+    mattn_core_kind core;
+    int D, H, dh, window, causal, share;   /* window < 0: unlimited */
+    float dropout;
+    int expert_index;                      /* set by the layer, for noise streams */
+    float *w_qkv;  /* (3D, D), NULL under share_qkv */
+    float *w_o;    /* (D, D),  NULL under share_qkv */
+} mattn_builtin;
+
+mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, int window,
+                                void **state);
+void mattn_builtin_free(void *state);
+size_t mattn_builtin_workspace_size(const void *state, int B, int T);
+mattn_status mattn_builtin_forward(void *state, mattn_expert_call *call);
+int mattn_builtin_n_params(const void *state);
+mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
+/* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
+void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
+                             int64_t n_rows, uint8_t *need);
+/* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows. */
+double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
+                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
+                          int training, uint64_t seed, uint64_t step, float *lse, float *state);
+
+/* Y[rows] = X[rows] W^T for W (out x in) through the gather buffers xg
+ * (n x in) and yg (n x out) when rows is a strict subset; returns FLOPs. */
+double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,
+                          const float *W, int out, int in, float *Y, int ldy, float *xg, float *yg);
+
+/* PyTorch nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)). */
+void mattn_init_uniform(float *w, size_t n, int fan_in, mattn_rng *r);
+void mattn_init_normal(float *w, size_t n, double std, mattn_rng *r);
+
+// ----------------------------------------------------------------------------
+// controller (controller.c)
+
+typedef struct mattn_controller {
+    mattn_controller_kind kind;
+    int D, Hc, K;
+    float *w1;    /* (Hc, D+2)  controller.net.0.weight */
+    float *b1;    /* (Hc)       controller.net.0.bias */
+    float *w2;    /* (K, Hc)    controller.net.3.weight */
+    float *b2;    /* (K)        controller.net.3.bias */
+    float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
+    double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
+    double costs[MATTN_MAX_EXPERTS];
+} mattn_controller;
+
+/* Per-forward activations of the controller (carved from the layer arena). */
+typedef struct mattn_ctrl_act {
+    float *f;        /* (N, D+2) features */
+    float *z1;       /* (N, Hc) pre-GELU */
+    float *h;        /* (N, Hc) GELU output after dropout */
+    float *logits;   /* (N, K) z2 */
+    float *alpha;    /* (N, K) routing weights */
+    float *beta_hat; /* (N, K) posterior concentrations (Bayesian) */
+    double *a;       /* (N, K) beta_hat in double (Bayesian) */
+    double *logg;    /* (N, K) ln g of the Dirichlet sample (training) */
+    float *unc;      /* (N) Dirichlet entropy U_t (Bayesian) */
+    double *kl;      /* (N) KL to the prior (Bayesian) */
+} mattn_ctrl_act;
+
+mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg, mattn_rng *r);
+void mattn_controller_free(mattn_controller *c);
+/* Forward for N = B*T tokens; returns the aux loss in *aux. */
+mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_config *cfg,
+                                      mattn_ctrl_act *act, const float *x, int B, int T,
+                                      int training, uint64_t step, double *aux);
+/* Top-k Gumbel weights (variant C, spec decision 3) from logits. */
+void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, double tau,
+                       uint64_t seed, uint64_t step);
+double mattn_controller_flops(const mattn_controller *c, int64_t N);
+
+/* sel[i] = 1 for the k largest v[i] (ties go to the lower index), else 0. */
+static inline void mattn_topk_mask(const float *v, int K, int k, uint8_t *sel) {
+    for (int i = 0; i < K; i++) sel[i] = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < K; i++)
+            if (!sel[i] && (best < 0 || v[i] > v[best])) best = i;
+        sel[best] = 1;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// layer internals shared with layer_io.c
+
+char *mattn_layer_errbuf(mattn_layer *l);
+
+#endif

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# test_cli.sh — the CLI contract: help texts, exit codes (0 ok, 2 usage,
+# 1 other errors) with one-line messages naming the problem, and a real
+# `metaattn layer` run on PyTorch-written weights and input.
+# Usage: tests/test_cli.sh path/to/metaattn   (run from the repository root)
+set -u
+bin=${1:?usage: test_cli.sh path/to/metaattn}
+fx=tests/fixtures
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+
+check() { # name, expected exit code, expected substring (stdout+stderr), command...
+  local name=$1 code=$2 want=$3; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [[ $rc -eq $code && "$out" == *"$want"* ]]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL $name: exit $rc (want $code), output:"; echo "$out" | head -5
+    echo "  (wanted substring: $want)"
+  fi
+}
+
+check "help" 0 "layer" "$bin" --help
+check "version" 0 "metaattn 0." "$bin" --version
+check "no command" 2 "usage" "$bin"
+check "unknown command" 2 "unknown command 'frobnicate'" "$bin" frobnicate
+check "layer help" 0 "--weights W" "$bin" layer --help
+check "layer help lists --eval" 0 "--eval" "$bin" layer --help
+check "layer no args" 2 "--input and --output are required" "$bin" layer
+check "layer bad flag" 2 "unknown option '--bogus'" "$bin" layer --bogus
+check "layer flag without value" 2 "needs a value" "$bin" layer --input
+check "missing input" 1 "nope.safetensors" "$bin" layer --input "$tmp/nope.safetensors" --output "$tmp/o.st"
+echo '{"n_heads": 7, "d_model": 16}' > "$tmp/bad.json"
+check "bad config" 1 "n_heads" "$bin" layer --config "$tmp/bad.json" --input $fx/cli_input.safetensors --output "$tmp/o.st"
+echo '{"d_model": 32, "n_heads": 4}' > "$tmp/d32.json"
+check "wrong D" 1 "(B, T, 32)" "$bin" layer --config "$tmp/d32.json" --input $fx/cli_input.safetensors --output "$tmp/o.st"
+check "weights of another shape" 1 "shape" "$bin" layer --config "$tmp/d32.json" --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/o.st"
+check "input without x" 1 "no tensor named 'x'" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_weights.safetensors --output "$tmp/o.st"
+check "unwritable output" 1 "--output" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output /nonexistent/dir/o.st
+
+# real runs: eval soft (parity is checked numerically by test_fixtures), eval hard, training mode
+check "layer eval" 0 "RoutingStats(E1=" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/o.st" --eval
+check "layer eval has uncertainty" 0 "uncertainty=" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/o.st" --eval
+[[ -s "$tmp/o.st" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL output file missing"; }
+for t in out alpha weights beta_hat uncertainty aux_loss; do
+  if grep -q "\"$t\"" "$tmp/o.st"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL output lacks '$t'"; fi
+done
+check "layer hard" 0 "executed tokens:" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/h.st" --eval --hard
+check "layer train" 0 "RoutingStats(" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/t.st"
+a=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/t1.st" 2>&1)
+b=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/t2.st" 2>&1)
+if [[ "$a" == "$b" ]] && cmp -s "$tmp/t1.st" "$tmp/t2.st"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL training run not reproducible"; fi
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]

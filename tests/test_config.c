@@ -1,0 +1,153 @@
+/*
+ * test_config.c — defaults and presets equal to the Python library's,
+ * validation messages naming the field and value, the JSON round trip and
+ * the Python to_json() compatibility rules.
+ */
+#include <unistd.h>
+
+#include "test_util.h"
+
+static void test_defaults_and_presets(void **st) {
+    (void)st;
+    mattn_config c = mattn_config_default();
+    assert_int_equal(c.d_model, 512);
+    assert_int_equal(c.n_heads, 8);
+    assert_int_equal(c.window_size, 64);
+    assert_true(c.dropout == 0.1 && c.beta_0 == 1.0 && c.epsilon == 0.01 && c.elbo_weight == 1.0);
+    assert_int_equal(c.n_experts, 3);
+    assert_true(c.expert_costs[0] == 1.0 && c.expert_costs[1] == 0.15 && c.expert_costs[2] == 0.30);
+    assert_true(c.sample_posterior && !c.hard_routing && c.hard_top_k == 1);
+    assert_true(c.controller == MATTN_CONTROLLER_BAYESIAN && !c.causal && !c.share_qkv);
+    assert_int_equal(mattn_config_validate(&c), MATTN_OK);
+    const struct { const char *n; int d, h, w, hc; } p[] = {
+        {"small", 128, 4, 32, 64}, {"base", 512, 8, 64, 128}, {"large", 1024, 16, 128, 256},
+        {"llama_7b", 4096, 32, 256, 512}, {"gpt2", 768, 12, 64, 192}, {"gpt2_medium", 1024, 16, 128, 256}};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        assert_int_equal(mattn_config_preset(p[i].n, &c), MATTN_OK);
+        assert_true(c.d_model == p[i].d && c.n_heads == p[i].h && c.window_size == p[i].w &&
+                    c.controller_hidden == p[i].hc);
+    }
+    assert_int_equal(mattn_config_preset("huge", &c), MATTN_ERR_NOT_FOUND);
+    assert_non_null(strstr(mattn_last_error(), "huge"));
+}
+
+/* Each invalid config is rejected with a message naming the field and value. */
+static void test_validation(void **st) {
+    (void)st;
+    static const struct { const char *field, *value; } cases[] = {
+        {"n_heads", "7"}, {"window_size", "0"}, {"dropout", "1"}, {"dropout", "-0.1"},
+        {"beta_0", "0"}, {"epsilon", "-1"}, {"hard_top_k", "4"}, {"hard_top_k", "0"},
+        {"temperature", "0"}, {"gumbel_temp", "-1"}, {"expert_costs[1]", "1.5"},
+        {"controller_hidden", "0"}, {"elbo_weight", "-2"}, {"d_model", "0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mattn_config c = mattn_config_default();
+        switch (i) {
+        case 0: c.n_heads = 7; break;
+        case 1: c.window_size = 0; break;
+        case 2: c.dropout = 1.0; break;
+        case 3: c.dropout = -0.1; break;
+        case 4: c.beta_0 = 0.0; break;
+        case 5: c.epsilon = -1; break;
+        case 6: c.hard_top_k = 4; break;
+        case 7: c.hard_top_k = 0; break;
+        case 8: c.temperature = 0; break;
+        case 9: c.gumbel_temp = -1; break;
+        case 10: c.expert_costs[1] = 1.5; break;
+        case 11: c.controller_hidden = 0; break;
+        case 12: c.elbo_weight = -2; break;
+        case 13: c.d_model = 0; break;
+        }
+        assert_int_equal(mattn_config_validate(&c), MATTN_ERR_INVALID_ARG);
+        const char *m = mattn_last_error();
+        if (!strstr(m, cases[i].field) || !strstr(m, cases[i].value)) {
+            print_error("message '%s' should name %s and %s\n", m, cases[i].field, cases[i].value);
+            fail();
+        }
+    }
+}
+
+static void test_json_round_trip(void **st) {
+    (void)st;
+    mattn_config c;
+    mattn_config_preset("gpt2", &c);
+    c.controller = MATTN_CONTROLLER_PRIOR_FREE;
+    c.causal = 1;
+    c.share_qkv = 1;
+    c.seed = 123456789;
+    c.n_experts = 2;
+    c.hard_top_k = 2;
+    c.expert_costs[1] = 0.123456789;
+    c.uncertainty_threshold = -2.5;
+    char *json = NULL;
+    assert_int_equal(mattn_config_to_json(&c, &json), MATTN_OK);
+    mattn_config d;
+    assert_int_equal(mattn_config_from_json(json, &d), MATTN_OK);
+    mattn_free(json);
+    assert_memory_equal(&c, &d, offsetof(mattn_config, expert_costs));
+    assert_true(d.expert_costs[1] == c.expert_costs[1] && d.seed == c.seed && d.share_qkv && d.causal &&
+                d.controller == c.controller && d.uncertainty_threshold == -2.5 && d.hard_top_k == 2);
+}
+
+/* What MetaAttnConfig(d_model=256, n_heads=8).to_json() prints. */
+static const char *python_json =
+    "{\n  \"d_model\": 256,\n  \"n_heads\": 8,\n  \"window_size\": 64,\n  \"dropout\": 0.1,\n"
+    "  \"controller_hidden\": 128,\n  \"expert_costs\": [\n    1.0,\n    0.15,\n    0.3\n  ],\n"
+    "  \"beta_0\": 1.0,\n  \"epsilon\": 0.01,\n  \"elbo_weight\": 1.0,\n  \"sample_posterior\": true,\n"
+    "  \"use_flash\": true,\n  \"hard_routing\": false,\n  \"hard_top_k\": 1,\n  \"gumbel_temp\": 1.0,\n"
+    "  \"uncertainty_threshold\": 1.0,\n  \"backend\": \"torch_sdpa\",\n  \"cost_lambda\": 0.0,\n"
+    "  \"entropy_coeff\": 0.0,\n  \"temperature\": 1.0\n}";
+
+static void test_json_python_compat(void **st) {
+    (void)st;
+    mattn_config c;
+    assert_int_equal(mattn_config_from_json(python_json, &c), MATTN_OK);
+    assert_int_equal(c.d_model, 256);
+    assert_int_equal(c.n_heads, 8);
+    assert_true(c.controller == MATTN_CONTROLLER_BAYESIAN && !c.share_qkv);
+    assert_int_equal(mattn_config_from_json("{\"d_model\": 64, \"n_heads\": 4}", &c), MATTN_OK);
+    assert_int_equal(c.window_size, 64); /* missing keys take defaults */
+    assert_int_equal(mattn_config_from_json("{\"d_modle\": 64}", &c), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "d_modle"));
+    assert_int_equal(mattn_config_from_json("{\"n_heads\": 7}", &c), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "n_heads"));
+    assert_int_equal(mattn_config_from_json("{\"n_heads\": 4.5}", &c), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_config_from_json("{\"causal\": 1}", &c), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_config_from_json("{\"controller\": \"softmax\"}", &c), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "softmax"));
+    assert_int_equal(mattn_config_from_json("{\"expert_costs\": [1.0, 0.15], \"hard_top_k\": 3}", &c),
+                     MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "hard_top_k"));
+    assert_int_equal(mattn_config_from_json("{\"expert_costs\": []}", &c), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_config_from_json("{\"expert_costs\": [1.0, 0.15]}", &c), MATTN_OK);
+    assert_int_equal(c.n_experts, 2);
+    assert_int_equal(mattn_config_from_json("[1, 2]", &c), MATTN_ERR_FORMAT);
+    assert_int_equal(mattn_config_from_json("{\"d_model\": ", &c), MATTN_ERR_FORMAT);
+    assert_int_equal(mattn_config_from_json("{\"d_model\": 64, \"d_model\": 32}", &c), MATTN_ERR_FORMAT);
+    assert_int_equal(mattn_config_from_json(NULL, &c), MATTN_ERR_INVALID_ARG);
+}
+
+static void test_config_files(void **st) {
+    (void)st;
+    char dir[] = "/tmp/mattn_cfg_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/c.json", dir);
+    mattn_config c = mattn_config_default(), d;
+    c.window_size = 17;
+    assert_int_equal(mattn_config_save(&c, path), MATTN_OK);
+    assert_int_equal(mattn_config_load(path, &d), MATTN_OK);
+    assert_int_equal(d.window_size, 17);
+    assert_int_equal(mattn_config_load("/nonexistent/x.json", &d), MATTN_ERR_IO);
+    assert_non_null(strstr(mattn_last_error(), "/nonexistent/x.json"));
+    remove(path);
+    rmdir(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_and_presets), cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_json_round_trip),      cmocka_unit_test(test_json_python_compat),
+        cmocka_unit_test(test_config_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
