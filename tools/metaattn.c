@@ -105,14 +105,17 @@ static int cmd_layer(int argc, char **argv) {
     if (hard) cfg.hard_routing = 1;
     if (mattn_config_validate(&cfg) != MATTN_OK) return die(1, "config: %s%s", mattn_last_error(), "");
 
+    /* weights first: a weights/config mismatch is the more basic error */
     char err[512];
     mattn_st_file *f = NULL;
-    if (mattn_st_open(in, &f, err, sizeof err) != MATTN_OK) return die(1, "--input: %s%s", err, "");
-    int rc = 0;
-    const mattn_st_tensor *tx = mattn_st_find(f, "x"), *tm = mattn_st_find(f, "key_padding_mask");
     float *x = NULL, *out = NULL, *mf = NULL;
     uint8_t *kp = NULL;
     mattn_layer *layer = NULL;
+    int rc = 0;
+    if (mattn_layer_init(&cfg, NULL, &layer) != MATTN_OK) { rc = die(1, "layer: %s%s", mattn_last_error(), ""); goto done; }
+    if (wp && mattn_layer_load(layer, wp) != MATTN_OK) { rc = die(1, "--weights: %s%s", mattn_layer_errmsg(layer), ""); goto done; }
+    if (mattn_st_open(in, &f, err, sizeof err) != MATTN_OK) { rc = die(1, "--input: %s%s", err, ""); goto done; }
+    const mattn_st_tensor *tx = mattn_st_find(f, "x"), *tm = mattn_st_find(f, "key_padding_mask");
     if (!tx) {
         rc = die(1, "--input %s: no tensor named 'x'%s", in, "");
         goto done;
@@ -146,8 +149,6 @@ static int cmd_layer(int argc, char **argv) {
         masks.key_padding = kp;
     }
 
-    if (mattn_layer_init(&cfg, NULL, &layer) != MATTN_OK) { rc = die(1, "layer: %s%s", mattn_last_error(), ""); goto done; }
-    if (wp && mattn_layer_load(layer, wp) != MATTN_OK) { rc = die(1, "--weights: %s%s", mattn_layer_errmsg(layer), ""); goto done; }
     mattn_layer_set_training(layer, !eval);
     float aux = 0.0f;
     mattn_stats stats;
