@@ -34,7 +34,7 @@ static const char *usage_layer =
     "\n"
     "  --input X      safetensors with 'x' (B,T,D) float and optionally\n"
     "                 'key_padding_mask' (B,T), nonzero = real token\n"
-    "  --output Y     safetensors to write: 'out' (B,T,D), 'alpha' (B,T,K),\n"
+    "  --output Y     safetensors to write: 'out' (B,T,D), 'alpha' (B,T,K), 'aux_loss' (1),\n"
     "                 'weights' (B,T,K, the merge weights used) and, for the Bayesian\n"
     "                 controller, 'beta_hat' (B,T,K) and 'uncertainty' (B,T)\n"
     "  --config CFG   MetaAttnConfig JSON (the Python library's to_json() loads);\n"
