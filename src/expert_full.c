@@ -12,10 +12,5 @@ const mattn_expert_vtable mattn_expert_full_vt = {
     .name = "full",
     .cost = 1.00,
     .init = full_init,
-    .free = mattn_builtin_free,
-    .workspace_size = mattn_builtin_workspace_size,
-    .forward = mattn_builtin_forward,
-    .n_params = mattn_builtin_n_params,
-    .param = mattn_builtin_param,
-    .shared_qkv = 1,
+    MATTN_BUILTIN_OPS,
 };

@@ -149,6 +149,13 @@ size_t mattn_builtin_workspace_size(const void *state, int B, int T);
 mattn_status mattn_builtin_forward(void *state, mattn_expert_call *call);
 int mattn_builtin_n_params(const void *state);
 mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
+/* The vtable slots every built-in expert shares; each expert file adds its
+ * name, cost and init. */
+#define MATTN_BUILTIN_OPS                                                    \
+    .free = mattn_builtin_free, .workspace_size = mattn_builtin_workspace_size, \
+    .forward = mattn_builtin_forward, .n_params = mattn_builtin_n_params,    \
+    .param = mattn_builtin_param, .shared_qkv = 1
+
 /* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
 void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
                              int64_t n_rows, uint8_t *need);
