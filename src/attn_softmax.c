@@ -12,6 +12,7 @@
  * both versions (and a backward) draw the same mask whatever the threads.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "mattn_impl.h"
 
@@ -135,4 +136,117 @@ double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
         }
     }
     return flops(a);
+}
+
+// ----------------------------------------------------------------------------
+// backward (every query row; training runs every expert on every token)
+//
+// o_t = sum_s P_ts m_ts v_s with P = softmax(scores), m the dropout multiplier:
+//   D_t    = <go_t, o_t>                   (= sum_s P_ts dP_ts)
+//   dP_ts  = m_ts <go_t, v_s>
+//   dS_ts  = P_ts (dP_ts - D_t)
+//   gv_s  += P_ts m_ts go_t,  gq_t += scale dS_ts k_s,  gk_s += scale dS_ts q_t
+// P_ts is recomputed from the saved log-sum-exp: exp(score - lse_t).
+
+static inline float *grow(float *base, const mattn_attn_grad *g, int b, int T, int t, int h, int dh) {
+    return base + ((size_t)b * T + t) * g->ldg + (size_t)h * dh;
+}
+
+void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
+    MATTN_ASSERT(!a->rows && a->lse);
+    const int B = a->B, T = a->T, H = a->H, dh = a->dh;
+    const float scale = 1.0f / sqrtf((float)dh);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            for (int t = 0; t < T; t++) {
+                const float lse = a->lse[((size_t)b * H + h) * T + t];
+                if (lse == -INFINITY) continue; /* saw no key: output 0, no gradient */
+                const size_t row = (size_t)b * T + t;
+                const float *q = a->q + row * a->ld + (size_t)h * dh;
+                const float *o = a->out + row * a->ldo + (size_t)h * dh;
+                const float *go = g->gout + row * g->ldgo + (size_t)h * dh;
+                float *gq = grow(g->gq, g, b, T, t, h, dh);
+                float Dt = 0.0f;
+                for (int i = 0; i < dh; i++) Dt += go[i] * o[i];
+                int lo, hi;
+                mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
+                for (int s = lo; s <= hi; s++) {
+                    float sc = score(a, q, b, t, s, h, scale);
+                    if (sc == -INFINITY) continue;
+                    const float p = expf(sc - lse), mk = keep(a, b, h, t, s);
+                    const size_t ks = ((size_t)b * T + s) * a->ld + (size_t)h * dh;
+                    const float *k = a->k + ks, *v = a->v + ks;
+                    float *gk = grow(g->gk, g, b, T, s, h, dh), *gv = grow(g->gv, g, b, T, s, h, dh);
+                    float dp = 0.0f;
+                    for (int i = 0; i < dh; i++) dp += go[i] * v[i];
+                    const float ds = p * (mk * dp - Dt) * scale, pm = p * mk;
+                    for (int i = 0; i < dh; i++) {
+                        gv[i] += pm * go[i];
+                        gq[i] += ds * k[i];
+                        gk[i] += ds * q[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Reference: materialise P (T x T, double) per (b, h) and apply the matrix
+ * formulas; recomputes everything from q, k, v (ignores lse and out). */
+void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
+    MATTN_ASSERT(!a->rows);
+    const int B = a->B, T = a->T, H = a->H, dh = a->dh;
+    const float scale = 1.0f / sqrtf((float)dh);
+    double *P = malloc(sizeof(double) * (size_t)T * T), *dS = malloc(sizeof(double) * (size_t)T * T);
+    MATTN_ASSERT(P && dS);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            for (int t = 0; t < T; t++) {
+                const float *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
+                double m = -INFINITY, l = 0.0;
+                for (int s = 0; s < T; s++) {
+                    int lo, hi;
+                    mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
+                    double sc = s >= lo && s <= hi ? score(a, q, b, t, s, h, scale) : -INFINITY;
+                    P[(size_t)t * T + s] = sc;
+                    if (sc > m) m = sc;
+                }
+                for (int s = 0; s < T; s++) {
+                    double e = m > -INFINITY ? exp(P[(size_t)t * T + s] - m) : 0.0;
+                    P[(size_t)t * T + s] = e;
+                    l += e;
+                }
+                for (int s = 0; s < T; s++) P[(size_t)t * T + s] = l > 0.0 ? P[(size_t)t * T + s] / l : 0.0;
+            }
+            /* dP = (go v^T) .* mask;  dS = P .* (dP - rowsum(P .* dP)) */
+            for (int t = 0; t < T; t++) {
+                const float *go = g->gout + ((size_t)b * T + t) * g->ldgo + (size_t)h * dh;
+                double Dt = 0.0;
+                for (int s = 0; s < T; s++) {
+                    const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
+                    double dp = 0.0;
+                    for (int i = 0; i < dh; i++) dp += (double)go[i] * v[i];
+                    dp *= keep(a, b, h, t, s);
+                    dS[(size_t)t * T + s] = dp;
+                    Dt += P[(size_t)t * T + s] * dp;
+                }
+                for (int s = 0; s < T; s++) {
+                    double p = P[(size_t)t * T + s], ds = p * (dS[(size_t)t * T + s] - Dt) * scale;
+                    float *gq = grow(g->gq, g, b, T, t, h, dh), *gk = grow(g->gk, g, b, T, s, h, dh);
+                    float *gv = grow(g->gv, g, b, T, s, h, dh);
+                    const size_t ks = ((size_t)b * T + s) * a->ld + (size_t)h * dh;
+                    const float *k = a->k + ks, *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
+                    double pm = p * keep(a, b, h, t, s);
+                    for (int i = 0; i < dh; i++) {
+                        gv[i] += (float)(pm * go[i]);
+                        gq[i] += (float)(ds * k[i]);
+                        gk[i] += (float)(ds * q[i]);
+                    }
+                }
+            }
+        }
+    }
+    free(P);
+    free(dS);
 }

@@ -100,11 +100,26 @@ typedef struct mattn_attn_args {
     float *state;          /* linear: workspace (B*H*(dh*dh+dh)) floats */
 } mattn_attn_args;
 
+/* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
+ * (+=) into (B,T,ldg) buffers, head h at column h*dh of each. */
+typedef struct mattn_attn_grad {
+    const float *gout; int ldgo;
+    float *gq, *gk, *gv; int ldg;
+    float *state;          /* linear: mattn_attn_linear_backward_scratch() bytes */
+} mattn_attn_grad;
+
 /* Each returns the floating-point operations it executed. */
 double mattn_attn_softmax_forward(const mattn_attn_args *a);
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
 double mattn_attn_linear_forward(const mattn_attn_args *a);
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
+/* Backward over every query row (a->rows must be NULL).  softmax needs a->lse
+ * and a->out from its forward; linear needs a->out and g->state. */
+void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g);
+void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
+void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);
+void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
+size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 
 /* Key range [lo, hi] a query at t may see (before masks), for the softmax and
  * linear kernels; empty when lo > hi. */

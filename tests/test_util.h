@@ -48,3 +48,61 @@ static __attribute__((unused)) float *falloc(size_t n) {
 }
 
 #endif
+
+/* ---- finite differences ----------------------------------------------------
+ * loss(ctx) evaluates a scalar (double) from the current contents of theta.
+ * Central differences on n_coords random coordinates and n_dirs random
+ * directions of theta (n floats) against the analytic gradient grad; the step
+ * is h * max(1, |theta_i|) for coordinates and h for unit directions, the
+ * actual step is re-measured after float rounding (spec §10.1).  Passes when
+ * |fd - an| <= rtol |an| + atol everywhere; returns the worst err/tol. */
+typedef double (*fd_loss_fn)(void *ctx);
+
+static __attribute__((unused)) double fd_check(fd_loss_fn loss, void *ctx, float *theta, size_t n,
+                                               const float *grad, int n_coords, int n_dirs, double h,
+                                               double rtol, double atol, uint64_t seed, const char *what) {
+    mattn_rng r;
+    mattn_rng_seed(&r, seed);
+    double worst = 0.0;
+    float *save = falloc(n), *v = falloc(n);
+    memcpy(save, theta, n * sizeof(float));
+    for (int c = 0; c < n_coords + n_dirs; c++) {
+        double an = 0.0, fd;
+        if (c < n_coords) {
+            size_t i = (size_t)(mattn_rng_u01(&r) * (double)n);
+            if (i >= n) i = n - 1;
+            float hp = (float)(theta[i] + h * fmax(1.0, fabs(theta[i])));
+            float hm = (float)(theta[i] - h * fmax(1.0, fabs(theta[i])));
+            theta[i] = hp;
+            double lp = loss(ctx);
+            theta[i] = hm;
+            double lm = loss(ctx);
+            theta[i] = save[i];
+            fd = (lp - lm) / ((double)hp - (double)hm);
+            an = grad[i];
+        } else {
+            double nrm = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                v[i] = (float)mattn_rng_normal(&r);
+                nrm += (double)v[i] * v[i];
+            }
+            nrm = sqrt(nrm);
+            for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] / nrm);
+            for (size_t i = 0; i < n; i++) theta[i] = (float)(save[i] + h * v[i]);
+            double lp = loss(ctx);
+            for (size_t i = 0; i < n; i++) theta[i] = (float)(save[i] - h * v[i]);
+            double lm = loss(ctx);
+            memcpy(theta, save, n * sizeof(float));
+            fd = (lp - lm) / (2.0 * h);
+            for (size_t i = 0; i < n; i++) an += (double)grad[i] * v[i];
+        }
+        double err = fabs(fd - an) / (rtol * fabs(an) + atol);
+        if (err > 1.0)
+            print_error("%s: %s %d: fd %.8g vs analytic %.8g (err/tol %.3g)\n", what,
+                        c < n_coords ? "coordinate" : "direction", c, fd, an, err);
+        if (err > worst) worst = err;
+    }
+    free(save);
+    free(v);
+    return worst;
+}
