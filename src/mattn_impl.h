@@ -70,6 +70,10 @@ double mattn_trigamma(double x);
 double mattn_lgamma(double x);     /* thread-safe lgamma for x > 0 */
 double mattn_dir_entropy(const double *a, int K, double *grad /* may be NULL */);
 double mattn_dir_kl(const double *a, const double *b, int K, double *grad /* may be NULL */);
+/* dg/da of a Gamma(a,1) sample g = x (implicit reparameterisation, PyTorch's
+ * approximation, spec §5.2), and d ln g/da from ln g (§5.4). */
+double mattn_gamma_grad(double a, double x);
+double mattn_dlng_da(double a, double log_x);
 
 // ----------------------------------------------------------------------------
 // GEMM: C = alpha * op(A) op(B) + beta * C, row-major; sole CBLAS call site
