@@ -54,11 +54,11 @@ mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg,
 
 void mattn_controller_free(mattn_controller *c) {
     if (!c) return;
-    mattn_afree(c->w1);
-    mattn_afree(c->b1);
-    mattn_afree(c->w2);
-    mattn_afree(c->b2);
-    c->w1 = c->b1 = c->w2 = c->b2 = NULL;
+    float **bufs[] = {&c->w1, &c->b1, &c->w2, &c->b2, &c->g_w1, &c->g_b1, &c->g_w2, &c->g_b2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        mattn_afree(*bufs[i]);
+        *bufs[i] = NULL;
+    }
 }
 
 double mattn_controller_flops(const mattn_controller *c, int64_t N) {
@@ -214,8 +214,180 @@ void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, d
         if (k >= K) continue;
         uint8_t sel[MATTN_MAX_EXPERTS];
         mattn_topk_mask(y, K, k, sel);
-        double s = 0.0;
+        double s = 1e-8; /* as the Python library: soft / (sum + 1e-8) */
         for (int i = 0; i < K; i++) s += sel[i] ? y[i] : 0.0f;
         for (int i = 0; i < K; i++) y[i] = sel[i] ? (float)(y[i] / s) : 0.0f;
     }
+}
+
+/* y_soft = softmax((l + G)/tau) for token n, in double, from the same stream
+ * as the forward. */
+static void gumbel_soft(double *p, const float *l, int K, double tau, uint64_t seed, uint64_t step, int64_t n) {
+    mattn_rng r;
+    mattn_rng_seed(&r, mattn_stream_seed(seed, step, (uint64_t)n, MATTN_PURPOSE_GUMBEL));
+    double v[MATTN_MAX_EXPERTS], m = -INFINITY, Z = 0.0;
+    for (int i = 0; i < K; i++) {  /* exactly the forward's arithmetic */
+        v[i] = l[i] - log(-log(mattn_rng_u01(&r)));
+        m = v[i] > m ? v[i] : m;
+    }
+    for (int i = 0; i < K; i++) Z += (p[i] = exp((v[i] - m) / tau));
+    for (int i = 0; i < K; i++) p[i] /= Z;
+}
+
+/* Exact gradient of the forward above (what autograd gives the Python
+ * library, whose weights are the renormalised masked soft values):
+ *   w_i = m_i p_i / S,  S = sum_j m_j p_j + 1e-8
+ *   gp_i = (m_i / S)(gw_i - <w, gw>),  gl_j += (p_j / tau)(gp_j - <p, gp>). */
+void mattn_gumbel_topk_backward(const float *gw, const float *logits, int64_t N, int K, int k, double tau,
+                                uint64_t seed, uint64_t step, float *glogits) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        double p[MATTN_MAX_EXPERTS], gp[MATTN_MAX_EXPERTS];
+        gumbel_soft(p, logits + n * K, K, tau, seed, step, n);
+        const float *g = gw + n * K;
+        if (k >= K) {
+            for (int i = 0; i < K; i++) gp[i] = g[i];
+        } else {
+            float pf[MATTN_MAX_EXPERTS];
+            uint8_t sel[MATTN_MAX_EXPERTS];
+            for (int i = 0; i < K; i++) pf[i] = (float)p[i];
+            mattn_topk_mask(pf, K, k, sel);
+            double S = 1e-8, wg = 0.0;
+            for (int i = 0; i < K; i++) S += sel[i] ? pf[i] : 0.0f;
+            for (int i = 0; i < K; i++) wg += sel[i] ? (double)(float)(pf[i] / S) * g[i] : 0.0;
+            for (int i = 0; i < K; i++) gp[i] = sel[i] ? (g[i] - wg) / S : 0.0;
+        }
+        double dot = 0.0;
+        for (int i = 0; i < K; i++) dot += p[i] * gp[i];
+        for (int i = 0; i < K; i++) glogits[n * K + i] += (float)(p[i] / tau * (gp[i] - dot));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward (spec §6)
+
+mattn_status mattn_controller_alloc_grads(mattn_controller *c) {
+    if (c->g_w1) return MATTN_OK;
+    size_t in = (size_t)c->D + 2, Hc = (size_t)c->Hc, K = (size_t)c->K;
+    c->g_w1 = mattn_amalloc(Hc * in * sizeof(float));
+    c->g_b1 = mattn_amalloc(Hc * sizeof(float));
+    c->g_w2 = mattn_amalloc(K * Hc * sizeof(float));
+    c->g_b2 = mattn_amalloc(K * sizeof(float));
+    if (!c->g_w1 || !c->g_b1 || !c->g_w2 || !c->g_b2) {
+        mattn_afree(c->g_w1); mattn_afree(c->g_b1); mattn_afree(c->g_w2); mattn_afree(c->g_b2);
+        c->g_w1 = c->g_b1 = c->g_w2 = c->g_b2 = NULL;
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the controller's gradients");
+    }
+    memset(c->g_w1, 0, Hc * in * sizeof(float));
+    memset(c->g_b1, 0, Hc * sizeof(float));
+    memset(c->g_w2, 0, K * Hc * sizeof(float));
+    memset(c->g_b2, 0, K * sizeof(float));
+    return MATTN_OK;
+}
+
+static inline double sigmoid(double z) { return z > 20.0 ? 1.0 : 1.0 / (1.0 + exp(-z)); }
+
+static inline float gelu_grad(float z) {
+    return 0.5f * (1.0f + erff(z * 0.70710678118654752f)) + z * expf(-0.5f * z * z) * 0.3989422804014327f;
+}
+
+/* gz2 (per token) from galpha and the aux loss. */
+void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                        int64_t n, int64_t N, int sample, const float *galpha, double g_aux, float *gz2) {
+    const int K = c->K;
+    const float *z2 = act->logits + n * K;
+    double ga[MATTN_MAX_EXPERTS], g_al[MATTN_MAX_EXPERTS];
+    for (int i = 0; i < K; i++) g_al[i] = galpha ? galpha[n * K + i] : 0.0;
+    if (c->kind == MATTN_CONTROLLER_PRIOR_FREE) {
+        const double tau = cfg->temperature;
+        double m = z2[0], Z = 0.0, la[MATTN_MAX_EXPERTS], al[MATTN_MAX_EXPERTS], H = 0.0, ec = 0.0, dot = 0.0;
+        for (int i = 1; i < K; i++) m = z2[i] > m ? z2[i] : m;
+        for (int i = 0; i < K; i++) Z += exp((z2[i] - m) / tau);
+        for (int i = 0; i < K; i++) {
+            la[i] = (z2[i] - m) / tau - log(Z);
+            al[i] = exp(la[i]);
+            H -= al[i] * la[i];
+            ec += al[i] * c->costs[i];
+            dot += al[i] * g_al[i];
+        }
+        const double s = g_aux / (double)N;
+        for (int i = 0; i < K; i++)
+            gz2[i] = (float)(al[i] / tau * (g_al[i] - dot) +
+                             s * al[i] / tau * (cfg->cost_lambda * (c->costs[i] - ec) +
+                                                cfg->entropy_coeff * (la[i] + H)));
+        return;
+    }
+    const double *a = act->a + n * K;
+    double a0 = 0.0, al[MATTN_MAX_EXPERTS], dot = 0.0;
+    for (int i = 0; i < K; i++) a0 += a[i];
+    if (sample) {
+        const double *lg = act->logg + n * K;
+        double m = lg[0], Z = 0.0;
+        for (int i = 1; i < K; i++) m = lg[i] > m ? lg[i] : m;
+        for (int i = 0; i < K; i++) Z += (al[i] = exp(lg[i] - m));
+        for (int i = 0; i < K; i++) al[i] /= Z;
+        for (int i = 0; i < K; i++) dot += al[i] * g_al[i];
+        for (int i = 0; i < K; i++) ga[i] = (g_al[i] - dot) * al[i] * mattn_dlng_da(a[i], lg[i]);
+    } else {
+        for (int i = 0; i < K; i++) dot += a[i] / a0 * g_al[i];
+        for (int i = 0; i < K; i++) ga[i] = (g_al[i] - dot) / a0;
+    }
+    const double s = g_aux / (double)N;
+    if (cfg->elbo_weight != 0.0) {
+        double gkl[MATTN_MAX_EXPERTS];
+        mattn_dir_kl(a, c->prior, K, gkl);
+        for (int i = 0; i < K; i++) ga[i] += s * cfg->elbo_weight * gkl[i];
+    } else if (cfg->cost_lambda != 0.0 || cfg->entropy_coeff != 0.0) {
+        /* legacy terms on the posterior mean m = a/a0, -H with log(m + 1e-8) */
+        double gm[MATTN_MAX_EXPERTS], mg = 0.0;
+        for (int i = 0; i < K; i++) {
+            double mi = a[i] / a0;
+            gm[i] = s * (cfg->cost_lambda * c->costs[i] +
+                         cfg->entropy_coeff * (log(mi + 1e-8) + mi / (mi + 1e-8)));
+            mg += mi * gm[i];
+        }
+        for (int i = 0; i < K; i++) ga[i] += (gm[i] - mg) / a0;
+    }
+    for (int i = 0; i < K; i++) {
+        const double v = c->prior[i] + softplus((double)z2[i]);
+        gz2[i] = v < BETA_FLOOR ? 0.0f : (float)(ga[i] * sigmoid((double)z2[i]));
+    }
+}
+
+mattn_status mattn_controller_backward(mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                                       int B, int T, int training, uint64_t step, const float *galpha,
+                                       const float *glogits, double g_aux, float *gx, float *gz2, float *gh) {
+    mattn_status st = mattn_controller_alloc_grads(c);
+    if (st != MATTN_OK) return st;
+    const int D = c->D, Hc = c->Hc, K = c->K, in = D + 2;
+    const int64_t N = (int64_t)B * T;
+    const int sample = training && cfg->sample_posterior && c->kind == MATTN_CONTROLLER_BAYESIAN;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        mattn_controller_logits_grad(c, cfg, act, n, N, sample, galpha, g_aux, gz2 + n * K);
+        if (glogits)
+            for (int i = 0; i < K; i++) gz2[n * K + i] += glogits[n * K + i];
+    }
+    /* z2 = h W2^T + b2 */
+    mattn_gemm(1, 0, K, Hc, (int)N, 1.0f, gz2, K, act->h, Hc, 1.0f, c->g_w2, Hc);
+    for (int64_t n = 0; n < N; n++)
+        for (int i = 0; i < K; i++) c->g_b2[i] += gz2[n * K + i];
+    mattn_gemm(0, 0, (int)N, Hc, K, 1.0f, gz2, K, c->w2, Hc, 0.0f, gh, Hc);
+    /* h = dropout(GELU(z1)) */
+    const float p = (float)cfg->dropout;
+    const uint64_t dkey = mattn_stream_seed(cfg->seed, step, 0, MATTN_PURPOSE_CTRL_DROPOUT);
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int j = 0; j < Hc; j++) {
+            float g = gh[n * Hc + j];
+            if (training && p > 0.0f)
+                g = mattn_hash_u01(dkey, (uint64_t)(n * Hc + j)) < p ? 0.0f : g / (1.0f - p);
+            gh[n * Hc + j] = g * gelu_grad(act->z1[n * Hc + j]);
+        }
+    /* z1 = f W1^T + b1; x gets the first D feature columns (norm: stop-gradient) */
+    mattn_gemm(1, 0, Hc, in, (int)N, 1.0f, gh, Hc, act->f, in, 1.0f, c->g_w1, in);
+    for (int64_t n = 0; n < N; n++)
+        for (int j = 0; j < Hc; j++) c->g_b1[j] += gh[n * Hc + j];
+    if (gx) mattn_gemm(0, 0, (int)N, D, Hc, 1.0f, gh, Hc, c->w1, in, 1.0f, gx, D);
+    return MATTN_OK;
 }

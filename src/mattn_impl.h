@@ -202,6 +202,7 @@ typedef struct mattn_controller {
     float *b1;    /* (Hc)       controller.net.0.bias */
     float *w2;    /* (K, Hc)    controller.net.3.weight */
     float *b2;    /* (K)        controller.net.3.bias */
+    float *g_w1, *g_b1, *g_w2, *g_b2;     /* gradients, allocated on first backward */
     float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
     double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
     double costs[MATTN_MAX_EXPERTS];
@@ -231,6 +232,23 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
 void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, double tau,
                        uint64_t seed, uint64_t step);
 double mattn_controller_flops(const mattn_controller *c, int64_t N);
+/* Allocate (zeroed) gradient buffers if not yet there. */
+mattn_status mattn_controller_alloc_grads(mattn_controller *c);
+/* Backward of the last forward (act, step, training as there).  galpha (N,K):
+ * dL/dalpha from the merge, or NULL; glogits (N,K): extra dL/dz2 (the Gumbel
+ * path), or NULL; g_aux = dL/d(aux loss).  Accumulates the parameter
+ * gradients and, if gx is non-NULL, dL/dx (N,D) (+=).  Scratch: gz2 (N,K),
+ * gh (N,Hc). */
+mattn_status mattn_controller_backward(mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                                       int B, int T, int training, uint64_t step, const float *galpha,
+                                       const float *glogits, double g_aux, float *gx, float *gz2, float *gh);
+/* dL/dz2 of token n (of N) into gz2 (K): the routing-weight and aux-loss
+ * terms (spec §6.5-§6.6, §5.5); sample: alpha was a Dirichlet sample. */
+void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                                  int64_t n, int64_t N, int sample, const float *galpha, double g_aux, float *gz2);
+/* Gradient of mattn_gumbel_topk's weights w.r.t. the logits (+= glogits). */
+void mattn_gumbel_topk_backward(const float *gw, const float *logits, int64_t N, int K, int k, double tau,
+                                uint64_t seed, uint64_t step, float *glogits);
 
 /* sel[i] = 1 for the k largest v[i] (ties go to the lower index), else 0. */
 static inline void mattn_topk_mask(const float *v, int K, int k, uint8_t *sel) {

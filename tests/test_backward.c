@@ -96,10 +96,203 @@ static void test_linear_backward(void **st) {
             for (int masks = 0; masks < 2; masks++) run_kernel_case(1, Ts[ti], causal, -1, masks, 0.0f);
 }
 
+
+// ---------------------------------------------------------------- controller
+
+typedef struct {
+    mattn_controller c;
+    mattn_config cfg;
+    mattn_ctrl_act act;
+    int B, T;
+} ctl;
+
+static void ctl_init(ctl *t, mattn_config cfg, int B, int T) {
+    t->cfg = cfg;
+    t->B = B;
+    t->T = T;
+    mattn_rng r;
+    mattn_rng_seed(&r, 1);
+    assert_int_equal(mattn_controller_init(&t->c, &cfg, &r), MATTN_OK);
+    const size_t N = (size_t)B * T, K = (size_t)cfg.n_experts, Hc = (size_t)cfg.controller_hidden;
+    t->act.f = falloc(N * (cfg.d_model + 2));
+    t->act.z1 = falloc(N * Hc);
+    t->act.h = falloc(N * Hc);
+    t->act.logits = falloc(N * K);
+    t->act.alpha = falloc(N * K);
+    t->act.beta_hat = falloc(N * K);
+    t->act.a = calloc(N * K, sizeof(double));
+    t->act.logg = calloc(N * K, sizeof(double));
+    t->act.unc = falloc(N);
+    t->act.kl = calloc(N, sizeof(double));
+}
+
+static void ctl_free(ctl *t) {
+    mattn_controller_free(&t->c);
+    free(t->act.f); free(t->act.z1); free(t->act.h); free(t->act.logits); free(t->act.alpha);
+    free(t->act.beta_hat); free(t->act.a); free(t->act.logg); free(t->act.unc); free(t->act.kl);
+}
+
+/* spec §9.4: end-to-end router, MEAN mode, L = sum R alpha + 0.1 mean KL */
+static void test_controller_spec_vector(void **st) {
+    (void)st;
+    mattn_config cfg = mattn_config_default();
+    cfg.d_model = 4;
+    cfg.n_heads = 1;
+    cfg.controller_hidden = 3;
+    cfg.elbo_weight = 0.1;
+    ctl t;
+    ctl_init(&t, cfg, 1, 3);
+    const float W1[18] = {0.20f, -0.10f, 0.05f, 0.30f, -0.25f, 0.40f, -0.15f, 0.35f, -0.20f,
+                          0.10f, 0.50f,  -0.30f, 0.05f, 0.15f, 0.25f, -0.35f, 0.20f, 0.10f};
+    const float b1[3] = {0.10f, -0.05f, 0.02f}, b2[3] = {-1.0f, 0.5f, 0.2f};
+    const float W2[9] = {0.60f, -0.40f, 0.30f, -0.20f, 0.50f, 0.10f, 0.30f, 0.20f, -0.60f};
+    const float x[12] = {1.0f, -2.0f, 0.5f, 0.3f, 0.0f, 0.4f, -1.2f, 2.0f, -0.7f, 0.1f, 0.9f, -0.4f};
+    const float R[9] = {1.0f, -0.5f, 0.25f, -0.3f, 0.8f, -0.1f, 0.2f, 0.1f, -0.6f};
+    memcpy(t.c.w1, W1, sizeof W1);
+    memcpy(t.c.b1, b1, sizeof b1);
+    memcpy(t.c.w2, W2, sizeof W2);
+    memcpy(t.c.b2, b2, sizeof b2);
+    double aux;
+    assert_int_equal(mattn_controller_forward(&t.c, &cfg, &t.act, x, 1, 3, 0, 0, &aux), MATTN_OK);
+    double L = aux;
+    for (int i = 0; i < 9; i++) L += (double)R[i] * t.act.alpha[i];
+    assert_true(fabs(L - 0.404733592342) <= 2e-6);
+    float gx[12] = {0}, gz2[9], gh[9];
+    assert_int_equal(mattn_controller_backward(&t.c, &cfg, &t.act, 1, 3, 0, 0, R, NULL, 1.0, gx, gz2, gh),
+                     MATTN_OK);
+    const float gW1[18] = {0.0685952302f, -0.1570502793f, 0.08474926282f, -0.0569860068f, 0.03862974297f,
+                           -0.01578307613f, -0.01171480583f, 0.04269434608f, -0.05237343599f, 0.06595441757f,
+                           0.0210622255f, 0.01290914567f, -0.03702548264f, 0.00769808973f, 0.04324751238f,
+                           -0.01594646281f, 0.03349390175f, 0.05306201083f};
+    const float gb1[3] = {0.03599574109f, 0.01538025949f, 0.053555327f};
+    const float gW2[9] = {0.02154146217f, -0.02897458625f, 0.02645117019f, 0.01567771573f, 0.07243110534f,
+                          0.005284064464f, -0.01828480087f, -0.05723422534f, -0.01332143029f};
+    const float gb2[3] = {0.1511192452f, 0.05082587224f, -0.08140647896f};
+    const float gxw[12] = {0.01636746228f, -0.01235721393f, 0.006299609526f, 0.02009780611f,
+                           -0.0127154002f, 0.01623643894f, -0.008163124776f, -0.008979420435f,
+                           0.003917813564f, 0.00593759075f, 0.01397608216f, -0.01752600185f};
+    assert_close(t.c.g_w1, gW1, 18, 2e-6, "dL/dW1");
+    assert_close(t.c.g_b1, gb1, 3, 2e-6, "dL/db1");
+    assert_close(t.c.g_w2, gW2, 9, 2e-6, "dL/dW2");
+    assert_close(t.c.g_b2, gb2, 3, 2e-6, "dL/db2");
+    assert_close(gx, gxw, 12, 2e-6, "dL/dx");
+    ctl_free(&t);
+}
+
+/* spec §9.5: softmax baseline with temperature, cost and entropy terms */
+static void test_controller_prior_free_vector(void **st) {
+    (void)st;
+    mattn_config cfg = mattn_config_default();
+    cfg.d_model = 4;
+    cfg.n_heads = 1;
+    cfg.controller_hidden = 3;
+    cfg.controller = MATTN_CONTROLLER_PRIOR_FREE;
+    cfg.temperature = 0.7;
+    cfg.cost_lambda = 0.5;
+    cfg.entropy_coeff = 0.01;
+    ctl t;
+    ctl_init(&t, cfg, 1, 2);
+    const float l[6] = {1.2f, -0.3f, 0.5f, 0.1f, 0.2f, -1.5f}, R[6] = {0.4f, -0.2f, 0.1f, 0.0f, 0.3f, -0.5f};
+    const float want[6] = {0.1769096406f, -0.07214159581f, -0.1047680448f,
+                           -0.008973863253f, 0.05410729403f, -0.04513343078f};
+    memcpy(t.act.logits, l, sizeof l);
+    float g[6];
+    for (int n = 0; n < 2; n++) mattn_controller_logits_grad(&t.c, &cfg, &t.act, n, 2, 0, R, 1.0, g + 3 * n);
+    assert_close(g, want, 6, 1e-7, "prior-free dL/dl");
+    ctl_free(&t);
+}
+
+/* Gumbel top-k: exact gradient of the renormalised masked softmax, FD with
+ * the noise fixed (same seed and step). */
+typedef struct { float *l, *w, *gy; int N, K, k; double tau; } gctx;
+
+static double gloss(void *ctx) {
+    gctx *c = ctx;
+    mattn_gumbel_topk(c->w, c->l, c->N, c->K, c->k, c->tau, 5, 3);
+    double L = 0.0;
+    for (int i = 0; i < c->N * c->K; i++) L += (double)c->gy[i] * c->w[i];
+    return L;
+}
+
+static void test_gumbel_backward(void **st) {
+    (void)st;
+    for (int k = 1; k <= 3; k++) {
+        enum { N = 16, K = 3 };
+        float l[N * K], w[N * K], gy[N * K], gl[N * K] = {0};
+        fill_normal(l, N * K, 11, 1.0);
+        fill_normal(gy, N * K, 12, 1.0);
+        gctx c = {l, w, gy, N, K, k, 0.5};
+        mattn_gumbel_topk_backward(gy, l, N, K, k, 0.5, 5, 3, gl);
+        assert_true(fd_check(gloss, &c, l, N * K, gl, 20, 3, 1e-3, 1e-3, 1e-4, 9, "gumbel") <= 1.0);
+    }
+}
+
+/* MLP + routing + aux loss, both controllers, eval (MEAN) mode and training
+ * with dropout (sample_posterior off: the dropout mask is then a fixed
+ * function of the step), ELBO KL or the legacy cost/entropy terms: FD over
+ * every parameter.  (dL/dx: the spec vector above; SAMPLE mode cannot be
+ * FD-checked, spec §10.2: its pieces are tested in test_dirichlet.) */
+typedef struct { ctl *t; const float *x; const float *R; int training; } mctx;
+
+static double mloss(void *ctx) {
+    mctx *m = ctx;
+    double aux;
+    mattn_controller_forward(&m->t->c, &m->t->cfg, &m->t->act, m->x, m->t->B, m->t->T, m->training, 4, &aux);
+    double L = aux;
+    for (int i = 0; i < m->t->B * m->t->T * m->t->cfg.n_experts; i++) L += (double)m->R[i] * m->t->act.alpha[i];
+    return L;
+}
+
+static void test_controller_fd(void **st) {
+    (void)st;
+    for (int kind = 0; kind < 2; kind++)
+        for (int training = 0; training < 2; training++)
+            for (int elbo = 0; elbo < 2; elbo++) {
+                mattn_config cfg = mattn_config_default();
+                cfg.d_model = 6;
+                cfg.n_heads = 2;
+                cfg.controller_hidden = 5;
+                cfg.controller = kind ? MATTN_CONTROLLER_PRIOR_FREE : MATTN_CONTROLLER_BAYESIAN;
+                cfg.sample_posterior = 0;
+                cfg.dropout = 0.2;
+                cfg.temperature = 0.8;
+                cfg.elbo_weight = elbo ? 0.7 : 0.0;
+                cfg.cost_lambda = 0.3;
+                cfg.entropy_coeff = 0.05;
+                ctl t;
+                ctl_init(&t, cfg, 2, 5);
+                mattn_rng r;
+                mattn_rng_seed(&r, 3);
+                mattn_init_normal(t.c.w1, 5 * 8, 0.5, &r);
+                mattn_init_normal(t.c.b1, 5, 0.5, &r);
+                mattn_init_normal(t.c.w2, 3 * 5, 0.5, &r);
+                mattn_init_normal(t.c.b2, 3, 0.5, &r);
+                float x[60], R[30], gx[60] = {0}, gz2[30], gh[50];
+                fill_normal(x, 60, 4, 1.0);
+                fill_normal(R, 30, 5, 1.0);
+                mctx m = {&t, x, R, training};
+                mloss(&m);
+                assert_int_equal(mattn_controller_backward(&t.c, &cfg, &t.act, 2, 5, training, 4, R, NULL, 1.0,
+                                                           gx, gz2, gh), MATTN_OK);
+                char what[96];
+                snprintf(what, sizeof what, "controller %s training=%d elbo=%d", kind ? "prior-free" : "bayesian",
+                         training, elbo);
+                float *ps[4] = {t.c.w1, t.c.b1, t.c.w2, t.c.b2}, *gs[4] = {t.c.g_w1, t.c.g_b1, t.c.g_w2, t.c.g_b2};
+                size_t ns[4] = {40, 5, 15, 3};
+                for (int p = 0; p < 4; p++)
+                    assert_true(fd_check(mloss, &m, ps[p], ns[p], gs[p], 6, 2, 1e-3, 5e-3, 1e-4, 20 + p, what) <= 1.0);
+                ctl_free(&t);
+            }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_backward),
         cmocka_unit_test(test_linear_backward),
+        cmocka_unit_test(test_controller_spec_vector),
+        cmocka_unit_test(test_controller_prior_free_vector),
+        cmocka_unit_test(test_gumbel_backward),
+        cmocka_unit_test(test_controller_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
