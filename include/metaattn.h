@@ -175,6 +175,8 @@ typedef struct mattn_tensor {
     int ndim;
     int64_t shape[4];
     float *data;         /* owned by the handle it came from */
+    float *grad;         /* gradient of the same shape, or NULL before the
+                            first backward / for experts without one */
 } mattn_tensor;
 
 /* ------------------------------------------------------------------------ */
@@ -204,6 +206,23 @@ typedef struct mattn_expert_call {
     double flops;              /* out: floating-point operations executed */
 } mattn_expert_call;
 
+/* One call of an expert's backward, for the forward call just before it
+ * (same x, B, T, masks, work, seed, step; every token was computed). */
+typedef struct mattn_expert_grad_call {
+    const float *x;            /* (B,T,D) layer input */
+    const float *qkv;          /* shared projections, as in the forward, or NULL */
+    float *g_qkv;              /* with qkv: (B,T,3D) dL/dqkv, accumulate (+=) */
+    int B, T;
+    const mattn_masks *masks;
+    const float *out;          /* (B,T,D) what the forward wrote */
+    const float *gout;         /* (B,T,D) dL/d(out) */
+    float *gx;                 /* (B,T,D) dL/dx, accumulate (+=); may be NULL */
+    void *work;                /* the forward's workspace, activations intact */
+    void *gwork;               /* backward_workspace_size(B,T) bytes of scratch */
+    int training;
+    uint64_t seed, step;
+} mattn_expert_grad_call;
+
 typedef struct mattn_expert_vtable {
     const char *name;          /* registry name, e.g. "full" */
     double cost;               /* normalised cost, full = 1.0 */
@@ -216,7 +235,10 @@ typedef struct mattn_expert_vtable {
     /* Parameters for load/save: names are relative ("qkv.weight"). */
     int (*n_params)(const void *state);
     mattn_status (*param)(void *state, int i, mattn_tensor *t);
-    void *backward;            /* reserved for the training issue: set NULL */
+    /* Optional (NULL: the layer cannot be trained with this expert).
+     * Accumulates the parameter gradients (param()'s grad) and dL/dx. */
+    mattn_status (*backward)(void *state, mattn_expert_grad_call *call);
+    size_t (*backward_workspace_size)(const void *state, int B, int T);
     void *decode_step;         /* reserved for the decoding issue: set NULL */
     int shared_qkv;            /* 1: under share_qkv takes call->qkv (built-ins) */
 } mattn_expert_vtable;
@@ -280,6 +302,12 @@ MATTN_API const mattn_config *mattn_layer_config(const mattn_layer *l);
 /* Training mode (default) samples the posterior, applies dropout and Gumbel
  * noise from the seed; eval mode uses the posterior mean and no dropout. */
 MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);
+/* The noise step: every training-mode forward draws its noise (Dirichlet
+ * samples, dropout, Gumbel) from streams keyed by (seed, step) and then
+ * advances it.  Setting it replays a forward's noise exactly (gradient
+ * checks, resuming a run). */
+MATTN_API uint64_t mattn_layer_step(const mattn_layer *l);
+MATTN_API void mattn_layer_set_step(mattn_layer *l, uint64_t step);
 
 /* Run the layer.  x (B,T,D) -> out (B,T,D).  aux_loss and stats may be NULL.
  * Errors: MATTN_ERR_INVALID_ARG (NULL pointers, B or T < 1),
@@ -301,6 +329,18 @@ MATTN_API const float *mattn_layer_uncertainty(const mattn_layer *l);
 /* Parameters under the Python library's state_dict names. */
 MATTN_API int mattn_layer_n_params(const mattn_layer *l);
 MATTN_API mattn_status mattn_layer_param(mattn_layer *l, int i, mattn_tensor *t);
+
+/* Backward of the last forward (training mode, or soft routing in eval mode;
+ * eval-mode hard routing runs experts sparsely and cannot be differentiated:
+ * MATTN_ERR_MISUSE).  x and masks must be the forward's; gout (B,T,D) is
+ * dL/d(out) and g_aux dL/d(aux_loss) (1 when the aux loss is added to the
+ * loss).  Accumulates (+=) every parameter gradient (mattn_layer_param()'s
+ * grad) and, when gx is non-NULL, dL/dx (B,T,D).  The first call allocates
+ * the gradients, zeroed. */
+MATTN_API mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_masks *masks,
+                                            const float *gout, float g_aux, float *gx);
+/* Allocate (first call) and zero every parameter gradient. */
+MATTN_API mattn_status mattn_layer_zero_grad(mattn_layer *l);
 
 /* Weights as safetensors: every parameter, the buffers "costs" and
  * "controller.prior_beta" (Bayesian), and __metadata__["config"].  Save

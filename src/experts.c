@@ -119,6 +119,8 @@ void mattn_builtin_free(void *state) {
     if (!e) return;
     mattn_afree(e->w_qkv);
     mattn_afree(e->w_o);
+    mattn_afree(e->g_w_qkv);
+    mattn_afree(e->g_w_o);
     free(e);
 }
 
@@ -136,6 +138,7 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t) {
     t->shape[1] = e->D;
     t->name = i == 0 ? "qkv.weight" : "out_proj.weight";
     t->data = i == 0 ? e->w_qkv : e->w_o;
+    t->grad = i == 0 ? e->g_w_qkv : e->g_w_o;
     return MATTN_OK;
 }
 
@@ -145,6 +148,30 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t) {
 /* Workspace, in order: qkv (N,3D) | att (N,D) | lse (B,H,T) | linear state
  * (B*H*(dh^2+dh)) | gather x (N,D) | gather y (N,2D) | key list (N int32) |
  * need (N bytes).  qkv, att and lse are the activations a backward reads. */
+/* Forward workspace pieces, carved in the order workspace_size counts them. */
+typedef struct { float *qkv, *att, *lse, *lin, *xg, *yg; int32_t *keys; uint8_t *need; } builtin_ws;
+
+static void *carve(char **p, size_t bytes);
+
+static builtin_ws ws_layout(const mattn_builtin *e, void *work, int B, int T) {
+    const size_t N = (size_t)B * T, D = (size_t)e->D, dh = (size_t)e->dh;
+    char *p = work;
+    builtin_ws w = {0};
+    if (!e->share) {
+        w.qkv = carve(&p, N * 3 * D * sizeof(float));
+        w.att = carve(&p, N * D * sizeof(float));
+    }
+    w.lse = carve(&p, (size_t)B * e->H * T * sizeof(float));
+    if (e->core == MATTN_CORE_LINEAR) w.lin = carve(&p, (size_t)B * e->H * (dh * dh + dh) * sizeof(float));
+    if (!e->share) {
+        w.xg = carve(&p, N * D * sizeof(float));
+        w.yg = carve(&p, N * 2 * D * sizeof(float));
+        w.keys = carve(&p, N * sizeof(int32_t));
+        w.need = carve(&p, N);
+    }
+    return w;
+}
+
 size_t mattn_builtin_workspace_size(const void *state, int B, int T) {
     const mattn_builtin *e = state;
     size_t N = (size_t)B * T, D = (size_t)e->D, dh = (size_t)e->dh;
@@ -181,10 +208,10 @@ void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t
     }
 }
 
-double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
-                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                          int training, uint64_t seed, uint64_t step, float *lse, float *state) {
-    mattn_attn_args a = {
+static mattn_attn_args core_args(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
+                                 const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
+                                 int training, uint64_t seed, uint64_t step, float *lse, float *state) {
+    return (mattn_attn_args){
         .B = B, .T = T, .H = e->H, .dh = e->dh,
         .q = qkv, .k = qkv + e->D, .v = qkv + 2 * e->D, .ld = 3 * e->D,
         .out = att, .ldo = e->D, .rows = rows, .n_rows = n_rows, .masks = masks,
@@ -194,8 +221,26 @@ double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, 
                                          MATTN_PURPOSE_ATTN_DROPOUT + (uint64_t)e->expert_index),
         .lse = lse, .state = state,
     };
+}
+
+double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
+                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
+                          int training, uint64_t seed, uint64_t step, float *lse, float *state) {
+    mattn_attn_args a = core_args(e, qkv, att, B, T, rows, n_rows, masks, training, seed, step, lse, state);
     return e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_forward(&a)
                                         : mattn_attn_softmax_forward(&a);
+}
+
+void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+                                 float *g_qkv, int B, int T, const mattn_masks *masks, int training,
+                                 uint64_t seed, uint64_t step, const float *lse, float *scratch) {
+    mattn_attn_args a = core_args(e, qkv, (float *)att, B, T, NULL, 0, masks, training, seed, step,
+                                  (float *)lse, NULL);
+    const int D = e->D;
+    mattn_attn_grad g = {.gout = gout, .ldgo = D, .gq = g_qkv, .gk = g_qkv + D, .gv = g_qkv + 2 * D,
+                         .ldg = 3 * D, .state = scratch};
+    if (e->core == MATTN_CORE_LINEAR) mattn_attn_linear_backward(&a, &g);
+    else mattn_attn_softmax_backward(&a, &g);
 }
 
 double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,
@@ -218,23 +263,17 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     mattn_builtin *e = state;
     const int B = c->B, T = c->T, D = e->D;
     const int64_t N = (int64_t)B * T, n = c->rows ? c->n_rows : N;
-    char *p = c->work;
-    float *qkv = e->share ? (float *)c->qkv : carve(&p, (size_t)N * 3 * D * sizeof(float));
-    float *att = e->share ? c->out : carve(&p, (size_t)N * D * sizeof(float));
-    float *lse = carve(&p, (size_t)B * e->H * T * sizeof(float));
-    float *lin = e->core == MATTN_CORE_LINEAR
-                     ? carve(&p, (size_t)B * e->H * (e->dh * e->dh + e->dh) * sizeof(float)) : NULL;
+    builtin_ws w = ws_layout(e, c->work, B, T);
+    float *qkv = e->share ? (float *)c->qkv : w.qkv, *att = e->share ? c->out : w.att;
+    float *lse = w.lse, *lin = w.lin, *xg = w.xg, *yg = w.yg;
+    int32_t *keys = w.keys;
+    uint8_t *need = w.need;
     if (e->share) {
         if (!qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert called without qkv");
         c->flops = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed,
                                       c->step, lse, lin);
         return MATTN_OK;
     }
-    float *xg = carve(&p, (size_t)N * D * sizeof(float));
-    float *yg = carve(&p, (size_t)N * 2 * D * sizeof(float));
-    int32_t *keys = carve(&p, (size_t)N * sizeof(int32_t));
-    uint8_t *need = carve(&p, (size_t)N);
-
     double f = 0.0;
     /* queries for the routed tokens */
     f += mattn_project_rows(c->x, D, c->rows, n, N, e->w_qkv, D, D, qkv, 3 * D, xg, yg);
@@ -253,5 +292,63 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
                             lse, lin);
     f += mattn_project_rows(att, D, c->rows, n, N, e->w_o, D, D, c->out, D, xg, yg);
     c->flops = f;
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// built-in experts: backward (every token; training runs experts densely)
+//
+//   out = att W_o^T,  att = core(q, k, v),  [q k v] = x W_qkv^T
+//   gW_o += gout^T att;  gatt = gout W_o;  core backward -> gqkv;
+//   gW_qkv += gqkv^T x;  gx += gqkv W_qkv.
+// Under share_qkv the layer owns the projections: only the core runs here.
+
+mattn_status mattn_builtin_alloc_grads(mattn_builtin *e) {
+    if (e->share || e->g_w_qkv) return MATTN_OK;
+    const size_t DD = (size_t)e->D * e->D;
+    e->g_w_qkv = mattn_amalloc(3 * DD * sizeof(float));
+    e->g_w_o = mattn_amalloc(DD * sizeof(float));
+    if (!e->g_w_qkv || !e->g_w_o) {
+        mattn_afree(e->g_w_qkv);
+        mattn_afree(e->g_w_o);
+        e->g_w_qkv = e->g_w_o = NULL;
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for expert gradients (D=%d)", e->D);
+    }
+    memset(e->g_w_qkv, 0, 3 * DD * sizeof(float));
+    memset(e->g_w_o, 0, DD * sizeof(float));
+    return MATTN_OK;
+}
+
+size_t mattn_builtin_backward_workspace_size(const void *state, int B, int T) {
+    const mattn_builtin *e = state;
+    size_t N = (size_t)B * T, D = (size_t)e->D, f = 0;
+    if (!e->share) f += mattn_align_up(N * D * sizeof(float)) + mattn_align_up(N * 3 * D * sizeof(float));
+    if (e->core == MATTN_CORE_LINEAR) f += mattn_align_up(mattn_attn_linear_backward_scratch(B, T, e->H, e->dh));
+    return f;
+}
+
+mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *c) {
+    mattn_builtin *e = state;
+    const int B = c->B, T = c->T, D = e->D;
+    const int64_t N = (int64_t)B * T;
+    builtin_ws w = ws_layout(e, c->work, B, T);
+    char *p = c->gwork;
+    if (e->share) {
+        if (!c->qkv || !c->g_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert backward without qkv");
+        float *scratch = e->core == MATTN_CORE_LINEAR ? carve(&p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh)) : NULL;
+        mattn_builtin_core_backward(e, c->qkv, c->out, c->gout, c->g_qkv, B, T, c->masks, c->training, c->seed,
+                                    c->step, w.lse, scratch);
+        return MATTN_OK;
+    }
+    if (!e->g_w_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "expert backward before its gradients exist");
+    float *gatt = carve(&p, (size_t)N * D * sizeof(float)), *gqkv = carve(&p, (size_t)N * 3 * D * sizeof(float));
+    float *scratch = e->core == MATTN_CORE_LINEAR ? carve(&p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh)) : NULL;
+    mattn_gemm(1, 0, D, D, (int)N, 1.0f, c->gout, D, w.att, D, 1.0f, e->g_w_o, D);
+    mattn_gemm(0, 0, (int)N, D, D, 1.0f, c->gout, D, e->w_o, D, 0.0f, gatt, D);
+    memset(gqkv, 0, (size_t)N * 3 * D * sizeof(float));
+    mattn_builtin_core_backward(e, w.qkv, w.att, gatt, gqkv, B, T, c->masks, c->training, c->seed, c->step,
+                                w.lse, scratch);
+    mattn_gemm(1, 0, 3 * D, D, (int)N, 1.0f, gqkv, 3 * D, c->x, D, 1.0f, e->g_w_qkv, D);
+    if (c->gx) mattn_gemm(0, 0, (int)N, D, 3 * D, 1.0f, gqkv, 3 * D, e->w_qkv, D, 1.0f, c->gx, D);
     return MATTN_OK;
 }

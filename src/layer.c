@@ -58,6 +58,16 @@ struct mattn_layer {
     int32_t *srows;                      /* shared: (N) token list */
     uint8_t *need;                       /* shared: (N) */
     int64_t N;                           /* tokens of the last forward */
+    int fB, fT, f_training;              /* shape and mode of the last forward */
+    uint64_t f_step;                     /* its noise step */
+
+    /* gradients (allocated by the first zero_grad/backward) */
+    float *g_w_qkv, *g_w_o;              /* share_qkv */
+    int has_grads;
+    int gB, gT;                          /* backward arena planned for (gB, gT) */
+    char *g_arena;
+    float *gw, *gy, *gz2, *gh, *glogits, *g_merged, *g_qkv;
+    void *gwork[MATTN_MAX_EXPERTS];
 
     int n_params;
     layer_param *params;
@@ -98,13 +108,13 @@ static mattn_status build_param_table(mattn_layer *l) {
         }
     }
     if (l->cfg.share_qkv) {
-        add_param(l, "", (mattn_tensor){"qkv.weight", 2, {3 * D, D}, l->w_qkv});
-        add_param(l, "", (mattn_tensor){"out_proj.weight", 2, {D, D}, l->w_o});
+        add_param(l, "", (mattn_tensor){"qkv.weight", 2, {3 * D, D}, l->w_qkv, l->g_w_qkv});
+        add_param(l, "", (mattn_tensor){"out_proj.weight", 2, {D, D}, l->w_o, l->g_w_o});
     }
-    add_param(l, "", (mattn_tensor){"controller.net.0.weight", 2, {Hc, D + 2}, l->ctrl.w1});
-    add_param(l, "", (mattn_tensor){"controller.net.0.bias", 1, {Hc}, l->ctrl.b1});
-    add_param(l, "", (mattn_tensor){"controller.net.3.weight", 2, {l->K, Hc}, l->ctrl.w2});
-    add_param(l, "", (mattn_tensor){"controller.net.3.bias", 1, {l->K}, l->ctrl.b2});
+    add_param(l, "", (mattn_tensor){"controller.net.0.weight", 2, {Hc, D + 2}, l->ctrl.w1, l->ctrl.g_w1});
+    add_param(l, "", (mattn_tensor){"controller.net.0.bias", 1, {Hc}, l->ctrl.b1, l->ctrl.g_b1});
+    add_param(l, "", (mattn_tensor){"controller.net.3.weight", 2, {l->K, Hc}, l->ctrl.w2, l->ctrl.g_w2});
+    add_param(l, "", (mattn_tensor){"controller.net.3.bias", 1, {l->K}, l->ctrl.b2, l->ctrl.g_b2});
     return MATTN_OK;
 }
 
@@ -191,7 +201,10 @@ void mattn_layer_free(mattn_layer *l) {
     mattn_controller_free(&l->ctrl);
     mattn_afree(l->w_qkv);
     mattn_afree(l->w_o);
+    mattn_afree(l->g_w_qkv);
+    mattn_afree(l->g_w_o);
     mattn_afree(l->arena);
+    mattn_afree(l->g_arena);
     free(l->params);
     free(l);
 }
@@ -200,6 +213,8 @@ const char *mattn_layer_errmsg(const mattn_layer *l) { return l ? l->errmsg : "l
 char *mattn_layer_errbuf(mattn_layer *l) { return l->errmsg; }
 const mattn_config *mattn_layer_config(const mattn_layer *l) { return l ? &l->cfg : NULL; }
 void mattn_layer_set_training(mattn_layer *l, int training) { if (l) l->training = training != 0; }
+uint64_t mattn_layer_step(const mattn_layer *l) { return l ? l->step : 0; }
+void mattn_layer_set_step(mattn_layer *l, uint64_t step) { if (l) l->step = step; }
 
 int mattn_layer_n_params(const mattn_layer *l) { return l ? l->n_params : 0; }
 
@@ -470,6 +485,10 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         }
     }
 
+    l->fB = B;
+    l->fT = T;
+    l->f_training = l->training;
+    l->f_step = step;
     if (l->training) l->step++;
     if (aux_loss) *aux_loss = (float)aux;
     if (stats) {
@@ -483,5 +502,157 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         stats->flops_total = fs + fc;
         for (int k = 0; k < K; k++) stats->flops_total += fl[k];
     }
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+/* Allocate every gradient (zeroed) and refresh the parameter table. */
+static mattn_status ensure_grads(mattn_layer *l) {
+    if (l->has_grads) return MATTN_OK;
+    const size_t D = (size_t)l->cfg.d_model;
+    mattn_status st = mattn_controller_alloc_grads(&l->ctrl);
+    for (int k = 0; k < l->K && st == MATTN_OK; k++) {
+        mattn_expert *e = l->experts[k];
+        if (!e->vt->backward)
+            return LERR(l, MATTN_ERR_UNSUPPORTED, "expert %d ('%s') has no backward: the layer cannot be trained",
+                        k, e->vt->name);
+        if (is_builtin(e)) st = mattn_builtin_alloc_grads(e->state);
+    }
+    if (st == MATTN_OK && l->cfg.share_qkv) {
+        l->g_w_qkv = mattn_amalloc(3 * D * D * sizeof(float));
+        l->g_w_o = mattn_amalloc(D * D * sizeof(float));
+        if (!l->g_w_qkv || !l->g_w_o) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory for gradients");
+        else {
+            memset(l->g_w_qkv, 0, 3 * D * D * sizeof(float));
+            memset(l->g_w_o, 0, D * D * sizeof(float));
+        }
+    }
+    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
+    /* the table holds copies of the tensors: rebuild it with the grad pointers */
+    free(l->params);
+    l->params = NULL;
+    l->n_params = 0;
+    st = build_param_table(l);
+    if (st != MATTN_OK) return st;
+    l->has_grads = 1;
+    return MATTN_OK;
+}
+
+mattn_status mattn_layer_zero_grad(mattn_layer *l) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_zero_grad: layer is NULL");
+    mattn_status st = ensure_grads(l);
+    if (st != MATTN_OK) return st;
+    for (int i = 0; i < l->n_params; i++) {
+        mattn_tensor *t = &l->params[i].t;
+        size_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+        if (t->grad) memset(t->grad, 0, n * sizeof(float));
+    }
+    return MATTN_OK;
+}
+
+static mattn_status plan_grad(mattn_layer *l, int B, int T) {
+    const int64_t N = (int64_t)B * T;
+    const size_t D = (size_t)l->cfg.d_model, K = (size_t)l->K, Hc = (size_t)l->ctrl.Hc;
+    size_t off = 0, gwo[MATTN_MAX_EXPERTS];
+    const size_t o_gw = off; off += mattn_align_up(N * K * sizeof(float));
+    const size_t o_gy = off; off += mattn_align_up(N * D * sizeof(float));
+    const size_t o_gz2 = off; off += mattn_align_up(N * K * sizeof(float));
+    const size_t o_gh = off; off += mattn_align_up(N * Hc * sizeof(float));
+    const size_t o_gl = off; off += mattn_align_up(N * K * sizeof(float));
+    const size_t o_gm = off; if (l->cfg.share_qkv) off += mattn_align_up(N * D * sizeof(float));
+    const size_t o_gq = off; if (l->cfg.share_qkv) off += mattn_align_up(N * 3 * D * sizeof(float));
+    for (int k = 0; k < l->K; k++) {
+        mattn_expert *e = l->experts[k];
+        gwo[k] = off;
+        off += mattn_align_up(e->vt->backward_workspace_size ? e->vt->backward_workspace_size(e->state, B, T) : 0);
+    }
+    if (!l->g_arena || l->gB != B || l->gT != T) {
+        char *a = mattn_amalloc(off ? off : 1);
+        if (!a) return LERR(l, MATTN_ERR_NOMEM, "out of memory for the backward (B=%d, T=%d: %zu bytes)", B, T, off);
+        mattn_afree(l->g_arena);
+        l->g_arena = a;
+        l->gB = B;
+        l->gT = T;
+    }
+    char *a = l->g_arena;
+    l->gw = (float *)(a + o_gw);
+    l->gy = (float *)(a + o_gy);
+    l->gz2 = (float *)(a + o_gz2);
+    l->gh = (float *)(a + o_gh);
+    l->glogits = (float *)(a + o_gl);
+    l->g_merged = l->cfg.share_qkv ? (float *)(a + o_gm) : NULL;
+    l->g_qkv = l->cfg.share_qkv ? (float *)(a + o_gq) : NULL;
+    for (int k = 0; k < l->K; k++) l->gwork[k] = a + gwo[k];
+    return MATTN_OK;
+}
+
+mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_masks *masks, const float *gout,
+                                  float g_aux, float *gx) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_backward: layer is NULL");
+    if (!x || !gout) return LERR(l, MATTN_ERR_INVALID_ARG, "mattn_layer_backward: %s is NULL", !x ? "x" : "gout");
+    if (!l->N) return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: no forward to differentiate");
+    const int B = l->fB, T = l->fT, D = l->cfg.d_model, K = l->K;
+    const int64_t N = l->N;
+    for (int k = 0; k < K; k++)
+        if (l->n_rows[k] != N)
+            return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: the last forward ran expert %d on %lld of %lld "
+                        "tokens (eval-mode hard routing executes sparsely and has no backward); use training "
+                        "mode or soft routing", k, (long long)l->n_rows[k], (long long)N);
+    mattn_status st = ensure_grads(l);
+    if (st == MATTN_OK) st = plan_grad(l, B, T);
+    if (st != MATTN_OK) return st;
+    const int training = l->f_training;
+    const uint64_t step = l->f_step;
+
+    /* merge: out = sum_k w_k y_k  (shared: out = W_o sum_k w_k core_k) */
+    const float *gm = gout;
+    if (l->cfg.share_qkv) {
+        mattn_gemm(0, 0, (int)N, D, D, 1.0f, gout, D, l->w_o, D, 0.0f, l->g_merged, D);
+        mattn_gemm(1, 0, D, D, (int)N, 1.0f, gout, D, l->merged, D, 1.0f, l->g_w_o, D);
+        memset(l->g_qkv, 0, (size_t)N * 3 * D * sizeof(float));
+        gm = l->g_merged;
+    }
+    for (int k = 0; k < K; k++) {
+        const float *g = l->uses_shared[k] ? gm : gout, *y = l->y[k];
+        #pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const float w = l->weights[n * K + k];
+            double dot = 0.0;
+            for (int d = 0; d < D; d++) {
+                dot += (double)g[n * D + d] * y[n * D + d];
+                l->gy[n * D + d] = w * g[n * D + d];
+            }
+            l->gw[n * K + k] = (float)dot;
+        }
+        mattn_expert *e = l->experts[k];
+        mattn_expert_grad_call c = {
+            .x = x, .qkv = l->uses_shared[k] ? l->qkv : NULL, .g_qkv = l->uses_shared[k] ? l->g_qkv : NULL,
+            .B = B, .T = T, .masks = masks, .out = y, .gout = l->gy, .gx = gx, .work = l->work[k],
+            .gwork = l->gwork[k], .training = training, .seed = l->cfg.seed, .step = step,
+        };
+        st = e->vt->backward(e->state, &c);
+        if (st != MATTN_OK)
+            return LERR(l, st, "expert %d ('%s') backward failed: %s", k, e->vt->name, mattn_last_error());
+    }
+    if (l->cfg.share_qkv) {
+        mattn_gemm(1, 0, 3 * D, D, (int)N, 1.0f, l->g_qkv, 3 * D, x, D, 1.0f, l->g_w_qkv, D);
+        if (gx) mattn_gemm(0, 0, (int)N, D, 3 * D, 1.0f, l->g_qkv, 3 * D, l->w_qkv, D, 1.0f, gx, D);
+    }
+
+    /* routing weights: alpha itself (soft), or the Gumbel top-k of the logits */
+    const float *galpha = l->gw, *glogits = NULL;
+    if (l->cfg.hard_routing && training) {
+        memset(l->glogits, 0, (size_t)N * K * sizeof(float));
+        mattn_gumbel_topk_backward(l->gw, l->act.logits, N, K, l->cfg.hard_top_k, l->cfg.gumbel_temp, l->cfg.seed,
+                                   step, l->glogits);
+        galpha = NULL;
+        glogits = l->glogits;
+    }
+    st = mattn_controller_backward(&l->ctrl, &l->cfg, &l->act, B, T, training, step, galpha, glogits, g_aux, gx,
+                                   l->gz2, l->gh);
+    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     return MATTN_OK;
 }

@@ -159,6 +159,7 @@ typedef struct mattn_builtin {
     int expert_index;                      /* set by the layer, for noise streams */
     float *w_qkv;  /* (3D, D), NULL under share_qkv */
     float *w_o;    /* (D, D),  NULL under share_qkv */
+    float *g_w_qkv, *g_w_o;                /* gradients, allocated on first backward */
 } mattn_builtin;
 
 mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, int window,
@@ -166,6 +167,9 @@ mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, i
 void mattn_builtin_free(void *state);
 size_t mattn_builtin_workspace_size(const void *state, int B, int T);
 mattn_status mattn_builtin_forward(void *state, mattn_expert_call *call);
+size_t mattn_builtin_backward_workspace_size(const void *state, int B, int T);
+mattn_status mattn_builtin_alloc_grads(mattn_builtin *e);   /* zeroed; no-op if present */
+mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *call);
 int mattn_builtin_n_params(const void *state);
 mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
 /* The vtable slots every built-in expert shares; each expert file adds its
@@ -173,11 +177,17 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
 #define MATTN_BUILTIN_OPS                                                    \
     .free = mattn_builtin_free, .workspace_size = mattn_builtin_workspace_size, \
     .forward = mattn_builtin_forward, .n_params = mattn_builtin_n_params,    \
-    .param = mattn_builtin_param, .shared_qkv = 1
+    .param = mattn_builtin_param, .backward = mattn_builtin_backward,             \
+    .backward_workspace_size = mattn_builtin_backward_workspace_size, .shared_qkv = 1
 
 /* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
 void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
                              int64_t n_rows, uint8_t *need);
+/* Backward of the core over all rows: gout (B,T,D) -> g_qkv (B,T,3D) (+=);
+ * att and lse as the forward left them; scratch for the linear core. */
+void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+                                 float *g_qkv, int B, int T, const mattn_masks *masks, int training,
+                                 uint64_t seed, uint64_t step, const float *lse, float *scratch);
 /* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows. */
 double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                           const int32_t *rows, int64_t n_rows, const mattn_masks *masks,

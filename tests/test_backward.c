@@ -285,6 +285,153 @@ static void test_controller_fd(void **st) {
             }
 }
 
+// ---------------------------------------------------------------- layer
+
+typedef struct {
+    mattn_layer *l;
+    float *x, *out, *R;
+    int B, T;
+    mattn_masks m;
+    uint64_t step;
+} lctx;
+
+static double lloss(void *ctx) {
+    lctx *c = ctx;
+    float aux;
+    mattn_layer_set_step(c->l, c->step);
+    assert_int_equal(mattn_layer_forward(c->l, c->x, c->B, c->T, &c->m, c->out, &aux, NULL), MATTN_OK);
+    double L = aux;
+    for (int i = 0; i < c->B * c->T * mattn_layer_config(c->l)->d_model; i++) L += (double)c->R[i] * c->out[i];
+    return L;
+}
+
+/* FD of the whole layer: every parameter tensor (coordinates + directions)
+ * and x along directions orthogonal, token by token, to x_t (the norm
+ * feature is stop-gradient, spec §10.2 "freeze the norm feature"). */
+static void run_layer_case(int bayes, int causal, int share, int mode, int top_k) {
+    mattn_config cfg = mattn_config_default();
+    cfg.d_model = 8;
+    cfg.n_heads = 2;
+    cfg.window_size = 2;
+    cfg.controller_hidden = 5;
+    cfg.controller = bayes ? MATTN_CONTROLLER_BAYESIAN : MATTN_CONTROLLER_PRIOR_FREE;
+    cfg.causal = causal;
+    cfg.share_qkv = share;
+    cfg.sample_posterior = 0;       /* SAMPLE mode: not FD-checkable (spec §10.2) */
+    cfg.dropout = mode ? 0.1 : 0.0;
+    cfg.hard_routing = mode == 2;
+    cfg.hard_top_k = top_k;
+    cfg.cost_lambda = 0.2;
+    cfg.entropy_coeff = 0.05;
+    cfg.temperature = 0.9;
+    cfg.seed = 17;
+    lctx c = {.B = 2, .T = 6, .step = 5};
+    const int D = cfg.d_model, N = c.B * c.T;
+    assert_int_equal(mattn_layer_init(&cfg, NULL, &c.l), MATTN_OK);
+    mattn_layer_set_training(c.l, mode != 0);
+    /* larger weights than the default init so every path carries gradient */
+    mattn_rng r;
+    mattn_rng_seed(&r, 99);
+    for (int i = 0; i < mattn_layer_n_params(c.l); i++) {
+        mattn_tensor t;
+        mattn_layer_param(c.l, i, &t);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
+        mattn_init_normal(t.data, n, 0.4, &r);
+    }
+    c.x = falloc((size_t)N * D);
+    c.out = falloc((size_t)N * D);
+    c.R = falloc((size_t)N * D);
+    fill_normal(c.x, (size_t)N * D, 1, 1.0);
+    fill_normal(c.R, (size_t)N * D, 2, 1.0);
+    uint8_t kp[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
+    c.m.key_padding = kp;
+    lloss(&c);
+    float *gx = falloc((size_t)N * D);
+    assert_int_equal(mattn_layer_zero_grad(c.l), MATTN_OK);
+    assert_int_equal(mattn_layer_backward(c.l, c.x, &c.m, c.R, 1.0f, gx), MATTN_OK);
+    char what[160];
+    snprintf(what, sizeof what, "layer %s causal=%d share=%d mode=%s k=%d", bayes ? "bayesian" : "prior-free",
+             causal, share, mode == 0 ? "eval-soft" : mode == 1 ? "train-soft" : "train-hard", top_k);
+    for (int i = 0; i < mattn_layer_n_params(c.l); i++) {
+        mattn_tensor t;
+        mattn_layer_param(c.l, i, &t);
+        assert_non_null(t.grad);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
+        char w2[256];
+        snprintf(w2, sizeof w2, "%s: %s", what, t.name);
+        assert_true(fd_check(lloss, &c, t.data, n, t.grad, 4, 2, 5e-3, 1e-2, 5e-4, 31 + i, w2) <= 1.0);
+    }
+    /* x along norm-preserving directions */
+    float *x0 = falloc((size_t)N * D), *v = falloc((size_t)N * D);
+    memcpy(x0, c.x, sizeof(float) * N * D);
+    for (int it = 0; it < 3; it++) {
+        fill_normal(v, (size_t)N * D, 50 + it, 1.0);
+        double an = 0.0, nv = 0.0;
+        for (int n = 0; n < N; n++) {
+            double xv = 0.0, xx = 0.0;
+            for (int d = 0; d < D; d++) xv += (double)x0[n * D + d] * v[n * D + d], xx += (double)x0[n * D + d] * x0[n * D + d];
+            for (int d = 0; d < D; d++) v[n * D + d] -= (float)(xv / xx * x0[n * D + d]);
+        }
+        for (int i = 0; i < N * D; i++) nv += (double)v[i] * v[i];
+        for (int i = 0; i < N * D; i++) v[i] = (float)(v[i] / sqrt(nv)), an += (double)gx[i] * v[i];
+        const double h = 5e-3;
+        for (int i = 0; i < N * D; i++) c.x[i] = (float)(x0[i] + h * v[i]);
+        double lp = lloss(&c);
+        for (int i = 0; i < N * D; i++) c.x[i] = (float)(x0[i] - h * v[i]);
+        double lm = lloss(&c);
+        double fd = (lp - lm) / (2 * h);
+        if (!(fabs(fd - an) <= 1e-2 * fabs(an) + 5e-4)) fail_msg("%s: dL/dx direction %d: fd %.8g vs %.8g", what, it, fd, an);
+    }
+    memcpy(c.x, x0, sizeof(float) * N * D);
+    free(x0); free(v); free(gx); free(c.x); free(c.out); free(c.R);
+    mattn_layer_free(c.l);
+}
+
+static void test_layer_gradients(void **st) {
+    (void)st;
+    for (int bayes = 0; bayes < 2; bayes++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int share = 0; share < 2; share++)
+                for (int mode = 0; mode < 3; mode++)
+                    run_layer_case(bayes, causal, share, mode, 1 + (mode == 2 && causal));
+}
+
+/* Backward after eval-mode hard routing is refused; accumulation adds. */
+static void test_layer_backward_contract(void **st) {
+    (void)st;
+    mattn_config cfg = mattn_config_default();
+    cfg.d_model = 8; cfg.n_heads = 2; cfg.controller_hidden = 4; cfg.hard_routing = 1;
+    cfg.uncertainty_threshold = 100.0; /* every token hard */
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&cfg, NULL, &l), MATTN_OK);
+    float x[8 * 5], out[8 * 5], g[8 * 5];
+    fill_normal(x, 40, 1, 1.0);
+    fill_normal(g, 40, 2, 1.0);
+    assert_int_equal(mattn_layer_backward(l, x, NULL, g, 1.0f, NULL), MATTN_ERR_MISUSE); /* no forward */
+    mattn_layer_set_training(l, 0);
+    assert_int_equal(mattn_layer_forward(l, x, 1, 5, NULL, out, NULL, NULL), MATTN_OK);
+    assert_int_equal(mattn_layer_backward(l, x, NULL, g, 1.0f, NULL), MATTN_ERR_MISUSE);
+    assert_non_null(strstr(mattn_layer_errmsg(l), "sparsely"));
+    mattn_layer_free(l);
+
+    cfg.hard_routing = 0;
+    assert_int_equal(mattn_layer_init(&cfg, NULL, &l), MATTN_OK);
+    mattn_layer_set_training(l, 0);
+    assert_int_equal(mattn_layer_forward(l, x, 1, 5, NULL, out, NULL, NULL), MATTN_OK);
+    assert_int_equal(mattn_layer_zero_grad(l), MATTN_OK);
+    assert_int_equal(mattn_layer_backward(l, x, NULL, g, 1.0f, NULL), MATTN_OK);
+    mattn_tensor t;
+    mattn_layer_param(l, 0, &t);
+    float once = t.grad[3];
+    assert_int_equal(mattn_layer_backward(l, x, NULL, g, 1.0f, NULL), MATTN_OK);
+    assert_true(fabsf(t.grad[3] - 2 * once) <= 1e-6f * fabsf(once) + 1e-9f);
+    assert_int_equal(mattn_layer_zero_grad(l), MATTN_OK);
+    assert_true(t.grad[3] == 0.0f);
+    mattn_layer_free(l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_backward),
@@ -293,6 +440,8 @@ int main(void) {
         cmocka_unit_test(test_controller_prior_free_vector),
         cmocka_unit_test(test_gumbel_backward),
         cmocka_unit_test(test_controller_fd),
+        cmocka_unit_test(test_layer_gradients),
+        cmocka_unit_test(test_layer_backward_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
