@@ -44,7 +44,8 @@ static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~
 typedef struct mattn_rng { uint64_t s[4]; } mattn_rng;
 
 enum { MATTN_PURPOSE_DIRICHLET = 1, MATTN_PURPOSE_GUMBEL = 2,
-       MATTN_PURPOSE_CTRL_DROPOUT = 3, MATTN_PURPOSE_INIT = 4,
+       MATTN_PURPOSE_CTRL_DROPOUT = 3, MATTN_PURPOSE_INIT = 4, MATTN_PURPOSE_LM_DROPOUT = 5,
+       MATTN_PURPOSE_DATA = 6, MATTN_PURPOSE_SAMPLE = 7,
        MATTN_PURPOSE_ATTN_DROPOUT = 16 /* + expert index */ };
 
 uint64_t mattn_mix64(uint64_t z);
@@ -270,6 +271,27 @@ static inline void mattn_topk_mask(const float *v, int K, int k, uint8_t *sel) {
         sel[best] = 1;
     }
 }
+
+// ----------------------------------------------------------------------------
+// language-model building blocks (nn.c); backward passes accumulate (+=)
+
+void mattn_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                             const float *b, int64_t N, int C);
+void mattn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                              const float *mean, const float *rstd, const float *w, int64_t N, int C);
+void mattn_gelu_forward(float *out, const float *x, int64_t n);
+void mattn_gelu_backward(float *dx, const float *x, const float *dout, int64_t n);
+void mattn_linear_forward(float *out, const float *x, const float *W, const float *b, int64_t N, int I, int O);
+void mattn_linear_backward(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W,
+                           int64_t N, int I, int O);
+void mattn_embed_forward(float *out, const int32_t *idx, const float *tok, const float *pos, int B, int T, int C);
+void mattn_embed_backward(float *dtok, float *dpos, const float *dout, const int32_t *idx, int B, int T, int C);
+void mattn_dropout_forward(float *out, const float *x, int64_t n, float p, uint64_t key);
+void mattn_dropout_backward(float *dx, const float *dout, int64_t n, float p, uint64_t key);
+double mattn_crossentropy_forward(float *probs, const float *logits, const int32_t *targets, int64_t N, int V,
+                                  int64_t *n_counted);
+void mattn_crossentropy_backward(float *dlogits, const float *probs, const int32_t *targets, int64_t N, int V,
+                                 int64_t count, float dloss);
 
 // ----------------------------------------------------------------------------
 // layer internals shared with layer_io.c
