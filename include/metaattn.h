@@ -349,6 +349,71 @@ MATTN_API mattn_status mattn_layer_zero_grad(mattn_layer *l);
 MATTN_API mattn_status mattn_layer_save(mattn_layer *l, const char *path);
 MATTN_API mattn_status mattn_layer_load(mattn_layer *l, const char *path);
 
+
+/* ------------------------------------------------------------------------ */
+/* The Meta-Attention language model (DESIGN.md §1 "Language model")        */
+/* ------------------------------------------------------------------------ */
+
+/* MetaLMConfig.  attn.causal is forced on: a language model uses the causal
+ * form of every expert. */
+typedef struct mattn_lm_config {
+    mattn_config attn;
+    int vocab_size;       /* 256 for the byte-level tokenizer */
+    int n_layers;
+    int max_seq_len;      /* positions (pos_emb rows) */
+    int ffn_multiplier;   /* FFN width = ffn_multiplier * d_model */
+    int tie_weights;      /* head.weight = tok_emb.weight (only 1 is supported) */
+} mattn_lm_config;
+
+/* Python defaults (vocab 50257, 6 layers, 1024 positions, 4x, tied) with
+ * attn = mattn_config_default(). */
+MATTN_API mattn_lm_config mattn_lm_config_default(void);
+MATTN_API mattn_status mattn_lm_config_validate(const mattn_lm_config *cfg);
+/* JSON with the MetaLMConfig keys, "attn" nested (a MetaAttnConfig object). */
+MATTN_API mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out);
+MATTN_API mattn_status mattn_lm_config_to_json(const mattn_lm_config *cfg, char **json); /* mattn_free */
+
+typedef struct mattn_model mattn_model;
+
+/* Weights initialised as the Python library does (every Linear and
+ * Embedding weight N(0, 0.02), biases 0, LayerNorm 1/0) from attn.seed. */
+MATTN_API mattn_status mattn_model_init(const mattn_lm_config *cfg, mattn_model **out);
+MATTN_API void mattn_model_free(mattn_model *m);
+MATTN_API const char *mattn_model_errmsg(const mattn_model *m);
+MATTN_API const mattn_lm_config *mattn_model_config(const mattn_model *m);
+MATTN_API void mattn_model_set_training(mattn_model *m, int training);
+MATTN_API uint64_t mattn_model_step(const mattn_model *m);
+MATTN_API void mattn_model_set_step(mattn_model *m, uint64_t step);
+/* Override the routing knobs of every layer (schedules): cost_lambda,
+ * elbo_weight, temperature, gumbel_temp, hard_routing. */
+MATTN_API mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *knobs);
+
+/* Forward over idx (B,T) token ids in [0, vocab), T <= max_seq_len.  With
+ * targets (B,T; < 0 = ignore) *loss receives mean cross-entropy + the sum of
+ * the layers' aux losses, and *lm_loss (if non-NULL) the cross-entropy
+ * alone; without targets both are left untouched.  Logits (B,T,V) via
+ * mattn_model_logits. */
+MATTN_API mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32_t *targets, int B,
+                                           int T, float *loss, float *lm_loss);
+MATTN_API const float *mattn_model_logits(const mattn_model *m);
+/* The layers (routing views, stats of the last forward). */
+MATTN_API mattn_layer *mattn_model_layer(mattn_model *m, int i);
+MATTN_API mattn_status mattn_model_layer_stats(const mattn_model *m, int i, mattn_stats *out);
+/* Backward of the last forward with targets, dloss = 1; accumulates. */
+MATTN_API mattn_status mattn_model_backward(mattn_model *m);
+MATTN_API mattn_status mattn_model_zero_grad(mattn_model *m);
+MATTN_API int mattn_model_n_params(const mattn_model *m);
+/* Parameters under MetaLanguageModel's state_dict names. */
+MATTN_API mattn_status mattn_model_param(mattn_model *m, int i, mattn_tensor *t);
+MATTN_API int64_t mattn_model_n_weights(const mattn_model *m);   /* total scalars */
+/* safetensors: parameters and buffers under the Python names (tied head not
+ * stored), __metadata__ config (MetaLMConfig JSON) and format keys; written
+ * atomically.  Load checks names, shapes and buffers against the model. */
+MATTN_API mattn_status mattn_model_save(mattn_model *m, const char *path);
+MATTN_API mattn_status mattn_model_load(mattn_model *m, const char *path);
+/* Read just the config of a saved model. */
+MATTN_API mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out);
+
 #ifdef __cplusplus
 }
 #endif

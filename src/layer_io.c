@@ -45,7 +45,8 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         mattn_tensor t;
         mattn_layer_param(l, i, &t);
         memcpy(shapes[n], t.shape, sizeof shapes[n]);
-        ent[n++] = (mattn_st_entry){t.name, MATTN_ST_F32, t.ndim, shapes[n - 1], t.data};
+        ent[n] = (mattn_st_entry){t.name, MATTN_ST_F32, t.ndim, shapes[n], t.data};
+        n++;
     }
     if (st == MATTN_OK) {
         for (int k = 0; k < K; k++) {
@@ -53,10 +54,12 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
             prior[k] = (float)cfg->epsilon + (float)cfg->beta_0 * (1.0f - costs[k]);
         }
         shapes[n][0] = K;
-        ent[n++] = (mattn_st_entry){"costs", MATTN_ST_F32, 1, shapes[n - 1], costs};
+        ent[n] = (mattn_st_entry){"costs", MATTN_ST_F32, 1, shapes[n], costs};
+        n++;
         if (cfg->controller == MATTN_CONTROLLER_BAYESIAN) {
             shapes[n][0] = K;
-            ent[n++] = (mattn_st_entry){"controller.prior_beta", MATTN_ST_F32, 1, shapes[n - 1], prior};
+            ent[n] = (mattn_st_entry){"controller.prior_beta", MATTN_ST_F32, 1, shapes[n], prior};
+            n++;
         }
         const char *meta[] = {"config", json, "format", LAYER_FORMAT, "format_version", LAYER_FORMAT_VERSION};
         char err[MATTN_ERRMSG_LEN];
