@@ -212,6 +212,7 @@ void mattn_layer_free(mattn_layer *l) {
 const char *mattn_layer_errmsg(const mattn_layer *l) { return l ? l->errmsg : "layer is NULL"; }
 char *mattn_layer_errbuf(mattn_layer *l) { return l->errmsg; }
 const mattn_config *mattn_layer_config(const mattn_layer *l) { return l ? &l->cfg : NULL; }
+mattn_config *mattn_layer_cfg_mut(mattn_layer *l) { return &l->cfg; }
 void mattn_layer_set_training(mattn_layer *l, int training) { if (l) l->training = training != 0; }
 uint64_t mattn_layer_step(const mattn_layer *l) { return l ? l->step : 0; }
 void mattn_layer_set_step(mattn_layer *l, uint64_t step) { if (l) l->step = step; }

@@ -233,6 +233,7 @@ typedef struct mattn_ctrl_act {
     double *kl;      /* (N) KL to the prior (Bayesian) */
 } mattn_ctrl_act;
 
+extern int mattn_freeze_norm_feature;   /* tests only: see controller.c */
 mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg, mattn_rng *r);
 void mattn_controller_free(mattn_controller *c);
 /* Forward for N = B*T tokens; returns the aux loss in *aux. */
@@ -297,5 +298,7 @@ void mattn_crossentropy_backward(float *dlogits, const float *probs, const int32
 // layer internals shared with layer_io.c
 
 char *mattn_layer_errbuf(mattn_layer *l);
+/* The layer's config, for the model's routing schedules (knobs only). */
+mattn_config *mattn_layer_cfg_mut(mattn_layer *l);
 
 #endif

@@ -1,0 +1,595 @@
+/*
+ * model.c — the Meta-Attention language model (the Python library's
+ * MetaLanguageModel): token + position embeddings, dropout, n_layers
+ * pre-LayerNorm blocks
+ *     x += MetaAttn(LN(x));   x += Dropout(W2 Dropout(GELU(W1 LN(x) + b1)) + b2)
+ * a final LayerNorm and a head tied to the token embedding.  Loss = mean
+ * cross-entropy + the sum of the layers' aux losses.  Every expert is causal.
+ *
+ * Memory: the model's own parameters (embeddings, LayerNorms, FFNs) live in
+ * one buffer, their gradients in another (allocated by the first
+ * zero_grad/backward); each layer keeps its own.  Activations for a (B, T)
+ * live in one arena, the backward's scratch in a second.  Parameter names
+ * follow MetaLanguageModel's state_dict (tok_emb.weight, blocks.0.attn.*, ...).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "mattn_impl.h"
+
+typedef struct block_params {
+    float *ln1w, *ln1b, *ln2w, *ln2b, *w1, *b1, *w2, *b2;
+} block_params;
+
+typedef struct block_acts {
+    float *ln1, *mean1, *rstd1, *att, *mid, *ln2, *mean2, *rstd2, *h, *g, *gd, *f;
+} block_acts;
+
+typedef struct model_param {
+    char name[160];
+    mattn_tensor t;
+    int layer, index;        /* layer parameter (layer >= 0) or own (-1) */
+} model_param;
+
+struct mattn_model {
+    mattn_lm_config cfg;
+    char errmsg[MATTN_ERRMSG_LEN];
+    int L, D, V, F, Tmax;
+    mattn_layer **layers;
+    mattn_stats *stats;
+    /* own parameters and their gradients: identical layouts */
+    float *own, *gown;
+    size_t n_own;
+    float *tok, *pos, *lnfw, *lnfb;
+    block_params *bp;
+    int n_params;
+    model_param *params;
+    int training;
+    uint64_t step;
+    /* activations for (aB, aT) */
+    int aB, aT;
+    char *arena;
+    int32_t *idx, *tgt;
+    float **res;              /* L+1 residual streams (N, D) */
+    block_acts *ba;
+    float *lnf, *meanf, *rstdf, *logits, *probs;
+    int has_targets;
+    int64_t count;
+    uint64_t f_step;
+    int f_training;
+    /* backward scratch */
+    char *g_arena;
+    int gB, gT;
+    float *dres, *dtmp, *dln, *dF1, *dF2, *dlogits;
+};
+
+#define MERR(m, st, ...) mattn_set_error_h((m)->errmsg, st, __VA_ARGS__)
+
+// ----------------------------------------------------------------------------
+// config
+
+mattn_lm_config mattn_lm_config_default(void) {
+    mattn_lm_config c;
+    memset(&c, 0, sizeof c);
+    c.attn = mattn_config_default();
+    c.vocab_size = 50257;
+    c.n_layers = 6;
+    c.max_seq_len = 1024;
+    c.ffn_multiplier = 4;
+    c.tie_weights = 1;
+    return c;
+}
+
+#define BAD(...) return mattn_set_error(MATTN_ERR_INVALID_ARG, __VA_ARGS__)
+
+mattn_status mattn_lm_config_validate(const mattn_lm_config *c) {
+    if (!c) BAD("lm config is NULL");
+    mattn_status st = mattn_config_validate(&c->attn);
+    if (st != MATTN_OK) return st;
+    if (c->vocab_size < 1) BAD("vocab_size must be >= 1, got %d", c->vocab_size);
+    if (c->n_layers < 1 || c->n_layers > 1024) BAD("n_layers must be in [1, 1024], got %d", c->n_layers);
+    if (c->max_seq_len < 1) BAD("max_seq_len must be >= 1, got %d", c->max_seq_len);
+    if (c->ffn_multiplier < 1 || c->ffn_multiplier > 64) BAD("ffn_multiplier must be in [1, 64], got %d", c->ffn_multiplier);
+    if (!c->tie_weights) BAD("tie_weights = false is not supported (the head is tied to tok_emb)");
+    if ((double)c->vocab_size * c->attn.d_model > 2e9 || (double)c->max_seq_len * c->attn.d_model > 2e9)
+        BAD("vocab_size or max_seq_len too large for d_model %d", c->attn.d_model);
+    return MATTN_OK;
+}
+
+static int json_int(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) return 0;
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
+mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
+    if (!json || !out) BAD("mattn_lm_config_from_json: %s is NULL", !json ? "json" : "out");
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return mattn_set_error(MATTN_ERR_FORMAT, "model config is not valid JSON");
+    mattn_lm_config c = mattn_lm_config_default();
+    mattn_status st = MATTN_OK;
+    if (!cJSON_IsObject(root)) st = mattn_set_error(MATTN_ERR_FORMAT, "model config JSON must be an object");
+    const cJSON *v, *obj = st == MATTN_OK ? root : NULL;
+    cJSON_ArrayForEach(v, obj) {
+        const char *k = v->string;
+        int *dst = !strcmp(k, "vocab_size") ? &c.vocab_size : !strcmp(k, "n_layers") ? &c.n_layers
+                 : !strcmp(k, "max_seq_len") ? &c.max_seq_len : !strcmp(k, "ffn_multiplier") ? &c.ffn_multiplier : NULL;
+        if (dst) {
+            if (!json_int(v, dst)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key '%s' must be an integer", k);
+        } else if (!strcmp(k, "tie_weights")) {
+            if (!cJSON_IsBool(v)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'tie_weights' must be true or false");
+            else c.tie_weights = cJSON_IsTrue(v);
+        } else if (!strcmp(k, "attn")) {
+            char *s = cJSON_IsObject(v) ? cJSON_PrintUnformatted(v) : NULL;
+            if (!s) st = mattn_set_error(MATTN_ERR_FORMAT, "model config key 'attn' must be an object");
+            else st = mattn_config_from_json(s, &c.attn);
+            free(s);
+        } else {
+            st = mattn_set_error(MATTN_ERR_INVALID_ARG, "unknown model config key '%s'", k);
+        }
+        if (st != MATTN_OK) break;
+    }
+    cJSON_Delete(root);
+    if (st == MATTN_OK) {
+        c.attn.causal = 1;
+        st = mattn_lm_config_validate(&c);
+    }
+    if (st == MATTN_OK) *out = c;
+    return st;
+}
+
+mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
+    if (!c || !json) BAD("mattn_lm_config_to_json: %s is NULL", !c ? "cfg" : "json");
+    *json = NULL;
+    char *attn = NULL;
+    mattn_status st = mattn_config_to_json(&c->attn, &attn);
+    if (st != MATTN_OK) return st;
+    cJSON *o = cJSON_CreateObject(), *a = cJSON_Parse(attn);
+    mattn_free(attn);
+    if (!o || !a) {
+        cJSON_Delete(o);
+        cJSON_Delete(a);
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory building model config JSON");
+    }
+    cJSON_AddItemToObject(o, "attn", a);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
+    cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
+    cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
+    *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return *json ? MATTN_OK : mattn_set_error(MATTN_ERR_NOMEM, "out of memory printing model config JSON");
+}
+
+// ----------------------------------------------------------------------------
+// init / free / parameter table
+
+static void own_layout(mattn_model *m, float *base) {
+    const size_t D = (size_t)m->D, F = (size_t)m->F;
+    size_t off = 0;
+#define OWN(ptr, n) do { if (base) (ptr) = base + off; off += (n); } while (0)
+    block_params scratch;
+    OWN(m->tok, (size_t)m->V * D);
+    OWN(m->pos, (size_t)m->Tmax * D);
+    for (int l = 0; l < m->L; l++) {
+        block_params *b = base ? &m->bp[l] : &scratch;
+        OWN(b->ln1w, D);
+        OWN(b->ln1b, D);
+        OWN(b->ln2w, D);
+        OWN(b->ln2b, D);
+        OWN(b->w1, F * D);
+        OWN(b->b1, F);
+        OWN(b->w2, D * F);
+        OWN(b->b2, D);
+    }
+    OWN(m->lnfw, D);
+    OWN(m->lnfb, D);
+#undef OWN
+    m->n_own = off;
+}
+
+static void add(mattn_model *m, const char *name, float *data, int ndim, int64_t d0, int64_t d1, int layer, int index) {
+    model_param *p = &m->params[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->t = (mattn_tensor){p->name, ndim, {d0, d1}, data, NULL};
+    p->layer = layer;
+    p->index = index;
+}
+
+/* Python state_dict order; own gradients at the same offsets in gown. */
+static mattn_status build_params(mattn_model *m) {
+    int n = 4 + 8 * m->L;
+    for (int l = 0; l < m->L; l++) n += mattn_layer_n_params(m->layers[l]);
+    free(m->params);
+    m->n_params = 0;
+    m->params = calloc((size_t)n, sizeof *m->params);
+    if (!m->params) return MERR(m, MATTN_ERR_NOMEM, "out of memory for the parameter table");
+    const int D = m->D, F = m->F;
+    char name[160];
+    add(m, "tok_emb.weight", m->tok, 2, m->V, D, -1, 0);
+    add(m, "pos_emb.weight", m->pos, 2, m->Tmax, D, -1, 0);
+    for (int l = 0; l < m->L; l++) {
+        block_params *b = &m->bp[l];
+#define NAME(s) (snprintf(name, sizeof name, "blocks.%d.%s", l, s), name)
+        add(m, NAME("ln_attn.weight"), b->ln1w, 1, D, 0, -1, 0);
+        add(m, NAME("ln_attn.bias"), b->ln1b, 1, D, 0, -1, 0);
+        for (int i = 0; i < mattn_layer_n_params(m->layers[l]); i++) {
+            mattn_tensor t;
+            mattn_layer_param(m->layers[l], i, &t);
+            char sub[112];
+            snprintf(sub, sizeof sub, "attn.%s", t.name);
+            add(m, NAME(sub), t.data, t.ndim, t.shape[0], t.ndim > 1 ? t.shape[1] : 0, l, i);
+            m->params[m->n_params - 1].t.grad = t.grad;
+        }
+        add(m, NAME("ln_ffn.weight"), b->ln2w, 1, D, 0, -1, 0);
+        add(m, NAME("ln_ffn.bias"), b->ln2b, 1, D, 0, -1, 0);
+        add(m, NAME("ffn.0.weight"), b->w1, 2, F, D, -1, 0);
+        add(m, NAME("ffn.0.bias"), b->b1, 1, F, 0, -1, 0);
+        add(m, NAME("ffn.3.weight"), b->w2, 2, D, F, -1, 0);
+        add(m, NAME("ffn.3.bias"), b->b2, 1, D, 0, -1, 0);
+#undef NAME
+    }
+    add(m, "ln_f.weight", m->lnfw, 1, D, 0, -1, 0);
+    add(m, "ln_f.bias", m->lnfb, 1, D, 0, -1, 0);
+    if (m->gown)
+        for (int i = 0; i < m->n_params; i++)
+            if (m->params[i].layer < 0) m->params[i].t.grad = m->gown + (m->params[i].t.data - m->own);
+    return MATTN_OK;
+}
+
+/* Seed of layer l's noise streams: distinct per layer, within JSON's 2^53. */
+static uint64_t layer_seed(uint64_t seed, int l) {
+    return mattn_mix64(seed ^ (0xA24BAED4963EE407ULL * (uint64_t)(l + 1))) & ((UINT64_C(1) << 53) - 1);
+}
+
+mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) {
+    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_init: out is NULL");
+    *out = NULL;
+    if (!cfg_in) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_init: cfg is NULL");
+    mattn_lm_config cfg = *cfg_in;
+    cfg.attn.causal = 1;
+    mattn_status st = mattn_lm_config_validate(&cfg);
+    if (st != MATTN_OK) return st;
+    mattn_model *m = calloc(1, sizeof *m);
+    if (!m) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory creating a model");
+    m->cfg = cfg;
+    m->L = cfg.n_layers;
+    m->D = cfg.attn.d_model;
+    m->V = cfg.vocab_size;
+    m->F = cfg.ffn_multiplier * cfg.attn.d_model;
+    m->Tmax = cfg.max_seq_len;
+    m->training = 1;
+    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    m->stats = calloc((size_t)m->L, sizeof *m->stats);
+    m->bp = calloc((size_t)m->L, sizeof *m->bp);
+    own_layout(m, NULL);
+    m->own = mattn_amalloc(m->n_own * sizeof(float));
+    if (!m->layers || !m->stats || !m->bp || !m->own) {
+        mattn_model_free(m);
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the model's parameters (%zu floats)", m->n_own);
+    }
+    own_layout(m, m->own);
+    for (int l = 0; l < m->L && st == MATTN_OK; l++) {
+        mattn_config lc = cfg.attn;
+        lc.seed = layer_seed(cfg.attn.seed, l);
+        st = mattn_layer_init(&lc, NULL, &m->layers[l]);
+    }
+    if (st != MATTN_OK) {
+        mattn_model_free(m);
+        return st;
+    }
+    st = build_params(m);
+    if (st != MATTN_OK) {
+        mattn_set_error(st, "%s", m->errmsg);
+        mattn_model_free(m);
+        return st;
+    }
+    /* Python: every Linear/Embedding weight N(0, 0.02), biases 0, LayerNorm 1 / 0 */
+    mattn_rng r;
+    mattn_rng_seed(&r, mattn_stream_seed(cfg.attn.seed, 0, 1, MATTN_PURPOSE_INIT));
+    for (int i = 0; i < m->n_params; i++) {
+        mattn_tensor *t = &m->params[i].t;
+        size_t n = (size_t)t->shape[0] * (t->ndim > 1 ? (size_t)t->shape[1] : 1);
+        const char *nm = t->name;
+        size_t len = strlen(nm);
+        int is_ln = strstr(nm, "ln_") != NULL;
+        if (t->ndim == 2) mattn_init_normal(t->data, n, 0.02, &r);
+        else if (is_ln && len > 7 && !strcmp(nm + len - 7, ".weight")) for (size_t j = 0; j < n; j++) t->data[j] = 1.0f;
+        else memset(t->data, 0, n * sizeof(float));
+    }
+    *out = m;
+    return MATTN_OK;
+}
+
+void mattn_model_free(mattn_model *m) {
+    if (!m) return;
+    for (int l = 0; m->layers && l < m->L; l++) mattn_layer_free(m->layers[l]);
+    free(m->layers);
+    free(m->stats);
+    free(m->bp);
+    free(m->params);
+    free(m->res);
+    free(m->ba);
+    mattn_afree(m->own);
+    mattn_afree(m->gown);
+    mattn_afree(m->arena);
+    mattn_afree(m->g_arena);
+    free(m);
+}
+
+const char *mattn_model_errmsg(const mattn_model *m) { return m ? m->errmsg : "model is NULL"; }
+const mattn_lm_config *mattn_model_config(const mattn_model *m) { return m ? &m->cfg : NULL; }
+void mattn_model_set_training(mattn_model *m, int training) {
+    if (!m) return;
+    m->training = training != 0;
+    for (int l = 0; l < m->L; l++) mattn_layer_set_training(m->layers[l], m->training);
+}
+uint64_t mattn_model_step(const mattn_model *m) { return m ? m->step : 0; }
+void mattn_model_set_step(mattn_model *m, uint64_t step) { if (m) m->step = step; }
+mattn_layer *mattn_model_layer(mattn_model *m, int i) { return m && i >= 0 && i < m->L ? m->layers[i] : NULL; }
+const float *mattn_model_logits(const mattn_model *m) { return m && m->aB ? m->logits : NULL; }
+int mattn_model_n_params(const mattn_model *m) { return m ? m->n_params : 0; }
+
+mattn_status mattn_model_layer_stats(const mattn_model *m, int i, mattn_stats *out) {
+    if (!m || !out || i < 0 || i >= m->L)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_layer_stats: bad model, index %d or out", i);
+    *out = m->stats[i];
+    return MATTN_OK;
+}
+
+mattn_status mattn_model_param(mattn_model *m, int i, mattn_tensor *t) {
+    if (!m || !t) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_param: %s is NULL", !m ? "model" : "t");
+    if (i < 0 || i >= m->n_params)
+        return MERR(m, MATTN_ERR_INVALID_ARG, "parameter index %d out of range [0, %d)", i, m->n_params);
+    *t = m->params[i].t;
+    return MATTN_OK;
+}
+
+int64_t mattn_model_n_weights(const mattn_model *m) {
+    int64_t n = 0;
+    for (int i = 0; m && i < m->n_params; i++)
+        n += m->params[i].t.shape[0] * (m->params[i].t.ndim > 1 ? m->params[i].t.shape[1] : 1);
+    return n;
+}
+
+mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
+    if (!m || !k) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_set_routing: %s is NULL", !m ? "model" : "knobs");
+    mattn_config c = m->cfg.attn;
+    c.cost_lambda = k->cost_lambda;
+    c.elbo_weight = k->elbo_weight;
+    c.temperature = k->temperature;
+    c.gumbel_temp = k->gumbel_temp;
+    c.hard_routing = k->hard_routing;
+    mattn_status st = mattn_config_validate(&c);
+    if (st != MATTN_OK) return MERR(m, st, "%s", mattn_last_error());
+    m->cfg.attn = c;
+    for (int l = 0; l < m->L; l++) {
+        mattn_config *lc = mattn_layer_cfg_mut(m->layers[l]);
+        lc->cost_lambda = c.cost_lambda;
+        lc->elbo_weight = c.elbo_weight;
+        lc->temperature = c.temperature;
+        lc->gumbel_temp = c.gumbel_temp;
+        lc->hard_routing = c.hard_routing;
+    }
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+static mattn_status plan(mattn_model *m, int B, int T) {
+    if (m->arena && m->aB == B && m->aT == T) return MATTN_OK;
+    const size_t N = (size_t)B * T, D = (size_t)m->D, F = (size_t)m->F, V = (size_t)m->V, L = (size_t)m->L;
+    size_t off = 0;
+    char *base = NULL;
+    float **res = calloc(L + 1, sizeof *res);
+    block_acts *ba = calloc(L, sizeof *ba);
+    if (!res || !ba) {
+        free(res);
+        free(ba);
+        return MERR(m, MATTN_ERR_NOMEM, "out of memory planning activations");
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        off = 0;
+#define TAKE(ptr, bytes) do { if (base) (ptr) = (void *)(base + off); off += mattn_align_up(bytes); } while (0)
+        TAKE(m->idx, N * sizeof(int32_t));
+        TAKE(m->tgt, N * sizeof(int32_t));
+        for (size_t l = 0; l <= L; l++) TAKE(res[l], N * D * sizeof(float));
+        for (size_t l = 0; l < L; l++) {
+            block_acts *a = &ba[l];
+            TAKE(a->ln1, N * D * sizeof(float));
+            TAKE(a->mean1, N * sizeof(float));
+            TAKE(a->rstd1, N * sizeof(float));
+            TAKE(a->att, N * D * sizeof(float));
+            TAKE(a->mid, N * D * sizeof(float));
+            TAKE(a->ln2, N * D * sizeof(float));
+            TAKE(a->mean2, N * sizeof(float));
+            TAKE(a->rstd2, N * sizeof(float));
+            TAKE(a->h, N * F * sizeof(float));
+            TAKE(a->g, N * F * sizeof(float));
+            TAKE(a->gd, N * F * sizeof(float));
+            TAKE(a->f, N * D * sizeof(float));
+        }
+        TAKE(m->lnf, N * D * sizeof(float));
+        TAKE(m->meanf, N * sizeof(float));
+        TAKE(m->rstdf, N * sizeof(float));
+        TAKE(m->logits, N * V * sizeof(float));
+        TAKE(m->probs, N * V * sizeof(float));
+#undef TAKE
+        if (pass == 0) {
+            base = mattn_amalloc(off);
+            if (!base) {
+                free(res);
+                free(ba);
+                m->aB = 0;
+                return MERR(m, MATTN_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu bytes)", B, T, off);
+            }
+        }
+    }
+    mattn_afree(m->arena);
+    free(m->res);
+    free(m->ba);
+    m->arena = base;
+    m->res = res;
+    m->ba = ba;
+    m->aB = B;
+    m->aT = T;
+    return MATTN_OK;
+}
+
+static uint64_t drop_key(const mattn_model *m, int layer, int slot) {
+    return mattn_stream_seed(m->cfg.attn.seed, m->f_step, (uint64_t)layer * 4 + (uint64_t)slot, MATTN_PURPOSE_LM_DROPOUT);
+}
+
+mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32_t *targets, int B, int T,
+                                 float *loss, float *lm_loss) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_forward: model is NULL");
+    if (!idx) return MERR(m, MATTN_ERR_INVALID_ARG, "mattn_model_forward: idx is NULL");
+    if (B < 1 || T < 1) return MERR(m, MATTN_ERR_INVALID_ARG, "B and T must be >= 1, got B=%d T=%d", B, T);
+    if (T > m->Tmax)
+        return MERR(m, MATTN_ERR_INVALID_ARG, "T = %d exceeds the model's max_seq_len %d", T, m->Tmax);
+    const int64_t N = (int64_t)B * T;
+    if ((double)N * m->V > 4e9) return MERR(m, MATTN_ERR_INVALID_ARG, "B*T*vocab too large (B=%d T=%d)", B, T);
+    for (int64_t i = 0; i < N; i++) {
+        if (idx[i] < 0 || idx[i] >= m->V)
+            return MERR(m, MATTN_ERR_INVALID_ARG, "idx[%lld] = %d is outside [0, %d)", (long long)i, idx[i], m->V);
+        if (targets && targets[i] >= m->V)
+            return MERR(m, MATTN_ERR_INVALID_ARG, "targets[%lld] = %d is outside [0, %d)", (long long)i, targets[i], m->V);
+    }
+    mattn_status st = plan(m, B, T);
+    if (st != MATTN_OK) return st;
+    const int D = m->D, F = m->F;
+    const float p = m->training ? (float)m->cfg.attn.dropout : 0.0f;
+    m->f_step = m->step;
+    m->f_training = m->training;
+    m->has_targets = 0;
+    memcpy(m->idx, idx, (size_t)N * sizeof(int32_t));
+
+    mattn_embed_forward(m->res[0], idx, m->tok, m->pos, B, T, D);
+    mattn_dropout_forward(m->res[0], m->res[0], N * D, p, drop_key(m, m->L, 0));
+    double aux_sum = 0.0;
+    for (int l = 0; l < m->L; l++) {
+        block_params *b = &m->bp[l];
+        block_acts *a = &m->ba[l];
+        mattn_layernorm_forward(a->ln1, a->mean1, a->rstd1, m->res[l], b->ln1w, b->ln1b, N, D);
+        float aux = 0.0f;
+        mattn_layer_set_step(m->layers[l], m->step);
+        st = mattn_layer_forward(m->layers[l], a->ln1, B, T, NULL, a->att, &aux, &m->stats[l]);
+        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+        aux_sum += aux;
+        for (int64_t i = 0; i < N * D; i++) a->mid[i] = m->res[l][i] + a->att[i];
+        mattn_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->mid, b->ln2w, b->ln2b, N, D);
+        mattn_linear_forward(a->h, a->ln2, b->w1, b->b1, N, D, F);
+        mattn_gelu_forward(a->g, a->h, N * F);
+        mattn_dropout_forward(a->gd, a->g, N * F, p, drop_key(m, l, 1));
+        mattn_linear_forward(a->f, a->gd, b->w2, b->b2, N, F, D);
+        mattn_dropout_forward(m->res[l + 1], a->f, N * D, p, drop_key(m, l, 2));
+        for (int64_t i = 0; i < N * D; i++) m->res[l + 1][i] += a->mid[i];
+    }
+    mattn_layernorm_forward(m->lnf, m->meanf, m->rstdf, m->res[m->L], m->lnfw, m->lnfb, N, D);
+    mattn_linear_forward(m->logits, m->lnf, m->tok, NULL, N, D, m->V);
+    if (m->training) m->step++;
+    if (targets) {
+        memcpy(m->tgt, targets, (size_t)N * sizeof(int32_t));
+        double ce = mattn_crossentropy_forward(m->probs, m->logits, targets, N, m->V, &m->count);
+        if (!isfinite(ce) || !isfinite(aux_sum))
+            return MERR(m, MATTN_ERR_NUMERIC, "loss is not finite (cross-entropy %g, aux %g)", ce, aux_sum);
+        m->has_targets = 1;
+        if (loss) *loss = (float)(ce + aux_sum);
+        if (lm_loss) *lm_loss = (float)ce;
+    }
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+mattn_status mattn_model_zero_grad(mattn_model *m) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_zero_grad: model is NULL");
+    if (!m->gown) {
+        m->gown = mattn_amalloc(m->n_own * sizeof(float));
+        if (!m->gown) return MERR(m, MATTN_ERR_NOMEM, "out of memory for gradients (%zu floats)", m->n_own);
+    }
+    memset(m->gown, 0, m->n_own * sizeof(float));
+    for (int l = 0; l < m->L; l++) {
+        mattn_status st = mattn_layer_zero_grad(m->layers[l]);
+        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+    }
+    return build_params(m); /* refresh grad pointers */
+}
+
+static float *grad_of(mattn_model *m, const float *param) { return m->gown + (param - m->own); }
+
+mattn_status mattn_model_backward(mattn_model *m) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_backward: model is NULL");
+    if (!m->has_targets) return MERR(m, MATTN_ERR_MISUSE, "mattn_model_backward: the last forward had no targets");
+    if (!m->gown) {
+        mattn_status st = mattn_model_zero_grad(m);
+        if (st != MATTN_OK) return st;
+    }
+    const int B = m->aB, T = m->aT, D = m->D, F = m->F, V = m->V;
+    const int64_t N = (int64_t)B * T;
+    if (!m->g_arena || m->gB != B || m->gT != T) {
+        size_t bytes = mattn_align_up((size_t)N * D * sizeof(float)) * 3 + mattn_align_up((size_t)N * F * sizeof(float)) * 2 +
+                       mattn_align_up((size_t)N * V * sizeof(float));
+        char *a = mattn_amalloc(bytes);
+        if (!a) return MERR(m, MATTN_ERR_NOMEM, "out of memory for the backward (%zu bytes)", bytes);
+        mattn_afree(m->g_arena);
+        m->g_arena = a;
+        m->gB = B;
+        m->gT = T;
+        m->dres = (float *)a;
+        a += mattn_align_up((size_t)N * D * sizeof(float));
+        m->dtmp = (float *)a;
+        a += mattn_align_up((size_t)N * D * sizeof(float));
+        m->dln = (float *)a;
+        a += mattn_align_up((size_t)N * D * sizeof(float));
+        m->dF1 = (float *)a;
+        a += mattn_align_up((size_t)N * F * sizeof(float));
+        m->dF2 = (float *)a;
+        a += mattn_align_up((size_t)N * F * sizeof(float));
+        m->dlogits = (float *)a;
+    }
+    const float p = m->f_training ? (float)m->cfg.attn.dropout : 0.0f;
+    const size_t ND = (size_t)N * D * sizeof(float), NF = (size_t)N * F * sizeof(float);
+
+    memset(m->dlogits, 0, (size_t)N * V * sizeof(float));
+    mattn_crossentropy_backward(m->dlogits, m->probs, m->tgt, N, V, m->count, 1.0f);
+    memset(m->dln, 0, ND);
+    mattn_linear_backward(m->dln, grad_of(m, m->tok), NULL, m->dlogits, m->lnf, m->tok, N, D, V);
+    memset(m->dres, 0, ND);
+    mattn_layernorm_backward(m->dres, grad_of(m, m->lnfw), grad_of(m, m->lnfb), m->dln, m->res[m->L], m->meanf,
+                             m->rstdf, m->lnfw, N, D);
+    for (int l = m->L - 1; l >= 0; l--) {
+        block_params *b = &m->bp[l];
+        block_acts *a = &m->ba[l];
+        /* res[l+1] = mid + dropout(f);  f = gd W2^T + b2 */
+        memset(m->dtmp, 0, ND);
+        mattn_dropout_backward(m->dtmp, m->dres, N * D, p, drop_key(m, l, 2));
+        memset(m->dF1, 0, NF);
+        mattn_linear_backward(m->dF1, grad_of(m, b->w2), grad_of(m, b->b2), m->dtmp, a->gd, b->w2, N, F, D);
+        memset(m->dF2, 0, NF);
+        mattn_dropout_backward(m->dF2, m->dF1, N * F, p, drop_key(m, l, 1));
+        memset(m->dF1, 0, NF);
+        mattn_gelu_backward(m->dF1, a->h, m->dF2, N * F);
+        memset(m->dln, 0, ND);
+        mattn_linear_backward(m->dln, grad_of(m, b->w1), grad_of(m, b->b1), m->dF1, a->ln2, b->w1, N, D, F);
+        mattn_layernorm_backward(m->dres, grad_of(m, b->ln2w), grad_of(m, b->ln2b), m->dln, a->mid, a->mean2,
+                                 a->rstd2, b->ln2w, N, D);
+        /* mid = res[l] + attn(ln1) */
+        memset(m->dln, 0, ND);
+        mattn_status st = mattn_layer_backward(m->layers[l], a->ln1, NULL, m->dres, 1.0f, m->dln);
+        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+        mattn_layernorm_backward(m->dres, grad_of(m, b->ln1w), grad_of(m, b->ln1b), m->dln, m->res[l], a->mean1,
+                                 a->rstd1, b->ln1w, N, D);
+    }
+    memset(m->dtmp, 0, ND);
+    mattn_dropout_backward(m->dtmp, m->dres, N * D, p, drop_key(m, m->L, 0));
+    mattn_embed_backward(grad_of(m, m->tok), grad_of(m, m->pos), m->dtmp, m->idx, B, T, D);
+    return MATTN_OK;
+}
