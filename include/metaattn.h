@@ -414,6 +414,39 @@ MATTN_API mattn_status mattn_model_load(mattn_model *m, const char *path);
 /* Read just the config of a saved model. */
 MATTN_API mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out);
 
+/* ------------------------------------------------------------------------ */
+/* Training: AdamW, clipping, schedules                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_adamw_config {
+    double lr, beta1, beta2, eps;
+    double weight_decay;   /* decoupled; applied to 2-D weights except embeddings */
+    double grad_clip;      /* max global gradient norm; 0 = off */
+    int decay_all;         /* 1: decay every parameter */
+} mattn_adamw_config;
+
+typedef struct mattn_adamw mattn_adamw;
+
+/* lr 3e-4, betas 0.9/0.95, eps 1e-8, weight_decay 0.1, grad_clip 1. */
+MATTN_API mattn_adamw_config mattn_adamw_config_default(void);
+MATTN_API mattn_status mattn_adamw_init(mattn_model *model, const mattn_adamw_config *cfg, mattn_adamw **out);
+MATTN_API void mattn_adamw_free(mattn_adamw *o);
+/* One update with learning rate lr from the model's gradients (PyTorch
+ * AdamW arithmetic after clip_grad_norm_).  *grad_norm (may be NULL) gets
+ * the pre-clip global norm.  A non-finite norm: MATTN_ERR_NUMERIC and the
+ * weights are left unchanged. */
+MATTN_API mattn_status mattn_adamw_step(mattn_adamw *o, mattn_model *model, double lr, double *grad_norm);
+MATTN_API int64_t mattn_adamw_steps(const mattn_adamw *o);
+MATTN_API mattn_status mattn_adamw_save(const mattn_adamw *o, mattn_model *model, const char *path);
+MATTN_API mattn_status mattn_adamw_load(mattn_adamw *o, mattn_model *model, const char *path);
+
+/* Learning rate: linear warmup to lr over `warmup` steps, then cosine decay
+ * to min_lr at `total`. */
+MATTN_API double mattn_lr_schedule(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
+/* The Python library's ramps: start before warmup, end after max_steps. */
+MATTN_API double mattn_cosine_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
+MATTN_API double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
+
 #ifdef __cplusplus
 }
 #endif

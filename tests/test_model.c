@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include "safetensors.h"
+
 typedef struct {
     mattn_model *m;
     int32_t idx[10], tgt[10];
@@ -150,11 +152,86 @@ static void test_model_bad_input(void **st) {
     assert_non_null(strstr(mattn_last_error(), "n_layer"));
 }
 
+/* PyTorch parity (tests/fixtures/gen_model_fixtures.py, float64 autograd):
+ * logits, loss, every parameter gradient, and the losses of 10 AdamW steps. */
+static void test_model_pytorch_parity(void **st) {
+    (void)st;
+    const char *path = "tests/fixtures/model_lm2.safetensors";
+    char err[512];
+    mattn_st_file *f;
+    if (mattn_st_open(path, &f, err, sizeof err) != MATTN_OK) fail_msg("%s", err);
+    mattn_lm_config cfg;
+    if (mattn_lm_config_from_json(mattn_st_meta(f, "config"), &cfg) != MATTN_OK) fail_msg("%s", mattn_last_error());
+    mattn_model *m;
+    assert_int_equal(mattn_model_init(&cfg, &m), MATTN_OK);
+    for (int i = 0; i < mattn_model_n_params(m); i++) {
+        mattn_tensor t;
+        mattn_model_param(m, i, &t);
+        const mattn_st_tensor *s = mattn_st_find(f, t.name);
+        if (!s) fail_msg("fixture lacks %s", t.name);
+        mattn_st_to_f32(s, t.data);
+    }
+    const mattn_st_tensor *ti = mattn_st_find(f, "idx"), *tt = mattn_st_find(f, "targets");
+    const int B = (int)ti->shape[0], T = (int)ti->shape[1], V = cfg.vocab_size;
+    int32_t idx[64], tgt[64];
+    float tmp[64];
+    mattn_st_to_f32(ti, tmp);
+    for (int i = 0; i < B * T; i++) idx[i] = (int32_t)tmp[i];
+    mattn_st_to_f32(tt, tmp);
+    for (int i = 0; i < B * T; i++) tgt[i] = (int32_t)tmp[i];
+    mattn_model_set_training(m, 0);
+    float loss;
+    assert_int_equal(mattn_model_forward(m, idx, tgt, B, T, &loss, NULL), MATTN_OK);
+    float *want = falloc((size_t)B * T * V);
+    mattn_st_to_f32(mattn_st_find(f, "logits"), want);
+    double e_logits = max_abs_diff(mattn_model_logits(m), want, (size_t)B * T * V, 2e-5, "logits");
+    float wl;
+    mattn_st_to_f32(mattn_st_find(f, "loss"), &wl);
+    double e_loss = fabs(loss - wl);
+    assert_int_equal(mattn_model_zero_grad(m), MATTN_OK);
+    assert_int_equal(mattn_model_backward(m), MATTN_OK);
+    double e_grad = 0.0;
+    for (int i = 0; i < mattn_model_n_params(m); i++) {
+        mattn_tensor t;
+        mattn_model_param(m, i, &t);
+        char name[200];
+        snprintf(name, sizeof name, "grad.%s", t.name);
+        const mattn_st_tensor *s = mattn_st_find(f, name);
+        float *g = falloc((size_t)s->numel);
+        mattn_st_to_f32(s, g);
+        e_grad = fmax(e_grad, max_abs_diff(t.grad, g, (size_t)s->numel, 2e-5, name));
+        free(g);
+    }
+    /* 10 AdamW steps, lr 1e-2, betas 0.9/0.95, wd 0.1, clip 1 */
+    mattn_adamw_config oc = mattn_adamw_config_default();
+    oc.lr = 1e-2;
+    mattn_adamw *opt;
+    assert_int_equal(mattn_adamw_init(m, &oc, &opt), MATTN_OK);
+    double wl10[10], e_steps = 0.0;
+    const mattn_st_tensor *tl = mattn_st_find(f, "losses");
+    for (int k = 0; k < 10; k++) memcpy(&wl10[k], (const char *)tl->data + 8 * k, 8);
+    for (int k = 0; k < 10; k++) {
+        assert_int_equal(mattn_model_forward(m, idx, tgt, B, T, &loss, NULL), MATTN_OK);
+        assert_int_equal(mattn_model_zero_grad(m), MATTN_OK);
+        assert_int_equal(mattn_model_backward(m), MATTN_OK);
+        assert_int_equal(mattn_adamw_step(opt, m, oc.lr, NULL), MATTN_OK);
+        e_steps = fmax(e_steps, fabs(loss - wl10[k]) / fabs(wl10[k]));
+    }
+    printf("  LM parity: logits %.2e  loss %.2e  grads %.2e  10 AdamW losses (rel) %.2e\n", e_logits, e_loss, e_grad,
+           e_steps);
+    assert_true(e_logits <= 1e-5 && e_loss <= 1e-5 && e_grad <= 1e-5 && e_steps <= 1e-5);
+    mattn_adamw_free(opt);
+    free(want);
+    mattn_model_free(m);
+    mattn_st_close(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_gradients),
         cmocka_unit_test(test_model_save_load),
         cmocka_unit_test(test_model_bad_input),
+        cmocka_unit_test(test_model_pytorch_parity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
