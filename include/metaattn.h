@@ -447,6 +447,26 @@ MATTN_API double mattn_lr_schedule(int64_t step, int64_t warmup, int64_t total, 
 MATTN_API double mattn_cosine_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
 MATTN_API double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
 
+/* ------------------------------------------------------------------------ */
+/* Byte-level text data                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mattn_data mattn_data;
+
+/* Read a whole file; the last val_fraction of its bytes is the validation
+ * split.  Missing, unreadable or empty file: a clear error. */
+MATTN_API mattn_status mattn_data_load(const char *path, double val_fraction, mattn_data **out);
+MATTN_API void mattn_data_free(mattn_data *d);
+MATTN_API size_t mattn_data_size(const mattn_data *d, int split);   /* split 0 = train, 1 = validation */
+MATTN_API const uint8_t *mattn_data_bytes(const mattn_data *d);
+/* B random windows of T+1 bytes from the split, a pure function of
+ * (seed, step): idx (B,T) = the first T bytes, targets (B,T) = the next. */
+MATTN_API mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t seed, uint64_t step, int B, int T,
+                                        int32_t *idx, int32_t *targets);
+/* Window i of n evenly spaced windows over the split (T+1 bytes). */
+MATTN_API mattn_status mattn_data_window(const mattn_data *d, int split, int64_t i, int64_t n, int T, int32_t *idx,
+                                         int32_t *targets);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,7 @@
 #                                       PyTorch fixtures in tests/fixtures/
 set -euo pipefail
 
-pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev)
+pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv)
 if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
 fi

@@ -2,7 +2,8 @@
  * model_io.c — the language model in and out as safetensors, under
  * MetaLanguageModel's state_dict names: every parameter, each layer's
  * buffers (blocks.N.attn.costs, blocks.N.attn.controller.prior_beta), the
- * MetaLMConfig JSON in __metadata__["config"].  The tied head.weight is not
+ * MetaLMConfig JSON in __metadata__["config"] and the noise/training step in
+ * __metadata__["step"] (restored on load).  The tied head.weight is not
  * written (safetensors has no shared tensors); a file that has it loads if it
  * equals tok_emb.weight.  Loading is all-or-nothing: every tensor is checked
  * (name, dtype, shape, finiteness; buffers against the config) and staged
@@ -61,9 +62,12 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
         }
     }
     if (st == MATTN_OK) {
-        const char *meta[] = {"config", json, "format", MODEL_FORMAT, "format_version", MODEL_FORMAT_VERSION};
+        char step[32];
+        snprintf(step, sizeof step, "%llu", (unsigned long long)mattn_model_step(m));
+        const char *meta[] = {"config", json, "format", MODEL_FORMAT, "format_version", MODEL_FORMAT_VERSION,
+                              "step", step};
         char err[MATTN_ERRMSG_LEN];
-        st = mattn_st_write(path, ent, n, meta, 3, err, sizeof err);
+        st = mattn_st_write(path, ent, n, meta, 4, err, sizeof err);
         if (st != MATTN_OK) mattn_set_error(st, "%s", err);
     }
     mattn_free(json);
@@ -184,7 +188,13 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
         }
         free(h);
     }
+    const char *step = mattn_st_meta(f, "step");
+    char *end = NULL;
+    unsigned long long sv = step ? strtoull(step, &end, 10) : 0;
+    if (st == MATTN_OK && step && (*end || !step[0]))
+        st = mattn_set_error(MATTN_ERR_FORMAT, "%s: __metadata__ step '%s' is not an integer", path, step);
     if (st == MATTN_OK) {
+        if (step) mattn_model_set_step(m, (uint64_t)sv);
         off = 0;
         for (int j = 0; j < np; j++) {
             mattn_tensor p;

@@ -5,22 +5,22 @@
  *                  [--config cfg.json] [--weights w.safetensors] [--hard] [--eval]
  *
  * Exit status: 0 success, 2 bad usage, 1 any other error; one line on stderr
- * naming the problem.  Later issues add train, eval, generate, route, plot.
+ * naming the problem.  `metaattn train` lives in train.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "metaattn.h"
 #include "safetensors.h"
-
-#define EXIT_USAGE 2
 
 static const char *usage_main =
     "usage: metaattn <command> [options]\n"
     "\n"
     "commands:\n"
     "  layer     run one Meta-Attention layer on a safetensors input\n"
+    "  train     train a byte-level Meta-Attention language model\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (or `metaattn <command> --help`)\n"
@@ -205,6 +205,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "layer")) return cmd_layer(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     fprintf(stderr, "metaattn: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_USAGE;
 }

@@ -1,0 +1,108 @@
+/*
+ * data.c — byte-level text corpus: the whole file in memory, a deterministic
+ * split (the last val_fraction of the bytes is validation, as nanoGPT does),
+ * random contiguous training windows from a seeded stream per step, and
+ * evenly spaced validation windows.  Tokens are bytes (vocab 256).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mattn_impl.h"
+
+struct mattn_data {
+    uint8_t *bytes;
+    size_t n, n_train;   /* train = [0, n_train), val = [n_train, n) */
+};
+
+mattn_status mattn_data_load(const char *path, double val_fraction, mattn_data **out) {
+    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_data_load: out is NULL");
+    *out = NULL;
+    if (!path) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_data_load: path is NULL");
+    if (!(val_fraction > 0.0 && val_fraction < 1.0))
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "validation fraction must be in (0, 1), got %g", val_fraction);
+    FILE *f = fopen(path, "rb");
+    if (!f) return mattn_set_error(MATTN_ERR_IO, "cannot open data file '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return mattn_set_error(MATTN_ERR_IO, "data file '%s' is not a regular file", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    if (n == 0) {
+        fclose(f);
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "data file '%s' is empty", path);
+    }
+    mattn_data *d = calloc(1, sizeof *d);
+    uint8_t *b = malloc(n);
+    if (!d || !b) {
+        fclose(f);
+        free(d);
+        free(b);
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory reading '%s' (%zu bytes)", path, n);
+    }
+    size_t got = fread(b, 1, n, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (got != n || rerr) {
+        free(d);
+        free(b);
+        return mattn_set_error(MATTN_ERR_IO, "cannot read data file '%s' (%zu of %zu bytes)", path, got, n);
+    }
+    d->bytes = b;
+    d->n = n;
+    d->n_train = n - (size_t)((double)n * val_fraction);
+    *out = d;
+    return MATTN_OK;
+}
+
+void mattn_data_free(mattn_data *d) {
+    if (!d) return;
+    free(d->bytes);
+    free(d);
+}
+
+size_t mattn_data_size(const mattn_data *d, int split) { return !d ? 0 : split ? d->n - d->n_train : d->n_train; }
+const uint8_t *mattn_data_bytes(const mattn_data *d) { return d ? d->bytes : NULL; }
+
+/* B windows of T+1 bytes: idx = w[0..T), targets = w[1..T]. */
+mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t seed, uint64_t step, int B, int T,
+                              int32_t *idx, int32_t *targets) {
+    if (!d || !idx || !targets || B < 1 || T < 1)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_data_batch: bad arguments");
+    const size_t lo = split ? d->n_train : 0, len = mattn_data_size(d, split);
+    if (len < (size_t)T + 1)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "the %s split has %zu bytes, fewer than context + 1 = %d",
+                               split ? "validation" : "training", len, T + 1);
+    const size_t span = len - (size_t)T;  /* start positions [0, span) */
+    mattn_rng r;
+    mattn_rng_seed(&r, mattn_stream_seed(seed, step, (uint64_t)split, MATTN_PURPOSE_DATA));
+    for (int b = 0; b < B; b++) {
+        size_t start = (size_t)(mattn_rng_next(&r) % span);
+        const uint8_t *w = d->bytes + lo + start;
+        for (int t = 0; t < T; t++) {
+            idx[(size_t)b * T + t] = w[t];
+            targets[(size_t)b * T + t] = w[t + 1];
+        }
+    }
+    return MATTN_OK;
+}
+
+/* Window i of n evenly spaced windows over the split (deterministic). */
+mattn_status mattn_data_window(const mattn_data *d, int split, int64_t i, int64_t n, int T, int32_t *idx,
+                               int32_t *targets) {
+    const size_t lo = split ? d->n_train : 0, len = mattn_data_size(d, split);
+    if (len < (size_t)T + 1 || n < 1 || i < 0 || i >= n)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "the %s split has %zu bytes, fewer than context + 1 = %d",
+                               split ? "validation" : "training", len, T + 1);
+    const size_t span = len - (size_t)T;
+    const size_t start = n > 1 ? (size_t)((double)(span - 1) * (double)i / (double)(n - 1)) : 0;
+    const uint8_t *w = d->bytes + lo + start;
+    for (int t = 0; t < T; t++) {
+        idx[t] = w[t];
+        targets[t] = w[t + 1];
+    }
+    return MATTN_OK;
+}
