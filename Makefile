@@ -1,28 +1,35 @@
 # Thin wrapper around CMake so the README's commands stay short.
 #   make            build (Release, -march=native, OpenMP, OpenBLAS)
 #   make test       build and run every test through ctest
-#   make demo       build and run the demo
+#   make train      build, fetch the KJV corpus, train the default tiny LM (runs/kjv-<time>)
+#   make demo       build and run the one-layer demo
 #   make portable   build without -march=native
-#   make asan       build and test with AddressSanitizer + UBSan (build-asan/)
-#   make noblas     build and test with the built-in GEMM and no OpenMP (build-noblas/)
+#   make asan       build and test with AddressSanitizer + UBSan (build-asan/; not the slow training test)
+#   make noblas     build and test with the built-in GEMM and no OpenMP (build-noblas/; idem)
 BUILD ?= build
 CMAKE_FLAGS ?=
+CTEST_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test demo portable asan noblas clean
+.PHONY: all build test train demo portable asan noblas clean
+RUN ?= runs/kjv-$(shell date +%Y%m%d-%H%M%S)
+TRAIN_FLAGS ?=
 all: build
 build:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 test: build
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure $(CTEST_FLAGS)
+train: build
+	scripts/get-corpus.sh
+	./$(BUILD)/metaattn train --data data/kjv.txt --out $(RUN) $(TRAIN_FLAGS)
 demo: build
 	./$(BUILD)/demo
 portable:
 	$(MAKE) build BUILD=build-portable CMAKE_FLAGS="-DMETAATTN_NATIVE=OFF"
 asan:
-	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DMETAATTN_SANITIZE=ON"
+	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DMETAATTN_SANITIZE=ON" CTEST_FLAGS="-LE slow"
 noblas:
-	$(MAKE) test BUILD=build-noblas CMAKE_FLAGS="-DMETAATTN_BLAS=OFF -DMETAATTN_OPENMP=OFF"
+	$(MAKE) test BUILD=build-noblas CMAKE_FLAGS="-DMETAATTN_BLAS=OFF -DMETAATTN_OPENMP=OFF" CTEST_FLAGS="-LE slow"
 clean:
 	rm -rf build build-portable build-asan build-noblas

@@ -173,11 +173,8 @@ void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad 
                 den += 1e-6f;
                 for (int j = 0; j < dh; j++) gnum[j] = go[j] / den;
                 const float gden = gnum[dh] = -god / den;
-                for (int i = 0; i < dh; i++) {
-                    float s = gden * z[i];
-                    for (int j = 0; j < dh; j++) s += S[i * dh + j] * gnum[j];
-                    gq[i] += s * dphi(q[i]);
-                }
+                for (int i = 0; i < dh; i++)
+                    gq[i] += (gden * z[i] + mattn_dot(S + (size_t)i * dh, gnum, dh)) * dphi(q[i]);
             }
             float *G = S, *gz = z; /* reuse the state buffer */
             for (int i = 0; i < dh * dh + dh; i++) S[i] = 0.0f;
@@ -206,12 +203,9 @@ void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad 
                 float *gk = g->gk + ((size_t)b * T + s) * g->ldg + (size_t)h * dh;
                 float *gv = g->gv + ((size_t)b * T + s) * g->ldg + (size_t)h * dh;
                 for (int i = 0; i < dh; i++) {
-                    float acc = gz[i], pk = phi(k[i]);
-                    for (int j = 0; j < dh; j++) {
-                        acc += G[i * dh + j] * v[j];
-                        gv[j] += pk * G[i * dh + j];
-                    }
-                    gk[i] += acc * dphi(k[i]);
+                    const float *Gi = G + (size_t)i * dh;
+                    gk[i] += (gz[i] + mattn_dot(Gi, v, dh)) * dphi(k[i]);
+                    mattn_axpy(gv, phi(k[i]), Gi, dh);
                 }
             }
             #undef KV

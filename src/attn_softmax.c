@@ -31,9 +31,7 @@ static inline float score(const mattn_attn_args *a, const float *q, int b, int t
     const mattn_masks *m = a->masks;
     if (m && m->key_padding && !m->key_padding[(size_t)b * a->T + s]) return -INFINITY;
     const float *k = a->k + ((size_t)b * a->T + s) * a->ld + (size_t)h * a->dh;
-    float d = 0.0f;
-    for (int i = 0; i < a->dh; i++) d += q[i] * k[i];
-    d *= scale;
+    float d = mattn_dot(q, k, a->dh) * scale;
     if (m && m->additive) {
         size_t off = m->additive_batched ? (size_t)b * a->T * a->T : 0;
         d += m->additive[off + (size_t)t * a->T + s];
@@ -92,8 +90,7 @@ double mattn_attn_softmax_forward(const mattn_attn_args *a) {
                     l += p;
                     p *= keep(a, b, h, t, s0 + j);
                     if (p == 0.0f) continue;
-                    const float *v = a->v + ((size_t)b * T + s0 + j) * a->ld + (size_t)h * dh;
-                    for (int i = 0; i < dh; i++) acc[i] += p * v[i];
+                    mattn_axpy(acc, p, a->v + ((size_t)b * T + s0 + j) * a->ld + (size_t)h * dh, dh);
                 }
                 m = mn;
             }
@@ -167,8 +164,7 @@ void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad
                 const float *o = a->out + row * a->ldo + (size_t)h * dh;
                 const float *go = g->gout + row * g->ldgo + (size_t)h * dh;
                 float *gq = grow(g->gq, g, b, T, t, h, dh);
-                float Dt = 0.0f;
-                for (int i = 0; i < dh; i++) Dt += go[i] * o[i];
+                const float Dt = mattn_dot(go, o, dh);
                 int lo, hi;
                 mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
                 for (int s = lo; s <= hi; s++) {
@@ -178,14 +174,11 @@ void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad
                     const size_t ks = ((size_t)b * T + s) * a->ld + (size_t)h * dh;
                     const float *k = a->k + ks, *v = a->v + ks;
                     float *gk = grow(g->gk, g, b, T, s, h, dh), *gv = grow(g->gv, g, b, T, s, h, dh);
-                    float dp = 0.0f;
-                    for (int i = 0; i < dh; i++) dp += go[i] * v[i];
+                    const float dp = mattn_dot(go, v, dh);
                     const float ds = p * (mk * dp - Dt) * scale, pm = p * mk;
-                    for (int i = 0; i < dh; i++) {
-                        gv[i] += pm * go[i];
-                        gq[i] += ds * k[i];
-                        gk[i] += ds * q[i];
-                    }
+                    mattn_axpy(gv, pm, go, dh);
+                    mattn_axpy(gq, ds, k, dh);
+                    mattn_axpy(gk, ds, q, dh);
                 }
             }
         }

@@ -86,6 +86,26 @@ void mattn_gemm_ref(int transA, int transB, int M, int N, int K, float alpha,
                     const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc);
 
+/* Dot product with 16 independent partial sums: without -ffast-math the
+ * compiler may not reorder a float reduction, so one accumulator would run
+ * scalar; 16 lanes vectorise (AVX-512: one register, AVX2: two).  The
+ * summation order is fixed, so results stay deterministic. */
+static inline float mattn_dot(const float *restrict a, const float *restrict b, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* y += alpha x */
+static inline void mattn_axpy(float *restrict y, float alpha, const float *restrict x, int n) {
+    for (int i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
 // ----------------------------------------------------------------------------
 // attention kernels (one query row = one token; heads are column slices)
 

@@ -90,6 +90,19 @@ static double sched_at(const sched *s, long long step) {
     return s->start;
 }
 
+/* mkdir -p */
+static int mkdir_p(const char *dir) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static volatile sig_atomic_t g_stop = 0;
 static void on_sigint(int sig) { (void)sig; g_stop = 1; }
 
@@ -339,7 +352,7 @@ int cmd_train(int argc, char **argv) {
         return cli_fail(1, "--data %s: too small for --context %lld (train %zu, validation %zu bytes)", data_path,
                         context, mattn_data_size(data, 0), mattn_data_size(data, 1));
     }
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+    if (mkdir_p(out_dir) != 0) {
         mattn_data_free(data);
         return cli_fail(1, "--out: cannot create '%s': %s", out_dir, strerror(errno));
     }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# test_train.sh — `metaattn train` end to end on real text (the book of
+# Genesis from Debian's bible-kjv): a ~30-second run of a very small model
+# must bring the validation loss well below ln 256 = 5.55 nats/byte; a run
+# stopped and resumed reproduces the uninterrupted one bit for bit; Ctrl-C
+# writes a checkpoint; bad input gives clear errors.
+# Usage: tests/test_train.sh path/to/metaattn   (from the repository root)
+set -u
+bin=${1:?usage: test_train.sh path/to/metaattn}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+
+check() { # name, expected exit code, expected substring, command...
+  local name=$1 code=$2 want=$3; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [[ $rc -eq $code && "$out" == *"$want"* ]]; then ok; else
+    bad "$name: exit $rc (want $code), wanted '$want' in:"; echo "$out" | tail -3; fi
+}
+
+if ! command -v bible >/dev/null; then
+  echo "FAIL bible (Debian package bible-kjv) is not installed: run scripts/install-deps.sh"; exit 1
+fi
+bible "Gen1:1-Gen50:26" > "$tmp/gen.txt"
+cat > "$tmp/cfg.json" <<'EOF'
+{"attn": {"d_model": 48, "n_heads": 4, "window_size": 8, "controller_hidden": 16, "dropout": 0.0},
+ "vocab_size": 256, "n_layers": 2, "max_seq_len": 64, "ffn_multiplier": 4, "tie_weights": true}
+EOF
+common=(--config "$tmp/cfg.json" --data "$tmp/gen.txt" --batch 16 --context 64 --lr 3e-3 --warmup 20
+        --eval-every 50 --eval-batches 4 --sample 0 --threads 2)
+
+# 1. learning: 300 steps
+check "train" 0 "checkpoint:" "$bin" train "${common[@]}" --steps 300 --out "$tmp/A" --ckpt-every 100
+val=$(grep -o '"val_loss": [0-9.]*' "$tmp/A/log.jsonl" | tail -1 | awk '{print $2}')
+if awk -v v="$val" 'BEGIN { exit !(v != "" && v < 3.0) }'; then ok; else bad "final val_loss '$val' not below 3.0 (ln 256 = 5.55)"; fi
+[[ $(wc -l < "$tmp/A/log.jsonl") -eq 300 ]] && ok || bad "log.jsonl should have 300 lines"
+
+# 2. exact resume: 120 steps, stop, resume to 300 == the uninterrupted run
+"$bin" train "${common[@]}" --steps 300 --out "$tmp/B" --ckpt-every 100 >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do  # stop it once the step-100 checkpoint exists
+  [[ -f "$tmp/B/model.safetensors" ]] && break; sleep 0.1
+done
+kill -INT $pid; wait $pid; rc=$?
+[[ $rc -eq 130 || $rc -eq 0 ]] && ok || bad "SIGINT: exit $rc (want 130)"
+[[ -f "$tmp/B/model.safetensors" && -f "$tmp/B/optim.safetensors" ]] && ok || bad "no checkpoint after SIGINT"
+check "resume" 0 "resumed" "$bin" train "${common[@]}" --steps 300 --out "$tmp/B" --resume --ckpt-every 100
+strip() { sed -E 's/"tokens_per_s": [0-9.]+, "elapsed": [0-9.]+, //' "$1"; }
+if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl"); then ok; else
+  bad "resumed run differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl") | head -4; fi
+cmp -s "$tmp/A/model.safetensors" "$tmp/B/model.safetensors" && ok || bad "final weights differ after resume"
+
+# 3. errors
+check "existing run" 1 "already holds a run" "$bin" train "${common[@]}" --steps 10 --out "$tmp/A"
+check "resume nothing" 1 "no checkpoint" "$bin" train "${common[@]}" --steps 10 --out "$tmp/none" --resume
+check "missing data" 1 "nope.txt" "$bin" train --data "$tmp/nope.txt" --out "$tmp/C"
+: > "$tmp/empty.txt"
+check "empty data" 1 "is empty" "$bin" train --data "$tmp/empty.txt" --out "$tmp/C"
+check "bad flag" 2 "unknown option '--bogus'" "$bin" train --bogus 1
+check "bad number" 2 "--steps: expected an integer" "$bin" train --steps ten
+check "context too long" 2 "exceeds the model's max_seq_len 64" "$bin" train "${common[@]}" --context 65 --out "$tmp/C"
+check "bad schedule" 2 "ramp kind must be cos or lin" "$bin" train --cost-lambda 0:1:exp:0:10
+check "help" 0 "--resume" "$bin" train --help
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
