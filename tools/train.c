@@ -36,7 +36,7 @@ static const char *usage_train =
     "  --resume           continue the run in --out from its last checkpoint\n"
     "\n"
     "optimisation:\n"
-    "  --steps N          optimizer steps (default 2000)\n"
+    "  --steps N          optimizer steps (default 1500)\n"
     "  --batch N          sequences per step (default 16)\n"
     "  --context N        tokens per sequence (default 128)\n"
     "  --lr X             peak learning rate (default 2e-3)\n"
@@ -199,7 +199,7 @@ static void fmt_eta(double s, char *buf, size_t n) {
 }
 
 /* Sample n bytes after the prompt by re-running the model on the last
- * max_seq_len bytes (temperature 0.8, top-k 40, eval mode, hard routing). */
+ * max_seq_len bytes (temperature 0.8, top-k 40, eval mode). */
 static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed) {
     const int Tmax = mattn_model_config(m)->max_seq_len, V = mattn_model_config(m)->vocab_size;
     int len = (int)strlen(prompt);
@@ -246,7 +246,7 @@ static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed
 int cmd_train(int argc, char **argv) {
     const char *data_path = "data/kjv.txt", *preset = "tiny", *config_path = NULL, *controller = NULL;
     const char *out_dir = "runs/default";
-    long long steps = 2000, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
+    long long steps = 1500, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
     long long eval_every = 100, eval_batches = 8, ckpt_every = 500, sample_n = 200, hard_from = -1, top_k = 1;
     double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0;
     int resume = 0, quiet = 0;
@@ -335,7 +335,7 @@ int cmd_train(int argc, char **argv) {
         cfg.attn.seed = (uint64_t)seed;
         cfg.attn.entropy_coeff = entropy_coeff;
         cfg.attn.hard_top_k = (int)top_k;
-        if (cfg.max_seq_len < context) cfg.max_seq_len = (int)context;
+        if (!config_path && cfg.max_seq_len < context) cfg.max_seq_len = (int)context; /* presets stretch */
     }
     if (context > cfg.max_seq_len)
         return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, cfg.max_seq_len);
@@ -476,14 +476,11 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!rc && sample_n > 0) {
-        printf("\nsample (temperature 0.8, top-k 40, hard routing):\n");
+        printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
         mattn_config k = cfg.attn;
-        k.hard_routing = 1;
         mattn_model_set_routing(m, &k);
         sample_text(m, "And God said", (int)sample_n, (uint64_t)seed);
         printf("\nrouting on the validation split (eval mode, soft):\n");
-        k.hard_routing = 0;
-        mattn_model_set_routing(m, &k);
         double v;
         if (!val_loss(m, data, (int)batch, (int)context, (int)eval_batches, &v)) {
             printf("  val_loss %.4f nats/byte (%.4f bits/byte)\n", v, v / log(2.0));
