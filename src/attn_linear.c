@@ -86,6 +86,25 @@ double mattn_attn_linear_forward(const mattn_attn_args *a) {
 // ----------------------------------------------------------------------------
 // reference: the quadratic formula
 
+/* Reference numerator and denominator for query (b, h, t) in double:
+ * num = sum_s w_s v_s, den = sum_s w_s with w_s = phi(q).phi(k_s) over the
+ * visible, unpadded keys (den without the 1e-6).  dh <= 512. */
+static void ref_numden(const mattn_attn_args *a, int b, int h, int t, const float *q, double *num, double *den) {
+    const int T = a->T, dh = a->dh;
+    MATTN_ASSERT(dh <= 512);
+    *den = 0.0;
+    for (int i = 0; i < dh; i++) num[i] = 0.0;
+    for (int s = 0; s <= (a->causal ? t : T - 1); s++) {
+        if (padded(a, b, s)) continue;
+        const float *k = a->k + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
+        const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
+        double w = 0.0;
+        for (int i = 0; i < dh; i++) w += (double)phi(q[i]) * phi(k[i]);
+        *den += w;
+        for (int i = 0; i < dh; i++) num[i] += w * v[i];
+    }
+}
+
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a) {
     const int T = a->T, H = a->H, dh = a->dh;
     const int64_t n = a->rows ? a->n_rows : (int64_t)a->B * T;
@@ -94,17 +113,8 @@ double mattn_attn_linear_forward_ref(const mattn_attn_args *a) {
         for (int h = 0; h < H; h++) {
             const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
             float *o = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
-            double num[512] = {0}, den = 0.0; /* dh <= 512 in tests */
-            MATTN_ASSERT(dh <= 512);
-            for (int s = 0; s <= (a->causal ? t : T - 1); s++) {
-                if (padded(a, b, s)) continue;
-                const float *k = a->k + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                double w = 0.0;
-                for (int i = 0; i < dh; i++) w += (double)phi(q[i]) * phi(k[i]);
-                den += w;
-                for (int i = 0; i < dh; i++) num[i] += w * v[i];
-            }
+            double num[512], den;
+            ref_numden(a, b, h, t, q, num, &den);
             for (int i = 0; i < dh; i++) o[i] = (float)(num[i] / (den + 1e-6));
         }
     }
@@ -218,23 +228,14 @@ void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad 
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows);
     const int B = a->B, T = a->T, H = a->H, dh = a->dh;
-    MATTN_ASSERT(dh <= 512);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int t = 0; t < T; t++) {
                 const float *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
                 const float *go = g->gout + ((size_t)b * T + t) * g->ldgo + (size_t)h * dh;
-                double num[512] = {0}, den = 0.0;
+                double num[512], den;
+                ref_numden(a, b, h, t, q, num, &den);
                 const int last = a->causal ? t : T - 1;
-                for (int s = 0; s <= last; s++) {
-                    if (padded(a, b, s)) continue;
-                    const float *k = a->k + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    double w = 0.0;
-                    for (int i = 0; i < dh; i++) w += (double)phi(q[i]) * phi(k[i]);
-                    den += w;
-                    for (int i = 0; i < dh; i++) num[i] += w * v[i];
-                }
                 den += 1e-6;
                 double gden = 0.0;
                 for (int i = 0; i < dh; i++) gden -= (double)go[i] * num[i] / (den * den);
