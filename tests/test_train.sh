@@ -53,7 +53,22 @@ if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl"); then ok; else
   bad "resumed run differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl") | head -4; fi
 cmp -s "$tmp/A/model.safetensors" "$tmp/B/model.safetensors" && ok || bad "final weights differ after resume"
 
-# 3. errors
+# 3. eval: JSON contract, soft vs hard, executed FLOPs
+j=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json 2>&1)
+[[ "$j" == '{"val_loss": '* && "$j" == *'"bits_per_byte"'* && "$j" == *'"executed_flops"'* && "$j" == *'"norm_entropy"'* ]] && ok || bad "eval --json: $j"
+jh=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json --hard 2>&1)
+[[ "$jh" == *'"routing": "hard"'* ]] && ok || bad "eval --hard --json: $jh"
+# every expert ran on every token in soft mode; hard mode executed fewer (sparse)
+soft_f=$(echo "$j" | grep -o '"executed_fraction": \[[^]]*\]' | head -1)
+hard_f=$(echo "$jh" | grep -o '"executed_fraction": \[[^]]*\]' | head -1)
+[[ "$soft_f" == '"executed_fraction": [1.000000, 1.000000, 1.000000]' && "$hard_f" != "$soft_f" ]] && ok || bad "executed fractions soft '$soft_f' hard '$hard_f'"
+check "eval table" 0 "bits/byte" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --split all --max-windows 20
+check "eval no model" 2 "--model is required" "$bin" eval --data "$tmp/gen.txt"
+check "eval missing model" 1 "nope.safetensors" "$bin" eval --model "$tmp/nope.safetensors" --data "$tmp/gen.txt"
+check "eval context" 2 "exceeds the model's max_seq_len 64" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 100
+check "eval split" 2 "expected val or all" "$bin" eval --model "$tmp/A/model.safetensors" --split test
+
+# 4. errors
 check "existing run" 1 "already holds a run" "$bin" train "${common[@]}" --steps 10 --out "$tmp/A"
 check "resume nothing" 1 "no checkpoint" "$bin" train "${common[@]}" --steps 10 --out "$tmp/none" --resume
 check "missing data" 1 "nope.txt" "$bin" train --data "$tmp/nope.txt" --out "$tmp/C"

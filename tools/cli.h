@@ -47,5 +47,10 @@ static inline int cli_double(const char *flag, const char *s, double lo, double 
 }
 
 int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+struct mattn_model;
+/* Load a saved model (config from its metadata), eval mode; prints errors. */
+int cli_load_model(const char *path, struct mattn_model **out);
 
 #endif
