@@ -307,6 +307,24 @@ MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);
  * advances it.  Setting it replays a forward's noise exactly (gradient
  * checks, resuming a run). */
 MATTN_API uint64_t mattn_layer_step(const mattn_layer *l);
+/* The controller's position feature.  Default (0): pos_t = t/(T-1) as in the
+ * Python library, which makes a token's routing depend on the sequence's
+ * length (i.e. on the future).  length > 0: pos_t = t/(length-1), causal, and
+ * T may not exceed length; the language model uses this with max_seq_len
+ * (MetaLMConfig "position_norm": "max_seq_len") so that decoding with a cache
+ * reproduces the full forward. */
+MATTN_API mattn_status mattn_layer_set_position_length(mattn_layer *l, int length);
+
+/* Single-token decoding of a causal layer with a fixed position length:
+ * x (B, D) is the token at position mattn_layer_cache_length() of each of
+ * the B sequences; out (B, D).  Built-in experts only. */
+typedef struct mattn_layer_cache mattn_layer_cache;
+MATTN_API mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_layer_cache **out);
+MATTN_API void mattn_layer_cache_free(mattn_layer_cache *c);
+MATTN_API void mattn_layer_cache_reset(mattn_layer_cache *c);
+MATTN_API int mattn_layer_cache_length(const mattn_layer_cache *c);
+MATTN_API mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out,
+                                          mattn_stats *stats);
 MATTN_API void mattn_layer_set_step(mattn_layer *l, uint64_t step);
 
 /* Run the layer.  x (B,T,D) -> out (B,T,D).  aux_loss and stats may be NULL.
@@ -363,6 +381,9 @@ typedef struct mattn_lm_config {
     int max_seq_len;      /* positions (pos_emb rows) */
     int ffn_multiplier;   /* FFN width = ffn_multiplier * d_model */
     int tie_weights;      /* head.weight = tok_emb.weight (only 1 is supported) */
+    int causal_positions; /* JSON "position_norm": "max_seq_len" (1) or "length" (0,
+                             the Python library's t/(T-1), the default when the
+                             key is absent); see mattn_layer_set_position_length */
 } mattn_lm_config;
 
 /* Python defaults (vocab 50257, 6 layers, 1024 positions, 4x, tied) with
@@ -411,6 +432,19 @@ MATTN_API int64_t mattn_model_n_weights(const mattn_model *m);   /* total scalar
  * atomically.  Load checks names, shapes and buffers against the model. */
 MATTN_API mattn_status mattn_model_save(mattn_model *m, const char *path);
 MATTN_API mattn_status mattn_model_load(mattn_model *m, const char *path);
+/* Decoding with a cache (needs causal_positions): per layer and expert, K/V
+ * for full, a ring of the last window+1 positions for local, the running
+ * (S, z) for linear.  Each step takes one token per sequence (B of them),
+ * routes it on its own (eval mode; the layers' hard_routing decides soft or
+ * hard), appends it to every cache and writes the next-token logits (B, V).
+ * Equals the full forward over the same prefix.  No allocation per step. */
+typedef struct mattn_model_cache mattn_model_cache;
+MATTN_API mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out);
+MATTN_API void mattn_model_cache_free(mattn_model_cache *c);
+MATTN_API void mattn_model_cache_reset(mattn_model_cache *c);
+MATTN_API int mattn_model_cache_length(const mattn_model_cache *c);
+MATTN_API mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int32_t *tokens, float *logits);
+
 /* Read just the config of a saved model. */
 MATTN_API mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out);
 

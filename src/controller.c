@@ -103,7 +103,9 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
     const int D = c->D, Hc = c->Hc, K = c->K, in = D + 2;
     const int64_t N = (int64_t)B * T;
 
-    /* features: [x ; ||x||/sqrt(D) (stop-gradient) ; t/(T-1)] */
+    /* features: [x ; ||x||/sqrt(D) (stop-gradient) ; t/(T-1)], or
+     * (t + pos_offset)/(pos_len-1) when the position length is fixed */
+    const int pos_den = c->pos_len > 0 ? c->pos_len : T;
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *xt = x + n * D;
@@ -114,7 +116,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
             ss += (double)xt[d] * xt[d];
         }
         if (!mattn_freeze_norm_feature) f[D] = (float)(sqrt(ss) / sqrt((double)D));
-        f[D + 1] = T > 1 ? (float)(n % T) / (float)(T - 1) : 0.0f;
+        f[D + 1] = pos_den > 1 ? (float)(n % T + c->pos_offset) / (float)(pos_den - 1) : 0.0f;
     }
 
     /* z1 = f W1^T + b1;  h = dropout(GELU(z1)) */

@@ -26,59 +26,15 @@
 
 #include "mattn_impl.h"
 
-typedef struct layer_param {
-    char name[96];
-    mattn_tensor t;
-} layer_param;
-
-struct mattn_layer {
-    mattn_config cfg;
-    char errmsg[MATTN_ERRMSG_LEN];
-    int K;
-    mattn_expert *experts[MATTN_MAX_EXPERTS];
-    int uses_shared[MATTN_MAX_EXPERTS];  /* expert takes the shared qkv */
-    mattn_controller ctrl;
-    float *w_qkv, *w_o;                  /* share_qkv: (3D,D), (D,D); else NULL */
-    float costs[MATTN_MAX_EXPERTS];      /* buffer "costs" */
-    int training;
-    uint64_t step;                       /* noise step, advanced per training forward */
-
-    /* per-forward arena, planned for n_cap = B*T tokens */
-    int64_t n_cap;
-    int plan_B, plan_T;
-    char *arena;
-    mattn_ctrl_act act;
-    float *weights;                      /* (N,K) merge weights used */
-    uint8_t *exec;                       /* (N,K) expert k ran for token n */
-    int32_t *rows[MATTN_MAX_EXPERTS];    /* (N) token lists */
-    int64_t n_rows[MATTN_MAX_EXPERTS];
-    float *y[MATTN_MAX_EXPERTS];         /* (N,D) expert outputs (core outputs if shared) */
-    void *work[MATTN_MAX_EXPERTS];
-    float *qkv, *merged, *xg, *yg;       /* shared: (N,3D), (N,D), (N,D), (N,2D) */
-    int32_t *srows;                      /* shared: (N) token list */
-    uint8_t *need;                       /* shared: (N) */
-    int64_t N;                           /* tokens of the last forward */
-    int fB, fT, f_training;              /* shape and mode of the last forward */
-    uint64_t f_step;                     /* its noise step */
-
-    /* gradients (allocated by the first zero_grad/backward) */
-    float *g_w_qkv, *g_w_o;              /* share_qkv */
-    int has_grads;
-    int gB, gT;                          /* backward arena planned for (gB, gT) */
-    char *g_arena;
-    float *gw, *gy, *gz2, *gh, *glogits, *g_merged, *g_qkv;
-    void *gwork[MATTN_MAX_EXPERTS];
-
-    int n_params;
-    layer_param *params;
-};
+#include "layer_impl.h"
 
 #define LERR(l, st, ...) mattn_set_error_h((l)->errmsg, st, __VA_ARGS__)
 
 // ----------------------------------------------------------------------------
 // init / free
 
-static int is_builtin(const mattn_expert *e) { return e->vt->forward == mattn_builtin_forward; }
+int mattn_layer_is_builtin(const mattn_expert *e) { return e->vt->forward == mattn_builtin_forward; }
+#define is_builtin mattn_layer_is_builtin
 
 static mattn_status add_param(mattn_layer *l, const char *prefix, mattn_tensor t) {
     layer_param *p = &l->params[l->n_params++];
@@ -215,6 +171,12 @@ const mattn_config *mattn_layer_config(const mattn_layer *l) { return l ? &l->cf
 mattn_config *mattn_layer_cfg_mut(mattn_layer *l) { return &l->cfg; }
 void mattn_layer_set_training(mattn_layer *l, int training) { if (l) l->training = training != 0; }
 uint64_t mattn_layer_step(const mattn_layer *l) { return l ? l->step : 0; }
+mattn_status mattn_layer_set_position_length(mattn_layer *l, int length) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_set_position_length: layer is NULL");
+    if (length < 0) return LERR(l, MATTN_ERR_INVALID_ARG, "position length must be >= 0, got %d", length);
+    l->ctrl.pos_len = length;
+    return MATTN_OK;
+}
 void mattn_layer_set_step(mattn_layer *l, uint64_t step) { if (l) l->step = step; }
 
 int mattn_layer_n_params(const mattn_layer *l) { return l ? l->n_params : 0; }
@@ -275,7 +237,7 @@ static size_t layout(mattn_layer *l, char *base, int B, int T) {
     return off;
 }
 
-static mattn_status plan(mattn_layer *l, int B, int T) {
+mattn_status mattn_layer_plan(mattn_layer *l, int B, int T) {
     if (l->arena && l->plan_B == B && l->plan_T == T) return MATTN_OK;
     size_t bytes = layout(l, NULL, B, T);
     char *a = mattn_amalloc(bytes);
@@ -291,7 +253,7 @@ static mattn_status plan(mattn_layer *l, int B, int T) {
 // ----------------------------------------------------------------------------
 // routing: merge weights and which experts run for which token
 
-static void route(mattn_layer *l, int64_t N) {
+void mattn_layer_route(mattn_layer *l, int64_t N) {
     const int K = l->K, k_top = l->cfg.hard_top_k;
     const float *alpha = l->act.alpha;
     if (!l->cfg.hard_routing) {
@@ -326,7 +288,7 @@ static void route(mattn_layer *l, int64_t N) {
 // ----------------------------------------------------------------------------
 // statistics
 
-static void fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s) {
+void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s) {
     const int K = l->K;
     memset(s, 0, sizeof *s);
     s->n_experts = K;
@@ -405,6 +367,8 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_forward: layer is NULL");
     if (!x || !out) return LERR(l, MATTN_ERR_INVALID_ARG, "mattn_layer_forward: %s is NULL", !x ? "x" : "out");
     if (B < 1 || T < 1) return LERR(l, MATTN_ERR_INVALID_ARG, "B and T must be >= 1, got B=%d T=%d", B, T);
+    if (l->ctrl.pos_len > 0 && T > l->ctrl.pos_len)
+        return LERR(l, MATTN_ERR_INVALID_ARG, "T = %d exceeds the layer's position length %d", T, l->ctrl.pos_len);
     const int D = l->cfg.d_model, K = l->K;
     const int64_t N = (int64_t)B * T;
     if (N > INT32_MAX / 4 || (double)N * 3 * D > 9e15)
@@ -418,7 +382,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
             if (isnan(masks->additive[i]) || masks->additive[i] == INFINITY)
                 return LERR(l, MATTN_ERR_NUMERIC, "additive mask holds %g at index %lld (only finite "
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
-    mattn_status st = plan(l, B, T);
+    mattn_status st = mattn_layer_plan(l, B, T);
     if (st != MATTN_OK) return st;
     l->N = 0;
 
@@ -427,7 +391,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     st = mattn_controller_forward(&l->ctrl, &l->cfg, &l->act, x, B, T, l->training, step, &aux);
     if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     l->N = N;
-    route(l, N);
+    mattn_layer_route(l, N);
 
     /* token lists per expert */
     for (int k = 0; k < K; k++) {
@@ -496,7 +460,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         double fl[MATTN_MAX_EXPERTS];
         memcpy(fl, s.flops, sizeof fl);
         double fs = s.flops_shared, fc = s.flops_controller;
-        fill_stats(l, N, stats);
+        mattn_layer_fill_stats(l, N, stats);
         memcpy(stats->flops, fl, sizeof fl);
         stats->flops_shared = fs;
         stats->flops_controller = fc;

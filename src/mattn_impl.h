@@ -234,6 +234,8 @@ typedef struct mattn_controller {
     float *w2;    /* (K, Hc)    controller.net.3.weight */
     float *b2;    /* (K)        controller.net.3.bias */
     float *g_w1, *g_b1, *g_w2, *g_b2;     /* gradients, allocated on first backward */
+    int pos_len;      /* > 0: pos_t = (t + pos_offset)/(pos_len - 1); 0: t/(T - 1) */
+    int pos_offset;   /* decoding: absolute position of the first row */
     float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
     double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
     double costs[MATTN_MAX_EXPERTS];

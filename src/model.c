@@ -123,6 +123,10 @@ mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
         } else if (!strcmp(k, "tie_weights")) {
             if (!cJSON_IsBool(v)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'tie_weights' must be true or false");
             else c.tie_weights = cJSON_IsTrue(v);
+        } else if (!strcmp(k, "position_norm")) {
+            if (cJSON_IsString(v) && !strcmp(v->valuestring, "max_seq_len")) c.causal_positions = 1;
+            else if (cJSON_IsString(v) && !strcmp(v->valuestring, "length")) c.causal_positions = 0;
+            else st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'position_norm' must be \"length\" or \"max_seq_len\"");
         } else if (!strcmp(k, "attn")) {
             char *s = cJSON_IsObject(v) ? cJSON_PrintUnformatted(v) : NULL;
             if (!s) st = mattn_set_error(MATTN_ERR_FORMAT, "model config key 'attn' must be an object");
@@ -161,6 +165,7 @@ mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
     cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
     cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
     cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
+    cJSON_AddStringToObject(o, "position_norm", c->causal_positions ? "max_seq_len" : "length");
     *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *json ? MATTN_OK : mattn_set_error(MATTN_ERR_NOMEM, "out of memory printing model config JSON");
@@ -278,6 +283,7 @@ mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) 
         mattn_config lc = cfg.attn;
         lc.seed = layer_seed(cfg.attn.seed, l);
         st = mattn_layer_init(&lc, NULL, &m->layers[l]);
+        if (st == MATTN_OK && cfg.causal_positions) st = mattn_layer_set_position_length(m->layers[l], cfg.max_seq_len);
     }
     if (st != MATTN_OK) {
         mattn_model_free(m);
@@ -591,5 +597,91 @@ mattn_status mattn_model_backward(mattn_model *m) {
     memset(m->dtmp, 0, ND);
     mattn_dropout_backward(m->dtmp, m->dres, N * D, p, drop_key(m, m->L, 0));
     mattn_embed_backward(grad_of(m, m->tok), grad_of(m, m->pos), m->dtmp, m->idx, B, T, D);
+    return MATTN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// decoding with a cache (decode.c holds the layers' part)
+
+struct mattn_model_cache {
+    int B, n;
+    mattn_layer_cache **lc;
+    float *x, *ln, *att, *h, *g, *f, *mean, *rstd;
+};
+
+void mattn_model_cache_free(mattn_model_cache *c) {
+    if (!c) return;
+    if (c->lc)
+        for (int l = 0; c->lc[l]; l++) mattn_layer_cache_free(c->lc[l]);
+    free(c->lc);
+    mattn_afree(c->x);
+    free(c);
+}
+
+mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out) {
+    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: out is NULL");
+    *out = NULL;
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: model is NULL");
+    if (!m->cfg.causal_positions)
+        return MERR(m, MATTN_ERR_UNSUPPORTED, "this model normalises positions by the sequence length (position_norm "
+                    "\"length\", the Python library's default): a decode cache cannot reproduce it; re-run the "
+                    "prefix per token instead");
+    if (B < 1) return MERR(m, MATTN_ERR_INVALID_ARG, "decode batch must be >= 1, got %d", B);
+    mattn_model_cache *c = calloc(1, sizeof *c);
+    if (!c) return MERR(m, MATTN_ERR_NOMEM, "out of memory for a decode cache");
+    c->B = B;
+    c->lc = calloc((size_t)m->L + 1, sizeof *c->lc);
+    const size_t D = (size_t)m->D, F = (size_t)m->F;
+    c->x = mattn_amalloc((size_t)B * (4 * D + 2 * F + D + 2) * sizeof(float));
+    mattn_status st = c->lc && c->x ? MATTN_OK : MATTN_ERR_NOMEM;
+    for (int l = 0; st == MATTN_OK && l < m->L; l++) st = mattn_layer_cache_init(m->layers[l], B, m->Tmax, &c->lc[l]);
+    if (st != MATTN_OK) {
+        mattn_model_cache_free(c);
+        return MERR(m, st, "decode cache: %s", st == MATTN_ERR_NOMEM ? "out of memory" : mattn_last_error());
+    }
+    c->ln = c->x + (size_t)B * D;
+    c->att = c->ln + (size_t)B * D;
+    c->f = c->att + (size_t)B * D;
+    c->h = c->f + (size_t)B * D;
+    c->g = c->h + (size_t)B * F;
+    c->mean = c->g + (size_t)B * F;
+    c->rstd = c->mean + B;
+    *out = c;
+    return MATTN_OK;
+}
+
+void mattn_model_cache_reset(mattn_model_cache *c) {
+    if (!c) return;
+    c->n = 0;
+    for (int l = 0; c->lc[l]; l++) mattn_layer_cache_reset(c->lc[l]);
+}
+
+int mattn_model_cache_length(const mattn_model_cache *c) { return c ? c->n : 0; }
+
+mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int32_t *tokens, float *logits) {
+    if (!m || !c || !tokens || !logits) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_decode: NULL argument");
+    const int B = c->B, D = m->D, F = m->F, t = c->n;
+    if (t >= m->Tmax) return MERR(m, MATTN_ERR_INVALID_ARG, "decode position %d reaches max_seq_len %d", t, m->Tmax);
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= m->V)
+            return MERR(m, MATTN_ERR_INVALID_ARG, "tokens[%d] = %d is outside [0, %d)", b, tokens[b], m->V);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < D; i++)
+            c->x[(size_t)b * D + i] = m->tok[(size_t)tokens[b] * D + i] + m->pos[(size_t)t * D + i];
+    for (int l = 0; l < m->L; l++) {
+        block_params *bp = &m->bp[l];
+        mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln1w, bp->ln1b, B, D);
+        mattn_status st = mattn_layer_decode(m->layers[l], c->lc[l], c->ln, c->att, &m->stats[l]);
+        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+        for (size_t i = 0; i < (size_t)B * D; i++) c->x[i] += c->att[i];
+        mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln2w, bp->ln2b, B, D);
+        mattn_linear_forward(c->h, c->ln, bp->w1, bp->b1, B, D, F);
+        mattn_gelu_forward(c->g, c->h, (int64_t)B * F);
+        mattn_linear_forward(c->f, c->g, bp->w2, bp->b2, B, F, D);
+        for (size_t i = 0; i < (size_t)B * D; i++) c->x[i] += c->f[i];
+    }
+    mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, m->lnfw, m->lnfb, B, D);
+    mattn_linear_forward(logits, c->ln, m->tok, NULL, B, D, m->V);
+    c->n++;
     return MATTN_OK;
 }

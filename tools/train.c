@@ -115,6 +115,7 @@ static double now_s(void) {
 static int model_preset(const char *name, mattn_lm_config *c) {
     *c = mattn_lm_config_default();
     c->vocab_size = 256;
+    c->causal_positions = 1; /* routing must not see the sequence's length: decode cache */
     c->attn.dropout = 0.0;
     if (!strcmp(name, "tiny")) {
         c->attn.d_model = 128;
