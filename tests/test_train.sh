@@ -27,7 +27,8 @@ fi
 bible "Gen1:1-Gen50:26" > "$tmp/gen.txt"
 cat > "$tmp/cfg.json" <<'EOF'
 {"attn": {"d_model": 48, "n_heads": 4, "window_size": 8, "controller_hidden": 16, "dropout": 0.0},
- "vocab_size": 256, "n_layers": 2, "max_seq_len": 64, "ffn_multiplier": 4, "tie_weights": true}
+ "vocab_size": 256, "n_layers": 2, "max_seq_len": 64, "ffn_multiplier": 4, "tie_weights": true,
+ "position_norm": "max_seq_len"}
 EOF
 common=(--config "$tmp/cfg.json" --data "$tmp/gen.txt" --batch 16 --context 64 --lr 3e-3 --warmup 20
         --eval-every 50 --eval-batches 4 --sample 0 --threads 2)
@@ -68,7 +69,17 @@ check "eval missing model" 1 "nope.safetensors" "$bin" eval --model "$tmp/nope.s
 check "eval context" 2 "exceeds the model's max_seq_len 64" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 100
 check "eval split" 2 "expected val or all" "$bin" eval --model "$tmp/A/model.safetensors" --split test
 
-# 4. errors
+# 4. generate: the decode cache and re-running the context give the same text
+g1=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginning" --tokens 40 --seed 3 --soft 2>&1 | head -1)
+g2=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginning" --tokens 40 --seed 3 --soft --no-cache 2>&1 | head -1)
+[[ -n "$g1" && "$g1" == "$g2" ]] && ok || bad "generate: cache '$g1' vs no-cache '$g2'"
+check "generate summary" 0 "decode cache, hard routing" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 20
+check "generate json" 0 '"executed_fraction"' "$bin" generate --model "$tmp/A/model.safetensors" --tokens 10 --json
+check "generate context" 0 "stopped at the model's context of 64" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 100
+check "generate no model" 2 "--model is required" "$bin" generate --tokens 5
+check "generate empty prompt" 2 "must not be empty" "$bin" generate --model "$tmp/A/model.safetensors" --prompt ""
+
+# 5. errors
 check "existing run" 1 "already holds a run" "$bin" train "${common[@]}" --steps 10 --out "$tmp/A"
 check "resume nothing" 1 "no checkpoint" "$bin" train "${common[@]}" --steps 10 --out "$tmp/none" --resume
 check "missing data" 1 "nope.txt" "$bin" train --data "$tmp/nope.txt" --out "$tmp/C"
