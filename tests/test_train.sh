@@ -79,7 +79,16 @@ check "generate context" 0 "stopped at the model's context of 64" "$bin" generat
 check "generate no model" 2 "--model is required" "$bin" generate --tokens 5
 check "generate empty prompt" 2 "must not be empty" "$bin" generate --model "$tmp/A/model.safetensors" --prompt ""
 
-# 5. errors
+# 5. route: TSV table, HTML heatmap, coloured terminal text
+n_tsv=$("$bin" route --model "$tmp/A/model.safetensors" --text "And God said" --tsv | wc -l)
+[[ $n_tsv -eq 25 ]] && ok || bad "route --tsv: $n_tsv lines (want 1 + 2 layers x 12 bytes)"
+check "route html" 0 "wrote $tmp/r.html" "$bin" route --model "$tmp/A/model.safetensors" --file "$tmp/gen.txt" --html "$tmp/r.html" --color never --hard
+grep -q '<h2>Layer 1</h2>' "$tmp/r.html" && grep -q 'title="pos 0: E' "$tmp/r.html" && ok || bad "route html content"
+check "route colour" 0 $'\033[30;4' "$bin" route --model "$tmp/A/model.safetensors" --text "x<y & z" --color always
+check "route both inputs" 2 "exactly one of --text and --file" "$bin" route --model "$tmp/A/model.safetensors" --text a --file b
+check "route bad html path" 1 "--html: cannot write" "$bin" route --model "$tmp/A/model.safetensors" --text abc --html /nonexistent/x.html
+
+# 6. errors
 check "existing run" 1 "already holds a run" "$bin" train "${common[@]}" --steps 10 --out "$tmp/A"
 check "resume nothing" 1 "no checkpoint" "$bin" train "${common[@]}" --steps 10 --out "$tmp/none" --resume
 check "missing data" 1 "nope.txt" "$bin" train --data "$tmp/nope.txt" --out "$tmp/C"

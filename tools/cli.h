@@ -49,6 +49,7 @@ static inline int cli_double(const char *flag, const char *s, double lo, double 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_route(int argc, char **argv);
 
 struct mattn_model;
 /* Load a saved model (config from its metadata), eval mode; prints errors. */

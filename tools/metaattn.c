@@ -23,6 +23,7 @@ static const char *usage_main =
     "  train     train a byte-level Meta-Attention language model\n"
     "  eval      score a saved model on a text, with per-layer routing and FLOPs\n"
     "  generate  sample text from a saved model (decode cache), with its routing\n"
+    "  route     show each byte's expert and routing weights (terminal, TSV, HTML)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (or `metaattn <command> --help`)\n"
@@ -210,6 +211,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "route")) return cmd_route(argc - 2, argv + 2);
     fprintf(stderr, "metaattn: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_USAGE;
 }

@@ -1,0 +1,204 @@
+/*
+ * route.c — `metaattn route`: which expert each byte of a text is routed to,
+ * per layer, with its routing weights: coloured text in the terminal, a TSV
+ * table for scripts, and a self-contained HTML heatmap (--html FILE).
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "metaattn.h"
+
+static const char *usage_route =
+    "usage: metaattn route --model FILE (--text TEXT | --file FILE) [--html OUT] [--tsv] [--hard]\n"
+    "\n"
+    "Routes a text through a saved model (eval mode) and shows, for every byte and\n"
+    "layer, the chosen expert and the routing weights alpha.\n"
+    "\n"
+    "  --model FILE   model.safetensors\n"
+    "  --text TEXT    the text, or\n"
+    "  --file FILE    read it from a file (at most 1 MiB)\n"
+    "  --hard         eval-mode hard routing: the expert that ran (default: soft,\n"
+    "                 the chosen expert is the argmax of alpha)\n"
+    "  --html OUT     write a self-contained HTML page: a heatmap per layer, each\n"
+    "                 byte coloured by alpha (red full, green linear, blue local)\n"
+    "  --tsv          print a table instead: layer, position, byte, expert, alphas\n"
+    "  --color WHEN   auto (default: when stdout is a terminal), always, never\n"
+    "  -h, --help     show this help\n";
+
+static const char *ansi_bg[8] = {"41", "42", "44", "45", "46", "43", "47", "100"};
+
+static int write_html(const char *path, const char *text, int n, int L, int K, const float *alpha, const int *chosen,
+                      const char *model, int hard) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return cli_fail(1, "--html: cannot write '%s': %s", path, strerror(errno));
+    fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>metaattn route</title>\n<style>\n"
+               "body{font-family:sans-serif;margin:2em;max-width:70em}\n"
+               ".t{font-family:monospace;white-space:pre-wrap;line-height:1.6;font-size:14px}\n"
+               ".t span{border-radius:2px}\n.k span{padding:0 .5em;margin-right:1em;color:#000}\n"
+               "</style></head><body>\n<h1>Routing per token</h1>\n<p>model <code>");
+    for (const char *p = model; *p; p++) fprintf(f, *p == '<' ? "&lt;" : *p == '&' ? "&amp;" : "%c", *p);
+    fprintf(f, "</code>, %d bytes, %s routing. Each byte is coloured by its routing weights: red = full, "
+               "green = linear, blue = local (mixed colours: mixed weights); hover for the values.</p>\n"
+               "<p class=\"k\"><span style=\"background:#f66\">full</span><span style=\"background:#6d6\">linear</span>"
+               "<span style=\"background:#69f\">local</span></p>\n",
+            n, hard ? "hard" : "soft");
+    for (int l = 0; l < L; l++) {
+        int cnt[8] = {0};
+        for (int i = 0; i < n; i++) cnt[chosen[(size_t)l * n + i]]++;
+        fprintf(f, "<h2>Layer %d</h2>\n<p>chosen:", l);
+        for (int k = 0; k < K; k++) fprintf(f, " E%d %.1f%%", k + 1, 100.0 * cnt[k] / n);
+        fprintf(f, "</p>\n<div class=\"t\">");
+        for (int i = 0; i < n; i++) {
+            const float *a = alpha + ((size_t)l * n + i) * K;
+            const int r = 255 - (int)(150 * (K > 1 ? a[1] + (K > 2 ? a[2] : 0) : 0));
+            const int g = 255 - (int)(150 * (a[0] + (K > 2 ? a[2] : 0)));
+            const int b = 255 - (int)(150 * (a[0] + (K > 1 ? a[1] : 0)));
+            fprintf(f, "<span style=\"background:rgb(%d,%d,%d)\" title=\"pos %d: E%d;", r, g, b, i,
+                    chosen[(size_t)l * n + i] + 1);
+            for (int k = 0; k < K; k++) fprintf(f, " %.3f", a[k]);
+            fprintf(f, "\">");
+            const unsigned char c = (unsigned char)text[i];
+            if (c == '<') fputs("&lt;", f);
+            else if (c == '>') fputs("&gt;", f);
+            else if (c == '&') fputs("&amp;", f);
+            else if (c == '"') fputs("&quot;", f);
+            else if (c == '\n') fputs("\n", f);
+            else if (c < 0x20 || c == 0x7f) fprintf(f, "&#x%x;", 0x2400 + (c == 0x7f ? 0x21 : c));
+            else fputc(c, f);
+            fprintf(f, "</span>");
+        }
+        fprintf(f, "</div>\n");
+    }
+    fprintf(f, "</body></html>\n");
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) {
+        unlink(tmp);
+        return cli_fail(1, "--html: write to '%s' failed: %s", path, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return cli_fail(1, "--html: cannot create '%s': %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int cmd_route(int argc, char **argv) {
+    const char *model_path = NULL, *text = NULL, *file = NULL, *html = NULL, *color = "auto";
+    int hard = 0, tsv = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_route, stdout); return 0; }
+        if (!strcmp(a, "--hard")) { hard = 1; continue; }
+        if (!strcmp(a, "--tsv")) { tsv = 1; continue; }
+        if (i + 1 >= argc)
+            return cli_fail(EXIT_USAGE, strstr(usage_route, a) && !strncmp(a, "--", 2) ? "route: option '%s' needs a value"
+                                                                                        : "route: unknown option '%s' (see metaattn route --help)", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--text")) text = v;
+        else if (!strcmp(a, "--file")) file = v;
+        else if (!strcmp(a, "--html")) html = v;
+        else if (!strcmp(a, "--color")) color = v;
+        else return cli_fail(EXIT_USAGE, "route: unknown option '%s' (see metaattn route --help)", a);
+    }
+    if (!model_path) return cli_fail(EXIT_USAGE, "route: --model is required (see metaattn route --help)");
+    if (!text == !file) return cli_fail(EXIT_USAGE, "route: give exactly one of --text and --file");
+    if (strcmp(color, "auto") && strcmp(color, "always") && strcmp(color, "never"))
+        return cli_fail(EXIT_USAGE, "--color: expected auto, always or never, got '%s'", color);
+    char *buf = NULL;
+    int n;
+    if (file) {
+        FILE *f = fopen(file, "rb");
+        if (!f) return cli_fail(1, "--file: cannot open '%s': %s", file, strerror(errno));
+        buf = malloc((1 << 20) + 1);
+        n = buf ? (int)fread(buf, 1, 1 << 20, f) : 0;
+        int more = buf && fgetc(f) != EOF;
+        fclose(f);
+        if (!buf) return cli_fail(1, "out of memory");
+        if (more) { free(buf); return cli_fail(1, "--file %s: larger than 1 MiB", file); }
+        text = buf;
+    } else {
+        n = (int)strlen(text);
+    }
+    if (n == 0) { free(buf); return cli_fail(EXIT_USAGE, "route: the text is empty"); }
+    mattn_model *m;
+    if (cli_load_model(model_path, &m)) { free(buf); return 1; }
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int L = cfg->n_layers, K = cfg->attn.n_experts, Tmax = cfg->max_seq_len;
+    mattn_config knobs = cfg->attn;
+    knobs.hard_routing = hard;
+    mattn_model_set_routing(m, &knobs);
+    float *alpha = malloc(sizeof(float) * (size_t)L * n * K);
+    int *chosen = malloc(sizeof(int) * (size_t)L * n);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)Tmax);
+    int rc = 0;
+    if (!alpha || !chosen || !idx) { rc = cli_fail(1, "out of memory"); goto done; }
+    /* consecutive windows of max_seq_len bytes */
+    for (int s0 = 0; s0 < n && !rc; s0 += Tmax) {
+        const int T = n - s0 < Tmax ? n - s0 : Tmax;
+        for (int t = 0; t < T; t++) idx[t] = (unsigned char)text[s0 + t];
+        if (mattn_model_forward(m, idx, NULL, 1, T, NULL, NULL) != MATTN_OK) { rc = cli_fail(1, "%s", mattn_model_errmsg(m)); break; }
+        for (int l = 0; l < L; l++) {
+            const float *al = mattn_layer_alpha(mattn_model_layer(m, l)), *w = mattn_layer_weights(mattn_model_layer(m, l));
+            for (int t = 0; t < T; t++) {
+                int best = 0;
+                const float *src = hard ? w : al;
+                for (int k = 1; k < K; k++) if (src[(size_t)t * K + k] > src[(size_t)t * K + best]) best = k;
+                chosen[(size_t)l * n + s0 + t] = best;
+                memcpy(alpha + ((size_t)l * n + s0 + t) * K, al + (size_t)t * K, sizeof(float) * K);
+            }
+        }
+    }
+    if (!rc && html) rc = write_html(html, text, n, L, K, alpha, chosen, model_path, hard);
+    if (!rc && tsv) {
+        printf("layer\tpos\tbyte\texpert");
+        for (int k = 0; k < K; k++) printf("\talpha%d", k + 1);
+        printf("\n");
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < n; i++) {
+                printf("%d\t%d\t%d\tE%d", l, i, (unsigned char)text[i], chosen[(size_t)l * n + i] + 1);
+                for (int k = 0; k < K; k++) printf("\t%.4f", alpha[((size_t)l * n + i) * K + k]);
+                printf("\n");
+            }
+    } else if (!rc) {
+        const int use_color = !strcmp(color, "always") || (!strcmp(color, "auto") && isatty(STDOUT_FILENO));
+        for (int l = 0; l < L; l++) {
+            int cnt[8] = {0};
+            double mean[8] = {0};
+            for (int i = 0; i < n; i++) {
+                cnt[chosen[(size_t)l * n + i]]++;
+                for (int k = 0; k < K; k++) mean[k] += alpha[((size_t)l * n + i) * K + k] / n;
+            }
+            printf("layer %d:", l);
+            for (int k = 0; k < K; k++) printf("  E%d chosen %.1f%% (mean alpha %.3f)", k + 1, 100.0 * cnt[k] / n, mean[k]);
+            printf("\n");
+            if (use_color) {
+                for (int i = 0; i < n; i++) {
+                    const unsigned char c = (unsigned char)text[i];
+                    if (c == '\n') { printf("\033[0m\n"); continue; }
+                    printf("\033[30;%sm%c", ansi_bg[chosen[(size_t)l * n + i] % 8], c < 0x20 ? ' ' : c);
+                }
+                printf("\033[0m\n");
+            } else {
+                /* no colour: the expert number under each byte */
+                for (int i = 0; i < n; i++) putchar(text[i] == '\n' ? ' ' : text[i]);
+                printf("\n");
+                for (int i = 0; i < n; i++) putchar('1' + chosen[(size_t)l * n + i]);
+                printf("\n");
+            }
+        }
+        if (use_color) printf("colours: \033[30;41m E1 full \033[0m \033[30;42m E2 linear \033[0m \033[30;44m E3 local \033[0m\n");
+        if (html) printf("wrote %s\n", html);
+    }
+done:
+    free(alpha);
+    free(chosen);
+    free(idx);
+    free(buf);
+    mattn_model_free(m);
+    return rc;
+}
