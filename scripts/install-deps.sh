@@ -7,7 +7,7 @@
 #                                       PyTorch fixtures in tests/fixtures/
 set -euo pipefail
 
-pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv)
+pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox)
 if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
 fi

@@ -88,7 +88,20 @@ check "route colour" 0 $'\033[30;4' "$bin" route --model "$tmp/A/model.safetenso
 check "route both inputs" 2 "exactly one of --text and --file" "$bin" route --model "$tmp/A/model.safetensors" --text a --file b
 check "route bad html path" 1 "--html: cannot write" "$bin" route --model "$tmp/A/model.safetensors" --text abc --html /nonexistent/x.html
 
-# 6. errors
+# 6. plot: PNG charts from the log
+if command -v gnuplot >/dev/null; then
+  check "plot" 0 "wrote $tmp/plots/loss.png" "$bin" plot --log "$tmp/A/log.jsonl" --out "$tmp/plots"
+  for f in loss routing shares; do
+    [[ $(head -c 8 "$tmp/plots/$f.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] && ok || bad "plot: $f.png is not a PNG"
+  done
+  echo '{"step": 1, "loss": 2.0}' > "$tmp/bad.jsonl"; echo 'not json' >> "$tmp/bad.jsonl"
+  check "plot bad log" 1 "line 2 is not a metaattn training record" "$bin" plot --log "$tmp/bad.jsonl" --out "$tmp/plots2"
+else
+  bad "gnuplot is not installed: run scripts/install-deps.sh"
+fi
+check "plot no log" 2 "--log is required" "$bin" plot
+
+# 7. errors
 check "existing run" 1 "already holds a run" "$bin" train "${common[@]}" --steps 10 --out "$tmp/A"
 check "resume nothing" 1 "no checkpoint" "$bin" train "${common[@]}" --steps 10 --out "$tmp/none" --resume
 check "missing data" 1 "nope.txt" "$bin" train --data "$tmp/nope.txt" --out "$tmp/C"

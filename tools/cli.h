@@ -50,6 +50,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_route(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 struct mattn_model;
 /* Load a saved model (config from its metadata), eval mode; prints errors. */

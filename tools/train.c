@@ -361,6 +361,7 @@ int cmd_train(int argc, char **argv) {
     mattn_model *m = NULL;
     mattn_adamw *opt = NULL;
     int32_t *idx = NULL, *tgt = NULL;
+    mattn_stats *tstats = NULL;
     FILE *logf = NULL;
     int rc = 0;
     if (mattn_model_init(&cfg, &m) != MATTN_OK) { rc = cli_fail(1, "model: %s", mattn_last_error()); goto done; }
@@ -383,9 +384,10 @@ int cmd_train(int argc, char **argv) {
     }
     logf = fopen(log_path, resume ? "ab" : "wb");
     if (!logf) { rc = cli_fail(1, "cannot write '%s': %s", log_path, strerror(errno)); goto done; }
+    tstats = calloc((size_t)cfg.n_layers, sizeof *tstats);
     idx = malloc(sizeof(int32_t) * (size_t)(batch * context));
     tgt = malloc(sizeof(int32_t) * (size_t)(batch * context));
-    if (!idx || !tgt) { rc = cli_fail(1, "out of memory"); goto done; }
+    if (!idx || !tgt || !tstats) { rc = cli_fail(1, "out of memory"); goto done; }
 
     const int L = cfg.n_layers, K = cfg.attn.n_experts;
     printf("metaattn train: %s controller, %d layers, d_model %d, %lld params | data %s (%zu train / %zu val bytes) | "
@@ -426,6 +428,7 @@ int cmd_train(int argc, char **argv) {
         }
         const double dt = now_s() - ts;
         done_steps++;
+        for (int l = 0; l < L; l++) mattn_model_layer_stats(m, l, &tstats[l]); /* before validation overwrites them */
         const long long s1 = step + 1;
         int evald = 0;
         if (s1 % eval_every == 0 || s1 == steps) {
@@ -443,8 +446,7 @@ int cmd_train(int argc, char **argv) {
         char lbuf[256] = "";
         size_t lo = 0;
         for (int l = 0; l < L; l++) {
-            mattn_stats st;
-            mattn_model_layer_stats(m, l, &st);
+            const mattn_stats st = tstats[l];
             fprintf(logf, "%s{\"weights\": [", l ? ", " : "");
             for (int k = 0; k < K; k++) fprintf(logf, "%s%.5f", k ? ", " : "", st.weight[k]);
             fprintf(logf, "], \"entropy\": %.5f, \"norm_entropy\": %.5f, \"expected_cost\": %.5f, \"projected_cost\": %.5f, "
@@ -496,6 +498,7 @@ int cmd_train(int argc, char **argv) {
     }
 done:
     if (logf) fclose(logf);
+    free(tstats);
     free(idx);
     free(tgt);
     mattn_adamw_free(opt);

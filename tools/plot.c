@@ -1,0 +1,161 @@
+/*
+ * plot.c — `metaattn plot`: PNG charts of a training log (log.jsonl) drawn
+ * by gnuplot: loss.png (training and validation loss), routing.png (routing
+ * entropy and expected / projected cost per layer) and shares.png (the
+ * experts' mean routing weights per layer).  The numbers go to TSV files
+ * next to the charts (loss.tsv, routing_l<L>.tsv), so the plots can be
+ * redrawn by anything.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+#include "metaattn.h"
+
+static const char *usage_plot =
+    "usage: metaattn plot --log FILE [--out DIR] [--every N]\n"
+    "\n"
+    "Turns a training log (log.jsonl from metaattn train) into PNG charts with\n"
+    "gnuplot: DIR/loss.png, DIR/routing.png, DIR/shares.png, and the data as\n"
+    "DIR/loss.tsv and DIR/routing_l<layer>.tsv.\n"
+    "\n"
+    "  --log FILE   the JSONL log\n"
+    "  --out DIR    where to write (default: the log's directory)\n"
+    "  --every N    plot every N-th step of the training curves (default 1)\n"
+    "  -h, --help   show this help\n";
+
+int cmd_plot(int argc, char **argv) {
+    const char *log = NULL;
+    char out[4096] = "";
+    long long every = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_plot, stdout); return 0; }
+        if (i + 1 >= argc)
+            return cli_fail(EXIT_USAGE, strstr(usage_plot, a) && !strncmp(a, "--", 2) ? "plot: option '%s' needs a value"
+                                                                                       : "plot: unknown option '%s' (see metaattn plot --help)", a);
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--log")) log = v;
+        else if (!strcmp(a, "--out")) snprintf(out, sizeof out, "%s", v);
+        else if (!strcmp(a, "--every")) rc = cli_int(a, v, 1, 1 << 30, &every);
+        else return cli_fail(EXIT_USAGE, "plot: unknown option '%s' (see metaattn plot --help)", a);
+        if (rc) return rc;
+    }
+    if (!log) return cli_fail(EXIT_USAGE, "plot: --log is required (see metaattn plot --help)");
+    if (!out[0]) {
+        snprintf(out, sizeof out, "%s", log);
+        char *slash = strrchr(out, '/');
+        if (slash) *slash = 0; else snprintf(out, sizeof out, ".");
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) return cli_fail(1, "--out: cannot create '%s': %s", out, strerror(errno));
+    FILE *f = fopen(log, "rb");
+    if (!f) return cli_fail(1, "--log: cannot open '%s': %s", log, strerror(errno));
+    char p_loss[4200], p_gp[4200];
+    snprintf(p_loss, sizeof p_loss, "%s/loss.tsv", out);
+    snprintf(p_gp, sizeof p_gp, "%s/plot.gp", out);
+    FILE *fl = fopen(p_loss, "wb"), *fr[64] = {0};
+    if (!fl) {
+        fclose(f);
+        return cli_fail(1, "--out: cannot write into '%s'", out);
+    }
+    fprintf(fl, "step\tloss\tlm_loss\taux_loss\tval_loss\n");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int n = 0, L = 0, bad = 0, lineno = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *st = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        const cJSON *lo = o ? cJSON_GetObjectItemCaseSensitive(o, "loss") : NULL;
+        if (!cJSON_IsNumber(st) || !cJSON_IsNumber(lo)) {
+            cJSON_Delete(o);
+            bad = lineno;
+            break;
+        }
+        const long long step = (long long)st->valuedouble;
+        const cJSON *vl = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
+        const cJSON *lm = cJSON_GetObjectItemCaseSensitive(o, "lm_loss");
+        const cJSON *ax = cJSON_GetObjectItemCaseSensitive(o, "aux_loss");
+        if (step % every == 0 || cJSON_IsNumber(vl)) {
+            fprintf(fl, "%lld\t%.6g\t%.6g\t%.6g\t", step, lo->valuedouble, cJSON_IsNumber(lm) ? lm->valuedouble : lo->valuedouble,
+                    cJSON_IsNumber(ax) ? ax->valuedouble : 0.0);
+            if (cJSON_IsNumber(vl)) fprintf(fl, "%.6g\n", vl->valuedouble); else fprintf(fl, "NaN\n");
+            const cJSON *layers = cJSON_GetObjectItemCaseSensitive(o, "layers"), *ly;
+            int l = 0;
+            cJSON_ArrayForEach(ly, layers) {
+                if (l >= 64) break;
+                if (!fr[l]) {
+                    char pr[4200];
+                    snprintf(pr, sizeof pr, "%s/routing_l%d.tsv", out, l);
+                    if (!(fr[l] = fopen(pr, "wb"))) { bad = -1; break; }
+                    fprintf(fr[l], "step\tlayer\tentropy\tnorm_entropy\texpected_cost\tprojected_cost\tw1\tw2\tw3\n");
+                }
+                const cJSON *w = cJSON_GetObjectItemCaseSensitive(ly, "weights");
+#define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ly, k)) ? cJSON_GetObjectItemCaseSensitive(ly, k)->valuedouble : 0.0)
+                fprintf(fr[l], "%lld\t%d\t%.6g\t%.6g\t%.6g\t%.6g", step, l, NUM("entropy"), NUM("norm_entropy"),
+                        NUM("expected_cost"), NUM("projected_cost"));
+#undef NUM
+                for (int k = 0; k < 3; k++) {
+                    const cJSON *wk = cJSON_GetArrayItem(w, k);
+                    fprintf(fr[l], "\t%.6g", cJSON_IsNumber(wk) ? wk->valuedouble : 0.0);
+                }
+                fprintf(fr[l], "\n");
+                l++;
+            }
+            if (l > L) L = l;
+        }
+        cJSON_Delete(o);
+        n++;
+    }
+    free(line);
+    fclose(f);
+    fclose(fl);
+    for (int l = 0; l < 64; l++) if (fr[l]) fclose(fr[l]);
+    if (bad < 0) return cli_fail(1, "--out: cannot write into '%s'", out);
+    if (bad) return cli_fail(1, "--log %s: line %d is not a metaattn training record (JSON with step and loss)", log, bad);
+    if (n == 0) return cli_fail(1, "--log %s: no records", log);
+
+    FILE *g = fopen(p_gp, "wb");
+    if (!g) return cli_fail(1, "--out: cannot write '%s'", p_gp);
+    fprintf(g, "set terminal pngcairo size 1000,600 font ',10'\nset datafile separator '\\t'\nset key outside right\n"
+               "set grid\nset xlabel 'step'\n");
+    fprintf(g, "set output '%s/loss.png'\nset title 'loss (nats/byte)'\nset ylabel 'nats/byte'\n"
+               "plot '%s' using 1:3 skip 1 with lines title 'train cross-entropy', "
+               "'' using 1:5 skip 1 with linespoints pt 7 ps 0.6 title 'validation', "
+               "'' using 1:4 skip 1 with lines title 'aux (sum of layers)'\n",
+            out, p_loss);
+    fprintf(g, "set output '%s/routing.png'\nset multiplot layout 1,2 title 'routing per layer'\n"
+               "f(l) = sprintf('%s/routing_l%%d.tsv', l)\n"
+               "set title 'normalised routing entropy H/ln K'\nset ylabel ''\nplot for [l=0:%d] f(l) using 1:4 skip 1 with lines title sprintf('layer %%d', l)\n"
+               "set title 'cost (fraction of all-full)'\nplot for [l=0:%d] f(l) using 1:5 skip 1 with lines title sprintf('expected L%%d', l), "
+               "for [l=0:%d] f(l) using 1:6 skip 1 with lines dt 2 title sprintf('projected hard L%%d', l)\n"
+               "unset multiplot\n",
+            out, out, L - 1, L - 1, L - 1);
+    fprintf(g, "set output '%s/shares.png'\nset multiplot layout %d,1 title 'mean routing weight per expert'\nset yrange [0:1]\n", out, L);
+    for (int l = 0; l < L; l++)
+        fprintf(g, "set title 'layer %d'\nplot f(%d) using 1:7 skip 1 with lines title 'full', "
+                   "'' using 1:8 skip 1 with lines title 'linear', '' using 1:9 skip 1 with lines title 'local'\n",
+                l, l);
+    fprintf(g, "unset multiplot\n");
+    fclose(g);
+    pid_t pid = fork();
+    if (pid < 0) return cli_fail(1, "cannot start gnuplot: %s", strerror(errno));
+    if (pid == 0) {
+        execlp("gnuplot", "gnuplot", p_gp, (char *)NULL);
+        fprintf(stderr, "metaattn: cannot run gnuplot (%s): install it with scripts/install-deps.sh\n", strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return cli_fail(1, "gnuplot failed on %s (exit %d)", p_gp, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    printf("wrote %s/loss.png, %s/routing.png, %s/shares.png (%d records, %d layers)\n", out, out, out, n, L);
+    return 0;
+}
