@@ -69,8 +69,9 @@ mattn_status mattn_adamw_init(mattn_model *model, const mattn_adamw_config *cfg,
     o->m = mattn_amalloc(o->total * sizeof(float));
     o->v = mattn_amalloc(o->total * sizeof(float));
     if (!o->m || !o->v) {
+        const size_t total = o->total;
         mattn_adamw_free(o);
-        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for AdamW state (%zu floats x 2)", o->total);
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for AdamW state (%zu floats x 2)", total);
     }
     memset(o->m, 0, o->total * sizeof(float));
     memset(o->v, 0, o->total * sizeof(float));
