@@ -95,6 +95,9 @@ MATTN_API void mattn_free(void *p);
 /* ------------------------------------------------------------------------ */
 
 #define MATTN_MAX_EXPERTS 8
+/* Largest head dimension d_model / n_heads (the tiled kernels keep tiles of
+ * up to 64 rows x this many floats on the stack). */
+#define MATTN_MAX_HEAD_DIM 128
 
 typedef enum mattn_controller_kind {
     MATTN_CONTROLLER_BAYESIAN = 0,   /* Dirichlet posterior, ELBO (the paper) */

@@ -21,16 +21,6 @@ static inline int padded(const mattn_attn_args *a, int b, int s) {
     return a->masks && a->masks->key_padding && !a->masks->key_padding[(size_t)b * a->T + s];
 }
 
-/* First index in rows[0..n) whose value is >= v (rows ascending). */
-static int64_t lower_bound(const int32_t *rows, int64_t n, int64_t v) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (rows[mid] < v) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
-
 // ----------------------------------------------------------------------------
 // streaming version: one pass over the keys per (b, h)
 
@@ -39,15 +29,15 @@ double mattn_attn_linear_forward(const mattn_attn_args *a) {
     const int64_t n = a->rows ? a->n_rows : (int64_t)B * T;
     double keys = 0.0;
     for (int b = 0; b < B; b++) {
-        int64_t r0 = a->rows ? lower_bound(a->rows, n, (int64_t)b * T) : (int64_t)b * T;
-        int64_t r1 = a->rows ? lower_bound(a->rows, n, (int64_t)(b + 1) * T) : (int64_t)(b + 1) * T;
+        int64_t r0 = a->rows ? mattn_lower_bound(a->rows, n, (int64_t)b * T) : (int64_t)b * T;
+        int64_t r1 = a->rows ? mattn_lower_bound(a->rows, n, (int64_t)(b + 1) * T) : (int64_t)(b + 1) * T;
         if (r1 > r0) keys += a->causal ? (a->rows ? a->rows[r1 - 1] : r1 - 1) - (int64_t)b * T + 1 : T;
     }
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
-            int64_t r0 = a->rows ? lower_bound(a->rows, n, (int64_t)b * T) : (int64_t)b * T;
-            int64_t r1 = a->rows ? lower_bound(a->rows, n, (int64_t)(b + 1) * T) : (int64_t)(b + 1) * T;
+            int64_t r0 = a->rows ? mattn_lower_bound(a->rows, n, (int64_t)b * T) : (int64_t)b * T;
+            int64_t r1 = a->rows ? mattn_lower_bound(a->rows, n, (int64_t)(b + 1) * T) : (int64_t)(b + 1) * T;
             if (r1 == r0) continue;
             float *S = a->state + ((size_t)b * H + h) * (size_t)(dh * dh + dh), *z = S + dh * dh;
             for (int i = 0; i < dh * dh + dh; i++) S[i] = 0.0f;

@@ -3,20 +3,22 @@
  * (window < 0) and the "local" expert (window = w): multi-head
  * softmax(q k^T / sqrt(dh) + mask) v for the listed query rows.
  *
- * mattn_attn_softmax_forward streams over key blocks with an online softmax
- * (running max m, running sum l, rescaled accumulator): it never stores a
- * T x T matrix, and it saves the per-row log-sum-exp the backward will use to
- * recompute probabilities.  mattn_attn_softmax_forward_ref is the plain
- * three-pass formula (max, sum, weighted sum) the tests compare it against.
- * Dropout on the probabilities uses a counter-based hash of (b, h, t, s), so
- * both versions (and a backward) draw the same mask whatever the threads.
+ * mattn_attn_softmax_forward/_backward are flash-style tiled kernels: an
+ * online softmax over tiles of queries x keys, scores and products in
+ * register-blocked SIMD micro-kernels (simd.h), causal and window tiles
+ * skipped, never a T x T matrix; the forward saves the per-row log-sum-exp
+ * from which the backward recomputes the probabilities.  The _ref versions
+ * are the plain formulas (three passes; P materialised in double) the tests
+ * compare them against.  Dropout on the probabilities uses a counter-based
+ * hash of (b, h, t, s), so every version draws the same mask whatever the
+ * threads.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mattn_impl.h"
-
-#define KEY_BLOCK 64
+#include "simd.h"
 
 // ----------------------------------------------------------------------------
 // shared helpers
@@ -58,48 +60,363 @@ static double flops(const mattn_attn_args *a) {
 }
 
 // ----------------------------------------------------------------------------
-// streaming (online-softmax) version
+// tiled (flash-style) version
+//
+// Work is cut into tiles of up to BQ query rows x BK keys.  A tile packs
+// its keys transposed (Kt, dh x BK) and its values (Vb, BK x dhp), computes
+// the scores S = (scale q) Kt with a register-blocked micro-kernel (MR rows
+// x NV vectors of accumulators), runs the online softmax on S, and adds
+// P Vb into the rows' accumulators with a second micro-kernel.  Tiles wholly
+// above the causal diagonal or outside the window are never visited; masks
+// are applied element-wise only on tiles that straddle a boundary.  dh is
+// padded with zeros to a multiple of CW = NV vectors; key columns past the
+// tile's end are masked.  Each (query block, head) task writes only its own rows, so
+// the result does not depend on the thread count or the schedule.
 
-double mattn_attn_softmax_forward(const mattn_attn_args *a) {
-    const int64_t n = n_queries(a);
-    const int H = a->H, dh = a->dh, T = a->T;
-    const float scale = 1.0f / sqrtf((float)dh);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t r = 0; r < n; r++) {
-        for (int h = 0; h < H; h++) {
-            int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
-            mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
-            const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
-            float *acc = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
-            for (int i = 0; i < dh; i++) acc[i] = 0.0f;
-            float m = -INFINITY, l = 0.0f, s[KEY_BLOCK];
-            for (int s0 = lo; s0 <= hi; s0 += KEY_BLOCK) {
-                int nb = hi - s0 + 1 < KEY_BLOCK ? hi - s0 + 1 : KEY_BLOCK;
-                float bm = -INFINITY;
-                for (int j = 0; j < nb; j++) {
-                    s[j] = score(a, q, b, t, s0 + j, h, scale);
-                    bm = s[j] > bm ? s[j] : bm;
-                }
-                if (bm == -INFINITY) continue;
-                float mn = bm > m ? bm : m;
-                float corr = expf(m - mn); /* 0 when m == -inf */
-                l *= corr;
-                for (int i = 0; i < dh; i++) acc[i] *= corr;
-                for (int j = 0; j < nb; j++) {
-                    float p = expf(s[j] - mn);
-                    l += p;
-                    p *= keep(a, b, h, t, s0 + j);
-                    if (p == 0.0f) continue;
-                    mattn_axpy(acc, p, a->v + ((size_t)b * T + s0 + j) * a->ld + (size_t)h * dh, dh);
-                }
-                m = mn;
-            }
-            float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            for (int i = 0; i < dh; i++) acc[i] *= inv;
-            if (a->lse) a->lse[((size_t)b * H + h) * T + t] = l > 0.0f ? m + logf(l) : -INFINITY;
+/* Micro-kernel shape: MR rows x NV vectors of accumulators, as many as the
+ * ISA has registers for (32 with AVX-512, 16 with AVX2/SSE/NEON). */
+#if MATTN_VBYTES == 64
+#define MR 8
+#else
+#define MR 6
+#endif
+#define NV 2
+#define CW (NV * MATTN_VL)         /* micro-kernel columns */
+#define BQ (8 * MR)                /* query rows per tile (max) */
+#define BK 64                      /* keys per tile */
+#define DHP_MAX MATTN_MAX_HEAD_DIM /* padded head dimension bound */
+
+_Static_assert(BK % CW == 0, "BK must be a multiple of CW");
+_Static_assert(DHP_MAX % 64 == 0, "DHP_MAX must be a multiple of 64");
+
+static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
+
+/* S[r][0..nc) = sum_d X[r][d] Yt[d][0..nc) for r < nr; nc is a multiple of
+ * MATTN_VL, S and Yt have rows of BK.  R rows at a time (R = MR, then 1). */
+#define XYT_BLOCK(R)                                                                          \
+    for (; r + R <= nr; r += R) {                                                             \
+        int c = 0;                                                                            \
+        for (; c + CW <= nc; c += CW) {                                                       \
+            mattn_vf acc[R][NV];                                                              \
+            for (int i = 0; i < R; i++)                                                       \
+                for (int v = 0; v < NV; v++) acc[i][v] = vset1(0.0f);                         \
+            for (int d = 0; d < dh; d++) {                                                    \
+                mattn_vf y[NV];                                                               \
+                for (int v = 0; v < NV; v++) y[v] = vload(Yt + (size_t)d * BK + c + v * MATTN_VL); \
+                for (int i = 0; i < R; i++) {                                                 \
+                    mattn_vf x = vset1(X[(size_t)(r + i) * ldx + d]);                         \
+                    for (int v = 0; v < NV; v++) acc[i][v] += x * y[v];                       \
+                }                                                                             \
+            }                                                                                 \
+            for (int i = 0; i < R; i++)                                                       \
+                for (int v = 0; v < NV; v++) vstore(S + (size_t)(r + i) * BK + c + v * MATTN_VL, acc[i][v]); \
+        }                                                                                     \
+        for (; c < nc; c += MATTN_VL) {                                                       \
+            mattn_vf acc[R];                                                                  \
+            for (int i = 0; i < R; i++) acc[i] = vset1(0.0f);                                 \
+            for (int d = 0; d < dh; d++) {                                                    \
+                mattn_vf y = vload(Yt + (size_t)d * BK + c);                                  \
+                for (int i = 0; i < R; i++) acc[i] += vset1(X[(size_t)(r + i) * ldx + d]) * y; \
+            }                                                                                 \
+            for (int i = 0; i < R; i++) vstore(S + (size_t)(r + i) * BK + c, acc[i]);         \
+        }                                                                                     \
+    }
+
+static void mk_xyt(int nr, int dh, const float *restrict X, int ldx, const float *restrict Yt, int nc,
+                   float *restrict S) {
+    int r = 0;
+    XYT_BLOCK(MR)
+    XYT_BLOCK(1)
+}
+
+/* C[r][0..dhp) += sum_{x<nx} A[r*sar + x*sax] Y[x][0..dhp) for r < nr; A is
+ * read by element, so it may be transposed.  C and Y have rows of dhp. */
+#define AY_BLOCK(R)                                                                           \
+    for (; r + R <= nr; r += R)                                                               \
+        for (int c = 0; c < dhp; c += CW) {                                                   \
+            mattn_vf acc[R][NV];                                                              \
+            for (int i = 0; i < R; i++)                                                       \
+                for (int v = 0; v < NV; v++) acc[i][v] = vload(C + (size_t)(r + i) * dhp + c + v * MATTN_VL); \
+            for (int x = 0; x < nx; x++) {                                                    \
+                mattn_vf y[NV];                                                               \
+                for (int v = 0; v < NV; v++) y[v] = vload(Y + (size_t)x * dhp + c + v * MATTN_VL); \
+                for (int i = 0; i < R; i++) {                                                 \
+                    mattn_vf a = vset1(A[(size_t)(r + i) * sar + (size_t)x * sax]);           \
+                    for (int v = 0; v < NV; v++) acc[i][v] += a * y[v];                       \
+                }                                                                             \
+            }                                                                                 \
+            for (int i = 0; i < R; i++)                                                       \
+                for (int v = 0; v < NV; v++) vstore(C + (size_t)(r + i) * dhp + c + v * MATTN_VL, acc[i][v]); \
+        }
+
+static void mk_ay(int nr, int nx, int dhp, const float *restrict A, int sar, int sax,
+                  const float *restrict Y, float *restrict C) {
+    int r = 0;
+    AY_BLOCK(MR)
+    AY_BLOCK(1)
+}
+
+/* Keys [s0, s0+nb) of head h in batch b: Kt (dh x BK, transposed) and/or
+ * Vb (BK x dhp, rows), zero-padded. */
+static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt) {
+    for (int d = 0; d < dh; d++) {
+        float *row = Kt + (size_t)d * BK;
+        for (int j = 0; j < nb; j++) row[j] = k[(size_t)(s0 + j) * ld + d];
+        for (int j = nb; j < BK; j++) row[j] = 0.0f;
+    }
+}
+static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X,
+                      float mult) {
+    for (int j = 0; j < nmax; j++) {
+        float *row = X + (size_t)j * dhp;
+        int d = 0;
+        if (j < n)
+            for (; d < dh; d++) row[d] = mult * x[(size_t)(s0 + j) * ld + d];
+        for (; d < dhp; d++) row[d] = 0.0f;
+    }
+}
+
+/* A tile's query rows: positions t[i] (ascending) of batch b, tokens tok[i]. */
+typedef struct {
+    int b, n;          /* batch, rows */
+    int t[BQ], tok[BQ];
+    int lo[BQ], hi[BQ]; /* visible key range per row */
+} qtile;
+
+/* Scores of a tile against keys [s0, s0+nb): S (already scaled) gets the
+ * masks: keys out of a row's range, padded keys, the additive mask, and
+ * -inf for the pad columns [nb, nc); rows >= n are left alone. */
+static void mask_scores(const mattn_attn_args *a, const qtile *q, int s0, int nb, int nc, float *S) {
+    const mattn_masks *m = a->masks;
+    const int lo_all = q->lo[q->n - 1], hi_all = q->hi[0];
+    const int inside = s0 >= lo_all && s0 + nb - 1 <= hi_all;
+    for (int i = 0; i < q->n; i++) {
+        float *row = S + (size_t)i * BK;
+        for (int j = nb; j < nc; j++) row[j] = -INFINITY;
+        if (!inside)
+            for (int j = 0; j < nb; j++)
+                if (s0 + j < q->lo[i] || s0 + j > q->hi[i]) row[j] = -INFINITY;
+        if (m && m->additive) {
+            const float *add = m->additive + (m->additive_batched ? (size_t)q->b * a->T * a->T : 0) +
+                               (size_t)q->t[i] * a->T + s0;
+            for (int j = 0; j < nb; j++) row[j] += add[j];
+        }
+        if (m && m->key_padding) {
+            const uint8_t *kp = m->key_padding + (size_t)q->b * a->T + s0;
+            for (int j = 0; j < nb; j++)
+                if (!kp[j]) row[j] = -INFINITY;
         }
     }
+}
+
+/* The key range [klo, khi] a tile touches. */
+static void tile_keys(const qtile *q, int *klo, int *khi) {
+    int lo = q->lo[0], hi = q->hi[0];
+    for (int i = 1; i < q->n; i++) {
+        lo = q->lo[i] < lo ? q->lo[i] : lo;
+        hi = q->hi[i] > hi ? q->hi[i] : hi;
+    }
+    *klo = lo, *khi = hi;
+}
+
+static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scale) {
+    const int dh = a->dh, dhp = pad_dh(dh), T = a->T;
+    _Alignas(64) float Qb[BQ * DHP_MAX], Kt[DHP_MAX * BK], Vb[BK * DHP_MAX], S[BQ * BK], O[BQ * DHP_MAX];
+    float m[BQ], l[BQ];
+    for (int i = 0; i < q->n; i++) {
+        float *row = Qb + (size_t)i * dhp;
+        const float *x = a->q + (size_t)q->tok[i] * a->ld + (size_t)h * dh;
+        int d = 0;
+        for (; d < dh; d++) row[d] = scale * x[d];
+        for (; d < dhp; d++) row[d] = 0.0f;
+        m[i] = -INFINITY, l[i] = 0.0f;
+    }
+    memset(O, 0, sizeof(float) * (size_t)q->n * dhp);
+    int klo, khi;
+    tile_keys(q, &klo, &khi);
+    const float *kbase = a->k + (size_t)q->b * T * a->ld + (size_t)h * dh;
+    const float *vbase = a->v + (size_t)q->b * T * a->ld + (size_t)h * dh;
+    for (int s0 = klo; s0 <= khi; s0 += BK) {
+        const int nb = khi - s0 + 1 < BK ? khi - s0 + 1 : BK;
+        pack_kt(kbase, a->ld, s0, nb, dh, Kt);
+        pack_rows(vbase, a->ld, s0, nb, dh, dhp, nb, Vb, 1.0f);
+        const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+        mk_xyt(q->n, dh, Qb, dhp, Kt, nc, S);
+        mask_scores(a, q, s0, nb, nc, S);
+        for (int i = 0; i < q->n; i++) {
+            float *row = S + (size_t)i * BK, *o = O + (size_t)i * dhp;
+            mattn_vf vm = vset1(-INFINITY);
+            for (int j = 0; j < nc; j += MATTN_VL) vm = vmax(vm, vload(row + j));
+            const float bm = vhmax(vm);
+            const float mn = bm > m[i] ? bm : m[i];
+            if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
+                memset(row, 0, sizeof(float) * nc);
+                continue;
+            }
+            const float corr = expf(m[i] - mn); /* 0 when m was -inf */
+            const mattn_vf vmn = vset1(mn);
+            mattn_vf vs = {0};
+            for (int j = 0; j < nc; j += MATTN_VL) {
+                mattn_vf p = vexp(vload(row + j) - vmn);
+                vs += p;
+                vstore(row + j, p);
+            }
+            l[i] = l[i] * corr + vhsum(vs);
+            m[i] = mn;
+            if (a->dropout > 0.0f)
+                for (int j = 0; j < nb; j++) row[j] *= keep(a, q->b, h, q->t[i], s0 + j);
+            if (corr != 1.0f) {
+                const mattn_vf vc = vset1(corr);
+                for (int d = 0; d < dhp; d += MATTN_VL) vstore(o + d, vload(o + d) * vc);
+            }
+        }
+        mk_ay(q->n, nb, dhp, S, BK, 1, Vb, O);
+    }
+    for (int i = 0; i < q->n; i++) {
+        float *out = a->out + (size_t)q->tok[i] * a->ldo + (size_t)h * dh;
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        for (int d = 0; d < dh; d++) out[d] = O[(size_t)i * dhp + d] * inv;
+        if (a->lse) a->lse[((size_t)q->b * a->H + h) * T + q->t[i]] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+    }
+}
+
+/* Query rows of batch b: tokens [r0, r1) of a->rows (or all T positions). */
+static void batch_rows(const mattn_attn_args *a, int b, int64_t *r0, int64_t *r1) {
+    const int64_t T = a->T;
+    if (!a->rows) { *r0 = b * T; *r1 = (b + 1) * T; return; }
+    *r0 = mattn_lower_bound(a->rows, a->n_rows, b * T);
+    *r1 = mattn_lower_bound(a->rows, a->n_rows, (b + 1) * T);
+}
+
+static void make_tile(const mattn_attn_args *a, int b, int64_t r, int64_t rend, qtile *q) {
+    q->b = b;
+    q->n = (int)(rend - r);
+    for (int i = 0; i < q->n; i++) {
+        q->tok[i] = a->rows ? a->rows[r + i] : (int)(r + i);
+        q->t[i] = q->tok[i] - b * a->T;
+        mattn_attn_key_range(q->t[i], a->T, a->causal, a->window, &q->lo[i], &q->hi[i]);
+    }
+}
+
+/* Rows per tile: local attention sees w+1 keys, so short tiles waste less. */
+static int tile_rows(const mattn_attn_args *a) { return a->window >= 0 && a->window < 4 * BK ? 2 * MR : BQ; }
+
+double mattn_attn_softmax_forward(const mattn_attn_args *a) {
+    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
+    const int B = a->B, H = a->H, bq = tile_rows(a);
+    const float scale = 1.0f / sqrtf((float)a->dh);
+    int64_t max_blocks = 0;
+    for (int b = 0; b < B; b++) {
+        int64_t r0, r1;
+        batch_rows(a, b, &r0, &r1);
+        int64_t nb = (r1 - r0 + bq - 1) / bq;
+        max_blocks = nb > max_blocks ? nb : max_blocks;
+    }
+    const int64_t ntask = (int64_t)B * max_blocks * H;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < ntask; it++) {
+        const int64_t task = ntask - 1 - it; /* the longest (causal: last) blocks first */
+        const int h = (int)(task % H), b = (int)(task / H / max_blocks);
+        const int64_t blk = task / H % max_blocks;
+        int64_t r0, r1;
+        batch_rows(a, b, &r0, &r1);
+        if (r0 + blk * bq >= r1) continue;
+        qtile q;
+        make_tile(a, b, r0 + blk * bq, r0 + (blk + 1) * bq < r1 ? r0 + (blk + 1) * bq : r1, &q);
+        fwd_tile(a, &q, h, scale);
+    }
     return flops(a);
+}
+
+// ----------------------------------------------------------------------------
+// tiled backward: one task per (b, h), keys outer, queries inner
+//
+// For a key tile j: Kt, Vt (transposed) and Kb (rows) packed once, dK and dV
+// accumulated in the tile; for each query tile i that sees it, P is
+// recomputed from the saved log-sum-exp, dP = dO Vt, dS = P (m dP - D),
+// dV += (P m)^T dO, dK += dS^T (scale q), dQ += scale dS K.  A task owns
+// every row of its (b, h), so nothing is shared between threads.
+
+static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, int h, float scale) {
+    const int T = a->T, dh = a->dh, dhp = pad_dh(dh), bq = tile_rows(a);
+    _Alignas(64) float Kt[DHP_MAX * BK], Vt[DHP_MAX * BK], Kb[BK * DHP_MAX], dK[BK * DHP_MAX],
+        dV[BK * DHP_MAX], Qb[BQ * DHP_MAX], dOb[BQ * DHP_MAX], dQ[BQ * DHP_MAX], P[BQ * BK], dS[BQ * BK];
+    float Dq[BQ], lse[BQ];
+    const size_t hb = (size_t)b * T;
+    const float *kb = a->k + hb * a->ld + (size_t)h * dh, *vb = a->v + hb * a->ld + (size_t)h * dh;
+    for (int s0 = 0; s0 < T; s0 += BK) {
+        const int nb = T - s0 < BK ? T - s0 : BK, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+        pack_kt(kb, a->ld, s0, nb, dh, Kt);
+        pack_kt(vb, a->ld, s0, nb, dh, Vt);
+        pack_rows(kb, a->ld, s0, nb, dh, dhp, nb, Kb, 1.0f);
+        memset(dK, 0, sizeof(float) * (size_t)nb * dhp);
+        memset(dV, 0, sizeof(float) * (size_t)nb * dhp);
+        /* query rows that can see a key of [s0, s0+nb) */
+        int t_lo = 0, t_hi = T - 1;
+        if (a->causal) t_lo = s0;
+        if (a->window >= 0) {
+            t_hi = s0 + nb - 1 + a->window < T - 1 ? s0 + nb - 1 + a->window : T - 1;
+            if (!a->causal) t_lo = s0 - a->window > 0 ? s0 - a->window : 0;
+        }
+        for (int t0 = t_lo; t0 <= t_hi; t0 += bq) {
+            qtile q;
+            make_tile(a, b, hb + t0, hb + (t0 + bq - 1 < t_hi ? t0 + bq : t_hi + 1), &q);
+            for (int i = 0; i < q.n; i++) {
+                float *qr = Qb + (size_t)i * dhp, *gr = dOb + (size_t)i * dhp;
+                const size_t row = (size_t)q.tok[i];
+                const float *x = a->q + row * a->ld + (size_t)h * dh;
+                const float *go = g->gout + row * g->ldgo + (size_t)h * dh;
+                int d = 0;
+                for (; d < dh; d++) qr[d] = scale * x[d], gr[d] = go[d];
+                for (; d < dhp; d++) qr[d] = 0.0f, gr[d] = 0.0f;
+                Dq[i] = mattn_dot(go, a->out + row * a->ldo + (size_t)h * dh, dh);
+                lse[i] = a->lse[((size_t)b * a->H + h) * T + q.t[i]];
+            }
+            mk_xyt(q.n, dh, Qb, dhp, Kt, nc, P);
+            mask_scores(a, &q, s0, nb, nc, P);
+            mk_xyt(q.n, dh, dOb, dhp, Vt, nc, dS);
+            for (int i = 0; i < q.n; i++) {
+                float *p = P + (size_t)i * BK, *ds = dS + (size_t)i * BK;
+                if (lse[i] == -INFINITY) { /* saw no key: no gradient */
+                    memset(p, 0, sizeof(float) * nc);
+                    memset(ds, 0, sizeof(float) * nc);
+                    continue;
+                }
+                const mattn_vf vl = vset1(lse[i]), vd = vset1(Dq[i]);
+                const int drop = a->dropout > 0.0f;
+                for (int j = 0; j < nc; j += MATTN_VL) {
+                    mattn_vf pj = vexp(vload(p + j) - vl);
+                    vstore(p + j, pj);
+                    if (!drop) vstore(ds + j, pj * (vload(ds + j) - vd));
+                }
+                for (int j = 0; drop && j < nb; j++) {
+                    const float mk = keep(a, b, h, q.t[i], s0 + j);
+                    ds[j] = p[j] * (mk * ds[j] - Dq[i]);
+                    p[j] *= mk;
+                }
+            }
+            mk_ay(nb, q.n, dhp, P, 1, BK, dOb, dV);
+            mk_ay(nb, q.n, dhp, dS, 1, BK, Qb, dK);
+            memset(dQ, 0, sizeof(float) * (size_t)q.n * dhp);
+            mk_ay(q.n, nb, dhp, dS, BK, 1, Kb, dQ);
+            for (int i = 0; i < q.n; i++)
+                mattn_axpy(g->gq + (size_t)q.tok[i] * g->ldg + (size_t)h * dh, scale, dQ + (size_t)i * dhp, dh);
+        }
+        for (int j = 0; j < nb; j++) {
+            const size_t row = hb + (size_t)(s0 + j);
+            mattn_axpy(g->gk + row * g->ldg + (size_t)h * dh, 1.0f, dK + (size_t)j * dhp, dh);
+            mattn_axpy(g->gv + row * g->ldg + (size_t)h * dh, 1.0f, dV + (size_t)j * dhp, dh);
+        }
+    }
+}
+
+void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
+    MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM);
+    const int B = a->B, H = a->H;
+    const float scale = 1.0f / sqrtf((float)a->dh);
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) bwd_head(a, g, b, h, scale);
 }
 
 // ----------------------------------------------------------------------------
@@ -147,42 +464,6 @@ double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
 
 static inline float *grow(float *base, const mattn_attn_grad *g, int b, int T, int t, int h, int dh) {
     return base + ((size_t)b * T + t) * g->ldg + (size_t)h * dh;
-}
-
-void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows && a->lse);
-    const int B = a->B, T = a->T, H = a->H, dh = a->dh;
-    const float scale = 1.0f / sqrtf((float)dh);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            for (int t = 0; t < T; t++) {
-                const float lse = a->lse[((size_t)b * H + h) * T + t];
-                if (lse == -INFINITY) continue; /* saw no key: output 0, no gradient */
-                const size_t row = (size_t)b * T + t;
-                const float *q = a->q + row * a->ld + (size_t)h * dh;
-                const float *o = a->out + row * a->ldo + (size_t)h * dh;
-                const float *go = g->gout + row * g->ldgo + (size_t)h * dh;
-                float *gq = grow(g->gq, g, b, T, t, h, dh);
-                const float Dt = mattn_dot(go, o, dh);
-                int lo, hi;
-                mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
-                for (int s = lo; s <= hi; s++) {
-                    float sc = score(a, q, b, t, s, h, scale);
-                    if (sc == -INFINITY) continue;
-                    const float p = expf(sc - lse), mk = keep(a, b, h, t, s);
-                    const size_t ks = ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    const float *k = a->k + ks, *v = a->v + ks;
-                    float *gk = grow(g->gk, g, b, T, s, h, dh), *gv = grow(g->gv, g, b, T, s, h, dh);
-                    const float dp = mattn_dot(go, v, dh);
-                    const float ds = p * (mk * dp - Dt) * scale, pm = p * mk;
-                    mattn_axpy(gv, pm, go, dh);
-                    mattn_axpy(gq, ds, k, dh);
-                    mattn_axpy(gk, ds, q, dh);
-                }
-            }
-        }
-    }
 }
 
 /* Reference: materialise P (T x T, double) per (b, h) and apply the matrix

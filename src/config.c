@@ -87,6 +87,9 @@ mattn_status mattn_config_validate(const mattn_config *c) {
     if (c->n_heads < 1) BAD("n_heads must be >= 1, got %d", c->n_heads);
     if (c->d_model % c->n_heads != 0)
         BAD("d_model (%d) must be divisible by n_heads (%d)", c->d_model, c->n_heads);
+    if (c->d_model / c->n_heads > MATTN_MAX_HEAD_DIM)
+        BAD("head dimension d_model / n_heads = %d / %d = %d exceeds %d; use more heads",
+            c->d_model, c->n_heads, c->d_model / c->n_heads, MATTN_MAX_HEAD_DIM);
     if (c->window_size < 1) BAD("window_size must be >= 1, got %d", c->window_size);
     if (!(c->dropout >= 0.0 && c->dropout < 1.0))
         BAD("dropout must be in [0, 1), got %g", c->dropout);

@@ -146,6 +146,16 @@ void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad 
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
 size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 
+/* First index in rows[0..n) whose value is >= v (rows ascending). */
+static inline int64_t mattn_lower_bound(const int32_t *rows, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (rows[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
 /* Key range [lo, hi] a query at t may see (before masks), for the softmax and
  * linear kernels; empty when lo > hi. */
 static inline void mattn_attn_key_range(int t, int T, int causal, int window, int *lo, int *hi) {

@@ -1,0 +1,86 @@
+/*
+ * simd.h — the per-ISA vector layer of the fast kernels: one vector type of
+ * MATTN_VL floats written with GCC/Clang vector extensions, so the same
+ * source compiles to AVX-512 (16 lanes), AVX2 (8) or SSE2/NEON/scalar (4)
+ * code with no intrinsics.  Only what the kernels need: unaligned load and
+ * store, broadcast, horizontal max/sum, exp.
+ *
+ * The double build of the gradient checks (float #defined to double, see
+ * CMakeLists.txt) gets vectors of doubles and a lane-wise exp.
+ */
+#ifndef MATTN_SIMD_H
+#define MATTN_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define MATTN_VBYTES 64
+#elif defined(__AVX__)
+#define MATTN_VBYTES 32
+#else
+#define MATTN_VBYTES 16
+#endif
+#define MATTN_VL ((int)(MATTN_VBYTES / sizeof(float)))
+
+typedef float mattn_vf __attribute__((vector_size(MATTN_VBYTES)));
+/* Same vector, any alignment: loads and stores through it are unaligned. */
+typedef float mattn_vfu __attribute__((vector_size(MATTN_VBYTES), aligned(4), may_alias));
+
+static inline mattn_vf vload(const float *p) { return *(const mattn_vfu *)p; }
+static inline void vstore(float *p, mattn_vf v) { *(mattn_vfu *)p = v; }
+static inline mattn_vf vset1(float x) { return (mattn_vf){0} + x; }
+static inline mattn_vf vmax(mattn_vf a, mattn_vf b) {
+    mattn_vf r;
+    for (int i = 0; i < MATTN_VL; i++) r[i] = a[i] > b[i] ? a[i] : b[i];
+    return r;
+}
+static inline float vhmax(mattn_vf v) {
+    float m = v[0];
+    for (int i = 1; i < MATTN_VL; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+/* Pairwise tree sum: a fixed order, so results do not depend on threads. */
+static inline float vhsum(mattn_vf v) {
+    for (int w = MATTN_VL / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) v[i] += v[i + w];
+    return v[0];
+}
+
+#ifndef MATTN_F64
+typedef int32_t mattn_vi __attribute__((vector_size(MATTN_VBYTES)));
+/* exp(x) lane-wise, Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5
+ * polynomial, 2^n through the exponent bits; about 1 ulp.  Lanes below
+ * -87.3 (and -inf) give exactly 0, lanes above 88.7 are clamped. */
+static inline mattn_vf vexp(mattn_vf x) {
+    const mattn_vf lo = vset1(-87.33654f), hi = vset1(88.72283f);
+    mattn_vi under = x < lo;
+    x = vmax(x, lo);
+    x = -vmax(-x, -hi);
+    mattn_vf fx = x * 1.44269504088896341f + 0.5f;
+    mattn_vi n = __builtin_convertvector(fx, mattn_vi);
+    mattn_vf fn = __builtin_convertvector(n, mattn_vf);
+    n -= (fn > fx) & 1; /* floor */
+    fn = __builtin_convertvector(n, mattn_vf);
+    x = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    mattn_vf z = x * x;
+    mattn_vf y = vset1(1.9875691500e-4f);
+    y = y * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    mattn_vi bits = (n + 127) << 23;
+    mattn_vf r = y * (mattn_vf)bits;
+    return (mattn_vf)((mattn_vi)r & ~under);
+}
+#else
+static inline mattn_vf vexp(mattn_vf x) {
+    for (int i = 0; i < MATTN_VL; i++) x[i] = exp(x[i]);
+    return x;
+}
+#endif
+
+#endif
