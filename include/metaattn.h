@@ -302,6 +302,14 @@ MATTN_API void mattn_layer_free(mattn_layer *l);
 MATTN_API const char *mattn_layer_errmsg(const mattn_layer *l);
 MATTN_API const mattn_config *mattn_layer_config(const mattn_layer *l);
 
+/* Forced routes, for benchmarks and routing studies: in eval mode with
+ * hard routing, the token at position t of every sequence runs expert
+ * expert[t] alone (weight 1) instead of the controller's choice; the
+ * controller still runs (its statistics are reported).  Positions must stay
+ * below n: a forward with T > n or a decode step at position >= n fails with
+ * MATTN_ERR_INVALID_ARG.  The layer keeps a copy; expert == NULL clears. */
+MATTN_API mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n);
+
 /* Training mode (default) samples the posterior, applies dropout and Gumbel
  * noise from the seed; eval mode uses the posterior mean and no dropout. */
 MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);

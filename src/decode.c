@@ -138,6 +138,9 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
                                  "decoding needs a fixed position length (mattn_layer_set_position_length): with "
                                  "pos_t = t/(T-1) every token's routing changes as the sequence grows");
     const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
+    if (l->forced && t >= l->n_forced)
+        return mattn_set_error_h(l->errmsg, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, decoding position %d",
+                                 l->n_forced, t);
     mattn_status st = mattn_layer_plan(l, B, 1);
     if (st != MATTN_OK) return st;
     double aux;
@@ -147,7 +150,7 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
     if (st != MATTN_OK) return mattn_set_error_h(l->errmsg, st, "%s", mattn_last_error());
     const int training = l->training;
     l->training = 0; /* decoding is inference: eval-mode routing */
-    mattn_layer_route(l, B);
+    mattn_layer_route(l, B, 1, t);
     l->training = training;
     l->N = B;
 

@@ -162,6 +162,7 @@ void mattn_layer_free(mattn_layer *l) {
     mattn_afree(l->arena);
     mattn_afree(l->g_arena);
     free(l->params);
+    free(l->forced);
     free(l);
 }
 
@@ -170,6 +171,24 @@ char *mattn_layer_errbuf(mattn_layer *l) { return l->errmsg; }
 const mattn_config *mattn_layer_config(const mattn_layer *l) { return l ? &l->cfg : NULL; }
 mattn_config *mattn_layer_cfg_mut(mattn_layer *l) { return &l->cfg; }
 void mattn_layer_set_training(mattn_layer *l, int training) { if (l) l->training = training != 0; }
+
+mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_force_routes: layer is NULL");
+    free(l->forced);
+    l->forced = NULL;
+    l->n_forced = 0;
+    if (!expert) return MATTN_OK;
+    if (n < 1) return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes: n must be >= 1, got %d", n);
+    for (int t = 0; t < n; t++)
+        if (expert[t] >= l->K)
+            return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes: expert[%d] = %d, the layer has %d experts", t,
+                        expert[t], l->K);
+    l->forced = malloc((size_t)n);
+    if (!l->forced) return LERR(l, MATTN_ERR_NOMEM, "out of memory for %d forced routes", n);
+    memcpy(l->forced, expert, (size_t)n);
+    l->n_forced = n;
+    return MATTN_OK;
+}
 uint64_t mattn_layer_step(const mattn_layer *l) { return l ? l->step : 0; }
 mattn_status mattn_layer_set_position_length(mattn_layer *l, int length) {
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_set_position_length: layer is NULL");
@@ -253,9 +272,19 @@ mattn_status mattn_layer_plan(mattn_layer *l, int B, int T) {
 // ----------------------------------------------------------------------------
 // routing: merge weights and which experts run for which token
 
-void mattn_layer_route(mattn_layer *l, int64_t N) {
+void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
     const int K = l->K, k_top = l->cfg.hard_top_k;
     const float *alpha = l->act.alpha;
+    if (l->forced && l->cfg.hard_routing && !l->training) {
+        memset(l->weights, 0, (size_t)N * K * sizeof(float));
+        memset(l->exec, 0, (size_t)N * K);
+        for (int64_t n = 0; n < N; n++) {
+            const int k = l->forced[t0 + n % T];
+            l->weights[n * K + k] = 1.0f;
+            l->exec[n * K + k] = 1;
+        }
+        return;
+    }
     if (!l->cfg.hard_routing) {
         memcpy(l->weights, alpha, (size_t)N * K * sizeof(float));
         memset(l->exec, 1, (size_t)N * K);
@@ -382,6 +411,8 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
             if (isnan(masks->additive[i]) || masks->additive[i] == INFINITY)
                 return LERR(l, MATTN_ERR_NUMERIC, "additive mask holds %g at index %lld (only finite "
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
+    if (l->forced && T > l->n_forced)
+        return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, the input has T = %d", l->n_forced, T);
     mattn_status st = mattn_layer_plan(l, B, T);
     if (st != MATTN_OK) return st;
     l->N = 0;
@@ -391,7 +422,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     st = mattn_controller_forward(&l->ctrl, &l->cfg, &l->act, x, B, T, l->training, step, &aux);
     if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     l->N = N;
-    mattn_layer_route(l, N);
+    mattn_layer_route(l, N, T, 0);
 
     /* token lists per expert */
     for (int k = 0; k < K; k++) {

@@ -52,12 +52,16 @@ struct mattn_layer {
 
     int n_params;
     layer_param *params;
+
+    uint8_t *forced;                     /* forced routes by position, or NULL */
+    int n_forced;
 };
 
 
 int mattn_layer_is_builtin(const mattn_expert *e);
 mattn_status mattn_layer_plan(mattn_layer *l, int B, int T);
-void mattn_layer_route(mattn_layer *l, int64_t N);
+/* Rows n = 0..N-1 are positions t0 + n % T of their sequences. */
+void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0);
 void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s);
 
 #endif

@@ -188,6 +188,52 @@ static void test_sparse_hard_equals_dense(void **st) {
     }
 }
 
+
+/* Forced routes: each position runs exactly its forced expert, the output is
+ * that expert's dense output there, and bad routes are refused. */
+static void test_forced_routes(void **st) {
+    (void)st;
+    for (int share = 0; share < 2; share++) {
+        mattn_config c = small_cfg();
+        c.hard_routing = 1;
+        c.share_qkv = share;
+        c.causal = 1;
+        mattn_layer *l;
+        assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
+        mattn_layer_set_training(l, 0);
+        const int D = c.d_model, N = B * T;
+        uint8_t route[T];
+        for (int t = 0; t < T; t++) route[t] = (uint8_t)((t * 7 + 1) % 3);
+        assert_int_equal(mattn_layer_force_routes(l, route, T), MATTN_OK);
+        float *x = falloc(N * D), *out = falloc(N * D), *Y[3];
+        for (int k = 0; k < 3; k++) Y[k] = falloc(N * D);
+        fill_normal(x, N * D, 5, 1.0);
+        mattn_stats s;
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, &s), MATTN_OK);
+        dense_experts(l, &c, x, NULL, Y);
+        float *ref = falloc(N * D);
+        merged(mattn_layer_weights(l), Y, ref, D);
+        assert_close(out, ref, N * D, 2e-6, "forced routes = that expert's dense output");
+        int cnt[3] = {0};
+        for (int t = 0; t < T; t++) cnt[route[t]]++;
+        for (int k = 0; k < 3; k++) {
+            assert_true(fabs(s.exec_frac[k] - (double)cnt[k] / T) < 1e-12);
+            for (int n = 0; n < N; n++) assert_true(mattn_layer_weights(l)[n * 3 + k] == (route[n % T] == k));
+        }
+        /* T beyond the routes, an expert index out of range */
+        assert_int_equal(mattn_layer_force_routes(l, route, T - 1), MATTN_OK);
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, NULL), MATTN_ERR_INVALID_ARG);
+        assert_non_null(strstr(mattn_layer_errmsg(l), "forced routes cover"));
+        route[2] = 3;
+        assert_int_equal(mattn_layer_force_routes(l, route, T), MATTN_ERR_INVALID_ARG);
+        assert_int_equal(mattn_layer_force_routes(l, NULL, 0), MATTN_OK);
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, NULL), MATTN_OK);
+        for (int k = 0; k < 3; k++) free(Y[k]);
+        free(x); free(out); free(ref);
+        mattn_layer_free(l);
+    }
+}
+
 static void test_training_noise_reproducible(void **st) {
     (void)st;
     for (int hard = 0; hard < 2; hard++) {
@@ -333,7 +379,7 @@ int main(void) {
         cmocka_unit_test(test_soft_is_weighted_sum),      cmocka_unit_test(test_one_hot_alpha_is_that_expert),
         cmocka_unit_test(test_sparse_hard_equals_dense),  cmocka_unit_test(test_training_noise_reproducible),
         cmocka_unit_test(test_errors),                    cmocka_unit_test(test_stats_format),
-        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_save_load),                 cmocka_unit_test(test_forced_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
