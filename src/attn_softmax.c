@@ -92,7 +92,7 @@ _Static_assert(DHP_MAX % 64 == 0, "DHP_MAX must be a multiple of 64");
 static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
 
 /* S[r][0..nc) = sum_d X[r][d] Yt[d][0..nc) for r < nr; nc is a multiple of
- * MATTN_VL, S and Yt have rows of BK.  R rows at a time (R = MR, then 1). */
+ * MATTN_VL, S has rows of BK, Yt rows of ldy.  R rows at a time (R = MR, then 1). */
 #define XYT_BLOCK(R)                                                                          \
     for (; r + R <= nr; r += R) {                                                             \
         int c = 0;                                                                            \
@@ -102,7 +102,7 @@ static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
                 for (int v = 0; v < NV; v++) acc[i][v] = vset1(0.0f);                         \
             for (int d = 0; d < dh; d++) {                                                    \
                 mattn_vf y[NV];                                                               \
-                for (int v = 0; v < NV; v++) y[v] = vload(Yt + (size_t)d * BK + c + v * MATTN_VL); \
+                for (int v = 0; v < NV; v++) y[v] = vload(Yt + (size_t)d * ldy + c + v * MATTN_VL); \
                 for (int i = 0; i < R; i++) {                                                 \
                     mattn_vf x = vset1(X[(size_t)(r + i) * ldx + d]);                         \
                     for (int v = 0; v < NV; v++) acc[i][v] += x * y[v];                       \
@@ -115,14 +115,14 @@ static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
             mattn_vf acc[R];                                                                  \
             for (int i = 0; i < R; i++) acc[i] = vset1(0.0f);                                 \
             for (int d = 0; d < dh; d++) {                                                    \
-                mattn_vf y = vload(Yt + (size_t)d * BK + c);                                  \
+                mattn_vf y = vload(Yt + (size_t)d * ldy + c);                                  \
                 for (int i = 0; i < R; i++) acc[i] += vset1(X[(size_t)(r + i) * ldx + d]) * y; \
             }                                                                                 \
             for (int i = 0; i < R; i++) vstore(S + (size_t)(r + i) * BK + c, acc[i]);         \
         }                                                                                     \
     }
 
-static void mk_xyt(int nr, int dh, const float *restrict X, int ldx, const float *restrict Yt, int nc,
+static void mk_xyt(int nr, int dh, const float *restrict X, int ldx, const float *restrict Yt, int ldy, int nc,
                    float *restrict S) {
     int r = 0;
     XYT_BLOCK(MR)
@@ -156,14 +156,15 @@ static void mk_ay(int nr, int nx, int dhp, const float *restrict A, int sar, int
     AY_BLOCK(1)
 }
 
-/* Keys [s0, s0+nb) of head h in batch b: Kt (dh x BK, transposed) and/or
- * Vb (BK x dhp, rows), zero-padded. */
-static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt) {
-    for (int d = 0; d < dh; d++) {
-        float *row = Kt + (size_t)d * BK;
-        for (int j = 0; j < nb; j++) row[j] = k[(size_t)(s0 + j) * ld + d];
-        for (int j = nb; j < BK; j++) row[j] = 0.0f;
+/* Keys [s0, s0+nb) of a head: Kt (dh x ncols, rows of ldt, transposed,
+ * zero columns from nb) or rows (n x dhp, zero-padded columns). */
+static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt, int ldt, int ncols) {
+    for (int j = 0; j < nb; j++) {
+        const float *src = k + (size_t)(s0 + j) * ld;
+        for (int d = 0; d < dh; d++) Kt[(size_t)d * ldt + j] = src[d];
     }
+    for (int d = 0; d < dh; d++)
+        for (int j = nb; j < ncols; j++) Kt[(size_t)d * ldt + j] = 0.0f;
 }
 static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X,
                       float mult) {
@@ -219,9 +220,19 @@ static void tile_keys(const qtile *q, int *klo, int *khi) {
     *klo = lo, *khi = hi;
 }
 
-static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scale) {
+/* A head's keys packed once per call: Kt (dh x ldk, transposed) and V
+ * (T x dhp, rows), both zero-padded; ldk is T rounded up, plus 16 so that
+ * consecutive rows of Kt do not map to the same cache set. */
+typedef struct { float *Kt, *V; int ldk; } head_pack;
+
+static size_t head_pack_floats(int T, int dh, int *ldk) {
+    *ldk = (T + BK + 15) / 16 * 16 + 16;
+    return (size_t)pad_dh(dh) * (size_t)*ldk + (size_t)(T + BK) * (size_t)pad_dh(dh);
+}
+
+static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scale, const head_pack *hp) {
     const int dh = a->dh, dhp = pad_dh(dh), T = a->T;
-    _Alignas(64) float Qb[BQ * DHP_MAX], Kt[DHP_MAX * BK], Vb[BK * DHP_MAX], S[BQ * BK], O[BQ * DHP_MAX];
+    _Alignas(64) float Qb[BQ * DHP_MAX], S[BQ * BK], O[BQ * DHP_MAX];
     float m[BQ], l[BQ];
     for (int i = 0; i < q->n; i++) {
         float *row = Qb + (size_t)i * dhp;
@@ -234,14 +245,10 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
     memset(O, 0, sizeof(float) * (size_t)q->n * dhp);
     int klo, khi;
     tile_keys(q, &klo, &khi);
-    const float *kbase = a->k + (size_t)q->b * T * a->ld + (size_t)h * dh;
-    const float *vbase = a->v + (size_t)q->b * T * a->ld + (size_t)h * dh;
     for (int s0 = klo; s0 <= khi; s0 += BK) {
         const int nb = khi - s0 + 1 < BK ? khi - s0 + 1 : BK;
-        pack_kt(kbase, a->ld, s0, nb, dh, Kt);
-        pack_rows(vbase, a->ld, s0, nb, dh, dhp, nb, Vb, 1.0f);
         const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-        mk_xyt(q->n, dh, Qb, dhp, Kt, nc, S);
+        mk_xyt(q->n, dh, Qb, dhp, hp->Kt + s0, hp->ldk, nc, S);
         mask_scores(a, q, s0, nb, nc, S);
         for (int i = 0; i < q->n; i++) {
             float *row = S + (size_t)i * BK, *o = O + (size_t)i * dhp;
@@ -255,7 +262,7 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
             }
             const float corr = expf(m[i] - mn); /* 0 when m was -inf */
             const mattn_vf vmn = vset1(mn);
-            mattn_vf vs = {0};
+            mattn_vf vs = vset1(0.0f);
             for (int j = 0; j < nc; j += MATTN_VL) {
                 mattn_vf p = vexp(vload(row + j) - vmn);
                 vs += p;
@@ -270,7 +277,7 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
                 for (int d = 0; d < dhp; d += MATTN_VL) vstore(o + d, vload(o + d) * vc);
             }
         }
-        mk_ay(q->n, nb, dhp, S, BK, 1, Vb, O);
+        mk_ay(q->n, nb, dhp, S, BK, 1, hp->V + (size_t)s0 * dhp, O);
     }
     for (int i = 0; i < q->n; i++) {
         float *out = a->out + (size_t)q->tok[i] * a->ldo + (size_t)h * dh;
@@ -301,31 +308,53 @@ static void make_tile(const mattn_attn_args *a, int b, int64_t r, int64_t rend, 
 /* Rows per tile: local attention sees w+1 keys, so short tiles waste less. */
 static int tile_rows(const mattn_attn_args *a) { return a->window >= 0 && a->window < 4 * BK ? 2 * MR : BQ; }
 
+/* One task per (b, h): pack the head's keys and values once, then run its
+ * query tiles in order. */
+static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
+    const int bq = tile_rows(a), dh = a->dh, dhp = pad_dh(dh);
+    int64_t r0, r1;
+    batch_rows(a, b, &r0, &r1);
+    if (r1 == r0) return;
+    qtile q;
+    make_tile(a, b, r0, r0 + 1, &q);
+    int klo = q.lo[0], khi;
+    make_tile(a, b, r1 - 1, r1, &q);
+    khi = q.hi[0];
+    const float *kb = a->k + (size_t)b * a->T * a->ld + (size_t)h * dh;
+    const float *vb = a->v + (size_t)b * a->T * a->ld + (size_t)h * dh;
+    const int nk = khi - klo + 1, ncols = nk + BK; /* tiles read up to a vector past khi */
+    pack_kt(kb, a->ld, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
+    pack_rows(vb, a->ld, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
+    for (int64_t r = r0; r < r1; r += bq) {
+        make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
+        fwd_tile(a, &q, h, scale, hp);
+    }
+}
+
+/* Returns the FLOPs executed, or -1 when the packing buffers could not be
+ * allocated (nothing is written then). */
 double mattn_attn_softmax_forward(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
-    const int B = a->B, H = a->H, bq = tile_rows(a);
+    const int B = a->B, H = a->H;
     const float scale = 1.0f / sqrtf((float)a->dh);
-    int64_t max_blocks = 0;
-    for (int b = 0; b < B; b++) {
-        int64_t r0, r1;
-        batch_rows(a, b, &r0, &r1);
-        int64_t nb = (r1 - r0 + bq - 1) / bq;
-        max_blocks = nb > max_blocks ? nb : max_blocks;
+    int nomem = 0;
+    #pragma omp parallel
+    {
+        head_pack hp;
+        float *buf = mattn_amalloc(head_pack_floats(a->T, a->dh, &hp.ldk) * sizeof(float));
+        hp.Kt = buf, hp.V = buf + (size_t)pad_dh(a->dh) * hp.ldk;
+        if (!buf) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
+        #pragma omp barrier
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                if (!nomem) fwd_head(a, b, h, scale, &hp);
+        mattn_afree(buf);
     }
-    const int64_t ntask = (int64_t)B * max_blocks * H;
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t it = 0; it < ntask; it++) {
-        const int64_t task = ntask - 1 - it; /* the longest (causal: last) blocks first */
-        const int h = (int)(task % H), b = (int)(task / H / max_blocks);
-        const int64_t blk = task / H % max_blocks;
-        int64_t r0, r1;
-        batch_rows(a, b, &r0, &r1);
-        if (r0 + blk * bq >= r1) continue;
-        qtile q;
-        make_tile(a, b, r0 + blk * bq, r0 + (blk + 1) * bq < r1 ? r0 + (blk + 1) * bq : r1, &q);
-        fwd_tile(a, &q, h, scale);
-    }
-    return flops(a);
+    return nomem ? -1.0 : flops(a);
 }
 
 // ----------------------------------------------------------------------------
@@ -346,8 +375,8 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
     const float *kb = a->k + hb * a->ld + (size_t)h * dh, *vb = a->v + hb * a->ld + (size_t)h * dh;
     for (int s0 = 0; s0 < T; s0 += BK) {
         const int nb = T - s0 < BK ? T - s0 : BK, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-        pack_kt(kb, a->ld, s0, nb, dh, Kt);
-        pack_kt(vb, a->ld, s0, nb, dh, Vt);
+        pack_kt(kb, a->ld, s0, nb, dh, Kt, BK, BK);
+        pack_kt(vb, a->ld, s0, nb, dh, Vt, BK, BK);
         pack_rows(kb, a->ld, s0, nb, dh, dhp, nb, Kb, 1.0f);
         memset(dK, 0, sizeof(float) * (size_t)nb * dhp);
         memset(dV, 0, sizeof(float) * (size_t)nb * dhp);
@@ -372,9 +401,9 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
                 Dq[i] = mattn_dot(go, a->out + row * a->ldo + (size_t)h * dh, dh);
                 lse[i] = a->lse[((size_t)b * a->H + h) * T + q.t[i]];
             }
-            mk_xyt(q.n, dh, Qb, dhp, Kt, nc, P);
+            mk_xyt(q.n, dh, Qb, dhp, Kt, BK, nc, P);
             mask_scores(a, &q, s0, nb, nc, P);
-            mk_xyt(q.n, dh, dOb, dhp, Vt, nc, dS);
+            mk_xyt(q.n, dh, dOb, dhp, Vt, BK, nc, dS);
             for (int i = 0; i < q.n; i++) {
                 float *p = P + (size_t)i * BK, *ds = dS + (size_t)i * BK;
                 if (lse[i] == -INFINITY) { /* saw no key: no gradient */

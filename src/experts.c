@@ -259,6 +259,11 @@ double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t 
     return 2.0 * (double)n * out * in;
 }
 
+static mattn_status core_nomem(const mattn_builtin *e, int T) {
+    return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the attention kernel's key/value packs (T = %d, "
+                           "head dim %d)", T, e->dh);
+}
+
 mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     mattn_builtin *e = state;
     const int B = c->B, T = c->T, D = e->D;
@@ -272,7 +277,7 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
         if (!qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert called without qkv");
         c->flops = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed,
                                       c->step, lse, lin);
-        return MATTN_OK;
+        return c->flops < 0 ? core_nomem(e, T) : MATTN_OK;
     }
     double f = 0.0;
     /* queries for the routed tokens */
@@ -288,8 +293,10 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     }
     f += mattn_project_rows(c->x, D, nk < N ? keys : NULL, nk, N, e->w_qkv + (size_t)D * D, 2 * D, D,
                       qkv + D, 3 * D, xg, yg);
-    f += mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step,
-                            lse, lin);
+    const double fc = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step,
+                                         lse, lin);
+    if (fc < 0) return core_nomem(e, T);
+    f += fc;
     f += mattn_project_rows(att, D, c->rows, n, N, e->w_o, D, D, c->out, D, xg, yg);
     c->flops = f;
     return MATTN_OK;

@@ -133,7 +133,8 @@ typedef struct mattn_attn_grad {
     float *state;          /* linear: mattn_attn_linear_backward_scratch() bytes */
 } mattn_attn_grad;
 
-/* Each returns the floating-point operations it executed. */
+/* Each returns the floating-point operations it executed; the tiled softmax
+ * forward returns -1 when it cannot allocate its per-thread packs. */
 double mattn_attn_softmax_forward(const mattn_attn_args *a);
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
 double mattn_attn_linear_forward(const mattn_attn_args *a);
@@ -219,7 +220,8 @@ void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t
 void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
                                  float *g_qkv, int B, int T, const mattn_masks *masks, int training,
                                  uint64_t seed, uint64_t step, const float *lse, float *scratch);
-/* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows. */
+/* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows;
+ * returns the FLOPs executed, or -1 when out of memory. */
 double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                           const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
                           int training, uint64_t seed, uint64_t step, float *lse, float *state);

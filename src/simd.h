@@ -30,7 +30,9 @@ typedef float mattn_vfu __attribute__((vector_size(MATTN_VBYTES), aligned(4), ma
 
 static inline mattn_vf vload(const float *p) { return *(const mattn_vfu *)p; }
 static inline void vstore(float *p, mattn_vf v) { *(mattn_vfu *)p = v; }
-static inline mattn_vf vset1(float x) { return (mattn_vf){0} + x; }
+/* Broadcast.  x - 0 folds to x (exact for every x, -0 included) and leaves
+ * one vbroadcastss; {0} + x would add, a lane loop would insert lane by lane. */
+static inline mattn_vf vset1(float x) { return x - (mattn_vf){0}; }
 static inline mattn_vf vmax(mattn_vf a, mattn_vf b) {
     mattn_vf r;
     for (int i = 0; i < MATTN_VL; i++) r[i] = a[i] > b[i] ? a[i] : b[i];

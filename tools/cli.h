@@ -51,6 +51,11 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_route(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+struct mattn_lm_config;
+/* The LM presets tiny | small | base of `metaattn train` (train.c). */
+int cli_model_preset(const char *name, struct mattn_lm_config *c);
 
 struct mattn_model;
 /* Load a saved model (config from its metadata), eval mode; prints errors. */

@@ -25,6 +25,7 @@ static const char *usage_main =
     "  generate  sample text from a saved model (decode cache), with its routing\n"
     "  route     show each byte's expert and routing weights (terminal, TSV, HTML)\n"
     "  plot      draw PNG charts of a training log with gnuplot\n"
+    "  bench     measure kernels, layer, decoding and training against sgemm\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (or `metaattn <command> --help`)\n"
@@ -214,6 +215,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "route")) return cmd_route(argc - 2, argv + 2);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     fprintf(stderr, "metaattn: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_USAGE;
 }

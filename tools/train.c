@@ -112,7 +112,7 @@ static double now_s(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static int model_preset(const char *name, mattn_lm_config *c) {
+int cli_model_preset(const char *name, mattn_lm_config *c) {
     *c = mattn_lm_config_default();
     c->vocab_size = 256;
     c->causal_positions = 1; /* routing must not see the sequence's length: decode cache */
@@ -323,7 +323,7 @@ int cmd_train(int argc, char **argv) {
         mattn_status st = json ? mattn_lm_config_from_json(json, &cfg) : MATTN_ERR_NOMEM;
         free(json);
         if (st != MATTN_OK || n == 0) return cli_fail(1, "--config %s: %s", config_path, n ? mattn_last_error() : "empty file");
-    } else if (model_preset(preset, &cfg)) {
+    } else if (cli_model_preset(preset, &cfg)) {
         return EXIT_USAGE;
     }
     if (!resume) {
