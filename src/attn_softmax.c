@@ -83,7 +83,7 @@ static double flops(const mattn_attn_args *a) {
 #define NV 2
 #define CW (NV * MATTN_VL)         /* micro-kernel columns */
 #define BQ (8 * MR)                /* query rows per tile (max) */
-#define BK 64                      /* keys per tile */
+#define BK 128                      /* keys per tile */
 #define DHP_MAX MATTN_MAX_HEAD_DIM /* padded head dimension bound */
 
 _Static_assert(BK % CW == 0, "BK must be a multiple of CW");
@@ -366,10 +366,14 @@ double mattn_attn_softmax_forward(const mattn_attn_args *a) {
 // dV += (P m)^T dO, dK += dS^T (scale q), dQ += scale dS K.  A task owns
 // every row of its (b, h), so nothing is shared between threads.
 
-static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, int h, float scale) {
+/* Per-thread tiles of the backward, carved from one allocation. */
+#define BWD_FLOATS (5 * (size_t)BK * DHP_MAX + 3 * (size_t)BQ * DHP_MAX + 2 * (size_t)BQ * BK)
+
+static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, int h, float scale, float *ws) {
     const int T = a->T, dh = a->dh, dhp = pad_dh(dh), bq = tile_rows(a);
-    _Alignas(64) float Kt[DHP_MAX * BK], Vt[DHP_MAX * BK], Kb[BK * DHP_MAX], dK[BK * DHP_MAX],
-        dV[BK * DHP_MAX], Qb[BQ * DHP_MAX], dOb[BQ * DHP_MAX], dQ[BQ * DHP_MAX], P[BQ * BK], dS[BQ * BK];
+    float *Kt = ws, *Vt = Kt + BK * DHP_MAX, *Kb = Vt + BK * DHP_MAX, *dK = Kb + BK * DHP_MAX;
+    float *dV = dK + BK * DHP_MAX, *Qb = dV + BK * DHP_MAX, *dOb = Qb + BQ * DHP_MAX, *dQ = dOb + BQ * DHP_MAX;
+    float *P = dQ + BQ * DHP_MAX, *dS = P + BQ * BK;
     float Dq[BQ], lse[BQ];
     const size_t hb = (size_t)b * T;
     const float *kb = a->k + hb * a->ld + (size_t)h * dh, *vb = a->v + hb * a->ld + (size_t)h * dh;
@@ -439,13 +443,26 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
     }
 }
 
-void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
+int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM);
     const int B = a->B, H = a->H;
     const float scale = 1.0f / sqrtf((float)a->dh);
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) bwd_head(a, g, b, h, scale);
+    int nomem = 0;
+    #pragma omp parallel
+    {
+        float *ws = mattn_amalloc(BWD_FLOATS * sizeof(float));
+        if (!ws) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
+        #pragma omp barrier
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                if (!nomem) bwd_head(a, g, b, h, scale, ws);
+        mattn_afree(ws);
+    }
+    return nomem ? -1 : 0;
 }
 
 // ----------------------------------------------------------------------------

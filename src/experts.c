@@ -231,7 +231,12 @@ double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, 
                                         : mattn_attn_softmax_forward(&a);
 }
 
-void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+static mattn_status core_nomem(const mattn_builtin *e, int T) {
+    return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the attention kernel's key/value packs (T = %d, "
+                           "head dim %d)", T, e->dh);
+}
+
+mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
                                  float *g_qkv, int B, int T, const mattn_masks *masks, int training,
                                  uint64_t seed, uint64_t step, const float *lse, float *scratch) {
     mattn_attn_args a = core_args(e, qkv, (float *)att, B, T, NULL, 0, masks, training, seed, step,
@@ -240,7 +245,8 @@ void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const
     mattn_attn_grad g = {.gout = gout, .ldgo = D, .gq = g_qkv, .gk = g_qkv + D, .gv = g_qkv + 2 * D,
                          .ldg = 3 * D, .state = scratch};
     if (e->core == MATTN_CORE_LINEAR) mattn_attn_linear_backward(&a, &g);
-    else mattn_attn_softmax_backward(&a, &g);
+    else if (mattn_attn_softmax_backward(&a, &g) != 0) return core_nomem(e, T);
+    return MATTN_OK;
 }
 
 double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,
@@ -257,11 +263,6 @@ double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t 
             memcpy(Y + (size_t)rows[r] * ldy, yg + r * out, (size_t)out * sizeof(float));
     }
     return 2.0 * (double)n * out * in;
-}
-
-static mattn_status core_nomem(const mattn_builtin *e, int T) {
-    return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the attention kernel's key/value packs (T = %d, "
-                           "head dim %d)", T, e->dh);
 }
 
 mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
@@ -343,18 +344,18 @@ mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *c) {
     if (e->share) {
         if (!c->qkv || !c->g_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert backward without qkv");
         float *scratch = e->core == MATTN_CORE_LINEAR ? carve(&p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh)) : NULL;
-        mattn_builtin_core_backward(e, c->qkv, c->out, c->gout, c->g_qkv, B, T, c->masks, c->training, c->seed,
-                                    c->step, w.lse, scratch);
-        return MATTN_OK;
+        return mattn_builtin_core_backward(e, c->qkv, c->out, c->gout, c->g_qkv, B, T, c->masks, c->training,
+                                           c->seed, c->step, w.lse, scratch);
     }
     if (!e->g_w_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "expert backward before its gradients exist");
     float *gatt = carve(&p, (size_t)N * D * sizeof(float)), *gqkv = carve(&p, (size_t)N * 3 * D * sizeof(float));
     float *scratch = e->core == MATTN_CORE_LINEAR ? carve(&p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh)) : NULL;
-    mattn_gemm(1, 0, D, D, (int)N, 1.0f, c->gout, D, w.att, D, 1.0f, e->g_w_o, D);
     mattn_gemm(0, 0, (int)N, D, D, 1.0f, c->gout, D, e->w_o, D, 0.0f, gatt, D);
     memset(gqkv, 0, (size_t)N * 3 * D * sizeof(float));
-    mattn_builtin_core_backward(e, w.qkv, w.att, gatt, gqkv, B, T, c->masks, c->training, c->seed, c->step,
-                                w.lse, scratch);
+    mattn_status st = mattn_builtin_core_backward(e, w.qkv, w.att, gatt, gqkv, B, T, c->masks, c->training,
+                                                  c->seed, c->step, w.lse, scratch);
+    if (st != MATTN_OK) return st; /* no gradient touched yet */
+    mattn_gemm(1, 0, D, D, (int)N, 1.0f, c->gout, D, w.att, D, 1.0f, e->g_w_o, D);
     mattn_gemm(1, 0, 3 * D, D, (int)N, 1.0f, gqkv, 3 * D, c->x, D, 1.0f, e->g_w_qkv, D);
     if (c->gx) mattn_gemm(0, 0, (int)N, D, 3 * D, 1.0f, gqkv, 3 * D, e->w_qkv, D, 1.0f, c->gx, D);
     return MATTN_OK;

@@ -141,7 +141,7 @@ double mattn_attn_linear_forward(const mattn_attn_args *a);
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
 /* Backward over every query row (a->rows must be NULL).  softmax needs a->lse
  * and a->out from its forward; linear needs a->out and g->state. */
-void mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g);
+int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g); /* -1: out of memory */
 void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
 void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
@@ -217,7 +217,7 @@ void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t
                              int64_t n_rows, uint8_t *need);
 /* Backward of the core over all rows: gout (B,T,D) -> g_qkv (B,T,3D) (+=);
  * att and lse as the forward left them; scratch for the linear core. */
-void mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
                                  float *g_qkv, int B, int T, const mattn_masks *masks, int training,
                                  uint64_t seed, uint64_t step, const float *lse, float *scratch);
 /* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows;

@@ -33,10 +33,15 @@ static inline void vstore(float *p, mattn_vf v) { *(mattn_vfu *)p = v; }
 /* Broadcast.  x - 0 folds to x (exact for every x, -0 included) and leaves
  * one vbroadcastss; {0} + x would add, a lane loop would insert lane by lane. */
 static inline mattn_vf vset1(float x) { return x - (mattn_vf){0}; }
+#ifndef MATTN_F64
+typedef int32_t mattn_vi __attribute__((vector_size(MATTN_VBYTES)));
+#else
+typedef int64_t mattn_vi __attribute__((vector_size(MATTN_VBYTES)));
+#endif
+/* Lane-wise max by compare and select (a lane loop would not vectorise). */
 static inline mattn_vf vmax(mattn_vf a, mattn_vf b) {
-    mattn_vf r;
-    for (int i = 0; i < MATTN_VL; i++) r[i] = a[i] > b[i] ? a[i] : b[i];
-    return r;
+    const mattn_vi m = a > b;
+    return (mattn_vf)(((mattn_vi)a & m) | ((mattn_vi)b & ~m));
 }
 static inline float vhmax(mattn_vf v) {
     float m = v[0];
@@ -51,7 +56,6 @@ static inline float vhsum(mattn_vf v) {
 }
 
 #ifndef MATTN_F64
-typedef int32_t mattn_vi __attribute__((vector_size(MATTN_VBYTES)));
 /* exp(x) lane-wise, Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5
  * polynomial, 2^n through the exponent bits; about 1 ulp.  Lanes below
  * -87.3 (and -inf) give exactly 0, lanes above 88.7 are clamped. */
