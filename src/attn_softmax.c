@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "mattn_impl.h"
-#include "simd.h"
+#include "microkernel.h"
 
 // ----------------------------------------------------------------------------
 // shared helpers
@@ -62,99 +62,24 @@ static double flops(const mattn_attn_args *a) {
 // ----------------------------------------------------------------------------
 // tiled (flash-style) version
 //
-// Work is cut into tiles of up to BQ query rows x BK keys.  A tile packs
-// its keys transposed (Kt, dh x BK) and its values (Vb, BK x dhp), computes
-// the scores S = (scale q) Kt with a register-blocked micro-kernel (MR rows
-// x NV vectors of accumulators), runs the online softmax on S, and adds
-// P Vb into the rows' accumulators with a second micro-kernel.  Tiles wholly
-// above the causal diagonal or outside the window are never visited; masks
-// are applied element-wise only on tiles that straddle a boundary.  dh is
-// padded with zeros to a multiple of CW = NV vectors; key columns past the
-// tile's end are masked.  Each (query block, head) task writes only its own rows, so
-// the result does not depend on the thread count or the schedule.
+// A task is one (batch, head): it packs the head's keys transposed (K^T,
+// dh x T) and its values (T x dhp) once, then walks its query rows in tiles
+// of up to BQ rows against blocks of BK keys: scores S = (scale q) K^T with
+// the register-blocked mk_xyt (microkernel.h), the online softmax on S, and
+// O += P V with mk_ay.  Key blocks wholly above the causal diagonal or
+// outside the window are never visited; masks are applied element-wise on
+// blocks that straddle a boundary.  dh is padded with zeros to a multiple of
+// CW; key columns past a block's end are masked.  A task writes only its own
+// rows, so the result does not depend on the thread count or the schedule.
 
-/* Micro-kernel shape: MR rows x NV vectors of accumulators, as many as the
- * ISA has registers for (32 with AVX-512, 16 with AVX2/SSE/NEON). */
-#if MATTN_VBYTES == 64
-#define MR 8
-#else
-#define MR 6
-#endif
-#define NV 2
-#define CW (NV * MATTN_VL)         /* micro-kernel columns */
 #define BQ (8 * MR)                /* query rows per tile (max) */
-#define BK 128                      /* keys per tile */
+#define BK 128                     /* keys per tile */
 #define DHP_MAX MATTN_MAX_HEAD_DIM /* padded head dimension bound */
 
 _Static_assert(BK % CW == 0, "BK must be a multiple of CW");
 _Static_assert(DHP_MAX % 64 == 0, "DHP_MAX must be a multiple of 64");
 
 static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
-
-/* S[r][0..nc) = sum_d X[r][d] Yt[d][0..nc) for r < nr; nc is a multiple of
- * MATTN_VL, S has rows of BK, Yt rows of ldy.  R rows at a time (R = MR, then 1). */
-#define XYT_BLOCK(R)                                                                          \
-    for (; r + R <= nr; r += R) {                                                             \
-        int c = 0;                                                                            \
-        for (; c + CW <= nc; c += CW) {                                                       \
-            mattn_vf acc[R][NV];                                                              \
-            for (int i = 0; i < R; i++)                                                       \
-                for (int v = 0; v < NV; v++) acc[i][v] = vset1(0.0f);                         \
-            for (int d = 0; d < dh; d++) {                                                    \
-                mattn_vf y[NV];                                                               \
-                for (int v = 0; v < NV; v++) y[v] = vload(Yt + (size_t)d * ldy + c + v * MATTN_VL); \
-                for (int i = 0; i < R; i++) {                                                 \
-                    mattn_vf x = vset1(X[(size_t)(r + i) * ldx + d]);                         \
-                    for (int v = 0; v < NV; v++) acc[i][v] += x * y[v];                       \
-                }                                                                             \
-            }                                                                                 \
-            for (int i = 0; i < R; i++)                                                       \
-                for (int v = 0; v < NV; v++) vstore(S + (size_t)(r + i) * BK + c + v * MATTN_VL, acc[i][v]); \
-        }                                                                                     \
-        for (; c < nc; c += MATTN_VL) {                                                       \
-            mattn_vf acc[R];                                                                  \
-            for (int i = 0; i < R; i++) acc[i] = vset1(0.0f);                                 \
-            for (int d = 0; d < dh; d++) {                                                    \
-                mattn_vf y = vload(Yt + (size_t)d * ldy + c);                                  \
-                for (int i = 0; i < R; i++) acc[i] += vset1(X[(size_t)(r + i) * ldx + d]) * y; \
-            }                                                                                 \
-            for (int i = 0; i < R; i++) vstore(S + (size_t)(r + i) * BK + c, acc[i]);         \
-        }                                                                                     \
-    }
-
-static void mk_xyt(int nr, int dh, const float *restrict X, int ldx, const float *restrict Yt, int ldy, int nc,
-                   float *restrict S) {
-    int r = 0;
-    XYT_BLOCK(MR)
-    XYT_BLOCK(1)
-}
-
-/* C[r][0..dhp) += sum_{x<nx} A[r*sar + x*sax] Y[x][0..dhp) for r < nr; A is
- * read by element, so it may be transposed.  C and Y have rows of dhp. */
-#define AY_BLOCK(R)                                                                           \
-    for (; r + R <= nr; r += R)                                                               \
-        for (int c = 0; c < dhp; c += CW) {                                                   \
-            mattn_vf acc[R][NV];                                                              \
-            for (int i = 0; i < R; i++)                                                       \
-                for (int v = 0; v < NV; v++) acc[i][v] = vload(C + (size_t)(r + i) * dhp + c + v * MATTN_VL); \
-            for (int x = 0; x < nx; x++) {                                                    \
-                mattn_vf y[NV];                                                               \
-                for (int v = 0; v < NV; v++) y[v] = vload(Y + (size_t)x * dhp + c + v * MATTN_VL); \
-                for (int i = 0; i < R; i++) {                                                 \
-                    mattn_vf a = vset1(A[(size_t)(r + i) * sar + (size_t)x * sax]);           \
-                    for (int v = 0; v < NV; v++) acc[i][v] += a * y[v];                       \
-                }                                                                             \
-            }                                                                                 \
-            for (int i = 0; i < R; i++)                                                       \
-                for (int v = 0; v < NV; v++) vstore(C + (size_t)(r + i) * dhp + c + v * MATTN_VL, acc[i][v]); \
-        }
-
-static void mk_ay(int nr, int nx, int dhp, const float *restrict A, int sar, int sax,
-                  const float *restrict Y, float *restrict C) {
-    int r = 0;
-    AY_BLOCK(MR)
-    AY_BLOCK(1)
-}
 
 /* Keys [s0, s0+nb) of a head: Kt (dh x ncols, rows of ldt, transposed,
  * zero columns from nb) or rows (n x dhp, zero-padded columns). */
@@ -248,7 +173,7 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
     for (int s0 = klo; s0 <= khi; s0 += BK) {
         const int nb = khi - s0 + 1 < BK ? khi - s0 + 1 : BK;
         const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-        mk_xyt(q->n, dh, Qb, dhp, hp->Kt + s0, hp->ldk, nc, S);
+        mk_xyt(q->n, dh, Qb, dhp, hp->Kt + s0, hp->ldk, nc, S, BK);
         mask_scores(a, q, s0, nb, nc, S);
         for (int i = 0; i < q->n; i++) {
             float *row = S + (size_t)i * BK, *o = O + (size_t)i * dhp;
@@ -277,7 +202,7 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
                 for (int d = 0; d < dhp; d += MATTN_VL) vstore(o + d, vload(o + d) * vc);
             }
         }
-        mk_ay(q->n, nb, dhp, S, BK, 1, hp->V + (size_t)s0 * dhp, O);
+        mk_ay(q->n, nb, dhp, S, BK, 1, hp->V + (size_t)s0 * dhp, dhp, O, dhp);
     }
     for (int i = 0; i < q->n; i++) {
         float *out = a->out + (size_t)q->tok[i] * a->ldo + (size_t)h * dh;
@@ -405,9 +330,9 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
                 Dq[i] = mattn_dot(go, a->out + row * a->ldo + (size_t)h * dh, dh);
                 lse[i] = a->lse[((size_t)b * a->H + h) * T + q.t[i]];
             }
-            mk_xyt(q.n, dh, Qb, dhp, Kt, BK, nc, P);
+            mk_xyt(q.n, dh, Qb, dhp, Kt, BK, nc, P, BK);
             mask_scores(a, &q, s0, nb, nc, P);
-            mk_xyt(q.n, dh, dOb, dhp, Vt, BK, nc, dS);
+            mk_xyt(q.n, dh, dOb, dhp, Vt, BK, nc, dS, BK);
             for (int i = 0; i < q.n; i++) {
                 float *p = P + (size_t)i * BK, *ds = dS + (size_t)i * BK;
                 if (lse[i] == -INFINITY) { /* saw no key: no gradient */
@@ -428,10 +353,10 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
                     p[j] *= mk;
                 }
             }
-            mk_ay(nb, q.n, dhp, P, 1, BK, dOb, dV);
-            mk_ay(nb, q.n, dhp, dS, 1, BK, Qb, dK);
+            mk_ay(nb, q.n, dhp, P, 1, BK, dOb, dhp, dV, dhp);
+            mk_ay(nb, q.n, dhp, dS, 1, BK, Qb, dhp, dK, dhp);
             memset(dQ, 0, sizeof(float) * (size_t)q.n * dhp);
-            mk_ay(q.n, nb, dhp, dS, BK, 1, Kb, dQ);
+            mk_ay(q.n, nb, dhp, dS, BK, 1, Kb, dhp, dQ, dhp);
             for (int i = 0; i < q.n; i++)
                 mattn_axpy(g->gq + (size_t)q.tok[i] * g->ldg + (size_t)h * dh, scale, dQ + (size_t)i * dhp, dh);
         }
