@@ -82,9 +82,19 @@ static inline mattn_vf vexp(mattn_vf x) {
     mattn_vf r = y * (mattn_vf)bits;
     return (mattn_vf)((mattn_vi)r & ~under);
 }
+/* ELU(x) + 1: x + 1 for x > 0, exp(x) otherwise (linear attention's phi). */
+static inline mattn_vf vphi(mattn_vf x) {
+    const mattn_vi pos = x > 0.0f;
+    const mattn_vf e = vexp(-vmax(-x, vset1(0.0f)));
+    return (mattn_vf)(((mattn_vi)(x + 1.0f) & pos) | ((mattn_vi)e & ~pos));
+}
 #else
 static inline mattn_vf vexp(mattn_vf x) {
     for (int i = 0; i < MATTN_VL; i++) x[i] = exp(x[i]);
+    return x;
+}
+static inline mattn_vf vphi(mattn_vf x) {
+    for (int i = 0; i < MATTN_VL; i++) x[i] = x[i] > 0 ? x[i] + 1 : exp(x[i]);
     return x;
 }
 #endif

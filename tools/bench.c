@@ -311,6 +311,7 @@ static int bench_decode(bench *b) {
     dec_ctx d = {.C = C, .steps = steps};
     if (mattn_layer_init(&c, NULL, &d.l) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
     mattn_layer_set_training(d.l, 0);
+    mattn_layer_set_position_length(d.l, C + steps);
     float *x = randn((size_t)(C + steps) * 512, 8, 1.0);
     uint8_t *mix = malloc((size_t)C + steps), *full = calloc((size_t)C + steps, 1);
     d.out = mattn_amalloc(512 * sizeof(float));
