@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "layer_impl.h"
+#include "simd.h"
 
 typedef struct expert_cache {
     float *K, *V;   /* full: (B, cap, D); local: ring (B, ring, D) */
@@ -101,25 +102,43 @@ void mattn_layer_cache_reset(mattn_layer_cache *c) {
 int mattn_layer_cache_length(const mattn_layer_cache *c) { return c ? c->n : 0; }
 
 /* Softmax attention of one query over keys held at rows (slot(s), s in [lo, hi]). */
+/* One query against cached keys [lo, hi] (ring: slot s % ring), every head:
+ * blocks of 64 keys, scores by dot products, exp vectorised, online softmax
+ * across blocks.  Heads run in parallel when the context is long enough to
+ * pay for it. */
 static void attend_softmax(const float *q, const float *K, const float *V, int D, int H, int dh, int lo, int hi,
                            int ring, float *out) {
     const float scale = 1.0f / sqrtf((float)dh);
+    #pragma omp parallel for schedule(static) if ((double)(hi - lo + 1) * D > 65536.0)
     for (int h = 0; h < H; h++) {
         const float *qh = q + (size_t)h * dh;
         float *o = out + (size_t)h * dh, m = -INFINITY, l = 0.0f;
+        _Alignas(64) float sc[64];
         for (int i = 0; i < dh; i++) o[i] = 0.0f;
-        for (int s = lo; s <= hi; s++) {
-            const size_t row = (size_t)(ring ? s % ring : s) * D + (size_t)h * dh;
-            const float sc = mattn_dot(qh, K + row, dh) * scale;
-            if (sc > m) { /* online softmax: rescale what we have */
-                const float corr = expf(m - sc);
-                l *= corr;
-                for (int i = 0; i < dh; i++) o[i] *= corr;
-                m = sc;
+        for (int s0 = lo; s0 <= hi; s0 += 64) {
+            const int nb = hi - s0 + 1 < 64 ? hi - s0 + 1 : 64, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+            float bm = -INFINITY;
+            for (int j = 0; j < nb; j++) {
+                const int s = s0 + j;
+                sc[j] = mattn_dot(qh, K + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh) * scale;
+                bm = sc[j] > bm ? sc[j] : bm;
             }
-            const float p = expf(sc - m);
-            l += p;
-            mattn_axpy(o, p, V + row, dh);
+            for (int j = nb; j < nc; j++) sc[j] = -INFINITY;
+            const float mn = bm > m ? bm : m, corr = expf(m - mn); /* 0 when m == -inf */
+            l *= corr;
+            for (int i = 0; i < dh; i++) o[i] *= corr;
+            mattn_vf vs = vset1(0.0f);
+            for (int j = 0; j < nc; j += MATTN_VL) {
+                const mattn_vf p = vexp(vload(sc + j) - vset1(mn));
+                vs += p;
+                vstore(sc + j, p);
+            }
+            l += vhsum(vs);
+            m = mn;
+            for (int j = 0; j < nb; j++) {
+                const int s = s0 + j;
+                mattn_axpy(o, sc[j], V + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh);
+            }
         }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         for (int i = 0; i < dh; i++) o[i] *= inv;

@@ -29,34 +29,44 @@ void mattn_gemm_ref(int tA, int tB, int M, int N, int K, float alpha, const floa
         }
 }
 
-/* Built-in kernel: rows of C in parallel; the inner loops run over contiguous
- * memory for the two layouts the library uses (NT: x W^T, NN: P V). */
+/* Built-in kernel.  NT (x W^T, the projections): every C element is a dot
+ * product of two contiguous rows with 16 partial sums (mattn_dot), parallel
+ * over rows and blocks of columns so that a single row (decoding) still
+ * uses every thread.  Other layouts: rows of C in parallel, axpy inner loops
+ * over contiguous memory. */
 static void gemm_builtin(int tA, int tB, int M, int N, int K, float alpha, const float *A,
                          int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    #pragma omp parallel for schedule(static) if ((double)M * N * K > 1e6)
+    const double work = (double)M * N * K;
+    (void)work; /* only read by OpenMP clauses */
+    if (!tA && tB) {
+        const int nb = (N + 63) / 64;
+        #pragma omp parallel for collapse(2) schedule(static) if (work > 2e5)
+        for (int i = 0; i < M; i++)
+            for (int jb = 0; jb < nb; jb++) {
+                const float *a = A + (size_t)i * lda;
+                float *c = C + (size_t)i * ldc;
+                const int j1 = (jb + 1) * 64 < N ? (jb + 1) * 64 : N;
+                for (int j = jb * 64; j < j1; j++) {
+                    const float s = alpha * mattn_dot(a, B + (size_t)j * ldb, K);
+                    c[j] = beta == 0.0f ? s : beta * c[j] + s;
+                }
+            }
+        return;
+    }
+    #pragma omp parallel for schedule(static) if (work > 1e6)
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
         if (beta == 0.0f)
             for (int j = 0; j < N; j++) c[j] = 0.0f;
         else if (beta != 1.0f)
             for (int j = 0; j < N; j++) c[j] *= beta;
-        if (!tA && tB) {
-            const float *a = A + (size_t)i * lda;
-            for (int j = 0; j < N; j++) {
-                const float *b = B + (size_t)j * ldb;
-                float s = 0.0f;
-                for (int k = 0; k < K; k++) s += a[k] * b[k];
-                c[j] += alpha * s;
-            }
-        } else {
-            for (int k = 0; k < K; k++) {
-                float a = alpha * (tA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
-                if (!tB) {
-                    const float *b = B + (size_t)k * ldb;
-                    for (int j = 0; j < N; j++) c[j] += a * b[j];
-                } else {
-                    for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * ldb + k];
-                }
+        for (int k = 0; k < K; k++) {
+            float a = alpha * (tA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+            if (!tB) {
+                const float *b = B + (size_t)k * ldb;
+                for (int j = 0; j < N; j++) c[j] += a * b[j];
+            } else {
+                for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * ldb + k];
             }
         }
     }
