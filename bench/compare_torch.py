@@ -11,7 +11,8 @@ torch.optim.AdamW.  Prints a table of ratios and writes JSON.
     bench/compare_torch.py [--metaattn build/metaattn] [--threads 2] [--quick]
                            [--json bench/results/compare.json]
 
-Needs PyTorch 2.x (scripts/install-deps.sh --bench puts one in .venv-bench).
+Needs PyTorch 2.x: scripts/install-deps.sh --bench puts one in .venv-bench, then
+    .venv-bench/bin/python bench/compare_torch.py
 Targets (docs/performance.md): P1 soft layer forward >= 4x PyTorch, P2 causal
 full attention forward >= 2x SDPA, P4 training tokens/s >= 3x, P5 generation
 with the decode cache >= 10x the Python library's re-run-the-prefix generate.

@@ -5,12 +5,32 @@
 #   scripts/install-deps.sh             build + tests + demo
 #   scripts/install-deps.sh --fixtures  also python3-torch, to regenerate the
 #                                       PyTorch fixtures in tests/fixtures/
+#   scripts/install-deps.sh --bench     also GNU time and a
+#                                       virtualenv .venv-bench with PyTorch 2.x from
+#                                       pip, for bench/compare_torch.py
 set -euo pipefail
 
 pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox)
 if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
 fi
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(python3 python3-venv time)
+fi
+
+bench_venv() {
+  local root venv
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.venv-bench"
+  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import torch, sys; sys.exit(int(torch.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+    echo "install-deps: $venv has PyTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+    return
+  fi
+  echo "install-deps: creating $venv with PyTorch 2.x (pip)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q "torch>=2" numpy
+}
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -21,6 +41,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
+  if [[ "${1:-}" == "--bench" ]]; then bench_venv; fi
   exit 0
 fi
 
@@ -30,3 +51,4 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [[ "${1:-}" == "--bench" ]]; then bench_venv; fi
