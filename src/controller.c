@@ -73,7 +73,6 @@ double mattn_controller_flops(const mattn_controller *c, int64_t N) {
 // ----------------------------------------------------------------------------
 // elementwise pieces
 
-static inline float gelu(float z) { return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f)); }
 
 /* torch-compatible softplus (threshold 20), in double (spec §6.1) */
 static inline double softplus(double z) { return z > 20.0 ? z : log1p(exp(z)); }
@@ -123,16 +122,12 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
     mattn_gemm(0, 1, (int)N, Hc, in, 1.0f, act->f, in, c->w1, in, 0.0f, act->z1, Hc);
     const float p = (float)cfg->dropout;
     const uint64_t dkey = mattn_stream_seed(cfg->seed, step, 0, MATTN_PURPOSE_CTRL_DROPOUT);
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        for (int j = 0; j < Hc; j++) {
-            float z = (act->z1[n * Hc + j] += c->b1[j]);
-            float h = gelu(z);
-            if (training && p > 0.0f)
-                h = mattn_hash_u01(dkey, (uint64_t)(n * Hc + j)) < p ? 0.0f : h / (1.0f - p);
-            act->h[n * Hc + j] = h;
-        }
-    }
+    for (int64_t n = 0; n < N; n++)
+        for (int j = 0; j < Hc; j++) act->z1[n * Hc + j] += c->b1[j];
+    mattn_gelu_forward(act->h, act->z1, N * Hc);
+    if (training && p > 0.0f)
+        for (int64_t i = 0; i < N * Hc; i++)
+            act->h[i] = mattn_hash_u01(dkey, (uint64_t)i) < p ? 0.0f : act->h[i] / (1.0f - p);
 
     /* z2 = h W2^T + b2 */
     mattn_gemm(0, 1, (int)N, K, Hc, 1.0f, act->h, Hc, c->w2, Hc, 0.0f, act->logits, K);
@@ -294,9 +289,6 @@ mattn_status mattn_controller_alloc_grads(mattn_controller *c) {
 
 static inline double sigmoid(double z) { return z > 20.0 ? 1.0 : 1.0 / (1.0 + exp(-z)); }
 
-static inline float gelu_grad(float z) {
-    return 0.5f * (1.0f + erff(z * 0.70710678118654752f)) + z * expf(-0.5f * z * z) * 0.3989422804014327f;
-}
 
 /* gz2 (per token) from galpha and the aux loss. */
 void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
@@ -383,14 +375,9 @@ mattn_status mattn_controller_backward(mattn_controller *c, const mattn_config *
     /* h = dropout(GELU(z1)) */
     const float p = (float)cfg->dropout;
     const uint64_t dkey = mattn_stream_seed(cfg->seed, step, 0, MATTN_PURPOSE_CTRL_DROPOUT);
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        for (int j = 0; j < Hc; j++) {
-            float g = gh[n * Hc + j];
-            if (training && p > 0.0f)
-                g = mattn_hash_u01(dkey, (uint64_t)(n * Hc + j)) < p ? 0.0f : g / (1.0f - p);
-            gh[n * Hc + j] = g * gelu_grad(act->z1[n * Hc + j]);
-        }
+    if (training && p > 0.0f)
+        for (int64_t i = 0; i < N * Hc; i++) gh[i] = mattn_hash_u01(dkey, (uint64_t)i) < p ? 0.0f : gh[i] / (1.0f - p);
+    mattn_gelu_grad_mul(gh, act->z1, N * Hc);
     /* z1 = f W1^T + b1; x gets the first D feature columns (norm: stop-gradient) */
     mattn_gemm(1, 0, Hc, in, (int)N, 1.0f, gh, Hc, act->f, in, 1.0f, c->g_w1, in);
     for (int64_t n = 0; n < N; n++)

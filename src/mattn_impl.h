@@ -316,6 +316,7 @@ void mattn_layernorm_backward(float *dx, float *dw, float *db, const float *dout
                               const float *mean, const float *rstd, const float *w, int64_t N, int C);
 void mattn_gelu_forward(float *out, const float *x, int64_t n);
 void mattn_gelu_backward(float *dx, const float *x, const float *dout, int64_t n);
+void mattn_gelu_grad_mul(float *g, const float *x, int64_t n);  /* g *= GELU'(x) */
 void mattn_linear_forward(float *out, const float *x, const float *W, const float *b, int64_t N, int I, int O);
 void mattn_linear_backward(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W,
                            int64_t N, int I, int O);

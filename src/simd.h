@@ -82,6 +82,32 @@ static inline mattn_vf vexp(mattn_vf x) {
     mattn_vf r = y * (mattn_vf)bits;
     return (mattn_vf)((mattn_vi)r & ~under);
 }
+/* erfc(z) for z >= 0, lane-wise: Numerical Recipes' erfcc (Chebyshev fit),
+ * relative error < 1.2e-7 everywhere, so 1 + erf(x) = erfc(-x) keeps its
+ * relative accuracy deep in the negative tail (no cancellation). */
+static inline mattn_vf verfc_pos(mattn_vf z) {
+    const mattn_vf t = 1.0f / (1.0f + 0.5f * z);
+    mattn_vf y = vset1(0.17087277f);
+    y = y * t - 0.82215223f;
+    y = y * t + 1.48851587f;
+    y = y * t - 1.13520398f;
+    y = y * t + 0.27886807f;
+    y = y * t - 0.18628806f;
+    y = y * t + 0.09678418f;
+    y = y * t + 0.37409196f;
+    y = y * t + 1.00002368f;
+    y = y * t - 1.26551223f;
+    return t * vexp(y - z * z);
+}
+
+/* 1 + erf(x): erfc(-x) for x < 0, 2 - erfc(x) otherwise. */
+static inline mattn_vf vone_plus_erf(mattn_vf x) {
+    const mattn_vi neg = x < 0.0f;
+    const mattn_vf ax = (mattn_vf)((mattn_vi)x & ~(mattn_vi)vset1(-0.0f));
+    const mattn_vf e = verfc_pos(ax);
+    return (mattn_vf)(((mattn_vi)e & neg) | ((mattn_vi)(2.0f - e) & ~neg));
+}
+
 /* ELU(x) + 1: x + 1 for x > 0, exp(x) otherwise (linear attention's phi). */
 static inline mattn_vf vphi(mattn_vf x) {
     const mattn_vi pos = x > 0.0f;
@@ -97,6 +123,16 @@ static inline mattn_vf vphi(mattn_vf x) {
     for (int i = 0; i < MATTN_VL; i++) x[i] = x[i] > 0 ? x[i] + 1 : exp(x[i]);
     return x;
 }
+static inline mattn_vf vone_plus_erf(mattn_vf x) {
+    for (int i = 0; i < MATTN_VL; i++) x[i] = 1 + erf(x[i]);
+    return x;
+}
 #endif
+
+/* GELU (exact erf form) and its derivative. */
+static inline mattn_vf vgelu(mattn_vf x) { return 0.5f * x * vone_plus_erf(x * 0.70710678118654752f); }
+static inline mattn_vf vgelu_grad(mattn_vf x) {
+    return 0.5f * vone_plus_erf(x * 0.70710678118654752f) + x * vexp(-0.5f * x * x) * 0.3989422804014327f;
+}
 
 #endif

@@ -86,6 +86,30 @@ static void test_blocks_fd(void **st) {
     }
 }
 
+
+/* The vectorised GELU and its derivative against the erf formula in double
+ * over [-10, 10], including the negative tail where 1 + erf cancels. */
+static void test_gelu_accuracy(void **st) {
+    (void)st;
+    enum { n = 20001 };
+    float *x = falloc(n), *y = falloc(n), *g = falloc(n), *one = falloc(n);
+    for (int i = 0; i < n; i++) x[i] = -10.0f + 20.0f * (float)i / (n - 1), one[i] = 1.0f;
+    mattn_gelu_forward(y, x, n);
+    mattn_gelu_backward(g, x, one, n);
+    double wf = 0.0, wg = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double z = x[i], c = 0.5 * (1.0 + erf(z / sqrt(2.0)));
+        const double e = z * exp(-0.5 * z * z) / sqrt(2.0 * M_PI), f = z * c, d = c + e;
+        /* relative to |f| (floor 1e-6); the derivative relative to the size
+         * of its two terms (it crosses zero near x = -0.75) */
+        wf = fmax(wf, fabs(y[i] - f) / fmax(fabs(f), 1e-6));
+        wg = fmax(wg, fabs(g[i] - d) / fmax(fabs(c) + fabs(e), 1e-6));
+    }
+    if (!(wf < 5e-6 && wg < 5e-6)) print_error("gelu rel err %.3g, gelu' rel err %.3g\n", wf, wg);
+    assert_true(wf < 5e-6 && wg < 5e-6);
+    free(x); free(y); free(g); free(one);
+}
+
 static void test_layernorm_closed_form(void **st) {
     (void)st;
     float x[C], w[C], b[C], out[C], mean, rstd;
@@ -125,6 +149,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blocks_fd),
         cmocka_unit_test(test_layernorm_closed_form),
+        cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_embedding_and_ce),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
