@@ -310,6 +310,13 @@ MATTN_API const mattn_config *mattn_layer_config(const mattn_layer *l);
  * MATTN_ERR_INVALID_ARG.  The layer keeps a copy; expert == NULL clears. */
 MATTN_API mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n);
 
+/* Gradients on (default) or off.  Off is inference (like torch.no_grad):
+ * the experts share one workspace and output buffer and each expert's output
+ * is merged as soon as it is computed, so a forward's memory does not grow
+ * with the number of experts; outputs are the same; mattn_layer_backward
+ * after such a forward fails with MATTN_ERR_MISUSE. */
+MATTN_API void mattn_layer_set_grad(mattn_layer *l, int enabled);
+
 /* Training mode (default) samples the posterior, applies dropout and Gumbel
  * noise from the seed; eval mode uses the posterior mean and no dropout. */
 MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);
@@ -414,6 +421,8 @@ MATTN_API void mattn_model_free(mattn_model *m);
 MATTN_API const char *mattn_model_errmsg(const mattn_model *m);
 MATTN_API const mattn_lm_config *mattn_model_config(const mattn_model *m);
 MATTN_API void mattn_model_set_training(mattn_model *m, int training);
+/* Gradients on/off for every layer (mattn_layer_set_grad): off for inference. */
+MATTN_API void mattn_model_set_grad(mattn_model *m, int enabled);
 MATTN_API uint64_t mattn_model_step(const mattn_model *m);
 MATTN_API void mattn_model_set_step(mattn_model *m, uint64_t step);
 /* Override the routing knobs of every layer (schedules): cost_lambda,

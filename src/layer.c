@@ -171,6 +171,7 @@ char *mattn_layer_errbuf(mattn_layer *l) { return l->errmsg; }
 const mattn_config *mattn_layer_config(const mattn_layer *l) { return l ? &l->cfg : NULL; }
 mattn_config *mattn_layer_cfg_mut(mattn_layer *l) { return &l->cfg; }
 void mattn_layer_set_training(mattn_layer *l, int training) { if (l) l->training = training != 0; }
+void mattn_layer_set_grad(mattn_layer *l, int enabled) { if (l) l->no_grad = !enabled; }
 
 mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n) {
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_force_routes: layer is NULL");
@@ -244,6 +245,13 @@ static size_t layout(mattn_layer *l, char *base, int B, int T) {
         TAKE(l->y[k], N * D * sizeof(float));
         TAKE(l->work[k], e->vt->workspace_size ? e->vt->workspace_size(e->state, B, T) : 0);
     }
+    size_t wmax = 0; /* no-grad forwards run every expert in one workspace (touched only then) */
+    for (int k = 0; k < l->K; k++) {
+        mattn_expert *e = l->experts[k];
+        const size_t w = e->vt->workspace_size ? e->vt->workspace_size(e->state, B, T) : 0;
+        wmax = w > wmax ? w : wmax;
+    }
+    TAKE(l->work_ng, wmax);
     if (l->cfg.share_qkv) {
         TAKE(l->qkv, N * 3 * D * sizeof(float));
         TAKE(l->merged, N * D * sizeof(float));
@@ -437,24 +445,55 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     s.flops_controller = mattn_controller_flops(&l->ctrl, N);
     if (l->cfg.share_qkv) s.flops_shared = shared_projections(l, x, B, T);
 
+    /* Gradients off: every expert computes into one workspace and one output
+     * buffer, merged as soon as it is done (same sums in the same order as
+     * below), so memory does not grow with the number of experts.  Not with
+     * a mix of shared and unshared experts (custom experts under share_qkv). */
+    int all_shared = 1;
+    for (int k = 0; k < K; k++) all_shared &= l->uses_shared[k];
+    const int ng = l->no_grad && (!l->cfg.share_qkv || all_shared);
+    if (ng) {
+        memset(out, 0, (size_t)N * D * sizeof(float));
+        if (l->cfg.share_qkv) memset(l->merged, 0, (size_t)N * D * sizeof(float));
+    }
     for (int k = 0; k < K; k++) {
         if (!l->n_rows[k]) continue;
         mattn_expert *e = l->experts[k];
         mattn_expert_call c = {
             .x = x, .qkv = l->uses_shared[k] ? l->qkv : NULL, .B = B, .T = T, .masks = masks,
             .rows = l->n_rows[k] == N ? NULL : l->rows[k], .n_rows = l->n_rows[k],
-            .out = l->y[k], .work = l->work[k], .training = l->training,
+            .out = ng ? l->y[0] : l->y[k], .work = ng ? l->work_ng : l->work[k], .training = l->training,
             .seed = l->cfg.seed, .step = step,
         };
         st = e->vt->forward(e->state, &c);
         if (st != MATTN_OK)
             return LERR(l, st, "expert %d ('%s') failed: %s", k, e->vt->name, mattn_last_error());
         s.flops[k] = c.flops;
+        if (ng) {
+            float *acc = l->cfg.share_qkv ? l->merged : out;
+            #pragma omp parallel for schedule(static)
+            for (int64_t n = 0; n < N; n++) {
+                if (!l->exec[n * K + k]) continue;
+                const float w = l->weights[n * K + k], *y = l->y[0] + n * D;
+                float *o = acc + n * D;
+                for (int d = 0; d < D; d++) o[d] += w * y[d];
+            }
+        }
+    }
+    if (ng && l->cfg.share_qkv) {
+        int64_t nq = 0;
+        for (int64_t n = 0; n < N; n++) {
+            int any = 0;
+            for (int k = 0; k < K; k++) any |= l->exec[n * K + k];
+            if (any) l->srows[nq++] = (int32_t)n;
+        }
+        s.flops_shared += mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D,
+                                             l->xg, l->yg);
     }
 
     /* merge: out = W_o (sum of shared core outputs) + sum of the others */
-    memset(out, 0, (size_t)N * D * sizeof(float));
-    if (l->cfg.share_qkv) {
+    if (!ng) memset(out, 0, (size_t)N * D * sizeof(float));
+    if (!ng && l->cfg.share_qkv) {
         int64_t nq = 0;
         for (int64_t n = 0; n < N; n++) {
             float *m = l->merged + n * D;
@@ -471,19 +510,22 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         s.flops_shared += mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D,
                                              l->xg, l->yg);
     }
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        float *o = out + n * D;
-        for (int k = 0; k < K; k++) {
-            if (l->uses_shared[k] || !l->exec[n * K + k]) continue;
-            const float w = l->weights[n * K + k], *y = l->y[k] + n * D;
-            for (int d = 0; d < D; d++) o[d] += w * y[d];
+    if (!ng) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            float *o = out + n * D;
+            for (int k = 0; k < K; k++) {
+                if (l->uses_shared[k] || !l->exec[n * K + k]) continue;
+                const float w = l->weights[n * K + k], *y = l->y[k] + n * D;
+                for (int d = 0; d < D; d++) o[d] += w * y[d];
+            }
         }
     }
 
     l->fB = B;
     l->fT = T;
     l->f_training = l->training;
+    l->f_no_grad = ng;
     l->f_step = step;
     if (l->training) l->step++;
     if (aux_loss) *aux_loss = (float)aux;
@@ -590,6 +632,9 @@ mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_ma
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_backward: layer is NULL");
     if (!x || !gout) return LERR(l, MATTN_ERR_INVALID_ARG, "mattn_layer_backward: %s is NULL", !x ? "x" : "gout");
     if (!l->N) return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: no forward to differentiate");
+    if (l->f_no_grad)
+        return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: the last forward ran with gradients off "
+                    "(mattn_layer_set_grad(l, 1) before the forward)");
     const int B = l->fB, T = l->fT, D = l->cfg.d_model, K = l->K;
     const int64_t N = l->N;
     for (int k = 0; k < K; k++)

@@ -40,6 +40,8 @@ struct mattn_layer {
     uint8_t *need;                       /* shared: (N) */
     int64_t N;                           /* tokens of the last forward */
     int fB, fT, f_training;              /* shape and mode of the last forward */
+    int no_grad, f_no_grad;              /* gradients off (mattn_layer_set_grad) now / at the last forward */
+    void *work_ng;                       /* no-grad: the workspace every expert shares */
     uint64_t f_step;                     /* its noise step */
 
     /* gradients (allocated by the first zero_grad/backward) */

@@ -335,6 +335,10 @@ void mattn_model_set_training(mattn_model *m, int training) {
     m->training = training != 0;
     for (int l = 0; l < m->L; l++) mattn_layer_set_training(m->layers[l], m->training);
 }
+void mattn_model_set_grad(mattn_model *m, int enabled) {
+    if (!m) return;
+    for (int l = 0; l < m->L; l++) mattn_layer_set_grad(m->layers[l], enabled);
+}
 uint64_t mattn_model_step(const mattn_model *m) { return m ? m->step : 0; }
 void mattn_model_set_step(mattn_model *m, uint64_t step) { if (m) m->step = step; }
 mattn_layer *mattn_model_layer(mattn_model *m, int i) { return m && i >= 0 && i < m->L ? m->layers[i] : NULL; }

@@ -234,6 +234,35 @@ static void test_forced_routes(void **st) {
     }
 }
 
+
+/* Gradients off: the same outputs in every routing mode (experts share one
+ * workspace and merge as they go), and no backward after such a forward. */
+static void test_no_grad_same_output(void **st) {
+    (void)st;
+    for (int v = 0; v < 4; v++) {
+        mattn_config c = small_cfg();
+        c.share_qkv = v & 1;
+        c.hard_routing = (v >> 1) & 1;
+        c.causal = 1;
+        mattn_layer *l;
+        assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
+        randomise_controller(l, &c, 4, 1.0);
+        mattn_layer_set_training(l, 0);
+        const int D = c.d_model, N = B * T;
+        float *x = falloc(N * D), *o1 = falloc(N * D), *o2 = falloc(N * D), *g = falloc(N * D);
+        fill_normal(x, N * D, 8, 1.0);
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, o1, NULL, NULL), MATTN_OK);
+        mattn_layer_set_grad(l, 0);
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, o2, NULL, NULL), MATTN_OK);
+        assert_close(o1, o2, N * D, 0.0, "no-grad forward == forward");
+        assert_int_equal(mattn_layer_backward(l, x, NULL, o1, 0.0f, NULL), MATTN_ERR_MISUSE);
+        assert_non_null(strstr(mattn_layer_errmsg(l), "gradients off"));
+        mattn_layer_set_grad(l, 1);
+        free(x); free(o1); free(o2); free(g);
+        mattn_layer_free(l);
+    }
+}
+
 static void test_training_noise_reproducible(void **st) {
     (void)st;
     for (int hard = 0; hard < 2; hard++) {
@@ -380,6 +409,7 @@ int main(void) {
         cmocka_unit_test(test_sparse_hard_equals_dense),  cmocka_unit_test(test_training_noise_reproducible),
         cmocka_unit_test(test_errors),                    cmocka_unit_test(test_stats_format),
         cmocka_unit_test(test_save_load),                 cmocka_unit_test(test_forced_routes),
+        cmocka_unit_test(test_no_grad_same_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

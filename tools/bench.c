@@ -212,6 +212,7 @@ static int bench_layer_soft(bench *b) {
     layer_ctx x = {.T = T};
     if (mattn_layer_init(&c, NULL, &x.l) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
     mattn_layer_set_training(x.l, 0);
+    mattn_layer_set_grad(x.l, 0); /* inference, as torch.no_grad() on the PyTorch side */
     float *in = randn((size_t)T * 512, 5, 1.0);
     x.x = in, x.out = mattn_amalloc(sizeof(float) * T * 512);
     fprintf(b->tab, "layer, soft routing, eval (T=%d, D=512, H=8, w=64, per-expert projections)\n", T);
@@ -229,6 +230,7 @@ static int bench_hard_at(bench *b, int T, int share) {
     layer_ctx x = {.T = T};
     if (mattn_layer_init(&c, NULL, &x.l) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
     mattn_layer_set_training(x.l, 0);
+    mattn_layer_set_grad(x.l, 0); /* inference, as torch.no_grad() on the PyTorch side */
     float *in = randn((size_t)T * 512, 6, 1.0);
     uint8_t *mix = malloc((size_t)T), *full = calloc((size_t)T, 1);
     x.x = in, x.out = mattn_amalloc(sizeof(float) * T * 512);
@@ -272,6 +274,7 @@ static int bench_long(bench *b) {
     layer_ctx x = {.T = T};
     if (mattn_layer_init(&c, NULL, &x.l) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
     mattn_layer_set_training(x.l, 0);
+    mattn_layer_set_grad(x.l, 0); /* inference, as torch.no_grad() on the PyTorch side */
     float *in = randn((size_t)T * 512, 7, 1.0);
     x.x = in, x.out = mattn_amalloc(sizeof(float) * T * 512);
     fprintf(b->tab, "long context: one soft layer forward, eval (T=%d, D=512)\n", T);

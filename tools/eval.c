@@ -45,6 +45,7 @@ int cli_load_model(const char *path, mattn_model **out) {
         return cli_fail(1, "--model: %s", mattn_last_error());
     }
     mattn_model_set_training(*out, 0);
+    mattn_model_set_grad(*out, 0); /* inference only */
     return 0;
 }
 
