@@ -224,105 +224,197 @@ double mattn_attn_linear_forward_ref(const mattn_attn_args *a) {
 }
 
 // ----------------------------------------------------------------------------
-// backward (every query row)
+// backward (every query row), chunked like the forward
 //
 // o_t = num_t / den_t, num_t = S_t^T phi(q_t), den_t = phi(q_t).z_t + 1e-6:
 //   gnum_t = go_t / den_t,  gden_t = -<go_t, o_t> / den_t
 //   gphi(q_t) = S_t gnum_t + gden_t z_t
 //   gphi(k_s) = G_s v_s + gz_s,  gv_s = G_s^T phi(k_s)
-// with G_s = sum_{t sees s} phi(q_t) gnum_t^T and gz_s = sum_{t sees s} gden_t phi(q_t)
-// (t >= s when causal, every t otherwise).  Pass 1 runs forward carrying
-// (S, z); pass 2 runs backward carrying (G, gz).  Scratch (g->state):
-// B*H*(dh^2 + dh) floats for the carried state, then B*T*H*(dh + 1) for
-// gnum and gden.
+// with G_s = sum_{t sees s} phi(q_t) gnum_t^T and gz_s = sum_{t sees s} gden_t phi(q_t).
+// Causal, per chunk of LC positions: the part of S, z, G, gz from other
+// chunks is carried (pass 1 forward: S^T and z; pass 2 backward: G, G^T, gz)
+// and the chunk's own part is the masked LC x LC products A = phi(Q) phi(K)^T
+// and gA = gnum V^T + gden.  Bidirectional: S, z, G, gz over everything, no
+// chunk part.  gnum and gden go from pass 1 to pass 2 through g->state.
 
 static inline float dphi(float x) { return x > 0.0f ? 1.0f : expf(x); }
 
-size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh) {
-    return ((size_t)B * H * ((size_t)dh * dh + dh) + (size_t)B * T * H * (dh + 1)) * sizeof(float);
+/* dst[d] += (g[d] + c add[d]) phi'(x[d]) for d < dh, vectorised. */
+static void add_dphi(float *dst, const float *g, const float *add, float c, const float *x, int dh) {
+    int d = 0;
+    for (; d + MATTN_VL <= dh; d += MATTN_VL) {
+        const mattn_vf xv = vload(x + d);
+        const mattn_vi pos = xv > 0.0f;
+        const mattn_vf e = vexp(-vmax(-xv, vset1(0.0f)));
+        const mattn_vf dp = (mattn_vf)(((mattn_vi)vset1(1.0f) & pos) | ((mattn_vi)e & ~pos));
+        vstore(dst + d, vload(dst + d) + (vload(g + d) + c * vload(add + d)) * dp);
+    }
+    for (; d < dh; d++) dst[d] += (g[d] + c * add[d]) * dphi(x[d]);
 }
 
-void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows);
-    const int B = a->B, T = a->T, H = a->H, dh = a->dh;
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            float *S = g->state + ((size_t)b * H + h) * (size_t)(dh * dh + dh), *z = S + dh * dh;
-            float *gn = g->state + (size_t)B * H * (dh * dh + dh) + ((size_t)b * H + h) * (size_t)T * (dh + 1);
-            for (int i = 0; i < dh * dh + dh; i++) S[i] = 0.0f;
-            #define KV(s) const size_t ks = ((size_t)b * T + (s)) * a->ld + (size_t)h * dh; \
-                          const float *k = a->k + ks, *v = a->v + ks
-            if (!a->causal)
-                for (int s = 0; s < T; s++) {
-                    if (padded(a, b, s)) continue;
-                    KV(s);
-                    for (int i = 0; i < dh; i++) {
-                        float pk = phi(k[i]);
-                        z[i] += pk;
-                        for (int j = 0; j < dh; j++) S[i * dh + j] += pk * v[j];
-                    }
-                }
-            for (int t = 0; t < T; t++) { /* pass 1 */
-                if (a->causal && !padded(a, b, t)) {
-                    KV(t);
-                    for (int i = 0; i < dh; i++) {
-                        float pk = phi(k[i]);
-                        z[i] += pk;
-                        for (int j = 0; j < dh; j++) S[i * dh + j] += pk * v[j];
-                    }
-                }
-                const size_t row = (size_t)b * T + t;
-                const float *q = a->q + row * a->ld + (size_t)h * dh;
-                const float *o = a->out + row * a->ldo + (size_t)h * dh;
-                const float *go = g->gout + row * g->ldgo + (size_t)h * dh;
-                float *gq = g->gq + row * g->ldg + (size_t)h * dh, *gnum = gn + (size_t)t * (dh + 1);
-                float den = 0.0f, god = 0.0f;
-                for (int i = 0; i < dh; i++) {
-                    den += phi(q[i]) * z[i];
-                    god += go[i] * o[i];
-                }
-                den += 1e-6f;
-                for (int j = 0; j < dh; j++) gnum[j] = go[j] / den;
-                const float gden = gnum[dh] = -god / den;
-                for (int i = 0; i < dh; i++)
-                    gq[i] += (gden * z[i] + mattn_dot(S + (size_t)i * dh, gnum, dh)) * dphi(q[i]);
+size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh) {
+    return (size_t)B * T * H * (dh + 1) * sizeof(float);
+}
+
+/* Per-thread workspace: Qp, Kp, Vp, VpT-free: gN, gQ, gK, gV (LC x dhp each),
+ * KpT, VT (dh x LC), A, gA (LC x LC), St, G, Gt (dh x dhp), z, gz (dh). */
+#define LINB_FLOATS (7 * (size_t)LC * LDH + 2 * (size_t)LDH * LC + 2 * (size_t)LC * LC + 3 * (size_t)LDH * LDH + 2 * LDH)
+
+/* A = phi(Q) phi(K)^T and gA = gN V^T + gden for a causal chunk, masked to
+ * s <= t (both zero above the diagonal); nq = nk = n. */
+static void lin_chunk_products(int n, int dh, int dhp, const float *Qp, const float *KpT, const float *gN,
+                               const float *VT, const float *gden, float *A, float *gA) {
+    const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+    mk_xyt(n, dh, Qp, dhp, KpT, LC, nc, A, LC);
+    mk_xyt(n, dh, gN, dhp, VT, LC, nc, gA, LC);
+    for (int t = 0; t < n; t++) {
+        float *ar = A + (size_t)t * LC, *gr = gA + (size_t)t * LC;
+        for (int s = 0; s <= t; s++) gr[s] += gden[t];
+        for (int s = t + 1; s < nc; s++) ar[s] = gr[s] = 0.0f;
+    }
+}
+
+static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, int h, float *ws) {
+    const int T = a->T, dh = a->dh, dhp = lin_pad(dh);
+    float *Qp = ws, *Kp = Qp + LC * LDH, *Vp = Kp + LC * LDH, *gN = Vp + LC * LDH, *gQ = gN + LC * LDH;
+    float *gK = gQ + LC * LDH, *gV = gK + LC * LDH, *KpT = gV + LC * LDH, *VT = KpT + LDH * LC;
+    float *A = VT + LDH * LC, *gA = A + LC * LC, *St = gA + LC * LC, *G = St + LDH * LDH, *Gt = G + LDH * LDH;
+    float *z = Gt + LDH * LDH, *gz = z + LDH;
+    const size_t hb = (size_t)b * T;
+    const float *q = a->q + hb * a->ld + (size_t)h * dh, *k = a->k + hb * a->ld + (size_t)h * dh;
+    const float *v = a->v + hb * a->ld + (size_t)h * dh;
+    const uint8_t *kp = a->masks && a->masks->key_padding ? a->masks->key_padding + hb : NULL;
+    float *gstore = g->state + ((size_t)b * a->H + h) * (size_t)T * (dh + 1); /* gnum | gden per t */
+    const size_t S2 = (size_t)dh * dhp;
+    memset(St, 0, S2 * sizeof(float));
+    memset(z, 0, (size_t)dh * sizeof(float));
+    if (!a->causal) /* S^T and z over every key */
+        for (int c0 = 0; c0 < T; c0 += LC) {
+            const int n = T - c0 < LC ? T - c0 : LC;
+            pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, NULL);
+            pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
+            mk_ay(dh, n, dhp, Vp, 1, dhp, Kp, dhp, St, dhp);
+            for (int j = 0; j < n; j++)
+                for (int d = 0; d < dh; d++) z[d] += Kp[(size_t)j * dhp + d];
+        }
+    /* pass 1: gnum, gden and dL/dq */
+    for (int c0 = 0; c0 < T; c0 += LC) {
+        const int n = T - c0 < LC ? T - c0 : LC;
+        float gden[LC];
+        pack_phi(q, a->ld, c0, n, dh, dhp, NULL, Qp, NULL);
+        if (a->causal) {
+            pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, KpT);
+            pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
+            for (int d = 0; d < dh; d++) { /* V^T, zero columns past n */
+                for (int j = 0; j < n; j++) VT[(size_t)d * LC + j] = Vp[(size_t)j * dhp + d];
+                for (int j = n; j < LC; j++) VT[(size_t)d * LC + j] = 0.0f;
             }
-            float *G = S, *gz = z; /* reuse the state buffer */
-            for (int i = 0; i < dh * dh + dh; i++) S[i] = 0.0f;
-            if (!a->causal)
-                for (int t = 0; t < T; t++) {
-                    const float *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
-                    const float *gnum = gn + (size_t)t * (dh + 1);
-                    for (int i = 0; i < dh; i++) {
-                        float pq = phi(q[i]);
-                        gz[i] += gnum[dh] * pq;
-                        for (int j = 0; j < dh; j++) G[i * dh + j] += pq * gnum[j];
-                    }
-                }
-            for (int s = T - 1; s >= 0; s--) { /* pass 2 */
-                if (a->causal) {
-                    const float *q = a->q + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    const float *gnum = gn + (size_t)s * (dh + 1);
-                    for (int i = 0; i < dh; i++) {
-                        float pq = phi(q[i]);
-                        gz[i] += gnum[dh] * pq;
-                        for (int j = 0; j < dh; j++) G[i * dh + j] += pq * gnum[j];
-                    }
-                }
-                if (padded(a, b, s)) continue;
-                KV(s);
-                float *gk = g->gk + ((size_t)b * T + s) * g->ldg + (size_t)h * dh;
-                float *gv = g->gv + ((size_t)b * T + s) * g->ldg + (size_t)h * dh;
-                for (int i = 0; i < dh; i++) {
-                    const float *Gi = G + (size_t)i * dh;
-                    gk[i] += (gz[i] + mattn_dot(Gi, v, dh)) * dphi(k[i]);
-                    mattn_axpy(gv, phi(k[i]), Gi, dh);
-                }
-            }
-            #undef KV
+            const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+            mk_xyt(n, dh, Qp, dhp, KpT, LC, nc, A, LC);
+        }
+        for (int t = 0; t < n; t++) {
+            const size_t row = hb + (size_t)(c0 + t);
+            const float *go = g->gout + row * g->ldgo + (size_t)h * dh, *o = a->out + row * a->ldo + (size_t)h * dh;
+            double den = 0.0;
+            for (int d = 0; d < dh; d++) den += Qp[(size_t)t * dhp + d] * z[d];
+            if (a->causal)
+                for (int s = 0; s <= t; s++) den += A[(size_t)t * LC + s];
+            const float dn = (float)den + 1e-6f, god = mattn_dot(go, o, dh);
+            float *gn = gN + (size_t)t * dhp, *st = gstore + (size_t)(c0 + t) * (dh + 1);
+            int d = 0;
+            for (; d < dh; d++) st[d] = gn[d] = go[d] / dn;
+            for (; d < dhp; d++) gn[d] = 0.0f;
+            st[dh] = gden[t] = -god / dn;
+        }
+        memset(gQ, 0, sizeof(float) * (size_t)n * dhp);
+        mk_ay(n, dh, dhp, gN, dhp, 1, St, dhp, gQ, dhp); /* S gnum (St rows are S columns) */
+        if (a->causal) {
+            lin_chunk_products(n, dh, dhp, Qp, KpT, gN, VT, gden, A, gA);
+            mk_ay(n, n, dhp, gA, LC, 1, Kp, dhp, gQ, dhp);
+        }
+        for (int t = 0; t < n; t++) {
+            const float *x = q + (size_t)(c0 + t) * a->ld;
+            float *gq = g->gq + (hb + (size_t)(c0 + t)) * g->ldg + (size_t)h * dh;
+            add_dphi(gq, gQ + (size_t)t * dhp, z, gden[t], x, dh);
+        }
+        if (a->causal) { /* carry S^T, z past this chunk */
+            mk_ay(dh, n, dhp, Vp, 1, dhp, Kp, dhp, St, dhp);
+            for (int j = 0; j < n; j++)
+                for (int d = 0; d < dh; d++) z[d] += Kp[(size_t)j * dhp + d];
         }
     }
+    /* pass 2: dL/dk, dL/dv; G, G^T, gz carry the queries after the chunk */
+    memset(G, 0, S2 * sizeof(float));
+    memset(Gt, 0, S2 * sizeof(float));
+    memset(gz, 0, (size_t)dh * sizeof(float));
+    const int last_c0 = (T - 1) / LC * LC;
+    for (int pass = a->causal ? 1 : 0; pass < 2; pass++) /* bidirectional: G over everything first */
+        for (int c0 = last_c0; c0 >= 0; c0 -= LC) {
+            const int n = T - c0 < LC ? T - c0 : LC;
+            float gden[LC];
+            pack_phi(q, a->ld, c0, n, dh, dhp, NULL, Qp, NULL);
+            for (int t = 0; t < n; t++) {
+                const float *st = gstore + (size_t)(c0 + t) * (dh + 1);
+                float *gn = gN + (size_t)t * dhp;
+                int d = 0;
+                for (; d < dh; d++) gn[d] = st[d];
+                for (; d < dhp; d++) gn[d] = 0.0f;
+                gden[t] = st[dh];
+            }
+            if (pass == 1) {
+                pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, KpT);
+                pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
+                memset(gK, 0, sizeof(float) * (size_t)n * dhp);
+                memset(gV, 0, sizeof(float) * (size_t)n * dhp);
+                mk_ay(n, dh, dhp, Vp, dhp, 1, Gt, dhp, gK, dhp); /* G v */
+                mk_ay(n, dh, dhp, Kp, dhp, 1, G, dhp, gV, dhp);  /* G^T phi(k) */
+                if (a->causal) {
+                    for (int d = 0; d < dh; d++) {
+                        for (int j = 0; j < n; j++) VT[(size_t)d * LC + j] = Vp[(size_t)j * dhp + d];
+                        for (int j = n; j < LC; j++) VT[(size_t)d * LC + j] = 0.0f;
+                    }
+                    lin_chunk_products(n, dh, dhp, Qp, KpT, gN, VT, gden, A, gA);
+                    mk_ay(n, n, dhp, gA, 1, LC, Qp, dhp, gK, dhp); /* gA^T phi(Q) */
+                    mk_ay(n, n, dhp, A, 1, LC, gN, dhp, gV, dhp);  /* A^T gnum */
+                }
+                for (int j = 0; j < n; j++) {
+                    const size_t row = hb + (size_t)(c0 + j);
+                    if (kp && !kp[c0 + j]) continue; /* padded key: no gradient */
+                    const float *x = k + (size_t)(c0 + j) * a->ld;
+                    float *gk = g->gk + row * g->ldg + (size_t)h * dh, *gv = g->gv + row * g->ldg + (size_t)h * dh;
+                    add_dphi(gk, gK + (size_t)j * dhp, gz, 1.0f, x, dh);
+                    mattn_axpy(gv, 1.0f, gV + (size_t)j * dhp, dh);
+                }
+            }
+            if (pass == 0 || a->causal) { /* G += phi(Q)^T gnum, G^T += gnum^T phi(Q), gz += gden phi(Q) */
+                mk_ay(dh, n, dhp, Qp, 1, dhp, gN, dhp, G, dhp);
+                mk_ay(dh, n, dhp, gN, 1, dhp, Qp, dhp, Gt, dhp);
+                for (int t = 0; t < n; t++)
+                    for (int d = 0; d < dh; d++) gz[d] += gden[t] * Qp[(size_t)t * dhp + d];
+            }
+        }
+}
+
+/* Returns 0, or -1 when the per-thread workspace could not be allocated. */
+int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
+    MATTN_ASSERT(!a->rows && a->dh <= MATTN_MAX_HEAD_DIM);
+    const int B = a->B, H = a->H;
+    int nomem = 0;
+    #pragma omp parallel
+    {
+        float *ws = mattn_amalloc(LINB_FLOATS * sizeof(float));
+        if (!ws) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
+        #pragma omp barrier
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                if (!nomem) lin_bwd_head(a, g, b, h, ws);
+        mattn_afree(ws);
+    }
+    return nomem ? -1 : 0;
 }
 
 /* Reference: the quadratic form in double.  A_ts = phi(q_t).phi(k_s) over

@@ -244,8 +244,8 @@ mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qk
     const int D = e->D;
     mattn_attn_grad g = {.gout = gout, .ldgo = D, .gq = g_qkv, .gk = g_qkv + D, .gv = g_qkv + 2 * D,
                          .ldg = 3 * D, .state = scratch};
-    if (e->core == MATTN_CORE_LINEAR) mattn_attn_linear_backward(&a, &g);
-    else if (mattn_attn_softmax_backward(&a, &g) != 0) return core_nomem(e, T);
+    const int rc = e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_backward(&a, &g) : mattn_attn_softmax_backward(&a, &g);
+    if (rc != 0) return core_nomem(e, T);
     return MATTN_OK;
 }
 

@@ -143,7 +143,7 @@ double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
  * and a->out from its forward; linear needs a->out and g->state. */
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g); /* -1: out of memory */
 void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
-void mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);
+int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);   /* -1: out of memory */
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
 size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 

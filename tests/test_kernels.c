@@ -239,6 +239,55 @@ static void test_tiled_shapes(void **st) {
     run_tiled(200, 64, 0, 64, 2, 0.2f, 0);
 }
 
+
+/* The chunked linear kernels on several chunks (T past the chunk length,
+ * ragged), forward and backward against the quadratic references, key
+ * padding, 1 vs 2 threads bit-identical. */
+static void run_linear_chunked(int T, int dh, int causal, int masks) {
+    case_t c;
+    case_init(&c, 2, T, 2, dh, (uint64_t)T * 7 + (uint64_t)dh);
+    const int D = 2 * dh;
+    const size_t N = (size_t)2 * T;
+    mattn_masks m = {.key_padding = c.kp};
+    mattn_attn_args a = args(&c, c.out, NULL, causal, -1, masks ? &m : NULL, NULL, 0);
+    mattn_attn_args r = args(&c, c.ref, NULL, causal, -1, masks ? &m : NULL, NULL, 0);
+    char what[96];
+    snprintf(what, sizeof what, "linear T=%d dh=%d causal=%d masks=%d", T, dh, causal, masks);
+    assert_true(mattn_attn_linear_forward(&a) > 0);
+    mattn_attn_linear_forward_ref(&r);
+    assert_close(c.out, c.ref, N * D, 2e-5, what);
+    float *go = falloc(N * D), *g = falloc(N * 3 * D), *gr = falloc(N * 3 * D);
+    float *st = falloc(mattn_attn_linear_backward_scratch(2, T, 2, dh) / sizeof(float));
+    fill_normal(go, N * D, 78, 1.0);
+    mattn_attn_grad gg = {.gout = go, .ldgo = D, .gq = g, .gk = g + D, .gv = g + 2 * D, .ldg = 3 * D, .state = st};
+    mattn_attn_grad gref = gg;
+    gref.gq = gr, gref.gk = gr + D, gref.gv = gr + 2 * D;
+    assert_int_equal(mattn_attn_linear_backward(&a, &gg), 0);
+    mattn_attn_linear_backward_ref(&a, &gref);
+    assert_close(g, gr, N * 3 * D, 1e-4, what);
+#ifdef _OPENMP
+    float *g1 = falloc(N * 3 * D);
+    omp_set_num_threads(1);
+    mattn_attn_grad g1a = gg;
+    g1a.gq = g1, g1a.gk = g1 + D, g1a.gv = g1 + 2 * D;
+    mattn_attn_linear_backward(&a, &g1a);
+    omp_set_num_threads(2);
+    assert_memory_equal(g1, g, sizeof(float) * N * 3 * D);
+    free(g1);
+#endif
+    free(go); free(g); free(gr); free(st);
+    case_free(&c);
+}
+
+static void test_linear_chunked(void **st) {
+    (void)st;
+    const int Ts[] = {50, 130, 200}, dhs[] = {5, 20, 64};
+    for (int ti = 0; ti < 3; ti++)
+        for (int di = 0; di < 3; di++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int masks = 0; masks < 2; masks++) run_linear_chunked(Ts[ti], dhs[di], causal, masks);
+}
+
 static void test_linear_vs_ref(void **st) {
     (void)st;
     const int T_list[] = {1, 7, 65, 130};
@@ -271,6 +320,7 @@ int main(void) {
         cmocka_unit_test(test_fully_masked_row_is_zero),
         cmocka_unit_test(test_tiled_shapes),
         cmocka_unit_test(test_linear_vs_ref),
+        cmocka_unit_test(test_linear_chunked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
