@@ -302,10 +302,12 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
     float Dq[BQ], lse[BQ];
     const size_t hb = (size_t)b * T;
     const float *kb = a->k + hb * a->ld + (size_t)h * dh, *vb = a->v + hb * a->ld + (size_t)h * dh;
-    for (int s0 = 0; s0 < T; s0 += BK) {
-        const int nb = T - s0 < BK ? T - s0 : BK, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-        pack_kt(kb, a->ld, s0, nb, dh, Kt, BK, BK);
-        pack_kt(vb, a->ld, s0, nb, dh, Vt, BK, BK);
+    /* local: short key blocks, so the query rows that see a block mostly see all of it */
+    const int bk = a->window >= 0 && a->window < BK ? 32 : BK;
+    for (int s0 = 0; s0 < T; s0 += bk) {
+        const int nb = T - s0 < bk ? T - s0 : bk, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+        pack_kt(kb, a->ld, s0, nb, dh, Kt, BK, nc);
+        pack_kt(vb, a->ld, s0, nb, dh, Vt, BK, nc);
         pack_rows(kb, a->ld, s0, nb, dh, dhp, nb, Kb, 1.0f);
         memset(dK, 0, sizeof(float) * (size_t)nb * dhp);
         memset(dV, 0, sizeof(float) * (size_t)nb * dhp);
