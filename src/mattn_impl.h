@@ -82,6 +82,7 @@ double mattn_dlng_da(double a, double log_x);
 void mattn_gemm(int transA, int transB, int M, int N, int K, float alpha,
                 const float *A, int lda, const float *B, int ldb,
                 float beta, float *C, int ldc);
+const char *mattn_gemm_backend(void); /* which GEMM mattn_gemm runs, for reports */
 void mattn_gemm_ref(int transA, int transB, int M, int N, int K, float alpha,
                     const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc);

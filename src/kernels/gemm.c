@@ -72,6 +72,14 @@ static void gemm_builtin(int tA, int tB, int M, int N, int K, float alpha, const
     }
 }
 
+const char *mattn_gemm_backend(void) {
+#ifdef MATTN_USE_CBLAS
+    return "CBLAS (OpenBLAS) above 16 in every dimension, built-in below";
+#else
+    return "built-in";
+#endif
+}
+
 void mattn_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
