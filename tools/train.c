@@ -199,10 +199,12 @@ static void fmt_eta(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
-/* Sample n bytes after the prompt by re-running the model on the last
- * max_seq_len bytes (temperature 0.8, top-k 40, eval mode). */
-static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed) {
-    const int Tmax = mattn_model_config(m)->max_seq_len, V = mattn_model_config(m)->vocab_size;
+/* Sample n bytes after the prompt by re-running the model on the last ctx
+ * bytes, the context it was trained on (positions past it never saw a
+ * gradient) — temperature 0.8, top-k 40, eval mode. */
+static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed, int ctx) {
+    const int Tmax = ctx < mattn_model_config(m)->max_seq_len ? ctx : mattn_model_config(m)->max_seq_len;
+    const int V = mattn_model_config(m)->vocab_size;
     int len = (int)strlen(prompt);
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)(len + n + 1));
     if (!buf) return;
@@ -482,7 +484,7 @@ int cmd_train(int argc, char **argv) {
         printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
         mattn_config k = cfg.attn;
         mattn_model_set_routing(m, &k);
-        sample_text(m, "And God said", (int)sample_n, (uint64_t)seed);
+        sample_text(m, "And God said", (int)sample_n, (uint64_t)seed, (int)context);
         printf("\nrouting on the validation split (eval mode, soft):\n");
         double v;
         if (!val_loss(m, data, (int)batch, (int)context, (int)eval_batches, &v)) {
