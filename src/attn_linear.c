@@ -163,26 +163,11 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
 }
 
 /* FLOPs executed, or -1 when the per-thread workspace could not be allocated. */
+static double lin_head_task(void *ctx, int b, int h, float *ws) { return lin_head(ctx, b, h, ws); }
+
 double mattn_attn_linear_forward(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
-    const int B = a->B, H = a->H;
-    int nomem = 0;
-    double f = 0.0;
-    #pragma omp parallel reduction(+ : f)
-    {
-        float *ws = mattn_amalloc(LIN_FLOATS * sizeof(float));
-        if (!ws) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp barrier
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (!nomem) f += lin_head(a, b, h, ws);
-        mattn_afree(ws);
-    }
-    return nomem ? -1.0 : f;
+    return mattn_for_heads(a->B, a->H, LIN_FLOATS, lin_head_task, (void *)a);
 }
 
 // ----------------------------------------------------------------------------
@@ -396,25 +381,17 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
 }
 
 /* Returns 0, or -1 when the per-thread workspace could not be allocated. */
+typedef struct { const mattn_attn_args *a; const mattn_attn_grad *g; } lin_bwd_ctx;
+static double lin_bwd_task(void *ctx, int b, int h, float *ws) {
+    const lin_bwd_ctx *c = ctx;
+    lin_bwd_head(c->a, c->g, b, h, ws);
+    return 0.0;
+}
+
 int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->dh <= MATTN_MAX_HEAD_DIM);
-    const int B = a->B, H = a->H;
-    int nomem = 0;
-    #pragma omp parallel
-    {
-        float *ws = mattn_amalloc(LINB_FLOATS * sizeof(float));
-        if (!ws) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp barrier
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (!nomem) lin_bwd_head(a, g, b, h, ws);
-        mattn_afree(ws);
-    }
-    return nomem ? -1 : 0;
+    lin_bwd_ctx c = {a, g};
+    return mattn_for_heads(a->B, a->H, LINB_FLOATS, lin_bwd_task, &c) < 0 ? -1 : 0;
 }
 
 /* Reference: the quadratic form in double.  A_ts = phi(q_t).phi(k_s) over

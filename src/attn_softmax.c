@@ -258,28 +258,20 @@ static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_p
 
 /* Returns the FLOPs executed, or -1 when the packing buffers could not be
  * allocated (nothing is written then). */
+static double fwd_task(void *ctx, int b, int h, float *ws) {
+    const mattn_attn_args *a = ctx;
+    head_pack hp;
+    head_pack_floats(a->T, a->dh, &hp.ldk);
+    hp.Kt = ws, hp.V = ws + (size_t)pad_dh(a->dh) * hp.ldk;
+    fwd_head(a, b, h, 1.0f / sqrtf((float)a->dh), &hp);
+    return 0.0;
+}
+
 double mattn_attn_softmax_forward(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
-    const int B = a->B, H = a->H;
-    const float scale = 1.0f / sqrtf((float)a->dh);
-    int nomem = 0;
-    #pragma omp parallel
-    {
-        head_pack hp;
-        float *buf = mattn_amalloc(head_pack_floats(a->T, a->dh, &hp.ldk) * sizeof(float));
-        hp.Kt = buf, hp.V = buf + (size_t)pad_dh(a->dh) * hp.ldk;
-        if (!buf) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp barrier
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (!nomem) fwd_head(a, b, h, scale, &hp);
-        mattn_afree(buf);
-    }
-    return nomem ? -1.0 : flops(a);
+    int ldk;
+    if (mattn_for_heads(a->B, a->H, head_pack_floats(a->T, a->dh, &ldk), fwd_task, (void *)a) < 0) return -1.0;
+    return flops(a);
 }
 
 // ----------------------------------------------------------------------------
@@ -370,26 +362,17 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
     }
 }
 
+typedef struct { const mattn_attn_args *a; const mattn_attn_grad *g; } bwd_ctx;
+static double bwd_task(void *ctx, int b, int h, float *ws) {
+    const bwd_ctx *c = ctx;
+    bwd_head(c->a, c->g, b, h, 1.0f / sqrtf((float)c->a->dh), ws);
+    return 0.0;
+}
+
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM);
-    const int B = a->B, H = a->H;
-    const float scale = 1.0f / sqrtf((float)a->dh);
-    int nomem = 0;
-    #pragma omp parallel
-    {
-        float *ws = mattn_amalloc(BWD_FLOATS * sizeof(float));
-        if (!ws) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp barrier
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (!nomem) bwd_head(a, g, b, h, scale, ws);
-        mattn_afree(ws);
-    }
-    return nomem ? -1 : 0;
+    bwd_ctx c = {a, g};
+    return mattn_for_heads(a->B, a->H, BWD_FLOATS, bwd_task, &c) < 0 ? -1 : 0;
 }
 
 // ----------------------------------------------------------------------------

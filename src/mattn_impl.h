@@ -158,6 +158,14 @@ static inline int64_t mattn_lower_bound(const int32_t *rows, int64_t n, int64_t 
     return lo;
 }
 
+/* fn(ctx, b, h, ws) for every (batch, head) in parallel (dynamic schedule;
+ * a task owns its head's rows, so results do not depend on threads), each
+ * thread with a work buffer of ws_floats floats.  Returns the sum of fn's
+ * results (FLOP counts: integers, exact in any order), or -1 when a work
+ * buffer could not be allocated — then fn never ran. */
+typedef double (*mattn_head_fn)(void *ctx, int b, int h, float *ws);
+double mattn_for_heads(int B, int H, size_t ws_floats, mattn_head_fn fn, void *ctx);
+
 /* Key range [lo, hi] a query at t may see (before masks), for the softmax and
  * linear kernels; empty when lo > hi. */
 static inline void mattn_attn_key_range(int t, int T, int causal, int window, int *lo, int *hi) {

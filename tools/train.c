@@ -36,7 +36,7 @@ static const char *usage_train =
     "  --resume           continue the run in --out from its last checkpoint\n"
     "\n"
     "optimisation:\n"
-    "  --steps N          optimizer steps (default 1500)\n"
+    "  --steps N          optimizer steps (default 1300)\n"
     "  --batch N          sequences per step (default 16)\n"
     "  --context N        tokens per sequence (default 128)\n"
     "  --lr X             peak learning rate (default 2e-3)\n"
@@ -249,7 +249,7 @@ static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed
 int cmd_train(int argc, char **argv) {
     const char *data_path = "data/kjv.txt", *preset = "tiny", *config_path = NULL, *controller = NULL;
     const char *out_dir = "runs/default";
-    long long steps = 1500, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
+    long long steps = 1300, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
     long long eval_every = 100, eval_batches = 8, ckpt_every = 500, sample_n = 200, hard_from = -1, top_k = 1;
     double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0;
     int resume = 0, quiet = 0;
