@@ -84,7 +84,17 @@ static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
 /* Keys [s0, s0+nb) of a head: Kt (dh x ncols, rows of ldt, transposed,
  * zero columns from nb) or rows (n x dhp, zero-padded columns). */
 static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt, int ldt, int ncols) {
-    for (int j = 0; j < nb; j++) {
+    /* 16 keys at a time: their rows stay in L1 while each row of Kt gets a
+     * contiguous 64-byte run (one key at a time wrote dh scattered floats,
+     * one per page of a long Kt) */
+    int j0 = 0;
+    for (; j0 + 16 <= nb; j0 += 16)
+        for (int d = 0; d < dh; d++) {
+            float *dst = Kt + (size_t)d * ldt + j0;
+            const float *src = k + (size_t)(s0 + j0) * ld + d;
+            for (int j = 0; j < 16; j++) dst[j] = src[(size_t)j * ld];
+        }
+    for (int j = j0; j < nb; j++) {
         const float *src = k + (size_t)(s0 + j) * ld;
         for (int d = 0; d < dh; d++) Kt[(size_t)d * ldt + j] = src[d];
     }
