@@ -5,14 +5,13 @@
  * s <= t, bidirectional ones over all s.  Padded keys are left out of S and z;
  * the additive mask does not apply (there are no scores).
  *
- * mattn_attn_linear_forward walks the keys once per (batch, head), carrying
- * (S, z) in the caller's workspace and answering the listed queries in
- * order: O(T dh^2) per head, keys only as far as the last query needs.
- * mattn_attn_linear_forward_ref is the quadratic formula
+ * mattn_attn_linear_forward/_backward work in chunks of 64 positions per
+ * (batch, head) (below): O(T dh^2 + T 64 dh) per head, keys only as far as
+ * the last listed query needs.  mattn_attn_linear_forward_ref is the
+ * quadratic formula
  * out_t = sum_s (phi(q_t).phi(k_s)) v_s / (sum_s phi(q_t).phi(k_s) + 1e-6).
  */
 #include <math.h>
-
 #include <string.h>
 
 #include "mattn_impl.h"

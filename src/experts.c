@@ -145,16 +145,16 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t) {
 // ----------------------------------------------------------------------------
 // built-in experts: workspace and sparse forward
 
-/* Workspace, in order: qkv (N,3D) | att (N,D) | lse (B,H,T) | linear state
- * (B*H*(dh^2+dh)) | gather x (N,D) | gather y (N,2D) | key list (N int32) |
- * need (N bytes).  qkv, att and lse are the activations a backward reads. */
+/* Workspace, in order: qkv (N,3D) | att (N,D) | lse (B,H,T) | gather x
+ * (N,D) | gather y (N,2D) | key list (N int32) | need (N bytes).  qkv, att
+ * and lse are the activations a backward reads. */
 /* Forward workspace pieces, carved in the order workspace_size counts them. */
-typedef struct { float *qkv, *att, *lse, *lin, *xg, *yg; int32_t *keys; uint8_t *need; } builtin_ws;
+typedef struct { float *qkv, *att, *lse, *xg, *yg; int32_t *keys; uint8_t *need; } builtin_ws;
 
 static void *carve(char **p, size_t bytes);
 
 static builtin_ws ws_layout(const mattn_builtin *e, void *work, int B, int T) {
-    const size_t N = (size_t)B * T, D = (size_t)e->D, dh = (size_t)e->dh;
+    const size_t N = (size_t)B * T, D = (size_t)e->D;
     char *p = work;
     builtin_ws w = {0};
     if (!e->share) {
@@ -162,7 +162,6 @@ static builtin_ws ws_layout(const mattn_builtin *e, void *work, int B, int T) {
         w.att = carve(&p, N * D * sizeof(float));
     }
     w.lse = carve(&p, (size_t)B * e->H * T * sizeof(float));
-    if (e->core == MATTN_CORE_LINEAR) w.lin = carve(&p, (size_t)B * e->H * (dh * dh + dh) * sizeof(float));
     if (!e->share) {
         w.xg = carve(&p, N * D * sizeof(float));
         w.yg = carve(&p, N * 2 * D * sizeof(float));
@@ -174,11 +173,10 @@ static builtin_ws ws_layout(const mattn_builtin *e, void *work, int B, int T) {
 
 size_t mattn_builtin_workspace_size(const void *state, int B, int T) {
     const mattn_builtin *e = state;
-    size_t N = (size_t)B * T, D = (size_t)e->D, dh = (size_t)e->dh;
+    size_t N = (size_t)B * T, D = (size_t)e->D;
     size_t f = 0;
     if (!e->share) f += mattn_align_up(N * 3 * D * sizeof(float)) + mattn_align_up(N * D * sizeof(float));
     f += mattn_align_up((size_t)B * e->H * T * sizeof(float));
-    if (e->core == MATTN_CORE_LINEAR) f += mattn_align_up((size_t)B * e->H * (dh * dh + dh) * sizeof(float));
     if (!e->share) {
         f += mattn_align_up(N * D * sizeof(float)) + mattn_align_up(N * 2 * D * sizeof(float));
         f += mattn_align_up(N * sizeof(int32_t)) + mattn_align_up(N);
@@ -210,7 +208,7 @@ void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t
 
 static mattn_attn_args core_args(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                                  const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                                 int training, uint64_t seed, uint64_t step, float *lse, float *state) {
+                                 int training, uint64_t seed, uint64_t step, float *lse) {
     return (mattn_attn_args){
         .B = B, .T = T, .H = e->H, .dh = e->dh,
         .q = qkv, .k = qkv + e->D, .v = qkv + 2 * e->D, .ld = 3 * e->D,
@@ -219,14 +217,14 @@ static mattn_attn_args core_args(const mattn_builtin *e, const float *qkv, float
         .dropout = training ? e->dropout : 0.0f,
         .dropout_key = mattn_stream_seed(seed, step, 0,
                                          MATTN_PURPOSE_ATTN_DROPOUT + (uint64_t)e->expert_index),
-        .lse = lse, .state = state,
+        .lse = lse,
     };
 }
 
 double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                           const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                          int training, uint64_t seed, uint64_t step, float *lse, float *state) {
-    mattn_attn_args a = core_args(e, qkv, att, B, T, rows, n_rows, masks, training, seed, step, lse, state);
+                          int training, uint64_t seed, uint64_t step, float *lse) {
+    mattn_attn_args a = core_args(e, qkv, att, B, T, rows, n_rows, masks, training, seed, step, lse);
     return e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_forward(&a)
                                         : mattn_attn_softmax_forward(&a);
 }
@@ -240,7 +238,7 @@ mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qk
                                  float *g_qkv, int B, int T, const mattn_masks *masks, int training,
                                  uint64_t seed, uint64_t step, const float *lse, float *scratch) {
     mattn_attn_args a = core_args(e, qkv, (float *)att, B, T, NULL, 0, masks, training, seed, step,
-                                  (float *)lse, NULL);
+                                  (float *)lse);
     const int D = e->D;
     mattn_attn_grad g = {.gout = gout, .ldgo = D, .gq = g_qkv, .gk = g_qkv + D, .gv = g_qkv + 2 * D,
                          .ldg = 3 * D, .state = scratch};
@@ -271,13 +269,13 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     const int64_t N = (int64_t)B * T, n = c->rows ? c->n_rows : N;
     builtin_ws w = ws_layout(e, c->work, B, T);
     float *qkv = e->share ? (float *)c->qkv : w.qkv, *att = e->share ? c->out : w.att;
-    float *lse = w.lse, *lin = w.lin, *xg = w.xg, *yg = w.yg;
+    float *lse = w.lse, *xg = w.xg, *yg = w.yg;
     int32_t *keys = w.keys;
     uint8_t *need = w.need;
     if (e->share) {
         if (!qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert called without qkv");
         c->flops = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed,
-                                      c->step, lse, lin);
+                                      c->step, lse);
         return c->flops < 0 ? core_nomem(e, T) : MATTN_OK;
     }
     double f = 0.0;
@@ -295,7 +293,7 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     f += mattn_project_rows(c->x, D, nk < N ? keys : NULL, nk, N, e->w_qkv + (size_t)D * D, 2 * D, D,
                       qkv + D, 3 * D, xg, yg);
     const double fc = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step,
-                                         lse, lin);
+                                         lse);
     if (fc < 0) return core_nomem(e, T);
     f += fc;
     f += mattn_project_rows(att, D, c->rows, n, N, e->w_o, D, D, c->out, D, xg, yg);

@@ -123,7 +123,6 @@ typedef struct mattn_attn_args {
     float dropout;         /* softmax: probability (0 = off) */
     uint64_t dropout_key;  /* softmax: stream key for the mask */
     float *lse;            /* softmax: (B,H,T) log-sum-exp cache or NULL */
-    float *state;          /* linear: workspace (B*H*(dh*dh+dh)) floats */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
@@ -233,7 +232,7 @@ mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qk
  * returns the FLOPs executed, or -1 when out of memory. */
 double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                           const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                          int training, uint64_t seed, uint64_t step, float *lse, float *state);
+                          int training, uint64_t seed, uint64_t step, float *lse);
 
 /* Y[rows] = X[rows] W^T for W (out x in) through the gather buffers xg
  * (n x in) and yg (n x out) when rows is a strict subset; returns FLOPs. */

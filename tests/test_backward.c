@@ -21,7 +21,7 @@ static mattn_attn_args kargs(kcase *c) {
                              .v = c->qkv + 2 * D, .ld = 3 * D, .out = c->out, .ldo = D,
                              .masks = c->use_masks ? &c->m : NULL, .causal = c->causal,
                              .window = c->window, .dropout = c->dropout, .dropout_key = 7,
-                             .lse = c->lse, .state = c->state};
+                             .lse = c->lse};
 }
 
 static double kloss(void *ctx) {

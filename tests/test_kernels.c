@@ -36,7 +36,7 @@ static void test_gemm(void **st) {
 // ---------------------------------------------------------------- attention
 typedef struct {
     int B, T, H, dh;
-    float *qkv, *out, *ref, *lse, *lse_ref, *state;
+    float *qkv, *out, *ref, *lse, *lse_ref;
     uint8_t *kp;
     float *add;
 } case_t;
@@ -49,7 +49,6 @@ static void case_init(case_t *c, int B, int T, int H, int dh, uint64_t seed) {
     c->ref = falloc(N * D);
     c->lse = falloc((size_t)B * H * T);
     c->lse_ref = falloc((size_t)B * H * T);
-    c->state = falloc((size_t)B * H * (dh * dh + dh));
     c->kp = malloc(N);
     c->add = falloc((size_t)B * T * T);
     fill_normal(c->qkv, N * 3 * D, seed, 1.0);
@@ -59,7 +58,7 @@ static void case_init(case_t *c, int B, int T, int H, int dh, uint64_t seed) {
 
 static void case_free(case_t *c) {
     free(c->qkv); free(c->out); free(c->ref); free(c->lse); free(c->lse_ref);
-    free(c->state); free(c->kp); free(c->add);
+    free(c->kp); free(c->add);
 }
 
 static mattn_attn_args args(case_t *c, float *out, float *lse, int causal, int window,
@@ -68,7 +67,7 @@ static mattn_attn_args args(case_t *c, float *out, float *lse, int causal, int w
     return (mattn_attn_args){.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .q = c->qkv,
                              .k = c->qkv + D, .v = c->qkv + 2 * D, .ld = 3 * D, .out = out, .ldo = D,
                              .rows = rows, .n_rows = n, .masks = m, .causal = causal, .window = window,
-                             .dropout = 0.0f, .dropout_key = 42, .lse = lse, .state = c->state};
+                             .dropout = 0.0f, .dropout_key = 42, .lse = lse};
 }
 
 static void test_softmax_vs_ref(void **st) {

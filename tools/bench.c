@@ -186,7 +186,7 @@ static int bench_kernels(bench *b) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         kern_ctx k = {.a = {.B = 1, .T = T, .H = H, .dh = dh, .q = qkv, .k = qkv + D, .v = qkv + 2 * D,
                             .ld = 3 * D, .out = out, .ldo = D, .causal = cases[c].causal,
-                            .window = cases[c].window, .lse = lse, .state = state},
+                            .window = cases[c].window, .lse = lse},
                       .g = {.gout = go, .ldgo = D, .gq = g, .gk = g + D, .gv = g + 2 * D, .ldg = 3 * D,
                             .state = state},
                       .linear = cases[c].linear};
