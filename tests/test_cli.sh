@@ -54,5 +54,13 @@ a=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.saf
 b=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/t2.st" 2>&1)
 if [[ "$a" == "$b" ]] && cmp -s "$tmp/t1.st" "$tmp/t2.st"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL training run not reproducible"; fi
 
+# bench: bad arguments, and a smoke run whose JSON parses
+check "bench help" 0 "--only LIST" "$bin" bench --help
+check "bench unknown group" 2 "unknown group 'foo'" "$bin" bench --only foo
+check "bench bad threads" 2 "--threads: expected an integer" "$bin" bench --threads 0
+check "bench unwritable json" 1 "--json: cannot write" "$bin" bench --only sgemm --json /nonexistent/x.json
+check "bench sgemm" 0 "GFLOP/s" "$bin" bench --only sgemm --quick --min-time 0 --json "$tmp/b.json"
+if grep -q '"sgemm_gflops"' "$tmp/b.json" && grep -q '"results"' "$tmp/b.json"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL bench JSON"; fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
