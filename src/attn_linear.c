@@ -44,19 +44,20 @@ static inline int padded(const mattn_attn_args *a, int b, int s) {
 
 static inline int lin_pad(int dh) { return (dh + CW - 1) / CW * CW; }
 
-/* phi of rows [s0, s0+n) of x into X (n x dhp, zero-padded); padded keys
- * (kp != NULL and kp[s] == 0) become zero rows.  XT (dh x LC), if given,
- * receives the transpose, zero columns from n up to LC. */
-static void pack_phi(const float *x, int ld, int s0, int n, int dh, int dhp, const uint8_t *kp, float *X,
-                     float *XT) {
+/* Rows [s0, s0+n) of x — through phi when with_phi — into X (n x dhp,
+ * zero-padded); padded keys (kp != NULL and kp[s] == 0) become zero rows.
+ * XT (dh x LC), if given, receives the transpose, zero columns from n up
+ * to LC. */
+static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, const uint8_t *kp, int with_phi,
+                      float *X, float *XT) {
     for (int j = 0; j < n; j++) {
         float *row = X + (size_t)j * dhp;
         const float *src = x + (size_t)(s0 + j) * ld;
         const int drop = kp && !kp[s0 + j];
         int d = 0;
-        if (!drop)
+        if (!drop && with_phi)
             for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(row + d, vphi(vload(src + d)));
-        for (; d < dh; d++) row[d] = drop ? 0.0f : phi(src[d]);
+        for (; d < dh; d++) row[d] = drop ? 0.0f : with_phi ? phi(src[d]) : src[d];
         for (; d < dhp; d++) row[d] = 0.0f;
         if (XT)
             for (d = 0; d < dh; d++) XT[(size_t)d * LC + j] = row[d];
@@ -64,17 +65,6 @@ static void pack_phi(const float *x, int ld, int s0, int n, int dh, int dhp, con
     if (XT)
         for (int d = 0; d < dh; d++)
             for (int j = n; j < LC; j++) XT[(size_t)d * LC + j] = 0.0f;
-}
-
-static void pack_plain(const float *x, int ld, int s0, int n, int dh, int dhp, const uint8_t *kp, float *X) {
-    for (int j = 0; j < n; j++) {
-        float *row = X + (size_t)j * dhp;
-        const float *src = x + (size_t)(s0 + j) * ld;
-        const int drop = kp && !kp[s0 + j];
-        int d = 0;
-        for (; d < dh; d++) row[d] = drop ? 0.0f : src[d];
-        for (; d < dhp; d++) row[d] = 0.0f;
-    }
 }
 
 /* S += Kp^T Vp, z += colsum Kp over n keys; returns FLOPs. */
@@ -106,8 +96,8 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
     if (!a->causal)
         for (int c0 = 0; c0 <= last; c0 += LC) {
             const int nk = last - c0 + 1 < LC ? last - c0 + 1 : LC;
-            pack_phi(k, a->ld, c0, nk, dh, dhp, kp, Kp, NULL);
-            pack_plain(v, a->ld, c0, nk, dh, dhp, NULL, Vp);
+            pack_rows(k, a->ld, c0, nk, dh, dhp, kp, 1, Kp, NULL);
+            pack_rows(v, a->ld, c0, nk, dh, dhp, NULL, 0, Vp, NULL);
             f += lin_update(nk, dh, dhp, Kp, Vp, S, z);
         }
     int64_t r = r0;
@@ -122,11 +112,12 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
             r++;
         }
         if (a->causal) {
-            pack_phi(k, a->ld, c0, nk, dh, dhp, kp, Kp, KpT);
-            pack_plain(v, a->ld, c0, nk, dh, dhp, NULL, Vp);
+            pack_rows(k, a->ld, c0, nk, dh, dhp, kp, 1, Kp, KpT);
+            pack_rows(v, a->ld, c0, nk, dh, dhp, NULL, 0, Vp, NULL);
         }
         if (nq) {
-            for (int i = 0; i < nq; i++) pack_phi(q + (size_t)tok[i] * a->ld, 0, 0, 1, dh, dhp, NULL, Qp + (size_t)i * dhp, NULL);
+            for (int i = 0; i < nq; i++)
+                pack_rows(q + (size_t)tok[i] * a->ld, 0, 0, 1, dh, dhp, NULL, 1, Qp + (size_t)i * dhp, NULL);
             memset(num, 0, sizeof(float) * (size_t)nq * dhp);
             mk_ay(nq, dh, dhp, Qp, dhp, 1, S, dhp, num, dhp); /* phi(Q) S */
             f += 2.0 * nq * dh * dh;
@@ -244,17 +235,22 @@ size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh) {
  * KpT, VT (dh x LC), A, gA (LC x LC), St, G, Gt (dh x dhp), z, gz (dh). */
 #define LINB_FLOATS (7 * (size_t)LC * LDH + 2 * (size_t)LDH * LC + 2 * (size_t)LC * LC + 3 * (size_t)LDH * LDH + 2 * LDH)
 
-/* A = phi(Q) phi(K)^T and gA = gN V^T + gden for a causal chunk, masked to
- * s <= t (both zero above the diagonal); nq = nk = n. */
-static void lin_chunk_products(int n, int dh, int dhp, const float *Qp, const float *KpT, const float *gN,
-                               const float *VT, const float *gden, float *A, float *gA) {
+/* The products of a causal chunk of n positions (queries = keys), zero
+ * above the diagonal: A = phi(Q) phi(K)^T, and gA = gN V^T + gden. */
+static void lin_chunk_A(int n, int dh, int dhp, const float *Qp, const float *KpT, float *A) {
     const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
     mk_xyt(n, dh, Qp, dhp, KpT, LC, nc, A, LC);
+    for (int t = 0; t < n; t++)
+        for (int s = t + 1; s < nc; s++) A[(size_t)t * LC + s] = 0.0f;
+}
+
+static void lin_chunk_gA(int n, int dh, int dhp, const float *gN, const float *VT, const float *gden, float *gA) {
+    const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
     mk_xyt(n, dh, gN, dhp, VT, LC, nc, gA, LC);
     for (int t = 0; t < n; t++) {
-        float *ar = A + (size_t)t * LC, *gr = gA + (size_t)t * LC;
+        float *gr = gA + (size_t)t * LC;
         for (int s = 0; s <= t; s++) gr[s] += gden[t];
-        for (int s = t + 1; s < nc; s++) ar[s] = gr[s] = 0.0f;
+        for (int s = t + 1; s < nc; s++) gr[s] = 0.0f;
     }
 }
 
@@ -275,8 +271,8 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
     if (!a->causal) /* S^T and z over every key */
         for (int c0 = 0; c0 < T; c0 += LC) {
             const int n = T - c0 < LC ? T - c0 : LC;
-            pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, NULL);
-            pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
+            pack_rows(k, a->ld, c0, n, dh, dhp, kp, 1, Kp, NULL);
+            pack_rows(v, a->ld, c0, n, dh, dhp, NULL, 0, Vp, NULL);
             mk_ay(dh, n, dhp, Vp, 1, dhp, Kp, dhp, St, dhp);
             for (int j = 0; j < n; j++)
                 for (int d = 0; d < dh; d++) z[d] += Kp[(size_t)j * dhp + d];
@@ -285,16 +281,11 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
     for (int c0 = 0; c0 < T; c0 += LC) {
         const int n = T - c0 < LC ? T - c0 : LC;
         float gden[LC];
-        pack_phi(q, a->ld, c0, n, dh, dhp, NULL, Qp, NULL);
+        pack_rows(q, a->ld, c0, n, dh, dhp, NULL, 1, Qp, NULL);
         if (a->causal) {
-            pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, KpT);
-            pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
-            for (int d = 0; d < dh; d++) { /* V^T, zero columns past n */
-                for (int j = 0; j < n; j++) VT[(size_t)d * LC + j] = Vp[(size_t)j * dhp + d];
-                for (int j = n; j < LC; j++) VT[(size_t)d * LC + j] = 0.0f;
-            }
-            const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-            mk_xyt(n, dh, Qp, dhp, KpT, LC, nc, A, LC);
+            pack_rows(k, a->ld, c0, n, dh, dhp, kp, 1, Kp, KpT);
+            pack_rows(v, a->ld, c0, n, dh, dhp, NULL, 0, Vp, VT);
+            lin_chunk_A(n, dh, dhp, Qp, KpT, A);
         }
         for (int t = 0; t < n; t++) {
             const size_t row = hb + (size_t)(c0 + t);
@@ -313,7 +304,7 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
         memset(gQ, 0, sizeof(float) * (size_t)n * dhp);
         mk_ay(n, dh, dhp, gN, dhp, 1, St, dhp, gQ, dhp); /* S gnum (St rows are S columns) */
         if (a->causal) {
-            lin_chunk_products(n, dh, dhp, Qp, KpT, gN, VT, gden, A, gA);
+            lin_chunk_gA(n, dh, dhp, gN, VT, gden, gA);
             mk_ay(n, n, dhp, gA, LC, 1, Kp, dhp, gQ, dhp);
         }
         for (int t = 0; t < n; t++) {
@@ -336,7 +327,7 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
         for (int c0 = last_c0; c0 >= 0; c0 -= LC) {
             const int n = T - c0 < LC ? T - c0 : LC;
             float gden[LC];
-            pack_phi(q, a->ld, c0, n, dh, dhp, NULL, Qp, NULL);
+            pack_rows(q, a->ld, c0, n, dh, dhp, NULL, 1, Qp, NULL);
             for (int t = 0; t < n; t++) {
                 const float *st = gstore + (size_t)(c0 + t) * (dh + 1);
                 float *gn = gN + (size_t)t * dhp;
@@ -346,18 +337,15 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
                 gden[t] = st[dh];
             }
             if (pass == 1) {
-                pack_phi(k, a->ld, c0, n, dh, dhp, kp, Kp, KpT);
-                pack_plain(v, a->ld, c0, n, dh, dhp, NULL, Vp);
+                pack_rows(k, a->ld, c0, n, dh, dhp, kp, 1, Kp, KpT);
+                pack_rows(v, a->ld, c0, n, dh, dhp, NULL, 0, Vp, a->causal ? VT : NULL);
                 memset(gK, 0, sizeof(float) * (size_t)n * dhp);
                 memset(gV, 0, sizeof(float) * (size_t)n * dhp);
                 mk_ay(n, dh, dhp, Vp, dhp, 1, Gt, dhp, gK, dhp); /* G v */
                 mk_ay(n, dh, dhp, Kp, dhp, 1, G, dhp, gV, dhp);  /* G^T phi(k) */
                 if (a->causal) {
-                    for (int d = 0; d < dh; d++) {
-                        for (int j = 0; j < n; j++) VT[(size_t)d * LC + j] = Vp[(size_t)j * dhp + d];
-                        for (int j = n; j < LC; j++) VT[(size_t)d * LC + j] = 0.0f;
-                    }
-                    lin_chunk_products(n, dh, dhp, Qp, KpT, gN, VT, gden, A, gA);
+                    lin_chunk_A(n, dh, dhp, Qp, KpT, A);
+                    lin_chunk_gA(n, dh, dhp, gN, VT, gden, gA);
                     mk_ay(n, n, dhp, gA, 1, LC, Qp, dhp, gK, dhp); /* gA^T phi(Q) */
                     mk_ay(n, n, dhp, A, 1, LC, gN, dhp, gV, dhp);  /* A^T gnum */
                 }
