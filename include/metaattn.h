@@ -426,7 +426,8 @@ MATTN_API void mattn_model_set_grad(mattn_model *m, int enabled);
 MATTN_API uint64_t mattn_model_step(const mattn_model *m);
 MATTN_API void mattn_model_set_step(mattn_model *m, uint64_t step);
 /* Override the routing knobs of every layer (schedules): cost_lambda,
- * elbo_weight, temperature, gumbel_temp, hard_routing. */
+ * elbo_weight, temperature, gumbel_temp, hard_routing,
+ * uncertainty_threshold. */
 MATTN_API mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *knobs);
 
 /* Forward over idx (B,T) token ids in [0, vocab), T <= max_seq_len.  With

@@ -375,6 +375,7 @@ mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
     c.temperature = k->temperature;
     c.gumbel_temp = k->gumbel_temp;
     c.hard_routing = k->hard_routing;
+    c.uncertainty_threshold = k->uncertainty_threshold;
     mattn_status st = mattn_config_validate(&c);
     if (st != MATTN_OK) return MERR(m, st, "%s", mattn_last_error());
     m->cfg.attn = c;
@@ -385,6 +386,7 @@ mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
         lc->temperature = c.temperature;
         lc->gumbel_temp = c.gumbel_temp;
         lc->hard_routing = c.hard_routing;
+        lc->uncertainty_threshold = c.uncertainty_threshold;
     }
     return MATTN_OK;
 }

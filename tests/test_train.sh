@@ -63,6 +63,11 @@ jh=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --cont
 soft_f=$(echo "$j" | grep -o '"executed_fraction": \[[^]]*\]' | head -1)
 hard_f=$(echo "$jh" | grep -o '"executed_fraction": \[[^]]*\]' | head -1)
 [[ "$soft_f" == '"executed_fraction": [1.000000, 1.000000, 1.000000]' && "$hard_f" != "$soft_f" ]] && ok || bad "executed fractions soft '$soft_f' hard '$hard_f'"
+# the uncertainty gate: 'inf' sends every token to its top-1 expert (one expert per token executed)
+jt=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json --hard --uncertainty-threshold inf 2>&1)
+top1_f=$(echo "$jt" | grep -o '"executed_fraction": \[[^]]*\]' | head -1 | tr -d '[],' | awk '{printf "%.4f", $2 + $3 + $4}')
+[[ "$top1_f" == "1.0000" ]] && ok || bad "eval --uncertainty-threshold inf: executed fractions sum to '$top1_f' (want 1): $jt"
+check "eval bad threshold" 2 "--uncertainty-threshold: expected a number" "$bin" eval --model "$tmp/A/model.safetensors" --uncertainty-threshold high
 check "eval table" 0 "bits/byte" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --split all --max-windows 20
 check "eval no model" 2 "--model is required" "$bin" eval --data "$tmp/gen.txt"
 check "eval missing model" 1 "nope.safetensors" "$bin" eval --model "$tmp/nope.safetensors" --data "$tmp/gen.txt"
@@ -111,6 +116,13 @@ check "bad flag" 2 "unknown option '--bogus'" "$bin" train --bogus 1
 check "bad number" 2 "--steps: expected an integer" "$bin" train --steps ten
 check "context too long" 2 "exceeds the model's max_seq_len 64" "$bin" train "${common[@]}" --context 65 --out "$tmp/C"
 check "bad schedule" 2 "ramp kind must be cos or lin" "$bin" train --cost-lambda 0:1:exp:0:10
+check "bad beta0" 2 "--beta0: expected a number" "$bin" train --beta0 -1
+check "bad epsilon" 2 "--epsilon: expected a number" "$bin" train --epsilon 0
+# the prior's flags reach the saved config; the model loads (its prior buffer matches the config)
+check "beta0 epsilon" 0 "checkpoint:" "$bin" train "${common[@]}" --steps 2 --out "$tmp/P" --beta0 2.5 --epsilon 0.05
+hdr=$(head -c 8192 "$tmp/P/model.safetensors" | tr -d '\0')
+[[ "$hdr" == *'beta_0\":2.5,'* && "$hdr" == *'epsilon\":0.05,'* ]] && ok || bad "--beta0/--epsilon not in the saved config"
+check "beta0 model loads" 0 "bits/byte" "$bin" eval --model "$tmp/P/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4
 check "help" 0 "--resume" "$bin" train --help
 
 echo "$pass passed, $fail failed"

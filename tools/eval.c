@@ -5,6 +5,7 @@
  * statistics and the FLOPs its experts executed.  --json prints one object
  * (docs/cli.md); otherwise a table.
  */
+#include <math.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,6 +28,10 @@ static const char *usage_eval =
     "                   bytes (a shorter tail is dropped); each predicts its last T\n"
     "  --hard           eval-mode hard routing (top-k, uncertainty-gated for the\n"
     "                   Bayesian controller), executed sparsely; default: soft\n"
+    "  --uncertainty-threshold X\n"
+    "                   Bayesian gate: tokens with uncertainty < X route hard, the\n"
+    "                   rest soft (default: the model's, 1.0); 'inf' = every token\n"
+    "                   hard (plain top-k)\n"
     "  --batch N        windows per forward (default 16)\n"
     "  --max-windows N  score at most N windows, evenly spread (default: all)\n"
     "  --threads N      OpenMP threads (default: all cores)\n"
@@ -53,6 +58,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data_path = "data/kjv.txt", *split = "val";
     long long context = 128, batch = 16, threads = 0, max_windows = 0;
     int hard = 0, json = 0;
+    double eta = NAN;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_eval, stdout); return 0; }
@@ -69,6 +75,10 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 4096, &batch);
         else if (!strcmp(a, "--threads")) rc = cli_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--max-windows")) rc = cli_int(a, v, 1, 1LL << 40, &max_windows);
+        else if (!strcmp(a, "--uncertainty-threshold")) {
+            if (v && !strcmp(v, "inf")) eta = INFINITY;
+            else rc = cli_double(a, v, -1e30, 1e30, &eta);
+        }
         else return cli_fail(EXIT_USAGE, "eval: unknown option '%s' (see metaattn eval --help)", a);
         if (rc) return rc;
         i++;
@@ -104,7 +114,11 @@ int cmd_eval(int argc, char **argv) {
     const int64_t n_win = max_windows && max_windows < n_all ? max_windows : n_all;
     mattn_config knobs = cfg->attn;
     knobs.hard_routing = hard;
-    mattn_model_set_routing(m, &knobs);
+    if (!isnan(eta)) knobs.uncertainty_threshold = eta;
+    if (mattn_model_set_routing(m, &knobs) != MATTN_OK) {
+        rc = cli_fail(1, "--uncertainty-threshold: %s", mattn_model_errmsg(m));
+        goto done;
+    }
 
     const int L = cfg->n_layers, K = cfg->attn.n_experts, T = (int)context;
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch * T), *tgt = malloc(sizeof(int32_t) * (size_t)batch * T);

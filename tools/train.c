@@ -52,6 +52,9 @@ static const char *usage_train =
     "  --cost-lambda SCHED    cost penalty weight (default 0)\n"
     "  --entropy-coeff X      entropy bonus (prior-free, default 0)\n"
     "  --elbo-weight SCHED    ELBO KL weight (Bayesian, default 1)\n"
+    "  --beta0 X              prior strength beta_0: prior beta_i = eps + beta_0 (1 - cost_i)\n"
+    "                         (Bayesian, default 1)\n"
+    "  --epsilon X            prior floor eps (Bayesian, default 0.01)\n"
     "  --temperature SCHED    router softmax temperature (prior-free, default 1)\n"
     "  --hard-from STEP       switch from soft to hard (Gumbel top-k) routing at STEP\n"
     "  --top-k K              experts per token under hard routing (default 1)\n"
@@ -251,7 +254,7 @@ int cmd_train(int argc, char **argv) {
     const char *out_dir = "runs/default";
     long long steps = 1300, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
     long long eval_every = 100, eval_batches = 8, ckpt_every = 500, sample_n = 200, hard_from = -1, top_k = 1;
-    double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0;
+    double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0, beta0 = -1, epsilon = -1;
     int resume = 0, quiet = 0;
     sched cost = {0, 0, 0, 0, 0}, elbo = {1, 1, 0, 0, 0}, temp = {1, 1, 0, 0, 0};
     for (int i = 0; i < argc; i++) {
@@ -288,6 +291,8 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--weight-decay")) rc = cli_double(a, v, 0, 10, &wd);
         else if (!strcmp(a, "--clip")) rc = cli_double(a, v, 0, 1e6, &clip);
         else if (!strcmp(a, "--entropy-coeff")) rc = cli_double(a, v, -1e6, 1e6, &entropy_coeff);
+        else if (!strcmp(a, "--beta0")) rc = cli_double(a, v, 0, 1e6, &beta0);
+        else if (!strcmp(a, "--epsilon")) rc = cli_double(a, v, 1e-12, 1e6, &epsilon);
         else if (!strcmp(a, "--cost-lambda")) rc = parse_sched(a, v, &cost);
         else if (!strcmp(a, "--elbo-weight")) rc = parse_sched(a, v, &elbo);
         else if (!strcmp(a, "--temperature")) rc = parse_sched(a, v, &temp);
@@ -337,6 +342,8 @@ int cmd_train(int argc, char **argv) {
         if (layers) cfg.n_layers = (int)layers;
         cfg.attn.seed = (uint64_t)seed;
         cfg.attn.entropy_coeff = entropy_coeff;
+        if (beta0 >= 0) cfg.attn.beta_0 = beta0;
+        if (epsilon > 0) cfg.attn.epsilon = epsilon;
         cfg.attn.hard_top_k = (int)top_k;
         if (!config_path && cfg.max_seq_len < context) cfg.max_seq_len = (int)context; /* presets stretch */
     }

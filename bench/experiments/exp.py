@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Run one experiment group of docs/results.md: train its runs, evaluate them,
+keep what the report needs.
+
+    python3 bench/experiments/exp.py GROUP [--threads N] [--dry-run]
+
+GROUP is a file bench/experiments/configs/GROUP.json: "common" arguments for
+`metaattn train` and a list of runs, each a name and its own arguments (and
+optionally "eval": extra `metaattn eval` arguments).  Run NAME trains into
+runs/exp/GROUP/NAME (the checkpoints, the full log), then is scored by
+`metaattn eval --json` on the validation split with soft routing, hard
+routing, and, for the Bayesian controller, hard routing without the
+uncertainty gate (top-1 for every token).  The scores, the config and a
+thinned copy of the training log (every 20th step and every evaluation
+step) go to bench/experiments/results/GROUP/NAME/, which is what
+report.py reads and what is committed.
+
+Resumable: a finished run (its results/.../run.json exists) is skipped; a
+run with a checkpoint continues with `metaattn train --resume`, which
+reproduces the uninterrupted run bit for bit for the same --threads (the
+default, 2, is recorded in run.json).  Stdlib only.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def sh(cmd, **kw):
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+
+
+def eval_json(binary, model, args, threads):
+    cmd = [binary, "eval", "--model", model, "--json", "--threads", str(threads)] + args
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def thin_log(src, dst, every=20):
+    with open(src) as f, open(dst + ".tmp", "w") as g:
+        for line in f:
+            rec = json.loads(line)
+            if rec["step"] % every == 0 or rec["step"] == 1 or "val_loss" in rec:
+                g.write(line)
+    os.replace(dst + ".tmp", dst)
+
+
+def model_config(binary, model):
+    """The config JSON in the model's safetensors metadata."""
+    with open(os.path.join(ROOT, model), "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+    return json.loads(head["__metadata__"]["config"])
+
+
+def run_one(group, spec, common, a):
+    name = spec["name"]
+    out = os.path.join("runs", "exp", group, name)
+    res = os.path.join("bench", "experiments", "results", group, name)
+    if os.path.exists(os.path.join(ROOT, res, "run.json")):
+        print(f"[{group}/{name}] done (results in {res})", flush=True)
+        return
+    model = os.path.join(out, "model.safetensors")
+    train = [a.bin, "train"] + common + spec.get("args", []) + [
+        "--out", out, "--threads", str(a.threads), "--quiet", "--sample", "0", "--ckpt-every", "100"]
+    if os.path.exists(os.path.join(ROOT, model)):
+        train.append("--resume")
+    if a.dry_run:
+        print("$ " + " ".join(train))
+        return
+    t0 = time.time()
+    sh(train)
+    cfg = model_config(a.bin, model)
+    ev = spec.get("eval", []) + ["--max-windows", str(a.windows)]
+    scores = {"soft": eval_json(a.bin, model, ev, a.threads),
+              "hard": eval_json(a.bin, model, ev + ["--hard"], a.threads)}
+    if cfg["attn"]["controller"] == "bayesian":
+        scores["top1"] = eval_json(a.bin, model, ev + ["--hard", "--uncertainty-threshold", "inf"], a.threads)
+    os.makedirs(os.path.join(ROOT, res), exist_ok=True)
+    thin_log(os.path.join(ROOT, out, "log.jsonl"), os.path.join(ROOT, res, "log.jsonl"))
+    with open(os.path.join(ROOT, out, "log.jsonl")) as f:
+        last = json.loads(f.readlines()[-1])
+    info = {"group": group, "name": name, "train_args": common + spec.get("args", []), "threads": a.threads,
+            "eval_args": ev, "config": cfg, "steps": last["step"], "train_seconds": last["elapsed"],
+            "wall_seconds_this_invocation": round(time.time() - t0, 1), "eval": scores}
+    tmp = os.path.join(ROOT, res, "run.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, os.path.join(ROOT, res, "run.json"))
+    print(f"[{group}/{name}] val soft {scores['soft']['val_loss']:.4f} hard {scores['hard']['val_loss']:.4f}",
+          flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("group", help="a file bench/experiments/configs/GROUP.json")
+    ap.add_argument("--threads", type=int, default=2, help="OpenMP threads per run (default 2; recorded)")
+    ap.add_argument("--bin", default="build/metaattn")
+    ap.add_argument("--windows", type=int, default=1000, help="validation windows per evaluation (default 1000)")
+    ap.add_argument("--only", default=None, help="comma-separated run names")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    a = ap.parse_args()
+    path = os.path.join(HERE, "configs", a.group + ".json")
+    if not os.path.exists(path):
+        groups = sorted(f[:-5] for f in os.listdir(os.path.join(HERE, "configs")) if f.endswith(".json"))
+        sys.exit(f"exp.py: no group '{a.group}' (have: {', '.join(groups)})")
+    with open(path) as f:
+        conf = json.load(f)
+    if not os.path.exists(os.path.join(ROOT, a.bin)):
+        sys.exit(f"exp.py: {a.bin} not found: run 'make build' first")
+    if not a.dry_run and "data/kjv.txt" in conf["common"] and not os.path.exists(os.path.join(ROOT, "data/kjv.txt")):
+        sh(["scripts/get-corpus.sh"])
+    only = set(a.only.split(",")) if a.only else None
+    for spec in conf["runs"]:
+        if only is None or spec["name"] in only:
+            run_one(a.group, spec, conf["common"], a)
+
+
+if __name__ == "__main__":
+    main()
