@@ -277,6 +277,7 @@ typedef struct mattn_stats {
     double flops_shared;                /* shared projections (share_qkv) */
     double flops_controller;            /* controller MLP */
     double flops_total;                 /* everything executed */
+    double seconds;                     /* wall-clock of the call (forward or decode step) */
 } mattn_stats;
 
 /* Write the documented line, e.g.

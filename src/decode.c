@@ -156,6 +156,7 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
         return mattn_set_error_h(l->errmsg, MATTN_ERR_UNSUPPORTED,
                                  "decoding needs a fixed position length (mattn_layer_set_position_length): with "
                                  "pos_t = t/(T-1) every token's routing changes as the sequence grows");
+    const double t_start = mattn_now();
     const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
     if (l->forced && t >= l->n_forced)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, decoding position %d",
@@ -263,6 +264,7 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
         stats->flops_controller = mattn_controller_flops(&l->ctrl, B);
         stats->flops_total = f_shared + stats->flops_controller;
         for (int k = 0; k < K; k++) stats->flops_total += fl[k];
+        stats->seconds = mattn_now() - t_start;
     }
     return MATTN_OK;
 }

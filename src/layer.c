@@ -421,6 +421,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
     if (l->forced && T > l->n_forced)
         return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, the input has T = %d", l->n_forced, T);
+    const double t_start = mattn_now();
     mattn_status st = mattn_layer_plan(l, B, T);
     if (st != MATTN_OK) return st;
     l->N = 0;
@@ -539,6 +540,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         stats->flops_controller = fc;
         stats->flops_total = fs + fc;
         for (int k = 0; k < K; k++) stats->flops_total += fl[k];
+        stats->seconds = mattn_now() - t_start;
     }
     return MATTN_OK;
 }

@@ -32,6 +32,9 @@ void mattn_abort(const char *file, int line, const char *fmt, ...)
 #define MATTN_ASSERT(x) \
     do { if (!(x)) MATTN_ABORT("MATTN_ASSERT(%s) failed", #x); } while (0)
 
+/* Monotonic wall-clock time in seconds (for mattn_stats.seconds). */
+double mattn_now(void);
+
 /* 64-byte aligned allocation; free with mattn_afree. NULL on failure. */
 void *mattn_amalloc(size_t n);
 void mattn_afree(void *p);

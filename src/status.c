@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mattn_impl.h"
 
@@ -89,6 +90,12 @@ void mattn_abort(const char *file, int line, const char *fmt, ...) {
 
 // ----------------------------------------------------------------------------
 // memory
+
+double mattn_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 void *mattn_amalloc(size_t n) {
     if (n == 0) n = MATTN_ALIGN;

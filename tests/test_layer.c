@@ -176,6 +176,7 @@ static void test_sparse_hard_equals_dense(void **st) {
         }
         assert_true(hard_tokens > 0);
         for (int k = 0; k < 3; k++) assert_true(fabs(s.exec_frac[k] - (double)ran[k] / N) < 1e-12);
+        assert_true(s.seconds > 0.0 && s.seconds < 60.0); /* measured wall-clock of the call */
         if (!c.share_qkv && !c.causal) {
             /* full, bidirectional: Q and W_o for its n tokens, K/V for all N, n*T keys */
             double n = ran[0];

@@ -161,6 +161,7 @@ int cmd_eval(int argc, char **argv) {
             a->flops_shared += s.flops_shared;
             a->flops_controller += s.flops_controller;
             a->flops_total += s.flops_total;
+            a->seconds += s.seconds;
             a->n_tokens += s.n_tokens;
             a->n_experts = K;
             a->has_uncertainty = s.has_uncertainty;
@@ -188,13 +189,17 @@ int cmd_eval(int argc, char **argv) {
                 for (int k = 0; k < K; k++) printf("%s%.6f", k ? ", " : "", a->exec_frac[k]);
                 printf("], \"executed_flops\": [");
                 for (int k = 0; k < K; k++) printf("%s%.6g", k ? ", " : "", a->flops[k]);
-                printf("], \"flops_shared\": %.6g, \"flops_controller\": %.6g}", a->flops_shared, a->flops_controller);
+                printf("], \"flops_shared\": %.6g, \"flops_controller\": %.6g, \"flops_total\": %.6g, "
+                       "\"seconds\": %.6f}", a->flops_shared, a->flops_controller, a->flops_total, a->seconds);
             }
             printf("]}\n");
         } else {
             printf("%s: %s split of %s, %lld windows of %d bytes, %s routing\n", model_path, split, data_path,
                    (long long)n_win, T, hard ? "hard" : "soft");
+            double secs = 0.0, fl = 0.0;
+            for (int l = 0; l < L; l++) secs += acc[l].seconds, fl += acc[l].flops_total;
             printf("loss %.4f nats/byte  %.4f bits/byte  (%lld predicted bytes)\n", loss, loss / log(2.0), (long long)tokens);
+            printf("attention sub-layers: %.3f s, %.3g GFLOP executed\n", secs, 1e-9 * fl);
             for (int l = 0; l < L; l++) {
                 char line[512];
                 mattn_stats_format(&acc[l], line, sizeof line);
