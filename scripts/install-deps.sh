@@ -8,6 +8,9 @@
 #   scripts/install-deps.sh --bench     also GNU time and a
 #                                       virtualenv .venv-bench with PyTorch 2.x from
 #                                       pip, for bench/compare_torch.py
+#   scripts/install-deps.sh --experiments  also python3 and the fortunes
+#                                       collection (the second corpus of
+#                                       bench/experiments)
 set -euo pipefail
 
 pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox)
@@ -17,6 +20,12 @@ fi
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(python3 python3-venv time)
 fi
+if [[ "${1:-}" == "--experiments" ]]; then
+  pkgs+=(python3 fortunes)
+fi
+case "${1:-}" in ""|--fixtures|--bench|--experiments) ;;
+  *) echo "install-deps: unknown option '$1' (--fixtures, --bench, --experiments)" >&2; exit 2 ;;
+esac
 
 bench_venv() {
   local root venv
