@@ -87,6 +87,8 @@ check "generate empty prompt" 2 "must not be empty" "$bin" generate --model "$tm
 # 5. route: TSV table, HTML heatmap, coloured terminal text
 n_tsv=$("$bin" route --model "$tmp/A/model.safetensors" --text "And God said" --tsv | wc -l)
 [[ $n_tsv -eq 25 ]] && ok || bad "route --tsv: $n_tsv lines (want 1 + 2 layers x 12 bytes)"
+hdr_tsv=$("$bin" route --model "$tmp/A/model.safetensors" --text "And" --tsv | head -2 | tr '\t' ' ')
+[[ "$hdr_tsv" == $'layer pos byte expert alpha1 alpha2 alpha3 uncertainty\n0 0 65 E'* ]] && ok || bad "route --tsv columns: $hdr_tsv"
 check "route html" 0 "wrote $tmp/r.html" "$bin" route --model "$tmp/A/model.safetensors" --file "$tmp/gen.txt" --html "$tmp/r.html" --color never --hard
 grep -q '<h2>Layer 1</h2>' "$tmp/r.html" && grep -q 'title="pos 0: E' "$tmp/r.html" && ok || bad "route html content"
 check "route colour" 0 $'\033[30;4' "$bin" route --model "$tmp/A/model.safetensors" --text "x<y & z" --color always

@@ -24,6 +24,7 @@ static const char *usage_route =
     "  --html OUT     write a self-contained HTML page: a heatmap per layer, each\n"
     "                 byte coloured by alpha (red full, green linear, blue local)\n"
     "  --tsv          print a table instead: layer, position, byte, expert, alphas\n"
+    "                 (and the uncertainty U_t for the Bayesian controller)\n"
     "  --color WHEN   auto (default: when stdout is a terminal), always, never\n"
     "  -h, --help     show this help\n";
 
@@ -134,9 +135,11 @@ int cmd_route(int argc, char **argv) {
     mattn_model_set_routing(m, &knobs);
     float *alpha = malloc(sizeof(float) * (size_t)L * n * K);
     int *chosen = malloc(sizeof(int) * (size_t)L * n);
+    const int bayes = cfg->attn.controller == MATTN_CONTROLLER_BAYESIAN;
+    float *unc = malloc(sizeof(float) * (size_t)L * n);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)Tmax);
     int rc = 0;
-    if (!alpha || !chosen || !idx) { rc = cli_fail(1, "out of memory"); goto done; }
+    if (!alpha || !chosen || !idx || !unc) { rc = cli_fail(1, "out of memory"); goto done; }
     /* consecutive windows of max_seq_len bytes */
     for (int s0 = 0; s0 < n && !rc; s0 += Tmax) {
         const int T = n - s0 < Tmax ? n - s0 : Tmax;
@@ -144,12 +147,14 @@ int cmd_route(int argc, char **argv) {
         if (mattn_model_forward(m, idx, NULL, 1, T, NULL, NULL) != MATTN_OK) { rc = cli_fail(1, "%s", mattn_model_errmsg(m)); break; }
         for (int l = 0; l < L; l++) {
             const float *al = mattn_layer_alpha(mattn_model_layer(m, l)), *w = mattn_layer_weights(mattn_model_layer(m, l));
+            const float *u = bayes ? mattn_layer_uncertainty(mattn_model_layer(m, l)) : NULL;
             for (int t = 0; t < T; t++) {
                 int best = 0;
                 const float *src = hard ? w : al;
                 for (int k = 1; k < K; k++) if (src[(size_t)t * K + k] > src[(size_t)t * K + best]) best = k;
                 chosen[(size_t)l * n + s0 + t] = best;
                 memcpy(alpha + ((size_t)l * n + s0 + t) * K, al + (size_t)t * K, sizeof(float) * K);
+                unc[(size_t)l * n + s0 + t] = u ? u[t] : 0.0f;
             }
         }
     }
@@ -157,11 +162,12 @@ int cmd_route(int argc, char **argv) {
     if (!rc && tsv) {
         printf("layer\tpos\tbyte\texpert");
         for (int k = 0; k < K; k++) printf("\talpha%d", k + 1);
-        printf("\n");
+        printf(bayes ? "\tuncertainty\n" : "\n");
         for (int l = 0; l < L; l++)
             for (int i = 0; i < n; i++) {
                 printf("%d\t%d\t%d\tE%d", l, i, (unsigned char)text[i], chosen[(size_t)l * n + i] + 1);
                 for (int k = 0; k < K; k++) printf("\t%.4f", alpha[((size_t)l * n + i) * K + k]);
+                if (bayes) printf("\t%.4f", unc[(size_t)l * n + i]);
                 printf("\n");
             }
     } else if (!rc) {
@@ -196,6 +202,7 @@ int cmd_route(int argc, char **argv) {
     }
 done:
     free(alpha);
+    free(unc);
     free(chosen);
     free(idx);
     free(buf);

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Tables and figures of docs/results.md from bench/experiments/results/.
+
+    python3 bench/experiments/report.py [--check]
+
+Reads every run.json and log.jsonl that exp.py left under
+bench/experiments/results/GROUP/NAME/, and
+  - rewrites each generated table of docs/results.md in place, between the
+    markers <!-- begin NAME --> and <!-- end NAME --> (the prose around them
+    is left alone);
+  - draws the figures into docs/figures/*.png with gnuplot (the data each
+    one plots is left next to it as a .tsv).
+A group with no finished run yet gets a one-line "not run yet" table.
+--check rewrites nothing and exits 1 if docs/results.md is out of date.
+Stdlib + gnuplot only.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RES = os.path.join(HERE, "results")
+DOC = os.path.join(ROOT, "docs", "results.md")
+FIG = os.path.join(ROOT, "docs", "figures")
+EXPERTS = ("full", "linear", "local")
+
+# The paper's Phase-1 Tiny-LM numbers (hard-routing projection).
+PAPER = {"bayesian": {"cost": 25.1, "entropy": 43.3}, "prior-free": {"cost": 59.3, "entropy": 55.8}}
+
+
+def load_group(group):
+    d = os.path.join(RES, group)
+    runs = {}
+    if not os.path.isdir(d):
+        return runs
+    for name in sorted(os.listdir(d)):
+        p = os.path.join(d, name, "run.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                r = json.load(f)
+            with open(os.path.join(d, name, "log.jsonl")) as f:
+                r["log"] = [json.loads(line) for line in f]
+            runs[name] = r
+    return runs
+
+
+def mean_sd(xs, fmt="{:.3f}"):
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return fmt.format(xs[0])
+    return (fmt + " ± " + fmt).format(statistics.mean(xs), statistics.stdev(xs))
+
+
+def layer_mean(ev, key):
+    return statistics.mean(layer[key] for layer in ev["layers"])
+
+
+def attn_cost(ev):
+    """Executed attention-expert FLOPs relative to running every expert on every token (soft)."""
+    return sum(sum(layer["executed_flops"]) for layer in ev["layers"])
+
+
+def controller(r):
+    return r["config"]["attn"]["controller"]
+
+
+# ----------------------------------------------------------------------------
+# Phase 1: Bayesian vs prior-free, 3 seeds each
+
+
+def table_phase1(runs):
+    if not runs:
+        return "_Not run yet: `python3 bench/experiments/exp.py phase1`._\n"
+    rows = []
+    head = ("| controller | runs | val loss soft | val loss hard | projected hard cost % (paper) "
+            "| norm. entropy % (paper) | collapsed % | mean α full / linear / local |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---|\n")
+    for kind, label in (("prior-free", "prior-free (no cost, no entropy term)"),
+                        ("bayesian", "Bayesian (β0 1, ε 0.01, elbo 1)")):
+        rs = [r for r in runs.values() if controller(r) == kind and not r["name"].startswith("free-tuned")]
+        if not rs:
+            continue
+        soft = [r["eval"]["soft"]["val_loss"] for r in rs]
+        hard = [r["eval"]["hard"]["val_loss"] for r in rs]
+        cost = [100 * layer_mean(r["eval"]["soft"], "projected_cost") for r in rs]
+        ent = [100 * layer_mean(r["eval"]["soft"], "norm_entropy") for r in rs]
+        col = [100 * layer_mean(r["eval"]["soft"], "collapsed") for r in rs]
+        w = [statistics.mean(statistics.mean(l["weights"][k] for l in r["eval"]["soft"]["layers"]) for r in rs)
+             for k in range(3)]
+        rows.append(f"| {label} | {len(rs)} | {mean_sd(soft)} | {mean_sd(hard)} | "
+                    f"{mean_sd(cost, '{:.1f}')} ({PAPER[kind]['cost']}) | {mean_sd(ent, '{:.1f}')} "
+                    f"({PAPER[kind]['entropy']}) | {mean_sd(col, '{:.1f}')} | "
+                    f"{w[0]:.3f} / {w[1]:.3f} / {w[2]:.3f} |\n")
+    tuned = [r for r in runs.values() if r["name"].startswith("free-tuned")]
+    for r in tuned:
+        ev = r["eval"]["soft"]
+        a = r["config"]["attn"]
+        rows.append(f"| prior-free, cost λ {a['cost_lambda']:g}, entropy {a['entropy_coeff']:g} ({r['name']}) | 1 | "
+                    f"{ev['val_loss']:.3f} | {r['eval']['hard']['val_loss']:.3f} | "
+                    f"{100 * layer_mean(ev, 'projected_cost'):.1f} | {100 * layer_mean(ev, 'norm_entropy'):.1f} | "
+                    f"{100 * layer_mean(ev, 'collapsed'):.1f} | "
+                    + " / ".join(f"{statistics.mean(l['weights'][k] for l in ev['layers']):.3f}" for k in range(3))
+                    + " |\n")
+    return head + "".join(rows)
+
+
+def table_phase1_runs(runs):
+    """One row per run and layer: shares, entropy, cost, the top-1 loss of the Bayesian runs."""
+    if not runs:
+        return "_Not run yet._\n"
+    out = ["| run | val soft | val hard | val top-1 | layer | α full / linear / local | norm. entropy % "
+           "| projected cost % | collapsed % |\n|---|---:|---:|---:|---:|---|---:|---:|---:|\n"]
+    for name, r in sorted(runs.items()):
+        ev = r["eval"]["soft"]
+        top1 = r["eval"].get("top1", r["eval"]["hard"])["val_loss"]
+        for i, l in enumerate(ev["layers"]):
+            lead = (f"| {name} | {ev['val_loss']:.3f} | {r['eval']['hard']['val_loss']:.3f} | {top1:.3f} "
+                    if i == 0 else "| | | | ")
+            out.append(lead + f"| {i} | " + " / ".join(f"{w:.3f}" for w in l["weights"])
+                       + f" | {100 * l['norm_entropy']:.1f} | {100 * l['projected_cost']:.1f} "
+                       f"| {100 * l['collapsed']:.1f} |\n")
+    return "".join(out)
+
+
+def fig_phase1_entropy(runs):
+    """Normalised routing entropy (mean over layers) against the training step, every run."""
+    if not runs:
+        return None
+    names = sorted(runs)
+    tsv = os.path.join(FIG, "phase1_entropy.tsv")
+    with open(tsv, "w") as f:
+        f.write("# step " + " ".join(names) + "  (normalised routing entropy, mean over layers, training batch)\n")
+        steps = sorted({rec["step"] for n in names for rec in runs[n]["log"]})
+        by = {n: {rec["step"]: rec for rec in runs[n]["log"]} for n in names}
+        for s in steps:
+            vals = []
+            for n in names:
+                rec = by[n].get(s)
+                vals.append("%.5f" % statistics.mean(l["norm_entropy"] for l in rec["layers"]) if rec else "NaN")
+            f.write(f"{s} " + " ".join(vals) + "\n")
+    plots = []
+    for i, n in enumerate(names):
+        color = "#c0392b" if controller(runs[n]) == "prior-free" else "#2471a3"
+        plots.append(f"'{tsv}' using 1:{i + 2} with lines lw 2 lc rgb '{color}' title '{n}'")
+    return gnuplot("phase1_entropy.png", "Routing entropy during training (KJV, tiny LM)", "step",
+                   "normalised entropy H(α)/ln 3", plots, extra="set yrange [0:1.05]")
+
+
+def fig_phase1_shares(runs):
+    """Mean α per expert, per layer, averaged over seeds: one group of bars per (controller, layer)."""
+    if not runs:
+        return None
+    tsv = os.path.join(FIG, "phase1_shares.tsv")
+    with open(tsv, "w") as f:
+        f.write("# label full linear local (mean alpha on the validation split, mean over seeds)\n")
+        for kind in ("prior-free", "bayesian"):
+            rs = [r for r in runs.values() if controller(r) == kind and not r["name"].startswith("free-tuned")]
+            if not rs:
+                continue
+            for li in range(len(rs[0]["eval"]["soft"]["layers"])):
+                w = [statistics.mean(r["eval"]["soft"]["layers"][li]["weights"][k] for r in rs) for k in range(3)]
+                f.write(f"\"{'free' if kind == 'prior-free' else 'bayes'} L{li}\" {w[0]:.4f} {w[1]:.4f} {w[2]:.4f}\n")
+    plots = [f"'{tsv}' using 2:xtic(1) title 'full' lc rgb '#c0392b'",
+             f"'' using 3 title 'linear' lc rgb '#27ae60'", f"'' using 4 title 'local' lc rgb '#2471a3'"]
+    return gnuplot("phase1_shares.png", "Expert shares per layer (mean α, validation split)", "", "mean α", plots,
+                   extra="set style data histograms\nset style histogram rowstacked\nset style fill solid 0.8\n"
+                         "set boxwidth 0.7\nset yrange [0:1]\nset xtics rotate by -30")
+
+
+# ----------------------------------------------------------------------------
+
+
+def gnuplot(png, title, xl, yl, plots, extra=""):
+    path = os.path.join(FIG, png)
+    script = (f"set terminal pngcairo size 900,500 noenhanced\nset output '{path}.tmp'\n"
+              f"set title '{title}'\nset xlabel '{xl}'\nset ylabel '{yl}'\nset key outside right\nset grid\n"
+              f"{extra}\nplot " + ", \\\n     ".join(plots) + "\n")
+    gp = os.path.join(FIG, png[:-4] + ".gp")
+    with open(gp, "w") as f:
+        f.write(script.replace(f"'{path}.tmp'", f"'{path}'"))
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+    except FileNotFoundError:
+        sys.exit("report.py: gnuplot not found (scripts/install-deps.sh installs gnuplot-nox)")
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"report.py: gnuplot failed on {png}: {e.stderr.strip()}")
+    if not os.path.exists(path + ".tmp"):
+        # pngcairo missing in gnuplot-nox: fall back to the gd png terminal
+        script = script.replace("pngcairo", "png")
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+    os.replace(path + ".tmp", path)
+    return png
+
+
+def replace_block(doc, name, body):
+    pat = re.compile(r"(<!-- begin %s -->\n)(.*?)(<!-- end %s -->)" % (re.escape(name), re.escape(name)), re.S)
+    if not pat.search(doc):
+        sys.exit(f"report.py: docs/results.md has no block '{name}' (<!-- begin {name} --> ... <!-- end {name} -->)")
+    return pat.sub(lambda m: m.group(1) + body + m.group(3), doc)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is out of date; write nothing")
+    a = ap.parse_args()
+    os.makedirs(FIG, exist_ok=True)
+    phase1 = load_group("phase1")
+    blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1)}
+    with open(DOC) as f:
+        doc = f.read()
+    new = doc
+    for name, body in blocks.items():
+        new = replace_block(new, name, body)
+    if a.check:
+        sys.exit(0 if new == doc else "report.py: docs/results.md is out of date: run bench/experiments/report.py")
+    for fig in (fig_phase1_entropy, fig_phase1_shares):
+        png = fig(phase1)
+        if png:
+            print(f"wrote docs/figures/{png}")
+    if new != doc:
+        with open(DOC + ".tmp", "w") as f:
+            f.write(new)
+        os.replace(DOC + ".tmp", DOC)
+        print("updated docs/results.md")
+
+
+if __name__ == "__main__":
+    main()
