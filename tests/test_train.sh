@@ -67,6 +67,10 @@ hard_f=$(echo "$jh" | grep -o '"executed_fraction": \[[^]]*\]' | head -1)
 jt=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json --hard --uncertainty-threshold inf 2>&1)
 top1_f=$(echo "$jt" | grep -o '"executed_fraction": \[[^]]*\]' | head -1 | tr -d '[],' | awk '{printf "%.4f", $2 + $3 + $4}')
 [[ "$top1_f" == "1.0000" ]] && ok || bad "eval --uncertainty-threshold inf: executed fractions sum to '$top1_f' (want 1): $jt"
+jf=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json --hard --force full 2>&1)
+[[ "$jf" == *'"forced": "full"'* && "$jf" == *'"executed_fraction": [1.000000, 0.000000, 0.000000]'* ]] && ok || bad "eval --force full: $jf"
+check "eval force without hard" 2 "needs --hard" "$bin" eval --model "$tmp/A/model.safetensors" --force local
+check "eval force name" 2 "expected full, linear or local" "$bin" eval --model "$tmp/A/model.safetensors" --hard --force fast
 check "eval bad threshold" 2 "--uncertainty-threshold: expected a number" "$bin" eval --model "$tmp/A/model.safetensors" --uncertainty-threshold high
 check "eval table" 0 "bits/byte" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --split all --max-windows 20
 check "eval no model" 2 "--model is required" "$bin" eval --data "$tmp/gen.txt"
@@ -92,6 +96,11 @@ hdr_tsv=$("$bin" route --model "$tmp/A/model.safetensors" --text "And" --tsv | h
 check "route html" 0 "wrote $tmp/r.html" "$bin" route --model "$tmp/A/model.safetensors" --file "$tmp/gen.txt" --html "$tmp/r.html" --color never --hard
 grep -q '<h2>Layer 1</h2>' "$tmp/r.html" && grep -q 'title="pos 0: E' "$tmp/r.html" && ok || bad "route html content"
 check "route colour" 0 $'\033[30;4' "$bin" route --model "$tmp/A/model.safetensors" --text "x<y & z" --color always
+# --context 8: bytes 8..15 are routed as a window of their own
+r_a=$("$bin" route --model "$tmp/A/model.safetensors" --text "And God said unt" --tsv --context 8 | awk 'NR > 1 && $2 >= 8 { print $1, $4, $5, $6, $7 }')
+r_b=$("$bin" route --model "$tmp/A/model.safetensors" --text "said unt" --tsv | awk 'NR > 1 { print $1, $4, $5, $6, $7 }')
+[[ -n "$r_a" && "$r_a" == "$r_b" ]] && ok || bad "route --context 8: windows not routed on their own"
+check "route context" 2 "exceeds the model's max_seq_len 64" "$bin" route --model "$tmp/A/model.safetensors" --text abc --context 65
 check "route both inputs" 2 "exactly one of --text and --file" "$bin" route --model "$tmp/A/model.safetensors" --text a --file b
 check "route bad html path" 1 "--html: cannot write" "$bin" route --model "$tmp/A/model.safetensors" --text abc --html /nonexistent/x.html
 

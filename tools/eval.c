@@ -32,6 +32,9 @@ static const char *usage_eval =
     "                   Bayesian gate: tokens with uncertainty < X route hard, the\n"
     "                   rest soft (default: the model's, 1.0); 'inf' = every token\n"
     "                   hard (plain top-k)\n"
+    "  --force E        with --hard: every token runs expert E (full, linear or\n"
+    "                   local) instead of the controller's choice, e.g. the\n"
+    "                   all-full cost a routed model is compared with\n"
     "  --batch N        windows per forward (default 16)\n"
     "  --max-windows N  score at most N windows, evenly spread (default: all)\n"
     "  --threads N      OpenMP threads (default: all cores)\n"
@@ -59,6 +62,7 @@ int cmd_eval(int argc, char **argv) {
     long long context = 128, batch = 16, threads = 0, max_windows = 0;
     int hard = 0, json = 0;
     double eta = NAN;
+    const char *force = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_eval, stdout); return 0; }
@@ -71,6 +75,7 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--data")) data_path = v;
         else if (!strcmp(a, "--split")) split = v;
+        else if (!strcmp(a, "--force")) force = v;
         else if (!strcmp(a, "--context")) rc = cli_int(a, v, 1, 1 << 20, &context);
         else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 4096, &batch);
         else if (!strcmp(a, "--threads")) rc = cli_int(a, v, 1, 1024, &threads);
@@ -86,6 +91,14 @@ int cmd_eval(int argc, char **argv) {
     if (!model_path) return cli_fail(EXIT_USAGE, "eval: --model is required (see metaattn eval --help)");
     if (strcmp(split, "val") && strcmp(split, "all"))
         return cli_fail(EXIT_USAGE, "--split: expected val or all, got '%s'", split);
+    int force_k = -1;
+    if (force) {
+        static const char *names[] = {"full", "linear", "local"};
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(force, names[k])) force_k = k;
+        if (force_k < 0) return cli_fail(EXIT_USAGE, "--force: expected full, linear or local, got '%s'", force);
+        if (!hard) return cli_fail(EXIT_USAGE, "--force %s needs --hard (forced routes are hard routes)", force);
+    }
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
 #endif
@@ -121,6 +134,16 @@ int cmd_eval(int argc, char **argv) {
     }
 
     const int L = cfg->n_layers, K = cfg->attn.n_experts, T = (int)context;
+    if (force_k >= 0) {
+        uint8_t *r = malloc((size_t)T);
+        if (!r) { rc = cli_fail(1, "out of memory"); goto done; }
+        memset(r, force_k, (size_t)T);
+        for (int l = 0; l < L && !rc; l++)
+            if (mattn_layer_force_routes(mattn_model_layer(m, l), r, T) != MATTN_OK)
+                rc = cli_fail(1, "--force: %s", mattn_last_error());
+        free(r);
+        if (rc) goto done;
+    }
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch * T), *tgt = malloc(sizeof(int32_t) * (size_t)batch * T);
     mattn_stats *acc = calloc((size_t)L, sizeof *acc);
     if (!idx || !tgt || !acc) { free(idx); free(tgt); free(acc); rc = cli_fail(1, "out of memory"); goto done; }
@@ -176,8 +199,10 @@ int cmd_eval(int argc, char **argv) {
             a->entropy *= inv, a->expected_cost *= inv, a->hard_cost *= inv, a->collapsed *= inv, a->uncertainty *= inv;
         }
         if (json) {
-            printf("{\"val_loss\": %.6f, \"bits_per_byte\": %.6f, \"tokens\": %lld, \"split\": \"%s\", \"routing\": \"%s\", \"layers\": [",
+            printf("{\"val_loss\": %.6f, \"bits_per_byte\": %.6f, \"tokens\": %lld, \"split\": \"%s\", \"routing\": \"%s\", ",
                    loss, loss / log(2.0), (long long)tokens, split, hard ? "hard" : "soft");
+            if (force) printf("\"forced\": \"%s\", ", force);
+            printf("\"layers\": [");
             for (int l = 0; l < L; l++) {
                 const mattn_stats *a = &acc[l];
                 printf("%s{\"weights\": [", l ? ", " : "");
@@ -194,8 +219,9 @@ int cmd_eval(int argc, char **argv) {
             }
             printf("]}\n");
         } else {
-            printf("%s: %s split of %s, %lld windows of %d bytes, %s routing\n", model_path, split, data_path,
-                   (long long)n_win, T, hard ? "hard" : "soft");
+            printf("%s: %s split of %s, %lld windows of %d bytes, %s routing%s%s\n", model_path, split, data_path,
+                   (long long)n_win, T, hard ? "hard" : "soft", force ? ", every token forced to " : "",
+                   force ? force : "");
             double secs = 0.0, fl = 0.0;
             for (int l = 0; l < L; l++) secs += acc[l].seconds, fl += acc[l].flops_total;
             printf("loss %.4f nats/byte  %.4f bits/byte  (%lld predicted bytes)\n", loss, loss / log(2.0), (long long)tokens);

@@ -12,6 +12,7 @@
 
 static const char *usage_route =
     "usage: metaattn route --model FILE (--text TEXT | --file FILE) [--html OUT] [--tsv] [--hard]\n"
+    "                      [--context N]\n"
     "\n"
     "Routes a text through a saved model (eval mode) and shows, for every byte and\n"
     "layer, the chosen expert and the routing weights alpha.\n"
@@ -25,6 +26,9 @@ static const char *usage_route =
     "                 byte coloured by alpha (red full, green linear, blue local)\n"
     "  --tsv          print a table instead: layer, position, byte, expert, alphas\n"
     "                 (and the uncertainty U_t for the Bayesian controller)\n"
+    "  --context N    route consecutive windows of N bytes (default: the model's\n"
+    "                 max_seq_len; a model trained on shorter sequences has\n"
+    "                 untrained position embeddings beyond them)\n"
     "  --color WHEN   auto (default: when stdout is a terminal), always, never\n"
     "  -h, --help     show this help\n";
 
@@ -90,6 +94,7 @@ static int write_html(const char *path, const char *text, int n, int L, int K, c
 int cmd_route(int argc, char **argv) {
     const char *model_path = NULL, *text = NULL, *file = NULL, *html = NULL, *color = "auto";
     int hard = 0, tsv = 0;
+    long long context = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_route, stdout); return 0; }
@@ -104,6 +109,7 @@ int cmd_route(int argc, char **argv) {
         else if (!strcmp(a, "--file")) file = v;
         else if (!strcmp(a, "--html")) html = v;
         else if (!strcmp(a, "--color")) color = v;
+        else if (!strcmp(a, "--context")) { if (cli_int(a, v, 1, 1 << 20, &context)) return EXIT_USAGE; }
         else return cli_fail(EXIT_USAGE, "route: unknown option '%s' (see metaattn route --help)", a);
     }
     if (!model_path) return cli_fail(EXIT_USAGE, "route: --model is required (see metaattn route --help)");
@@ -129,7 +135,12 @@ int cmd_route(int argc, char **argv) {
     mattn_model *m;
     if (cli_load_model(model_path, &m)) { free(buf); return 1; }
     const mattn_lm_config *cfg = mattn_model_config(m);
-    const int L = cfg->n_layers, K = cfg->attn.n_experts, Tmax = cfg->max_seq_len;
+    if (context > cfg->max_seq_len) {
+        mattn_model_free(m);
+        free(buf);
+        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, cfg->max_seq_len);
+    }
+    const int L = cfg->n_layers, K = cfg->attn.n_experts, Tmax = context ? (int)context : cfg->max_seq_len;
     mattn_config knobs = cfg->attn;
     knobs.hard_routing = hard;
     mattn_model_set_routing(m, &knobs);

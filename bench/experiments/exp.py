@@ -9,14 +9,17 @@ GROUP is a file bench/experiments/configs/GROUP.json: "common" arguments for
 optionally "eval": extra `metaattn eval` arguments).  Run NAME trains into
 runs/exp/GROUP/NAME (the checkpoints, the full log), then is scored by
 `metaattn eval --json` on the validation split with soft routing, hard
-routing, and, for the Bayesian controller, hard routing without the
-uncertainty gate (top-1 for every token).  The scores, the config and a
+routing, every token forced to `full` (the all-full loss, FLOPs and
+wall-clock the routed model is compared with) and, for the Bayesian
+controller, hard routing without the uncertainty gate (top-1 for every
+token).  The scores, the config and a
 thinned copy of the training log (every 20th step and every evaluation
 step) go to bench/experiments/results/GROUP/NAME/, which is what
 report.py reads and what is committed.
 
-Resumable: a finished run (its results/.../run.json exists) is skipped; a
-run with a checkpoint continues with `metaattn train --resume`, which
+Resumable: a finished run (its results/.../run.json exists) is not trained
+again, only scored by the evaluations its run.json lacks (when its
+checkpoint is still in runs/exp/); a run with a checkpoint continues with `metaattn train --resume`, which
 reproduces the uninterrupted run bit for bit for the same --threads (the
 default, 2, is recorded in run.json).  Stdlib only.
 """
@@ -59,14 +62,38 @@ def model_config(binary, model):
     return json.loads(head["__metadata__"]["config"])
 
 
+def evaluations(cfg):
+    """The `metaattn eval` flags of each score kept for a run."""
+    ev = {"soft": [], "hard": ["--hard"], "all_full": ["--hard", "--force", "full"]}
+    if cfg["attn"]["controller"] == "bayesian":
+        ev["top1"] = ["--hard", "--uncertainty-threshold", "inf"]
+    return ev
+
+
+def write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def run_one(group, spec, common, a):
     name = spec["name"]
     out = os.path.join("runs", "exp", group, name)
     res = os.path.join("bench", "experiments", "results", group, name)
-    if os.path.exists(os.path.join(ROOT, res, "run.json")):
-        print(f"[{group}/{name}] done (results in {res})", flush=True)
-        return
     model = os.path.join(out, "model.safetensors")
+    done = os.path.join(ROOT, res, "run.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            info = json.load(f)
+        missing = {k: v for k, v in evaluations(info["config"]).items() if k not in info["eval"]}
+        if missing and os.path.exists(os.path.join(ROOT, model)) and not a.dry_run:
+            for k, flags in missing.items():
+                info["eval"][k] = eval_json(a.bin, model, info["eval_args"] + flags, a.threads)
+            write_json(done, info)
+            print(f"[{group}/{name}] added scores: {', '.join(missing)}", flush=True)
+        else:
+            print(f"[{group}/{name}] done (results in {res})", flush=True)
+        return
     train = [a.bin, "train"] + common + spec.get("args", []) + [
         "--out", out, "--threads", str(a.threads), "--quiet", "--sample", "0", "--ckpt-every", "100"]
     if os.path.exists(os.path.join(ROOT, model)):
@@ -78,10 +105,7 @@ def run_one(group, spec, common, a):
     sh(train)
     cfg = model_config(a.bin, model)
     ev = spec.get("eval", []) + ["--max-windows", str(a.windows)]
-    scores = {"soft": eval_json(a.bin, model, ev, a.threads),
-              "hard": eval_json(a.bin, model, ev + ["--hard"], a.threads)}
-    if cfg["attn"]["controller"] == "bayesian":
-        scores["top1"] = eval_json(a.bin, model, ev + ["--hard", "--uncertainty-threshold", "inf"], a.threads)
+    scores = {k: eval_json(a.bin, model, ev + flags, a.threads) for k, flags in evaluations(cfg).items()}
     os.makedirs(os.path.join(ROOT, res), exist_ok=True)
     thin_log(os.path.join(ROOT, out, "log.jsonl"), os.path.join(ROOT, res, "log.jsonl"))
     with open(os.path.join(ROOT, out, "log.jsonl")) as f:
@@ -89,10 +113,7 @@ def run_one(group, spec, common, a):
     info = {"group": group, "name": name, "train_args": common + spec.get("args", []), "threads": a.threads,
             "eval_args": ev, "config": cfg, "steps": last["step"], "train_seconds": last["elapsed"],
             "wall_seconds_this_invocation": round(time.time() - t0, 1), "eval": scores}
-    tmp = os.path.join(ROOT, res, "run.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, os.path.join(ROOT, res, "run.json"))
+    write_json(done, info)
     print(f"[{group}/{name}] val soft {scores['soft']['val_loss']:.4f} hard {scores['hard']['val_loss']:.4f}",
           flush=True)
 
