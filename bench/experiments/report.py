@@ -66,6 +66,13 @@ def attn_cost(ev):
     return sum(sum(layer["executed_flops"]) for layer in ev["layers"])
 
 
+def train_tail(r, key, n=5):
+    """Mean over layers and the last n logged steps of a training-batch statistic (α as trained:
+    Dirichlet samples for the Bayesian controller)."""
+    recs = r["log"][-n:]
+    return statistics.mean(statistics.mean(l[key] for l in rec["layers"]) for rec in recs)
+
+
 def controller(r):
     return r["config"]["attn"]["controller"]
 
@@ -78,8 +85,8 @@ def table_phase1(runs):
     if not runs:
         return "_Not run yet: `python3 bench/experiments/exp.py phase1`._\n"
     rows = []
-    head = ("| controller | runs | val loss soft | val loss hard | projected hard cost % (paper) "
-            "| norm. entropy % (paper) | collapsed % | mean α full / linear / local |\n"
+    head = ("| controller | runs | val loss soft | val loss hard | projected hard cost %: eval / training (paper) "
+            "| norm. entropy %: eval / training (paper) | collapsed % | mean α full / linear / local |\n"
             "|---|---:|---:|---:|---:|---:|---:|---|\n")
     for kind, label in (("prior-free", "prior-free (no cost, no entropy term)"),
                         ("bayesian", "Bayesian (β0 1, ε 0.01, elbo 1)")):
@@ -90,11 +97,14 @@ def table_phase1(runs):
         hard = [r["eval"]["hard"]["val_loss"] for r in rs]
         cost = [100 * layer_mean(r["eval"]["soft"], "projected_cost") for r in rs]
         ent = [100 * layer_mean(r["eval"]["soft"], "norm_entropy") for r in rs]
+        tcost = [100 * train_tail(r, "projected_cost") for r in rs]
+        tent = [100 * train_tail(r, "norm_entropy") for r in rs]
         col = [100 * layer_mean(r["eval"]["soft"], "collapsed") for r in rs]
         w = [statistics.mean(statistics.mean(l["weights"][k] for l in r["eval"]["soft"]["layers"]) for r in rs)
              for k in range(3)]
         rows.append(f"| {label} | {len(rs)} | {mean_sd(soft)} | {mean_sd(hard)} | "
-                    f"{mean_sd(cost, '{:.1f}')} ({PAPER[kind]['cost']}) | {mean_sd(ent, '{:.1f}')} "
+                    f"{mean_sd(cost, '{:.1f}')} / {mean_sd(tcost, '{:.1f}')} ({PAPER[kind]['cost']}) | "
+                    f"{mean_sd(ent, '{:.1f}')} / {mean_sd(tent, '{:.1f}')} "
                     f"({PAPER[kind]['entropy']}) | {mean_sd(col, '{:.1f}')} | "
                     f"{w[0]:.3f} / {w[1]:.3f} / {w[2]:.3f} |\n")
     tuned = [r for r in runs.values() if r["name"].startswith("free-tuned")]
@@ -103,7 +113,8 @@ def table_phase1(runs):
         a = r["config"]["attn"]
         rows.append(f"| prior-free, cost λ {a['cost_lambda']:g}, entropy {a['entropy_coeff']:g} ({r['name']}) | 1 | "
                     f"{ev['val_loss']:.3f} | {r['eval']['hard']['val_loss']:.3f} | "
-                    f"{100 * layer_mean(ev, 'projected_cost'):.1f} | {100 * layer_mean(ev, 'norm_entropy'):.1f} | "
+                    f"{100 * layer_mean(ev, 'projected_cost'):.1f} / {100 * train_tail(r, 'projected_cost'):.1f} | "
+                    f"{100 * layer_mean(ev, 'norm_entropy'):.1f} / {100 * train_tail(r, 'norm_entropy'):.1f} | "
                     f"{100 * layer_mean(ev, 'collapsed'):.1f} | "
                     + " / ".join(f"{statistics.mean(l['weights'][k] for l in ev['layers']):.3f}" for k in range(3))
                     + " |\n")
@@ -174,6 +185,133 @@ def fig_phase1_shares(runs):
 
 
 # ----------------------------------------------------------------------------
+# Frontier: loss against measured attention cost
+
+
+def frontier_points(phase1, frontier):
+    pts = []
+    for group, runs in (("phase1", phase1), ("frontier", frontier)):
+        for name, r in sorted(runs.items()):
+            if group == "phase1" and not name.endswith("-s1"):
+                continue  # the frontier is seed 1
+            ev = r["eval"]
+            if "all_full" not in ev:
+                continue
+            a = r["config"]["attn"]
+            knob = (f"λ {a['cost_lambda']:g}" if controller(r) == "prior-free"
+                    else f"β0 {a['beta_0']:g}, elbo {a['elbo_weight']:g}")
+            flops = sum(l["flops_total"] for l in ev["hard"]["layers"]) / sum(
+                l["flops_total"] for l in ev["all_full"]["layers"])
+            wall = sum(l["seconds"] for l in ev["hard"]["layers"]) / sum(
+                l["seconds"] for l in ev["all_full"]["layers"])
+            pts.append({"run": f"{group}/{name}", "controller": controller(r), "knob": knob,
+                        "soft": ev["soft"]["val_loss"], "hard": ev["hard"]["val_loss"],
+                        "full": ev["all_full"]["val_loss"],
+                        "cost": 100 * layer_mean(ev["soft"], "projected_cost"),
+                        "entropy": 100 * layer_mean(ev["soft"], "norm_entropy"), "flops": flops, "wall": wall})
+    return pts
+
+
+def table_frontier(pts):
+    if not pts:
+        return "_Not run yet: `python3 bench/experiments/exp.py frontier`._\n"
+    out = ["| run | controller | setting | val soft | val hard | val all-full | projected cost % | norm. entropy % "
+           "| attention FLOPs hard / all-full | attention wall-clock hard / all-full |\n"
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"]
+    for p in sorted(pts, key=lambda p: (p["controller"], p["flops"])):
+        out.append(f"| {p['run']} | {p['controller']} | {p['knob']} | {p['soft']:.3f} | {p['hard']:.3f} | "
+                   f"{p['full']:.3f} | {p['cost']:.1f} | {p['entropy']:.1f} | {p['flops']:.3f} | {p['wall']:.3f} |\n")
+    return "".join(out)
+
+
+def fig_frontier(pts):
+    if not pts:
+        return None
+    plots = []
+    for kind, color in (("prior-free", "#c0392b"), ("bayesian", "#2471a3")):
+        tsv = os.path.join(FIG, f"frontier_{kind}.tsv")
+        with open(tsv, "w") as f:
+            f.write("# attention_flop_ratio val_loss_hard wall_ratio run\n")
+            for p in sorted((p for p in pts if p["controller"] == kind), key=lambda p: p["flops"]):
+                f.write(f"{p['flops']:.4f} {p['hard']:.4f} {p['wall']:.4f} \"{p['knob']}\"\n")
+        plots.append(f"'{tsv}' using 1:2 with linespoints pt 7 ps 1.5 lw 2 lc rgb '{color}' title '{kind}'")
+        plots.append(f"'{tsv}' using 1:2:4 with labels offset 0,1 font ',8' notitle")
+    return gnuplot("frontier.png", "Validation loss (hard routing) against executed attention FLOPs", 
+                   "attention sub-layer FLOPs, hard routing / every token on full", "val loss (nats/byte)", plots)
+
+
+# ----------------------------------------------------------------------------
+# Routing analysis and the second corpus
+
+
+def load_dir(sub):
+    d = os.path.join(RES, sub)
+    out = {}
+    if os.path.isdir(d):
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".json"):
+                with open(os.path.join(d, f)) as g:
+                    out[f[:-5]] = json.load(g)
+    return out
+
+
+def shares(counts):
+    n = sum(counts)
+    return [100.0 * c / n for c in counts] if n else None
+
+
+def table_by(analysis, key):
+    if not analysis:
+        return "_Not run yet: `python3 bench/experiments/analyze.py`._\n"
+    cats = list(next(iter(analysis.values()))["layers"][0][key])
+    out = ["| model | layer | " + " | ".join(cats) + " |\n|---|---:|" + "---|" * len(cats) + "\n"]
+    for tag, r in sorted(analysis.items()):
+        for i, l in enumerate(r["layers"]):
+            cells = []
+            for c in cats:
+                s = shares(l[key][c])
+                cells.append("—" if s is None else " / ".join(f"{x:.0f}" for x in s))
+            out.append(f"| {r['model'] if i == 0 else ''} | {i} | " + " | ".join(cells) + " |\n")
+    return "".join(out)
+
+
+def table_uncertainty(analysis):
+    rows = []
+    for tag, r in sorted(analysis.items()):
+        for i, l in enumerate(r["layers"]):
+            if not l["uncertainty_by_chosen"]:
+                continue
+            cells = []
+            for u in l["uncertainty_by_chosen"]:
+                cells.append("—" if not u["n"] else f"{u['mean']:.2f} ({u['n']})")
+            rows.append(f"| {r['model'] if i == 0 else ''} | {i} | " + " | ".join(cells) + " |\n")
+    if not rows:
+        return "_No Bayesian model analysed yet._\n"
+    return "| model | layer | U_t when full chosen (tokens) | linear | local |\n|---|---:|---:|---:|---:|\n" + "".join(rows)
+
+
+def table_corpus2(corpus2, phase1, frontier):
+    if not corpus2:
+        return "_Not run yet: `python3 bench/experiments/analyze.py`._\n"
+    out = ["| model | KJV val soft / hard | fortunes soft / hard | projected cost % KJV / fortunes "
+           "| norm. entropy % KJV / fortunes | mean α full/linear/local, fortunes |\n"
+           "|---|---:|---:|---:|---:|---|\n"]
+    for tag, c in sorted(corpus2.items()):
+        group, name = c["model"].split("/")
+        r = (phase1 if group == "phase1" else frontier).get(name)
+        if not r:
+            continue
+        k, f = r["eval"], c["eval"]
+        w = [statistics.mean(l["weights"][i] for l in f["soft"]["layers"]) for i in range(3)]
+        out.append(f"| {c['model']} | {k['soft']['val_loss']:.3f} / {k['hard']['val_loss']:.3f} | "
+                   f"{f['soft']['val_loss']:.3f} / {f['hard']['val_loss']:.3f} | "
+                   f"{100 * layer_mean(k['soft'], 'projected_cost'):.1f} / {100 * layer_mean(f['soft'], 'projected_cost'):.1f} | "
+                   f"{100 * layer_mean(k['soft'], 'norm_entropy'):.1f} / {100 * layer_mean(f['soft'], 'norm_entropy'):.1f} | "
+                   + " / ".join(f"{x:.3f}" for x in w) + " |\n")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------
 
 
 def gnuplot(png, title, xl, yl, plots, extra=""):
@@ -210,8 +348,13 @@ def main():
     ap.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is out of date; write nothing")
     a = ap.parse_args()
     os.makedirs(FIG, exist_ok=True)
-    phase1 = load_group("phase1")
-    blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1)}
+    phase1, frontier = load_group("phase1"), load_group("frontier")
+    pts = frontier_points(phase1, frontier)
+    analysis, corpus2 = load_dir("analysis"), load_dir("corpus2")
+    blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1),
+              "frontier": table_frontier(pts), "by-class": table_by(analysis, "chosen_by_class"),
+              "by-position": table_by(analysis, "chosen_by_position"), "uncertainty": table_uncertainty(analysis),
+              "corpus2": table_corpus2(corpus2, phase1, frontier)}
     with open(DOC) as f:
         doc = f.read()
     new = doc
@@ -219,8 +362,7 @@ def main():
         new = replace_block(new, name, body)
     if a.check:
         sys.exit(0 if new == doc else "report.py: docs/results.md is out of date: run bench/experiments/report.py")
-    for fig in (fig_phase1_entropy, fig_phase1_shares):
-        png = fig(phase1)
+    for png in (fig_phase1_entropy(phase1), fig_phase1_shares(phase1), fig_frontier(pts)):
         if png:
             print(f"wrote docs/figures/{png}")
     if new != doc:
