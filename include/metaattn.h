@@ -293,7 +293,9 @@ MATTN_API int mattn_stats_format(const mattn_stats *s, char *buf, size_t n);
 typedef struct mattn_layer mattn_layer;
 
 /* Create a layer.  experts: cfg->n_experts experts, or NULL for the
- * built-ins full, linear, local (which needs n_experts == 3).  On success the
+ * built-ins: the first n_experts (1 to 3) of full, linear, local — with
+ * expert_costs = [1.0] the layer is plain softmax attention (the all-full
+ * baseline; alpha is 1 for every token).  On success the
  * layer owns the experts passed in; on failure the caller still does.
  * Weights are initialised as the Python library does (experts: PyTorch's
  * nn.Linear default, controller: N(0, 0.02), zero biases) from cfg->seed. */

@@ -80,10 +80,10 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
     if (!cfg) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_init: cfg is NULL");
     mattn_status st = mattn_config_validate(cfg);
     if (st != MATTN_OK) return st;
-    if (!experts && cfg->n_experts != 3)
+    if (!experts && cfg->n_experts > 3)
         return mattn_set_error(MATTN_ERR_INVALID_ARG,
                                "the built-in experts are 3 (full, linear, local) but expert_costs "
-                               "holds %d costs: pass your experts or 3 costs", cfg->n_experts);
+                               "holds %d costs: pass your experts or 1 to 3 costs", cfg->n_experts);
     if (experts)
         for (int k = 0; k < cfg->n_experts; k++)
             if (!experts[k])

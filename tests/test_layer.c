@@ -235,6 +235,41 @@ static void test_forced_routes(void **st) {
     }
 }
 
+/* expert_costs = [1.0]: a layer of the built-in full expert alone (the
+ * all-full baseline).  Expert 0's weights come first from the init stream,
+ * so it equals a three-expert layer of the same seed forced to full, in
+ * training and eval mode; more than 3 built-ins is an error. */
+static void test_single_expert_layer(void **st) {
+    (void)st;
+    for (int share = 0; share < 2; share++) {
+        mattn_config c3 = small_cfg(), c1 = small_cfg();
+        c3.causal = c1.causal = 1;
+        c3.dropout = c1.dropout = 0.0;
+        c3.share_qkv = c1.share_qkv = share;
+        c3.hard_routing = 1;
+        c1.n_experts = 1;
+        c1.expert_costs[0] = 1.0;
+        mattn_layer *l1, *l3;
+        assert_int_equal(mattn_layer_init(&c1, NULL, &l1), MATTN_OK);
+        assert_int_equal(mattn_layer_init(&c3, NULL, &l3), MATTN_OK);
+        mattn_layer_set_training(l3, 0);
+        uint8_t route[T] = {0};
+        assert_int_equal(mattn_layer_force_routes(l3, route, T), MATTN_OK);
+        const int D = c1.d_model, N = B * T;
+        float *x = falloc(N * D), *o1 = falloc(N * D), *o3 = falloc(N * D);
+        fill_normal(x, N * D, 8, 1.0);
+        for (int training = 0; training < 2; training++) {
+            mattn_layer_set_training(l1, training);
+            assert_int_equal(mattn_layer_forward(l1, x, B, T, NULL, o1, NULL, NULL), MATTN_OK);
+            assert_int_equal(mattn_layer_forward(l3, x, B, T, NULL, o3, NULL, NULL), MATTN_OK);
+            assert_close(o1, o3, N * D, 1e-6, "one-expert layer = three-expert layer forced to full");
+            for (int n = 0; n < N; n++) assert_true(mattn_layer_alpha(l1)[n] == 1.0f);
+        }
+        free(x); free(o1); free(o3);
+        mattn_layer_free(l1);
+        mattn_layer_free(l3);
+    }
+}
 
 /* Gradients off: the same outputs in every routing mode (experts share one
  * workspace and merge as they go), and no backward after such a forward. */
@@ -311,9 +346,10 @@ static void test_errors(void **st) {
     assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_ERR_INVALID_ARG);
     assert_null(l);
     c = small_cfg();
-    c.n_experts = 2;
+    c.n_experts = 4;
+    for (int k = 0; k < 4; k++) c.expert_costs[k] = 0.5;
     assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_ERR_INVALID_ARG);
-    assert_non_null(strstr(mattn_last_error(), "3"));
+    assert_non_null(strstr(mattn_last_error(), "1 to 3 costs"));
     c = small_cfg();
     mattn_config other = c;
     other.d_model = 16;
@@ -410,7 +446,7 @@ int main(void) {
         cmocka_unit_test(test_sparse_hard_equals_dense),  cmocka_unit_test(test_training_noise_reproducible),
         cmocka_unit_test(test_errors),                    cmocka_unit_test(test_stats_format),
         cmocka_unit_test(test_save_load),                 cmocka_unit_test(test_forced_routes),
-        cmocka_unit_test(test_no_grad_same_output),
+        cmocka_unit_test(test_no_grad_same_output),       cmocka_unit_test(test_single_expert_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,6 +127,12 @@ check "bad flag" 2 "unknown option '--bogus'" "$bin" train --bogus 1
 check "bad number" 2 "--steps: expected an integer" "$bin" train --steps ten
 check "context too long" 2 "exceeds the model's max_seq_len 64" "$bin" train "${common[@]}" --context 65 --out "$tmp/C"
 check "bad schedule" 2 "ramp kind must be cos or lin" "$bin" train --cost-lambda 0:1:exp:0:10
+# an all-full model (expert_costs [1.0]: plain softmax attention) trains, scores and generates
+sed 's/"dropout": 0.0}/"dropout": 0.0, "expert_costs": [1.0], "controller": "prior-free"}/' "$tmp/cfg.json" > "$tmp/full.json"
+check "all-full train" 0 "checkpoint:" "$bin" train --config "$tmp/full.json" --data "$tmp/gen.txt" --batch 4 --context 64 --steps 5 --sample 0 --threads 2 --out "$tmp/F"
+check "all-full eval" 0 "E1=1.000" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --hard
+check "all-full generate" 0 "E1 1.000 / 100.0%" "$bin" generate --model "$tmp/F/model.safetensors" --tokens 5
+check "all-full force" 1 "the layer has 1 experts" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --context 64 --hard --force local
 check "bad beta0" 2 "--beta0: expected a number" "$bin" train --beta0 -1
 check "bad epsilon" 2 "--epsilon: expected a number" "$bin" train --epsilon 0
 # the prior's flags reach the saved config; the model loads (its prior buffer matches the config)
