@@ -62,12 +62,28 @@ def model_config(binary, model):
     return json.loads(head["__metadata__"]["config"])
 
 
-def evaluations(cfg):
-    """The `metaattn eval` flags of each score kept for a run."""
+def evaluations(cfg, conf):
+    """The `metaattn eval` flags of each score kept for a run: the group's
+    "evals" ({"name", "flags", optional "controller"}) or the default set."""
+    kind = cfg["attn"]["controller"]
+    if "evals" in conf:
+        return {e["name"]: e["flags"] for e in conf["evals"] if e.get("controller", kind) == kind}
     ev = {"soft": [], "hard": ["--hard"], "all_full": ["--hard", "--force", "full"]}
-    if cfg["attn"]["controller"] == "bayesian":
+    if kind == "bayesian":
         ev["top1"] = ["--hard", "--uncertainty-threshold", "inf"]
     return ev
+
+
+def model_step(model):
+    with open(os.path.join(ROOT, model), "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return int(json.loads(f.read(n))["__metadata__"]["step"])
+
+
+def flag_value(args, flag):
+    """The last value given to flag in an argument list (as the CLI parses it)."""
+    vals = [args[i + 1] for i in range(len(args) - 1) if args[i] == flag]
+    return vals[-1] if vals else None
 
 
 def write_json(path, obj):
@@ -76,7 +92,8 @@ def write_json(path, obj):
     os.replace(path + ".tmp", path)
 
 
-def run_one(group, spec, common, a):
+def run_one(group, spec, conf, a):
+    common = conf["common"]
     name = spec["name"]
     out = os.path.join("runs", "exp", group, name)
     res = os.path.join("bench", "experiments", "results", group, name)
@@ -85,7 +102,7 @@ def run_one(group, spec, common, a):
     if os.path.exists(done):
         with open(done) as f:
             info = json.load(f)
-        missing = {k: v for k, v in evaluations(info["config"]).items() if k not in info["eval"]}
+        missing = {k: v for k, v in evaluations(info["config"], conf).items() if k not in info["eval"]}
         if missing and os.path.exists(os.path.join(ROOT, model)) and not a.dry_run:
             for k, flags in missing.items():
                 info["eval"][k] = eval_json(a.bin, model, info["eval_args"] + flags, a.threads)
@@ -94,28 +111,38 @@ def run_one(group, spec, common, a):
         else:
             print(f"[{group}/{name}] done (results in {res})", flush=True)
         return
-    train = [a.bin, "train"] + common + spec.get("args", []) + [
-        "--out", out, "--threads", str(a.threads), "--quiet", "--sample", "0", "--ckpt-every", "100"]
-    if os.path.exists(os.path.join(ROOT, model)):
-        train.append("--resume")
+    def train(phase_args):
+        """metaattn train for this run, continuing it when it has a checkpoint."""
+        cmd = [a.bin, "train"] + common + spec.get("args", []) + phase_args + [
+            "--out", out, "--threads", str(a.threads), "--quiet", "--sample", "0", "--ckpt-every", "100"]
+        return cmd + (["--resume"] if os.path.exists(os.path.join(ROOT, model)) else [])
+
     if a.dry_run:
-        print("$ " + " ".join(train))
+        for phase in [[]] + spec.get("then", []):
+            print("$ " + " ".join(train(phase)))
         return
     t0 = time.time()
-    sh(train)
+    target = int(flag_value(common + spec.get("args", []), "--steps") or 1300)
+    if not os.path.exists(os.path.join(ROOT, model)) or model_step(model) < target:
+        sh(train([]))
+    # further phases ("then": argument lists, e.g. a longer context at a low
+    # constant learning rate), each continuing the run to its own --steps
+    for phase in spec.get("then", []):
+        if model_step(model) < int(flag_value(phase, "--steps")):
+            sh(train(phase))
     cfg = model_config(a.bin, model)
-    ev = spec.get("eval", []) + ["--max-windows", str(a.windows)]
-    scores = {k: eval_json(a.bin, model, ev + flags, a.threads) for k, flags in evaluations(cfg).items()}
+    ev = conf.get("eval", []) + spec.get("eval", []) + ["--max-windows", str(a.windows)]
+    scores = {k: eval_json(a.bin, model, ev + flags, a.threads) for k, flags in evaluations(cfg, conf).items()}
     os.makedirs(os.path.join(ROOT, res), exist_ok=True)
     thin_log(os.path.join(ROOT, out, "log.jsonl"), os.path.join(ROOT, res, "log.jsonl"))
     with open(os.path.join(ROOT, out, "log.jsonl")) as f:
         last = json.loads(f.readlines()[-1])
-    info = {"group": group, "name": name, "train_args": common + spec.get("args", []), "threads": a.threads,
+    info = {"group": group, "name": name, "train_args": common + spec.get("args", []),
+            "then": spec.get("then", []), "threads": a.threads,
             "eval_args": ev, "config": cfg, "steps": last["step"], "train_seconds": last["elapsed"],
             "wall_seconds_this_invocation": round(time.time() - t0, 1), "eval": scores}
     write_json(done, info)
-    print(f"[{group}/{name}] val soft {scores['soft']['val_loss']:.4f} hard {scores['hard']['val_loss']:.4f}",
-          flush=True)
+    print(f"[{group}/{name}] " + ", ".join(f"{k} {v['val_loss']:.4f}" for k, v in scores.items()), flush=True)
 
 
 def main():
@@ -123,7 +150,8 @@ def main():
     ap.add_argument("group", help="a file bench/experiments/configs/GROUP.json")
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads per run (default 2; recorded)")
     ap.add_argument("--bin", default="build/metaattn")
-    ap.add_argument("--windows", type=int, default=1000, help="validation windows per evaluation (default 1000)")
+    ap.add_argument("--windows", type=int, default=None,
+                    help="validation windows per evaluation (default: the group's \"windows\", else 1000)")
     ap.add_argument("--only", default=None, help="comma-separated run names")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = ap.parse_args()
@@ -137,10 +165,12 @@ def main():
         sys.exit(f"exp.py: {a.bin} not found: run 'make build' first")
     if not a.dry_run and "data/kjv.txt" in conf["common"] and not os.path.exists(os.path.join(ROOT, "data/kjv.txt")):
         sh(["scripts/get-corpus.sh"])
+    if a.windows is None:
+        a.windows = conf.get("windows", 1000)
     only = set(a.only.split(",")) if a.only else None
     for spec in conf["runs"]:
         if only is None or spec["name"] in only:
-            run_one(a.group, spec, conf["common"], a)
+            run_one(a.group, spec, conf, a)
 
 
 if __name__ == "__main__":
