@@ -70,7 +70,12 @@ def analyse(binary, model, text_path, text, threads):
     K = sum(h.startswith("alpha") for h in head)
     has_u = head[-1] == "uncertainty"
     L = 1 + max(int(r[0]) for r in rows)
-    res = {"layers": []}
+    # the first 64 bytes of window 10, for a heatmap figure: alpha per layer and byte
+    h0 = 10 * CTX
+    res = {"layers": [], "heatmap": {"text": text[h0:h0 + 64].decode("latin-1"),
+                                     "alpha": [[[float(x) for x in r[4:4 + K]] for r in rows
+                                                if int(r[0]) == layer and h0 <= int(r[1]) < h0 + 64]
+                                               for layer in range(L)]}}
     for layer in range(L):
         by_class = {c: [0] * K for c in CLASSES}
         by_pos = {f"{a}-{b - 1}": [0] * K for a, b in POS_BUCKETS}

@@ -139,12 +139,12 @@ def table_phase1_runs(runs):
     return "".join(out)
 
 
-def fig_phase1_entropy(runs):
+def fig_entropy(runs, stem, title):
     """Normalised routing entropy (mean over layers) against the training step, every run."""
     if not runs:
         return None
     names = sorted(runs)
-    tsv = os.path.join(FIG, "phase1_entropy.tsv")
+    tsv = os.path.join(FIG, stem + ".tsv")
     with open(tsv, "w") as f:
         f.write("# step " + " ".join(names) + "  (normalised routing entropy, mean over layers, training batch)\n")
         steps = sorted({rec["step"] for n in names for rec in runs[n]["log"]})
@@ -157,10 +157,11 @@ def fig_phase1_entropy(runs):
             f.write(f"{s} " + " ".join(vals) + "\n")
     plots = []
     for i, n in enumerate(names):
-        color = "#c0392b" if controller(runs[n]) == "prior-free" else "#2471a3"
+        color = ("#c0392b", "#e67e22", "#f1948a", "#8e44ad", "#d35400")[i % 5] if controller(runs[n]) == "prior-free" \
+            else ("#2471a3", "#17a589", "#5dade2", "#1abc9c", "#34495e")[i % 5]
         plots.append(f"'{tsv}' using 1:{i + 2} with lines lw 2 lc rgb '{color}' title '{n}'")
-    return gnuplot("phase1_entropy.png", "Routing entropy during training (KJV, tiny LM)", "step",
-                   "normalised entropy H(α)/ln 3", plots, extra="set yrange [0:1.05]")
+    return gnuplot(stem + ".png", title, "step", "normalised entropy H(α)/ln 3 (training batch)", plots,
+                   extra="set yrange [0:1.05]")
 
 
 def fig_phase1_shares(runs):
@@ -275,6 +276,26 @@ def table_by(analysis, key):
     return "".join(out)
 
 
+def fig_heatmap(tag, r):
+    """alpha of each byte of a 64-byte passage, per layer, as an RGB strip (red full, green linear, blue local)."""
+    h = r["heatmap"]
+    tsv = os.path.join(FIG, f"heatmap-{tag}.tsv")
+    with open(tsv, "w") as f:
+        f.write("# byte layer r g b (alpha full, linear, local scaled to 0..255)\n")
+        for li, layer in enumerate(h["alpha"]):
+            for i, a in enumerate(layer):
+                f.write(f"{i} {li} " + " ".join(str(int(round(255 * x))) for x in (a + [0, 0])[:3]) + "\n")
+            f.write("\n")
+    text = h["text"]
+    tics = ", ".join('"%s" %d' % (("\\\\n" if c == "\n" else "\\\"" if c == '"' else "'" if c == "'" else c), i)
+                     for i, c in enumerate(text))
+    n_layers = len(h["alpha"])
+    return gnuplot(f"heatmap-{tag}.png", f"{r['model']}: alpha per byte and layer (red full, green linear, blue local)",
+                   "", "layer", [f"'{tsv}' using 1:2:3:4:5 with rgbimage notitle"],
+                   extra=f"set xtics ({tics}) font ',9' scale 0\nset ytics 1\nset yrange [-0.5:{n_layers - 0.5}]\n"
+                         f"set xrange [-0.5:{len(text) - 0.5}]\nunset grid", size="1100,260")
+
+
 def table_uncertainty(analysis):
     rows = []
     for tag, r in sorted(analysis.items()):
@@ -314,9 +335,9 @@ def table_corpus2(corpus2, phase1, frontier):
 # ----------------------------------------------------------------------------
 
 
-def gnuplot(png, title, xl, yl, plots, extra=""):
+def gnuplot(png, title, xl, yl, plots, extra="", size="900,500"):
     path = os.path.join(FIG, png)
-    script = (f"set terminal pngcairo size 900,500 noenhanced\nset output '{path}.tmp'\n"
+    script = (f"set terminal pngcairo size {size} noenhanced\nset output '{path}.tmp'\n"
               f"set title '{title}'\nset xlabel '{xl}'\nset ylabel '{yl}'\nset key outside right\nset grid\n"
               f"{extra}\nplot " + ", \\\n     ".join(plots) + "\n")
     gp = os.path.join(FIG, png[:-4] + ".gp")
@@ -354,7 +375,9 @@ def main():
     blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1),
               "frontier": table_frontier(pts), "by-class": table_by(analysis, "chosen_by_class"),
               "by-position": table_by(analysis, "chosen_by_position"), "uncertainty": table_uncertainty(analysis),
-              "corpus2": table_corpus2(corpus2, phase1, frontier)}
+              "corpus2": table_corpus2(corpus2, phase1, frontier),
+              "heatmaps": "".join(f"![{r['model']}](figures/heatmap-{tag}.png)\n\n" for tag, r in sorted(analysis.items())
+                                  if "heatmap" in r) or "_Not run yet._\n"}
     with open(DOC) as f:
         doc = f.read()
     new = doc
@@ -362,7 +385,11 @@ def main():
         new = replace_block(new, name, body)
     if a.check:
         sys.exit(0 if new == doc else "report.py: docs/results.md is out of date: run bench/experiments/report.py")
-    for png in (fig_phase1_entropy(phase1), fig_phase1_shares(phase1), fig_frontier(pts)):
+    figs = [fig_entropy(phase1, "phase1_entropy", "Routing entropy during training (KJV, tiny LM, phase 1)"),
+            fig_phase1_shares(phase1), fig_frontier(pts),
+            fig_entropy(frontier, "frontier_entropy", "Routing entropy during training (frontier runs)")]
+    figs += [fig_heatmap(tag, r) for tag, r in sorted(analysis.items()) if "heatmap" in r]
+    for png in figs:
         if png:
             print(f"wrote docs/figures/{png}")
     if new != doc:

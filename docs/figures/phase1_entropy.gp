@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,500 noenhanced
 set output '/work/main/docs/figures/phase1_entropy.png'
-set title 'Routing entropy during training (KJV, tiny LM)'
+set title 'Routing entropy during training (KJV, tiny LM, phase 1)'
 set xlabel 'step'
-set ylabel 'normalised entropy H(α)/ln 3'
+set ylabel 'normalised entropy H(α)/ln 3 (training batch)'
 set key outside right
 set grid
 set yrange [0:1.05]
