@@ -242,6 +242,48 @@ def fig_frontier(pts):
 
 
 # ----------------------------------------------------------------------------
+# Long context: measured cost and loss at T = 4096 and 8192
+
+
+def table_long(runs):
+    if not runs:
+        return "_Not run yet: `python3 bench/experiments/exp.py long`._\n"
+    ref = next((r for r in runs.values() if len(r["config"]["attn"]["expert_costs"]) == 1), None)
+    out = ["| model | T | routing | val loss | Δ loss vs all-full model | attention GFLOP | FLOPs vs all-full model "
+           "| attention wall-clock s | wall vs all-full model |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n"]
+    verdicts = []
+    for T in (4096, 8192):
+        base = ref["eval"].get(f"soft@{T}") if ref else None
+        bf = sum(l["flops_total"] for l in base["layers"]) if base else None
+        bs = sum(l["seconds"] for l in base["layers"]) if base else None
+        for name, r in sorted(runs.items()):
+            for mode in ("soft", "hard", "top1", "all_full"):
+                ev = r["eval"].get(f"{mode}@{T}")
+                if not ev or (r is ref and mode != "soft"):
+                    continue
+                f = sum(l["flops_total"] for l in ev["layers"])
+                s = sum(l["seconds"] for l in ev["layers"])
+                label = {"soft": "soft", "hard": "hard, uncertainty-gated", "top1": "hard, top-1",
+                         "all_full": "every token forced to full"}[mode] if r is not ref else "(all-full model)"
+                dl = ev["val_loss"] - base["val_loss"] if base else None
+                out.append(f"| {name} | {T} | {label} | {ev['val_loss']:.3f} | "
+                           + (f"{dl:+.3f} | " if base else "— | ") + f"{f * 1e-9:.1f} | "
+                           + (f"{f / bf:.3f} | " if base else "— | ") + f"{s:.2f} | "
+                           + (f"{s / bs:.3f} |" if base else "— |") + "\n")
+                if base and r is not ref and mode in ("hard", "top1"):
+                    verdicts.append((name, T, mode, 1 - f / bf, 1 - s / bs, dl))
+    if verdicts:
+        out.append("\n| model | T | routing | FLOP cut | wall-clock cut | Δ loss | paper's criterion (≥ 30 % FLOPs, "
+                   "≤ 0.5 nats) | our goal (≥ 50 % wall-clock, ≤ 0.05 nats/byte) |\n"
+                   "|---|---:|---|---:|---:|---:|---|---|\n")
+        for name, T, mode, fc, wc, dl in verdicts:
+            out.append(f"| {name} | {T} | {mode} | {100 * fc:.1f} % | {100 * wc:.1f} % | {dl:+.3f} | "
+                       f"{'met' if fc >= 0.30 and dl <= 0.5 else 'not met'} | "
+                       f"{'met' if wc >= 0.50 and dl <= 0.05 else 'not met'} |\n")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------
 # Routing analysis and the second corpus
 
 
@@ -369,11 +411,11 @@ def main():
     ap.add_argument("--check", action="store_true", help="exit 1 if docs/results.md is out of date; write nothing")
     a = ap.parse_args()
     os.makedirs(FIG, exist_ok=True)
-    phase1, frontier = load_group("phase1"), load_group("frontier")
+    phase1, frontier, long = load_group("phase1"), load_group("frontier"), load_group("long")
     pts = frontier_points(phase1, frontier)
     analysis, corpus2 = load_dir("analysis"), load_dir("corpus2")
     blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1),
-              "frontier": table_frontier(pts), "by-class": table_by(analysis, "chosen_by_class"),
+              "frontier": table_frontier(pts), "long": table_long(long), "by-class": table_by(analysis, "chosen_by_class"),
               "by-position": table_by(analysis, "chosen_by_position"), "uncertainty": table_uncertainty(analysis),
               "corpus2": table_corpus2(corpus2, phase1, frontier),
               "heatmaps": "".join(f"![{r['model']}](figures/heatmap-{tag}.png)\n\n" for tag, r in sorted(analysis.items())
