@@ -151,7 +151,7 @@ int cmd_route(int argc, char **argv) {
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)Tmax);
     int rc = 0;
     if (!alpha || !chosen || !idx || !unc) { rc = cli_fail(1, "out of memory"); goto done; }
-    /* consecutive windows of max_seq_len bytes */
+    /* consecutive windows of Tmax bytes (--context, else max_seq_len) */
     for (int s0 = 0; s0 < n && !rc; s0 += Tmax) {
         const int T = n - s0 < Tmax ? n - s0 : Tmax;
         for (int t = 0; t < T; t++) idx[t] = (unsigned char)text[s0 + t];
