@@ -200,7 +200,7 @@ def frontier_points(phase1, frontier):
                 continue
             a = r["config"]["attn"]
             knob = (f"λ {a['cost_lambda']:g}" if controller(r) == "prior-free"
-                    else f"β0 {a['beta_0']:g}, elbo {a['elbo_weight']:g}")
+                    else f"β0 {a['beta_0']:g}, ε {a['epsilon']:g}, elbo {a['elbo_weight']:g}")
             flops = sum(l["flops_total"] for l in ev["hard"]["layers"]) / sum(
                 l["flops_total"] for l in ev["all_full"]["layers"])
             wall = sum(l["seconds"] for l in ev["hard"]["layers"]) / sum(
