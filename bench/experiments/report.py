@@ -139,6 +139,30 @@ def table_phase1_runs(runs):
     return "".join(out)
 
 
+def table_transition(groups):
+    """Is there a sudden drop of routing entropy (the paper's predicted phase transition)?  Per run: the
+    training-batch entropy at a few steps and the largest drop over any 100-step span of the log."""
+    rows = []
+    for group, runs in groups:
+        for name, r in sorted(runs.items()):
+            ent = [(rec["step"], statistics.mean(l["norm_entropy"] for l in rec["layers"])) for rec in r["log"]]
+            at = dict(ent)
+            best = (0.0, 0, 0)
+            for i, (s0, e0) in enumerate(ent):
+                for s1, e1 in ent[i + 1:]:
+                    if s1 - s0 > 100:
+                        break
+                    if e0 - e1 > best[0]:
+                        best = (e0 - e1, s0, s1)
+            marks = [at.get(s) for s in (1, 100, 500)] + [ent[-1][1]]
+            rows.append(f"| {group}/{name} | " + " | ".join("—" if v is None else f"{100 * v:.1f}" for v in marks)
+                        + f" | {100 * best[0]:.1f} (steps {best[1]}–{best[2]}) |\n")
+    if not rows:
+        return "_Not run yet._\n"
+    return ("| run | entropy % at step 1 | 100 | 500 | last | largest drop within 100 steps, points |\n"
+            "|---|---:|---:|---:|---:|---|\n" + "".join(rows))
+
+
 def fig_entropy(runs, stem, title):
     """Normalised routing entropy (mean over layers) against the training step, every run."""
     if not runs:
@@ -415,7 +439,8 @@ def main():
     pts = frontier_points(phase1, frontier)
     analysis, corpus2 = load_dir("analysis"), load_dir("corpus2")
     blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1),
-              "frontier": table_frontier(pts), "long": table_long(long), "by-class": table_by(analysis, "chosen_by_class"),
+              "frontier": table_frontier(pts), "long": table_long(long),
+              "transition": table_transition((("phase1", phase1), ("frontier", frontier))), "by-class": table_by(analysis, "chosen_by_class"),
               "by-position": table_by(analysis, "chosen_by_position"), "uncertainty": table_uncertainty(analysis),
               "corpus2": table_corpus2(corpus2, phase1, frontier),
               "heatmaps": "".join(f"![{r['model']}](figures/heatmap-{tag}.png)\n\n" for tag, r in sorted(analysis.items())
