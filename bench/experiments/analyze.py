@@ -29,19 +29,23 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 RES = os.path.join(HERE, "results")
 CTX = 128
 
-CLASSES = ("word start", "in word", "space", "newline", "digit", "punctuation")
+CLASSES = ("word start", "in word", "space", "newline", "digit", "punctuation")  # "punctuation": and other bytes
 POS_BUCKETS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, 128))
 
 
+def is_letter(b):
+    return b is not None and (0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A)
+
+
 def char_class(b, prev):
-    c = chr(b)
-    if c.isalpha():
-        return "in word" if prev is not None and chr(prev).isalpha() else "word start"
-    if c == " ":
+    """ASCII classes (bytes >= 0x80, e.g. UTF-8 sequences, count as punctuation/other)."""
+    if is_letter(b):
+        return "in word" if is_letter(prev) else "word start"
+    if b == 0x20:
         return "space"
-    if c == "\n":
+    if b == 0x0A:
         return "newline"
-    if c.isdigit():
+    if 0x30 <= b <= 0x39:
         return "digit"
     return "punctuation"
 

@@ -4,24 +4,29 @@ keep what the report needs.
 
     python3 bench/experiments/exp.py GROUP [--threads N] [--dry-run]
 
-GROUP is a file bench/experiments/configs/GROUP.json: "common" arguments for
-`metaattn train` and a list of runs, each a name and its own arguments (and
-optionally "eval": extra `metaattn eval` arguments).  Run NAME trains into
+GROUP is a file bench/experiments/configs/GROUP.json: "common" arguments
+for `metaattn train`, a list of runs (each a name, its own arguments,
+optionally "eval" arguments and "then" phases: further argument lists, each
+continuing the run to its own --steps), and optionally the group's
+"evals", "eval" arguments and "windows".  Run NAME trains into
 runs/exp/GROUP/NAME (the checkpoints, the full log), then is scored by
-`metaattn eval --json` on the validation split with soft routing, hard
-routing, every token forced to `full` (the all-full loss, FLOPs and
-wall-clock the routed model is compared with) and, for the Bayesian
-controller, hard routing without the uncertainty gate (top-1 for every
-token).  The scores, the config and a
-thinned copy of the training log (every 20th step and every evaluation
-step) go to bench/experiments/results/GROUP/NAME/, which is what
-report.py reads and what is committed.
+`metaattn eval --json` on the validation split — by default with soft
+routing, hard routing, every token forced to `full` (the all-full loss,
+FLOPs and wall-clock the routed model is compared with) and, for the
+Bayesian controller, hard routing without the uncertainty gate (top-1 for
+every token).  All scores are taken twice, round-robin, keeping each one's
+faster pass, so that their wall-clock times compare runs made under the
+same load.  The scores, the config and a thinned copy of the training log
+(every 20th step and every evaluation step) go to
+bench/experiments/results/GROUP/NAME/, which is what report.py reads and
+what is committed.
 
 Resumable: a finished run (its results/.../run.json exists) is not trained
-again, only scored by the evaluations its run.json lacks (when its
-checkpoint is still in runs/exp/); a run with a checkpoint continues with `metaattn train --resume`, which
-reproduces the uninterrupted run bit for bit for the same --threads (the
-default, 2, is recorded in run.json).  Stdlib only.
+again; if it lacks a score (a group's evaluations grew) and its checkpoint
+is still in runs/exp/, all its scores are taken again.  A run with a
+checkpoint continues with `metaattn train --resume`, which reproduces the
+uninterrupted run bit for bit for the same --threads (the default, 2, is
+recorded in run.json).  Stdlib only.
 """
 import argparse
 import json
@@ -34,15 +39,49 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
-def sh(cmd, **kw):
+def sh(cmd):
     print("$ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+    if subprocess.run(cmd, cwd=ROOT).returncode:
+        sys.exit(f"exp.py: {' '.join(cmd)} failed")
 
 
 def eval_json(binary, model, args, threads):
     cmd = [binary, "eval", "--model", model, "--json", "--threads", str(threads)] + args
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"exp.py: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def score(binary, model, base_args, evals, threads, passes=2):
+    """Every evaluation of a run, `passes` times round-robin in one session (the
+    wall-clock ratios between them compare runs made under the same load);
+    per evaluation the pass with the least attention time is kept (the
+    losses and FLOPs of the passes are identical)."""
+    best = {}
+    for _ in range(passes):
+        for k, flags in evals.items():
+            r = eval_json(binary, model, base_args + flags, threads)
+            if k not in best or sum(l["seconds"] for l in r["layers"]) < sum(l["seconds"] for l in best[k]["layers"]):
+                best[k] = r
+    return best
+
+
+def git_rev():
+    p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return p.stdout.strip() or "unknown"
+
+
+def train_seconds(log_path):
+    """Training time over every invocation: "elapsed" restarts at each resume."""
+    total, prev = 0.0, 0.0
+    with open(log_path) as f:
+        for line in f:
+            e = json.loads(line)["elapsed"]
+            if e < prev:
+                total += prev
+            prev = e
+    return round(total + prev, 1)
 
 
 def thin_log(src, dst, every=20):
@@ -102,15 +141,23 @@ def run_one(group, spec, conf, a):
     if os.path.exists(done):
         with open(done) as f:
             info = json.load(f)
-        missing = {k: v for k, v in evaluations(info["config"], conf).items() if k not in info["eval"]}
-        if missing and os.path.exists(os.path.join(ROOT, model)) and not a.dry_run:
-            for k, flags in missing.items():
-                info["eval"][k] = eval_json(a.bin, model, info["eval_args"] + flags, a.threads)
-            write_json(done, info)
-            print(f"[{group}/{name}] added scores: {', '.join(missing)}", flush=True)
-        else:
+        evals = evaluations(info["config"], conf)
+        missing = [k for k in evals if k not in info["eval"]]
+        if not missing:
             print(f"[{group}/{name}] done (results in {res})", flush=True)
+        elif not os.path.exists(os.path.join(ROOT, model)) or model_step(model) != info["steps"]:
+            print(f"[{group}/{name}] WARNING: scores {', '.join(missing)} missing and the checkpoint of step "
+                  f"{info['steps']} is not in {out}: retrain it (delete {res}) to score it", flush=True)
+        elif not a.dry_run:
+            # all of them again, so that the timed ones are measured together
+            info["eval"] = score(a.bin, model, info["eval_args"], evals, a.threads)
+            info.update(threads=a.threads, scored_with=git_rev(), scored_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+            write_json(done, info)
+            print(f"[{group}/{name}] rescored: {', '.join(evals)} (was missing {', '.join(missing)})", flush=True)
         return
+    for phase in spec.get("then", []):
+        if flag_value(phase, "--steps") is None:
+            sys.exit(f"exp.py: {group}/{name}: every \"then\" phase needs its own --steps")
     def train(phase_args):
         """metaattn train for this run, continuing it when it has a checkpoint."""
         cmd = [a.bin, "train"] + common + spec.get("args", []) + phase_args + [
@@ -118,8 +165,9 @@ def run_one(group, spec, conf, a):
         return cmd + (["--resume"] if os.path.exists(os.path.join(ROOT, model)) else [])
 
     if a.dry_run:
-        for phase in [[]] + spec.get("then", []):
-            print("$ " + " ".join(train(phase)))
+        for i, phase in enumerate([[]] + spec.get("then", [])):
+            cmd = train(phase)
+            print("$ " + " ".join(cmd + (["--resume"] if i and "--resume" not in cmd else [])))
         return
     t0 = time.time()
     target = int(flag_value(common + spec.get("args", []), "--steps") or 1300)
@@ -132,14 +180,16 @@ def run_one(group, spec, conf, a):
             sh(train(phase))
     cfg = model_config(a.bin, model)
     ev = conf.get("eval", []) + spec.get("eval", []) + ["--max-windows", str(a.windows)]
-    scores = {k: eval_json(a.bin, model, ev + flags, a.threads) for k, flags in evaluations(cfg, conf).items()}
+    scores = score(a.bin, model, ev, evaluations(cfg, conf), a.threads)
     os.makedirs(os.path.join(ROOT, res), exist_ok=True)
-    thin_log(os.path.join(ROOT, out, "log.jsonl"), os.path.join(ROOT, res, "log.jsonl"))
-    with open(os.path.join(ROOT, out, "log.jsonl")) as f:
+    log = os.path.join(ROOT, out, "log.jsonl")
+    thin_log(log, os.path.join(ROOT, res, "log.jsonl"))
+    with open(log) as f:
         last = json.loads(f.readlines()[-1])
     info = {"group": group, "name": name, "train_args": common + spec.get("args", []),
-            "then": spec.get("then", []), "threads": a.threads,
-            "eval_args": ev, "config": cfg, "steps": last["step"], "train_seconds": last["elapsed"],
+            "then": spec.get("then", []), "threads": a.threads, "scored_with": git_rev(),
+            "scored_at": time.strftime("%Y-%m-%d %H:%M:%S"), "eval_args": ev, "config": cfg,
+            "steps": last["step"], "train_seconds": train_seconds(log),
             "wall_seconds_this_invocation": round(time.time() - t0, 1), "eval": scores}
     write_json(done, info)
     print(f"[{group}/{name}] " + ", ".join(f"{k} {v['val_loss']:.4f}" for k, v in scores.items()), flush=True)

@@ -61,14 +61,9 @@ def layer_mean(ev, key):
     return statistics.mean(layer[key] for layer in ev["layers"])
 
 
-def attn_cost(ev):
-    """Executed attention-expert FLOPs relative to running every expert on every token (soft)."""
-    return sum(sum(layer["executed_flops"]) for layer in ev["layers"])
-
-
 def train_tail(r, key, n=5):
-    """Mean over layers and the last n logged steps of a training-batch statistic (α as trained:
-    Dirichlet samples for the Bayesian controller)."""
+    """Mean over layers and the last n records of the thinned log (every 20th step: steps 1220-1300 of
+    1300) of a training-batch statistic (α as trained: Dirichlet samples for the Bayesian controller)."""
     recs = r["log"][-n:]
     return statistics.mean(statistics.mean(l[key] for l in rec["layers"]) for rec in recs)
 
@@ -141,26 +136,35 @@ def table_phase1_runs(runs):
 
 def table_transition(groups):
     """Is there a sudden drop of routing entropy (the paper's predicted phase transition)?  Per run: the
-    training-batch entropy at a few steps and the largest drop over any 100-step span of the log."""
+    training-batch entropy at a few steps, the drop during the first 100 steps (warmup), and after them the
+    largest drop over any 100-step span of the entropy smoothed over 5 logged points (100 steps), next to
+    the spread of the unsmoothed values around the smoothed curve (noise)."""
     rows = []
     for group, runs in groups:
         for name, r in sorted(runs.items()):
-            ent = [(rec["step"], statistics.mean(l["norm_entropy"] for l in rec["layers"])) for rec in r["log"]]
+            ent = [(rec["step"], statistics.mean(l["norm_entropy"] for l in rec["layers"])) for rec in r["log"]
+                   if rec["step"] % 20 == 0 or rec["step"] == 1]
             at = dict(ent)
+            late = [(s, e) for s, e in ent if s >= 100]
+            sm = [(late[i][0], statistics.mean(e for _, e in late[max(0, i - 2):i + 3])) for i in range(len(late))]
+            noise = statistics.pstdev([e - m for (_, e), (_, m) in zip(late, sm)]) if len(late) > 1 else 0.0
             best = (0.0, 0, 0)
-            for i, (s0, e0) in enumerate(ent):
-                for s1, e1 in ent[i + 1:]:
+            for i, (s0, e0) in enumerate(sm):
+                for s1, e1 in sm[i + 1:]:
                     if s1 - s0 > 100:
                         break
                     if e0 - e1 > best[0]:
                         best = (e0 - e1, s0, s1)
             marks = [at.get(s) for s in (1, 100, 500)] + [ent[-1][1]]
+            early = at[1] - at[100] if 1 in at and 100 in at else None
             rows.append(f"| {group}/{name} | " + " | ".join("—" if v is None else f"{100 * v:.1f}" for v in marks)
-                        + f" | {100 * best[0]:.1f} (steps {best[1]}–{best[2]}) |\n")
+                        + f" | {'—' if early is None else f'{100 * early:.1f}'} | {100 * best[0]:.1f} "
+                        f"(steps {best[1]}–{best[2]}) | {100 * noise:.1f} |\n")
     if not rows:
         return "_Not run yet._\n"
-    return ("| run | entropy % at step 1 | 100 | 500 | last | largest drop within 100 steps, points |\n"
-            "|---|---:|---:|---:|---:|---|\n" + "".join(rows))
+    return ("| run | entropy % at step 1 | 100 | 500 | last | drop in steps 1–100, points "
+            "| largest later drop within 100 steps (smoothed), points | noise (sd), points |\n"
+            "|---|---:|---:|---:|---:|---:|---|---:|\n" + "".join(rows))
 
 
 def fig_entropy(runs, stem, title):
@@ -221,12 +225,16 @@ def frontier_points(phase1, frontier):
                 continue  # the frontier is seed 1
             ev = r["eval"]
             if "all_full" not in ev:
+                print(f"report.py: {group}/{name} has no all_full score: run exp.py {group} to rescore it",
+                      file=sys.stderr)
                 continue
             a = r["config"]["attn"]
             knob = (f"λ {a['cost_lambda']:g}" if controller(r) == "prior-free"
                     else f"β0 {a['beta_0']:g}, ε {a['epsilon']:g}, elbo {a['elbo_weight']:g}")
+            # the all-full reference without the controller (a plain full-attention layer has none);
+            # the routed side pays for its controller
             flops = sum(l["flops_total"] for l in ev["hard"]["layers"]) / sum(
-                l["flops_total"] for l in ev["all_full"]["layers"])
+                l["flops_total"] - l["flops_controller"] for l in ev["all_full"]["layers"])
             wall = sum(l["seconds"] for l in ev["hard"]["layers"]) / sum(
                 l["seconds"] for l in ev["all_full"]["layers"])
             pts.append({"run": f"{group}/{name}", "controller": controller(r), "knob": knob,
@@ -239,7 +247,7 @@ def frontier_points(phase1, frontier):
 
 def table_frontier(pts):
     if not pts:
-        return "_Not run yet: `python3 bench/experiments/exp.py frontier`._\n"
+        return "_No scored runs yet: `python3 bench/experiments/exp.py frontier` (and `phase1`)._\n"
     out = ["| run | controller | setting | val soft | val hard | val all-full | projected cost % | norm. entropy % "
            "| attention FLOPs hard / all-full | attention wall-clock hard / all-full |\n"
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"]
@@ -259,7 +267,8 @@ def fig_frontier(pts):
             f.write("# attention_flop_ratio val_loss_hard wall_ratio run\n")
             for p in sorted((p for p in pts if p["controller"] == kind), key=lambda p: p["flops"]):
                 f.write(f"{p['flops']:.4f} {p['hard']:.4f} {p['wall']:.4f} \"{p['knob']}\"\n")
-        plots.append(f"'{tsv}' using 1:2 with linespoints pt 7 ps 1.5 lw 2 lc rgb '{color}' title '{kind}'")
+        style = "linespoints" if kind == "prior-free" else "points"  # one knob (λ) vs several (elbo, ε, β0)
+        plots.append(f"'{tsv}' using 1:2 with {style} pt 7 ps 1.5 lw 2 lc rgb '{color}' title '{kind}'")
         plots.append(f"'{tsv}' using 1:2:4 with labels offset 0,1 font ',8' notitle")
     return gnuplot("frontier.png", "Validation loss (hard routing) against executed attention FLOPs", 
                    "attention sub-layer FLOPs, hard routing / every token on full", "val loss (nats/byte)", plots)
@@ -353,8 +362,10 @@ def fig_heatmap(tag, r):
                 f.write(f"{i} {li} " + " ".join(str(int(round(255 * x))) for x in (a + [0, 0])[:3]) + "\n")
             f.write("\n")
     text = h["text"]
-    tics = ", ".join('"%s" %d' % (("\\\\n" if c == "\n" else "\\\"" if c == '"' else "'" if c == "'" else c), i)
-                     for i, c in enumerate(text))
+    # single-quoted gnuplot strings take everything literally but '' for a quote; unprintable bytes as ·
+    # (and '%' is a format character in tic labels)
+    label = lambda c: "''" if c == "'" else "%%" if c == "%" else c if " " <= c <= "~" else "·"
+    tics = ", ".join("'%s' %d" % (label(c), i) for i, c in enumerate(text))
     n_layers = len(h["alpha"])
     return gnuplot(f"heatmap-{tag}.png", f"{r['model']}: alpha per byte and layer (red full, green linear, blue local)",
                    "", "layer", [f"'{tsv}' using 1:2:3:4:5 with rgbimage notitle"],
@@ -402,25 +413,22 @@ def table_corpus2(corpus2, phase1, frontier):
 
 
 def gnuplot(png, title, xl, yl, plots, extra="", size="900,500"):
+    """Draw docs/figures/png; the script is left next to it (run from docs/figures, relative paths)."""
     path = os.path.join(FIG, png)
-    script = (f"set terminal pngcairo size {size} noenhanced\nset output '{path}.tmp'\n"
+    script = (f"set terminal pngcairo size {size} noenhanced\nset output '{png}.tmp'\n"
               f"set title '{title}'\nset xlabel '{xl}'\nset ylabel '{yl}'\nset key outside right\nset grid\n"
-              f"{extra}\nplot " + ", \\\n     ".join(plots) + "\n")
-    gp = os.path.join(FIG, png[:-4] + ".gp")
-    with open(gp, "w") as f:
-        f.write(script.replace(f"'{path}.tmp'", f"'{path}'"))
-    try:
-        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
-    except FileNotFoundError:
-        sys.exit("report.py: gnuplot not found (scripts/install-deps.sh installs gnuplot-nox)")
-    except subprocess.CalledProcessError as e:
-        sys.exit(f"report.py: gnuplot failed on {png}: {e.stderr.strip()}")
-    if not os.path.exists(path + ".tmp"):
-        # pngcairo missing in gnuplot-nox: fall back to the gd png terminal
-        script = script.replace("pngcairo", "png")
-        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
-    os.replace(path + ".tmp", path)
-    return png
+              f"{extra}\nplot " + ", \\\n     ".join(plots).replace(FIG + os.sep, "") + "\n")
+    with open(os.path.join(FIG, png[:-4] + ".gp"), "w") as f:
+        f.write(script.replace(f"'{png}.tmp'", f"'{png}'"))
+    for attempt in (script, script.replace("pngcairo", "png")):  # gd png if this gnuplot lacks cairo
+        try:
+            p = subprocess.run(["gnuplot"], input=attempt, text=True, capture_output=True, cwd=FIG)
+        except FileNotFoundError:
+            sys.exit("report.py: gnuplot not found (scripts/install-deps.sh installs gnuplot-nox)")
+        if p.returncode == 0 and os.path.exists(path + ".tmp"):
+            os.replace(path + ".tmp", path)
+            return png
+    sys.exit(f"report.py: gnuplot failed on {png}: {p.stderr.strip()}")
 
 
 def replace_block(doc, name, body):

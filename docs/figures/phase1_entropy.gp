@@ -1,9 +1,10 @@
 set terminal pngcairo size 900,500 noenhanced
-set output '/work/main/docs/figures/phase1_entropy.png'
+set output 'phase1_entropy.png'
 set title 'Routing entropy during training (KJV, tiny LM, phase 1)'
 set xlabel 'step'
 set ylabel 'normalised entropy H(α)/ln 3 (training batch)'
 set key outside right
 set grid
 set yrange [0:1.05]
-plot '/work/main/docs/figures/phase1_entropy.tsv' using 1:2 with lines lw 2 lc rgb '#2471a3' title 'bayes-s1'
+plot 'phase1_entropy.tsv' using 1:2 with lines lw 2 lc rgb '#2471a3' title 'bayes-s1', \
+     'phase1_entropy.tsv' using 1:3 with lines lw 2 lc rgb '#e67e22' title 'free-s1'
