@@ -1,0 +1,10 @@
+set terminal pngcairo size 900,500 noenhanced
+set output 'frontier_entropy.png'
+set title 'Routing entropy during training (frontier runs)'
+set xlabel 'step'
+set ylabel 'normalised entropy H(α)/ln 3 (training batch)'
+set key outside right
+set grid
+set yrange [0:1.05]
+plot 'frontier_entropy.tsv' using 1:2 with lines lw 2 lc rgb '#2471a3' title 'bayes-e0.01', \
+     'frontier_entropy.tsv' using 1:3 with lines lw 2 lc rgb '#e67e22' title 'free-l0.1'
