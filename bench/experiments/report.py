@@ -257,21 +257,26 @@ def table_frontier(pts):
     return "".join(out)
 
 
-def fig_frontier(pts):
+def fig_frontier(pts, x="flops"):
+    """Hard-routed validation loss against the measured FLOP ratio (x = "flops") or the projected cost."""
     if not pts:
         return None
     plots = []
+    col = {"flops": 1, "cost": 5}[x]
     for kind, color in (("prior-free", "#c0392b"), ("bayesian", "#2471a3")):
-        tsv = os.path.join(FIG, f"frontier_{kind}.tsv")
+        tsv = os.path.join(FIG, f"frontier_{kind}{'' if x == 'flops' else '_projected'}.tsv")
         with open(tsv, "w") as f:
-            f.write("# attention_flop_ratio val_loss_hard wall_ratio run\n")
-            for p in sorted((p for p in pts if p["controller"] == kind), key=lambda p: p["flops"]):
-                f.write(f"{p['flops']:.4f} {p['hard']:.4f} {p['wall']:.4f} \"{p['knob']}\"\n")
+            f.write("# attention_flop_ratio val_loss_hard wall_ratio run projected_cost_%\n")
+            for p in sorted((p for p in pts if p["controller"] == kind), key=lambda p: p[x]):
+                f.write(f"{p['flops']:.4f} {p['hard']:.4f} {p['wall']:.4f} \"{p['knob']}\" {p['cost']:.2f}\n")
         style = "linespoints" if kind == "prior-free" else "points"  # one knob (λ) vs several (elbo, ε, β0)
-        plots.append(f"'{tsv}' using 1:2 with {style} pt 7 ps 1.5 lw 2 lc rgb '{color}' title '{kind}'")
-        plots.append(f"'{tsv}' using 1:2:4 with labels offset 0,1 font ',8' notitle")
-    return gnuplot("frontier.png", "Validation loss (hard routing) against executed attention FLOPs", 
-                   "attention sub-layer FLOPs, hard routing / every token on full", "val loss (nats/byte)", plots)
+        plots.append(f"'{tsv}' using {col}:2 with {style} pt 7 ps 1.5 lw 2 lc rgb '{color}' title '{kind}'")
+        plots.append(f"'{tsv}' using {col}:2:4 with labels offset 0,1 font ',8' notitle")
+    if x == "flops":
+        return gnuplot("frontier.png", "Validation loss (hard routing) against executed attention FLOPs",
+                       "attention sub-layer FLOPs, hard routing / every token on full", "val loss (nats/byte)", plots)
+    return gnuplot("frontier_projected.png", "Validation loss (hard routing) against projected cost",
+                   "projected hard cost, % of all-full (costs 1, 0.15, 0.30)", "val loss (nats/byte)", plots)
 
 
 # ----------------------------------------------------------------------------
@@ -461,7 +466,7 @@ def main():
     if a.check:
         sys.exit(0 if new == doc else "report.py: docs/results.md is out of date: run bench/experiments/report.py")
     figs = [fig_entropy(phase1, "phase1_entropy", "Routing entropy during training (KJV, tiny LM, phase 1)"),
-            fig_phase1_shares(phase1), fig_frontier(pts),
+            fig_phase1_shares(phase1), fig_frontier(pts), fig_frontier(pts, "cost"),
             fig_entropy(frontier, "frontier_entropy", "Routing entropy during training (frontier runs)")]
     figs += [fig_heatmap(tag, r) for tag, r in sorted(analysis.items()) if "heatmap" in r]
     for png in figs:
