@@ -7,5 +7,6 @@ set key outside right
 set grid
 set yrange [0:1.05]
 plot 'frontier_entropy.tsv' using 1:2 with lines lw 2 lc rgb '#2471a3' title 'bayes-e0.01', \
-     'frontier_entropy.tsv' using 1:3 with lines lw 2 lc rgb '#e67e22' title 'free-l0.01', \
-     'frontier_entropy.tsv' using 1:4 with lines lw 2 lc rgb '#f1948a' title 'free-l0.1'
+     'frontier_entropy.tsv' using 1:3 with lines lw 2 lc rgb '#17a589' title 'bayes-e0.1', \
+     'frontier_entropy.tsv' using 1:4 with lines lw 2 lc rgb '#f1948a' title 'free-l0.01', \
+     'frontier_entropy.tsv' using 1:5 with lines lw 2 lc rgb '#8e44ad' title 'free-l0.1'
