@@ -93,12 +93,15 @@ def thin_log(src, dst, every=20):
     os.replace(dst + ".tmp", dst)
 
 
-def model_config(binary, model):
-    """The config JSON in the model's safetensors metadata."""
+def model_metadata(model):
+    """The __metadata__ of a model.safetensors (config JSON, step)."""
     with open(os.path.join(ROOT, model), "rb") as f:
         n = int.from_bytes(f.read(8), "little")
-        head = json.loads(f.read(n))
-    return json.loads(head["__metadata__"]["config"])
+        return json.loads(f.read(n))["__metadata__"]
+
+
+def model_config(model):
+    return json.loads(model_metadata(model)["config"])
 
 
 def evaluations(cfg, conf):
@@ -114,9 +117,7 @@ def evaluations(cfg, conf):
 
 
 def model_step(model):
-    with open(os.path.join(ROOT, model), "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return int(json.loads(f.read(n))["__metadata__"]["step"])
+    return int(model_metadata(model)["step"])
 
 
 def flag_value(args, flag):
@@ -178,7 +179,7 @@ def run_one(group, spec, conf, a):
     for phase in spec.get("then", []):
         if model_step(model) < int(flag_value(phase, "--steps")):
             sh(train(phase))
-    cfg = model_config(a.bin, model)
+    cfg = model_config(model)
     ev = conf.get("eval", []) + spec.get("eval", []) + ["--max-windows", str(a.windows)]
     scores = score(a.bin, model, ev, evaluations(cfg, conf), a.threads)
     os.makedirs(os.path.join(ROOT, res), exist_ok=True)
