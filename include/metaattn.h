@@ -17,10 +17,17 @@
  *     *_free(NULL) is a no-op.  On failure an out-handle is set to NULL.
  *   - The library never exits, aborts on bad input or prints, except through
  *     the log callback (mattn_set_log_callback).
- *   - Thread safety: distinct handles may be used from distinct threads.  One
- *     handle must not be used from two threads at once.  The expert registry
- *     (mattn_expert_register) is global: register experts before starting
- *     threads.
+ *   - Thread safety: distinct handles (layers, models, caches, optimizers,
+ *     data sets) may be used from distinct threads at once, and give the same
+ *     bits as when used one after the other (tests/test_threads.c runs two
+ *     layers and two models concurrently).  One handle must not be used from
+ *     two threads at once; a const handle may be read (e.g. mattn_layer_alpha,
+ *     mattn_model_config) while no thread modifies it.  Error messages are
+ *     per thread (mattn_last_error) and per handle.  Global state, to be set
+ *     before starting threads: the expert registry (mattn_expert_register)
+ *     and the log callback (mattn_set_log_callback).  Each call may run an
+ *     OpenMP team of its own (omp_set_num_threads); two concurrent calls on 2
+ *     cores then share them.
  */
 #ifndef METAATTN_H
 #define METAATTN_H
@@ -492,9 +499,14 @@ MATTN_API void mattn_adamw_free(mattn_adamw *o);
 /* One update with learning rate lr from the model's gradients (PyTorch
  * AdamW arithmetic after clip_grad_norm_).  *grad_norm (may be NULL) gets
  * the pre-clip global norm.  A non-finite norm: MATTN_ERR_NUMERIC and the
- * weights are left unchanged. */
+ * weights are left unchanged.  Saves (model, layer, optimizer) refuse
+ * non-finite values with MATTN_ERR_NUMERIC, the file left as it was. */
 MATTN_API mattn_status mattn_adamw_step(mattn_adamw *o, mattn_model *model, double lr, double *grad_norm);
-MATTN_API int64_t mattn_adamw_steps(const mattn_adamw *o);
+MATTN_API int64_t mattn_adamw_steps(const mattn_adamw *o);   /* updates made */
+/* After mattn_adamw_load: the model's step (mattn_model_step) when the state
+ * was saved, which exceeds the update count when steps were skipped; a
+ * checkpoint pair with different steps was interrupted between its saves. */
+MATTN_API int64_t mattn_adamw_model_step(const mattn_adamw *o);
 MATTN_API mattn_status mattn_adamw_save(const mattn_adamw *o, mattn_model *model, const char *path);
 MATTN_API mattn_status mattn_adamw_load(mattn_adamw *o, mattn_model *model, const char *path);
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages metaattn needs to build, test and run its demo.
+# Installs the Debian packages metaattn needs to build, test and run its demo
+# (and to fuzz it: clang with libFuzzer; valgrind for scripts/valgrind.sh).
 # Idempotent: packages already present are skipped; nothing is installed when
 # everything is there.  Needs root (or sudo) only when something is missing.
 #   scripts/install-deps.sh             build + tests + demo
@@ -13,7 +14,8 @@
 #                                       bench/experiments)
 set -euo pipefail
 
-pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox)
+pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox
+      clang libclang-rt-dev valgrind)
 if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
 fi

@@ -438,7 +438,7 @@ void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_
     MATTN_ASSERT(!a->rows);
     const int B = a->B, T = a->T, H = a->H, dh = a->dh;
     const float scale = 1.0f / sqrtf((float)dh);
-    double *P = malloc(sizeof(double) * (size_t)T * T), *dS = malloc(sizeof(double) * (size_t)T * T);
+    double *P = mattn_malloc(sizeof(double) * (size_t)T * T), *dS = mattn_malloc(sizeof(double) * (size_t)T * T);
     MATTN_ASSERT(P && dS);
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
@@ -487,6 +487,6 @@ void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_
             }
         }
     }
-    free(P);
-    free(dS);
+    mattn_free(P);
+    mattn_free(dS);
 }

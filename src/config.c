@@ -133,10 +133,20 @@ static mattn_status json_int(const cJSON *v, const char *key, int *out) {
     return MATTN_OK;
 }
 
+/* A number, or "inf" / "-inf" (JSON has no infinity; to_json writes these,
+ * e.g. uncertainty_threshold = inf: every token takes its top-1 expert). */
 static mattn_status json_num(const cJSON *v, const char *key, double *out) {
-    if (!cJSON_IsNumber(v)) BAD("config key '%s' must be a number", key);
+    if (cJSON_IsString(v) && (!strcmp(v->valuestring, "inf") || !strcmp(v->valuestring, "-inf"))) {
+        *out = v->valuestring[0] == '-' ? -INFINITY : INFINITY;
+        return MATTN_OK;
+    }
+    if (!cJSON_IsNumber(v)) BAD("config key '%s' must be a number (or \"inf\", \"-inf\")", key);
     *out = v->valuedouble;
     return MATTN_OK;
+}
+
+static cJSON *add_num(cJSON *o, const char *key, double v) {
+    return isinf(v) ? cJSON_AddStringToObject(o, key, v > 0 ? "inf" : "-inf") : cJSON_AddNumberToObject(o, key, v);
 }
 
 static mattn_status json_bool(const cJSON *v, const char *key, int *out) {
@@ -194,9 +204,11 @@ static mattn_status json_field(mattn_config *c, const cJSON *v) {
 
 mattn_status mattn_config_from_json(const char *json, mattn_config *out) {
     if (!json || !out) BAD("mattn_config_from_json: %s is NULL", !json ? "json" : "out");
-    cJSON *root = cJSON_Parse(json);
+    mattn_alloc_mark();
+    const char *at = NULL; /* where parsing stopped (not cJSON_GetErrorPtr: a global, racy across threads) */
+    cJSON *root = cJSON_ParseWithOpts(json, &at, 0);
+    if (!root && mattn_alloc_failed()) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory parsing config JSON");
     if (!root) {
-        const char *at = cJSON_GetErrorPtr();
         return mattn_set_error(MATTN_ERR_FORMAT, "config is not valid JSON (near '%.20s')",
                                at ? at : "");
     }
@@ -222,35 +234,45 @@ mattn_status mattn_config_to_json(const mattn_config *c, char **json) {
     if (!c || !json) BAD("mattn_config_to_json: %s is NULL", !c ? "cfg" : "json");
     *json = NULL;
     cJSON *o = cJSON_CreateObject();
-    if (!o) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory building config JSON");
-    cJSON_AddNumberToObject(o, "d_model", c->d_model);
-    cJSON_AddNumberToObject(o, "n_heads", c->n_heads);
-    cJSON_AddNumberToObject(o, "window_size", c->window_size);
-    cJSON_AddNumberToObject(o, "dropout", c->dropout);
-    cJSON_AddNumberToObject(o, "controller_hidden", c->controller_hidden);
+    /* every cJSON_Add* returns NULL when an allocation fails: check them all,
+     * so no field is ever silently dropped from a file */
+    int ok = o != NULL;
+#define NUM(k, v) ok = ok && add_num(o, k, v)
+#define BOOL(k, v) ok = ok && cJSON_AddBoolToObject(o, k, v)
+    NUM("d_model", c->d_model);
+    NUM("n_heads", c->n_heads);
+    NUM("window_size", c->window_size);
+    NUM("dropout", c->dropout);
+    NUM("controller_hidden", c->controller_hidden);
     double costs[MATTN_MAX_EXPERTS];
     for (int i = 0; i < c->n_experts && i < MATTN_MAX_EXPERTS; i++) costs[i] = c->expert_costs[i];
-    cJSON_AddItemToObject(o, "expert_costs", cJSON_CreateDoubleArray(costs, c->n_experts));
-    cJSON_AddNumberToObject(o, "beta_0", c->beta_0);
-    cJSON_AddNumberToObject(o, "epsilon", c->epsilon);
-    cJSON_AddNumberToObject(o, "elbo_weight", c->elbo_weight);
-    cJSON_AddBoolToObject(o, "sample_posterior", c->sample_posterior);
-    cJSON_AddBoolToObject(o, "hard_routing", c->hard_routing);
-    cJSON_AddNumberToObject(o, "hard_top_k", c->hard_top_k);
-    cJSON_AddNumberToObject(o, "gumbel_temp", c->gumbel_temp);
-    cJSON_AddNumberToObject(o, "uncertainty_threshold", c->uncertainty_threshold);
-    cJSON_AddNumberToObject(o, "cost_lambda", c->cost_lambda);
-    cJSON_AddNumberToObject(o, "entropy_coeff", c->entropy_coeff);
-    cJSON_AddNumberToObject(o, "temperature", c->temperature);
-    cJSON_AddStringToObject(o, "controller",
-                            c->controller == MATTN_CONTROLLER_PRIOR_FREE ? "prior-free" : "bayesian");
-    cJSON_AddBoolToObject(o, "causal", c->causal);
-    cJSON_AddBoolToObject(o, "share_qkv", c->share_qkv);
-    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
-    char *s = cJSON_Print(o);
+    cJSON *arr = ok ? cJSON_CreateDoubleArray(costs, c->n_experts) : NULL;
+    if (arr && !cJSON_AddItemToObject(o, "expert_costs", arr)) cJSON_Delete(arr), arr = NULL;
+    ok = ok && arr;
+    NUM("beta_0", c->beta_0);
+    NUM("epsilon", c->epsilon);
+    NUM("elbo_weight", c->elbo_weight);
+    BOOL("sample_posterior", c->sample_posterior);
+    BOOL("hard_routing", c->hard_routing);
+    NUM("hard_top_k", c->hard_top_k);
+    NUM("gumbel_temp", c->gumbel_temp);
+    NUM("uncertainty_threshold", c->uncertainty_threshold);
+    NUM("cost_lambda", c->cost_lambda);
+    NUM("entropy_coeff", c->entropy_coeff);
+    NUM("temperature", c->temperature);
+    ok = ok && cJSON_AddStringToObject(o, "controller",
+                                       c->controller == MATTN_CONTROLLER_PRIOR_FREE ? "prior-free" : "bayesian");
+    BOOL("causal", c->causal);
+    BOOL("share_qkv", c->share_qkv);
+    NUM("seed", (double)c->seed);
+#undef NUM
+#undef BOOL
+    char *p = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
+    /* copy into our allocator, so mattn_free releases it whatever cJSON's hooks are */
+    char *s = p ? mattn_strdup(p) : NULL;
+    cJSON_free(p);
     if (!s) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory printing config JSON");
-    /* cJSON allocates with malloc by default, so mattn_free (free) releases it. */
     *json = s;
     return MATTN_OK;
 }
@@ -268,7 +290,7 @@ mattn_status mattn_config_load(const char *path, mattn_config *out) {
     for (;;) {
         if (cap - len < 4096) {
             if (cap > (64u << 20)) { st = mattn_set_error(MATTN_ERR_FORMAT, "config '%s' is larger than 64 MiB", path); break; }
-            char *nb = realloc(buf, cap ? cap * 2 : 8192);
+            char *nb = mattn_realloc(buf, cap ? cap * 2 : 8192);
             if (!nb) { st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory reading '%s'", path); break; }
             buf = nb;
             cap = cap ? cap * 2 : 8192;
@@ -294,7 +316,7 @@ mattn_status mattn_config_load(const char *path, mattn_config *out) {
             }
         }
     }
-    free(buf);
+    mattn_free(buf);
     return st;
 }
 
@@ -316,6 +338,6 @@ mattn_status mattn_config_save(const mattn_config *c, const char *path) {
             remove(tmp);
         }
     }
-    free(s);
+    mattn_free(s);
     return st;
 }

@@ -35,20 +35,20 @@ mattn_status mattn_data_load(const char *path, double val_fraction, mattn_data *
         fclose(f);
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "data file '%s' is empty", path);
     }
-    mattn_data *d = calloc(1, sizeof *d);
-    uint8_t *b = malloc(n);
+    mattn_data *d = mattn_calloc(1, sizeof *d);
+    uint8_t *b = mattn_malloc(n);
     if (!d || !b) {
         fclose(f);
-        free(d);
-        free(b);
+        mattn_free(d);
+        mattn_free(b);
         return mattn_set_error(MATTN_ERR_NOMEM, "out of memory reading '%s' (%zu bytes)", path, n);
     }
     size_t got = fread(b, 1, n, f);
     int rerr = ferror(f);
     fclose(f);
     if (got != n || rerr) {
-        free(d);
-        free(b);
+        mattn_free(d);
+        mattn_free(b);
         return mattn_set_error(MATTN_ERR_IO, "cannot read data file '%s' (%zu of %zu bytes)", path, got, n);
     }
     d->bytes = b;
@@ -60,8 +60,8 @@ mattn_status mattn_data_load(const char *path, double val_fraction, mattn_data *
 
 void mattn_data_free(mattn_data *d) {
     if (!d) return;
-    free(d->bytes);
-    free(d);
+    mattn_free(d->bytes);
+    mattn_free(d);
 }
 
 size_t mattn_data_size(const mattn_data *d, int split) { return !d ? 0 : split ? d->n - d->n_train : d->n_train; }

@@ -44,7 +44,7 @@ void mattn_layer_cache_free(mattn_layer_cache *c) {
     mattn_afree(c->att);
     mattn_afree(c->y);
     mattn_afree(c->merged);
-    free(c);
+    mattn_free(c);
 }
 
 mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_layer_cache **out) {
@@ -55,7 +55,7 @@ mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_l
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "decode cache needs B >= 1 and capacity >= 1, got %d, %d", B, capacity);
     if (!l->cfg.causal)
         return mattn_set_error(MATTN_ERR_UNSUPPORTED, "decoding needs causal experts (config causal = false)");
-    mattn_layer_cache *c = calloc(1, sizeof *c);
+    mattn_layer_cache *c = mattn_calloc(1, sizeof *c);
     if (!c) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for a decode cache");
     c->B = B;
     c->cap = capacity;

@@ -58,12 +58,12 @@ mattn_status mattn_expert_build(const char *name, const mattn_config *cfg, mattn
     if (!vt) return mattn_set_error(MATTN_ERR_NOT_FOUND, "unknown expert '%s'", name);
     mattn_status st = mattn_config_validate(cfg);
     if (st != MATTN_OK) return st;
-    mattn_expert *e = calloc(1, sizeof *e);
+    mattn_expert *e = mattn_calloc(1, sizeof *e);
     if (!e) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory building expert '%s'", name);
     e->vt = vt;
     st = vt->init(cfg, &e->state);
     if (st != MATTN_OK) {
-        free(e);
+        mattn_free(e);
         return st;
     }
     *out = e;
@@ -73,7 +73,7 @@ mattn_status mattn_expert_build(const char *name, const mattn_config *cfg, mattn
 void mattn_expert_free(mattn_expert *e) {
     if (!e) return;
     if (e->vt->free) e->vt->free(e->state);
-    free(e);
+    mattn_free(e);
 }
 
 const char *mattn_expert_name(const mattn_expert *e) { return e ? e->vt->name : NULL; }
@@ -84,7 +84,7 @@ double mattn_expert_cost(const mattn_expert *e) { return e ? e->vt->cost : 0.0; 
 
 mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, int window,
                                 void **state) {
-    mattn_builtin *e = calloc(1, sizeof *e);
+    mattn_builtin *e = mattn_calloc(1, sizeof *e);
     if (!e) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory creating an expert");
     e->core = core;
     e->D = cfg->d_model;
@@ -121,7 +121,7 @@ void mattn_builtin_free(void *state) {
     mattn_afree(e->w_o);
     mattn_afree(e->g_w_qkv);
     mattn_afree(e->g_w_o);
-    free(e);
+    mattn_free(e);
 }
 
 int mattn_builtin_n_params(const void *state) {

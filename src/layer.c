@@ -48,7 +48,7 @@ static mattn_status build_param_table(mattn_layer *l) {
     int n = 4 + (l->cfg.share_qkv ? 2 : 0);
     for (int k = 0; k < l->K; k++)
         if (l->experts[k]->vt->n_params) n += l->experts[k]->vt->n_params(l->experts[k]->state);
-    l->params = calloc((size_t)n, sizeof *l->params);
+    l->params = mattn_calloc((size_t)n, sizeof *l->params);
     if (!l->params) return LERR(l, MATTN_ERR_NOMEM, "out of memory for the parameter table");
     const int D = l->cfg.d_model, Hc = l->ctrl.Hc;
     for (int k = 0; k < l->K; k++) {
@@ -89,7 +89,7 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
             if (!experts[k])
                 return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_init: experts[%d] is NULL", k);
 
-    mattn_layer *l = calloc(1, sizeof *l);
+    mattn_layer *l = mattn_calloc(1, sizeof *l);
     if (!l) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory creating a layer");
     l->cfg = *cfg;
     l->K = cfg->n_experts;
@@ -161,9 +161,9 @@ void mattn_layer_free(mattn_layer *l) {
     mattn_afree(l->g_w_o);
     mattn_afree(l->arena);
     mattn_afree(l->g_arena);
-    free(l->params);
-    free(l->forced);
-    free(l);
+    mattn_free(l->params);
+    mattn_free(l->forced);
+    mattn_free(l);
 }
 
 const char *mattn_layer_errmsg(const mattn_layer *l) { return l ? l->errmsg : "layer is NULL"; }
@@ -175,7 +175,7 @@ void mattn_layer_set_grad(mattn_layer *l, int enabled) { if (l) l->no_grad = !en
 
 mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n) {
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_force_routes: layer is NULL");
-    free(l->forced);
+    mattn_free(l->forced);
     l->forced = NULL;
     l->n_forced = 0;
     if (!expert) return MATTN_OK;
@@ -184,7 +184,7 @@ mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int
         if (expert[t] >= l->K)
             return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes: expert[%d] = %d, the layer has %d experts", t,
                         expert[t], l->K);
-    l->forced = malloc((size_t)n);
+    l->forced = mattn_malloc((size_t)n);
     if (!l->forced) return LERR(l, MATTN_ERR_NOMEM, "out of memory for %d forced routes", n);
     memcpy(l->forced, expert, (size_t)n);
     l->n_forced = n;
@@ -421,6 +421,19 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
     if (l->forced && T > l->n_forced)
         return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, the input has T = %d", l->n_forced, T);
+    /* NaN/Inf weights: the kernels' clamped exp would turn a NaN score into
+     * a zero probability, silently.  O(weights), vs O(B T weights) for the
+     * forward itself. */
+    for (int i = 0; i < mattn_layer_n_params(l); i++) {
+        mattn_tensor t;
+        mattn_layer_param(l, i, &t);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
+        const size_t bad = mattn_find_nonfinite(t.data, n);
+        if (bad < n)
+            return LERR(l, MATTN_ERR_NUMERIC, "weight '%s' holds a non-finite value (%g) at %zu", t.name,
+                        (double)t.data[bad], bad);
+    }
     const double t_start = mattn_now();
     mattn_status st = mattn_layer_plan(l, B, T);
     if (st != MATTN_OK) return st;
@@ -523,6 +536,14 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
         }
     }
 
+    /* x was finite: a non-finite output means a weight holds NaN/Inf (or
+     * the activations overflowed) — say so instead of passing it on */
+    for (int64_t i = 0; i < N * D; i++)
+        if (!(out[i] - out[i] == 0.0f)) {
+            l->N = 0; /* nothing to differentiate */
+            return LERR(l, MATTN_ERR_NUMERIC, "output is not finite (%g at token %lld, feature %lld) although x is: "
+                        "a weight holds NaN/Inf or the activations overflowed", (double)out[i], (long long)(i / D), (long long)(i % D));
+        }
     l->fB = B;
     l->fT = T;
     l->f_training = l->training;
@@ -571,7 +592,7 @@ static mattn_status ensure_grads(mattn_layer *l) {
     }
     if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     /* the table holds copies of the tensors: rebuild it with the grad pointers */
-    free(l->params);
+    mattn_free(l->params);
     l->params = NULL;
     l->n_params = 0;
     st = build_param_table(l);

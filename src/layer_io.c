@@ -34,8 +34,8 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_save: %s is NULL", !l ? "layer" : "path");
     const mattn_config *cfg = mattn_layer_config(l);
     int np = mattn_layer_n_params(l), K = cfg->n_experts;
-    mattn_st_entry *ent = calloc((size_t)np + 2, sizeof *ent);
-    int64_t(*shapes)[4] = calloc((size_t)np + 2, sizeof *shapes);
+    mattn_st_entry *ent = mattn_calloc((size_t)np + 2, sizeof *ent);
+    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 2, sizeof *shapes);
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     char *json = NULL;
     mattn_status st = (!ent || !shapes) ? fail(l, MATTN_ERR_NOMEM, "out of memory saving '%s'", path)
@@ -44,6 +44,13 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
     for (int i = 0; st == MATTN_OK && i < np; i++) {
         mattn_tensor t;
         mattn_layer_param(l, i, &t);
+        size_t cnt = 1;
+        for (int d = 0; d < t.ndim; d++) cnt *= (size_t)t.shape[d];
+        const size_t bad = mattn_find_nonfinite(t.data, cnt);
+        if (bad < cnt) {
+            st = fail(l, MATTN_ERR_NUMERIC, "%s: not saved: weight '%s' holds %g at %zu", path, t.name, (double)t.data[bad], bad);
+            break;
+        }
         memcpy(shapes[n], t.shape, sizeof shapes[n]);
         ent[n] = (mattn_st_entry){t.name, MATTN_ST_F32, t.ndim, shapes[n], t.data};
         n++;
@@ -69,8 +76,8 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         fail(l, st, "%s", mattn_last_error());
     }
     mattn_free(json);
-    free(ent);
-    free(shapes);
+    mattn_free(ent);
+    mattn_free(shapes);
     return st;
 }
 
@@ -134,7 +141,7 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
         for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
         total += n;
     }
-    float *stage = st == MATTN_OK ? malloc((total ? total : 1) * sizeof(float)) : NULL;
+    float *stage = st == MATTN_OK ? mattn_malloc((total ? total : 1) * sizeof(float)) : NULL;
     if (st == MATTN_OK && !stage) st = fail(l, MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
     size_t off = 0;
     for (int j = 0; st == MATTN_OK && j < np; j++) {
@@ -183,7 +190,7 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
             off += n;
         }
     }
-    free(stage);
+    mattn_free(stage);
     mattn_st_close(f);
     return st;
 }

@@ -35,10 +35,35 @@ void mattn_abort(const char *file, int line, const char *fmt, ...)
 /* Monotonic wall-clock time in seconds (for mattn_stats.seconds). */
 double mattn_now(void);
 
-/* 64-byte aligned allocation; free with mattn_afree. NULL on failure. */
+/* Allocation: the library calls these, never malloc & co. directly (status.c).
+ * NULL on failure; free with mattn_free (public).  mattn_amalloc is 64-byte
+ * aligned (free with mattn_afree). */
+void *mattn_malloc(size_t n);
+void *mattn_calloc(size_t n, size_t size);
+void *mattn_realloc(void *p, size_t n);
+char *mattn_strdup(const char *s);
 void *mattn_amalloc(size_t n);
 void mattn_afree(void *p);
+/* Tests only.  Fault injection: counting from this call, allocation n
+ * (1-based) fails, and every later one too if persistent; n = 0 turns it off.
+ * mattn_alloc_live: allocations not yet freed (cJSON's count too once its
+ * hooks are set to mattn_malloc/mattn_free, as tests/test_faults.c does). */
+void mattn_fault_alloc(long n, int persistent);
+long mattn_alloc_live(void);
+long mattn_alloc_count(void);  /* allocations since mattn_fault_alloc (n > 0) */
+/* Did an allocation of this thread fail since mattn_alloc_mark()?  Tells an
+ * out-of-memory inside cJSON (when its hooks are ours) from a syntax error. */
+void mattn_alloc_mark(void);
+int mattn_alloc_failed(void);
 #define MATTN_ALIGN 64
+
+/* Index of the first NaN/Inf in x[0..n), or n: saves refuse non-finite
+ * weights, so a diverged run never writes a poisoned checkpoint. */
+static inline size_t mattn_find_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] - x[i] == 0.0f)) return i;
+    return n;
+}
 static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~(size_t)(MATTN_ALIGN - 1); }
 
 // ----------------------------------------------------------------------------

@@ -108,7 +108,9 @@ static int json_int(const cJSON *v, int *out) {
 
 mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
     if (!json || !out) BAD("mattn_lm_config_from_json: %s is NULL", !json ? "json" : "out");
+    mattn_alloc_mark();
     cJSON *root = cJSON_Parse(json);
+    if (!root && mattn_alloc_failed()) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory parsing model config JSON");
     if (!root) return mattn_set_error(MATTN_ERR_FORMAT, "model config is not valid JSON");
     mattn_lm_config c = mattn_lm_config_default();
     mattn_status st = MATTN_OK;
@@ -129,9 +131,10 @@ mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
             else st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'position_norm' must be \"length\" or \"max_seq_len\"");
         } else if (!strcmp(k, "attn")) {
             char *s = cJSON_IsObject(v) ? cJSON_PrintUnformatted(v) : NULL;
-            if (!s) st = mattn_set_error(MATTN_ERR_FORMAT, "model config key 'attn' must be an object");
+            if (!cJSON_IsObject(v)) st = mattn_set_error(MATTN_ERR_FORMAT, "model config key 'attn' must be an object");
+            else if (!s) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory reading model config key 'attn'");
             else st = mattn_config_from_json(s, &c.attn);
-            free(s);
+            cJSON_free(s);
         } else {
             st = mattn_set_error(MATTN_ERR_INVALID_ARG, "unknown model config key '%s'", k);
         }
@@ -154,20 +157,18 @@ mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
     if (st != MATTN_OK) return st;
     cJSON *o = cJSON_CreateObject(), *a = cJSON_Parse(attn);
     mattn_free(attn);
-    if (!o || !a) {
-        cJSON_Delete(o);
-        cJSON_Delete(a);
-        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory building model config JSON");
-    }
-    cJSON_AddItemToObject(o, "attn", a);
-    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
-    cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
-    cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
-    cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
-    cJSON_AddStringToObject(o, "position_norm", c->causal_positions ? "max_seq_len" : "length");
-    *json = cJSON_PrintUnformatted(o);
+    int ok = o && a && cJSON_AddItemToObject(o, "attn", a);  /* every cJSON_Add* checked, as in config.c */
+    if (!ok) cJSON_Delete(a);
+    ok = ok && cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    ok = ok && cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
+    ok = ok && cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
+    ok = ok && cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
+    ok = ok && cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
+    ok = ok && cJSON_AddStringToObject(o, "position_norm", c->causal_positions ? "max_seq_len" : "length");
+    char *p = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
+    *json = p ? mattn_strdup(p) : NULL;
+    cJSON_free(p);
     return *json ? MATTN_OK : mattn_set_error(MATTN_ERR_NOMEM, "out of memory printing model config JSON");
 }
 
@@ -210,9 +211,9 @@ static void add(mattn_model *m, const char *name, float *data, int ndim, int64_t
 static mattn_status build_params(mattn_model *m) {
     int n = 4 + 8 * m->L;
     for (int l = 0; l < m->L; l++) n += mattn_layer_n_params(m->layers[l]);
-    free(m->params);
+    mattn_free(m->params);
     m->n_params = 0;
-    m->params = calloc((size_t)n, sizeof *m->params);
+    m->params = mattn_calloc((size_t)n, sizeof *m->params);
     if (!m->params) return MERR(m, MATTN_ERR_NOMEM, "out of memory for the parameter table");
     const int D = m->D, F = m->F;
     char name[160];
@@ -260,7 +261,7 @@ mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) 
     cfg.attn.causal = 1;
     mattn_status st = mattn_lm_config_validate(&cfg);
     if (st != MATTN_OK) return st;
-    mattn_model *m = calloc(1, sizeof *m);
+    mattn_model *m = mattn_calloc(1, sizeof *m);
     if (!m) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory creating a model");
     m->cfg = cfg;
     m->L = cfg.n_layers;
@@ -269,14 +270,15 @@ mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) 
     m->F = cfg.ffn_multiplier * cfg.attn.d_model;
     m->Tmax = cfg.max_seq_len;
     m->training = 1;
-    m->layers = calloc((size_t)m->L, sizeof *m->layers);
-    m->stats = calloc((size_t)m->L, sizeof *m->stats);
-    m->bp = calloc((size_t)m->L, sizeof *m->bp);
+    m->layers = mattn_calloc((size_t)m->L, sizeof *m->layers);
+    m->stats = mattn_calloc((size_t)m->L, sizeof *m->stats);
+    m->bp = mattn_calloc((size_t)m->L, sizeof *m->bp);
     own_layout(m, NULL);
     m->own = mattn_amalloc(m->n_own * sizeof(float));
     if (!m->layers || !m->stats || !m->bp || !m->own) {
+        const size_t n_own = m->n_own;
         mattn_model_free(m);
-        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the model's parameters (%zu floats)", m->n_own);
+        return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the model's parameters (%zu floats)", n_own);
     }
     own_layout(m, m->own);
     for (int l = 0; l < m->L && st == MATTN_OK; l++) {
@@ -315,17 +317,17 @@ mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) 
 void mattn_model_free(mattn_model *m) {
     if (!m) return;
     for (int l = 0; m->layers && l < m->L; l++) mattn_layer_free(m->layers[l]);
-    free(m->layers);
-    free(m->stats);
-    free(m->bp);
-    free(m->params);
-    free(m->res);
-    free(m->ba);
+    mattn_free(m->layers);
+    mattn_free(m->stats);
+    mattn_free(m->bp);
+    mattn_free(m->params);
+    mattn_free(m->res);
+    mattn_free(m->ba);
     mattn_afree(m->own);
     mattn_afree(m->gown);
     mattn_afree(m->arena);
     mattn_afree(m->g_arena);
-    free(m);
+    mattn_free(m);
 }
 
 const char *mattn_model_errmsg(const mattn_model *m) { return m ? m->errmsg : "model is NULL"; }
@@ -399,11 +401,11 @@ static mattn_status plan(mattn_model *m, int B, int T) {
     const size_t N = (size_t)B * T, D = (size_t)m->D, F = (size_t)m->F, V = (size_t)m->V, L = (size_t)m->L;
     size_t off = 0;
     char *base = NULL;
-    float **res = calloc(L + 1, sizeof *res);
-    block_acts *ba = calloc(L, sizeof *ba);
+    float **res = mattn_calloc(L + 1, sizeof *res);
+    block_acts *ba = mattn_calloc(L, sizeof *ba);
     if (!res || !ba) {
-        free(res);
-        free(ba);
+        mattn_free(res);
+        mattn_free(ba);
         return MERR(m, MATTN_ERR_NOMEM, "out of memory planning activations");
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -436,16 +438,16 @@ static mattn_status plan(mattn_model *m, int B, int T) {
         if (pass == 0) {
             base = mattn_amalloc(off);
             if (!base) {
-                free(res);
-                free(ba);
+                mattn_free(res);
+                mattn_free(ba);
                 m->aB = 0;
                 return MERR(m, MATTN_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu bytes)", B, T, off);
             }
         }
     }
     mattn_afree(m->arena);
-    free(m->res);
-    free(m->ba);
+    mattn_free(m->res);
+    mattn_free(m->ba);
     m->arena = base;
     m->res = res;
     m->ba = ba;
@@ -619,9 +621,9 @@ void mattn_model_cache_free(mattn_model_cache *c) {
     if (!c) return;
     if (c->lc)
         for (int l = 0; c->lc[l]; l++) mattn_layer_cache_free(c->lc[l]);
-    free(c->lc);
+    mattn_free(c->lc);
     mattn_afree(c->x);
-    free(c);
+    mattn_free(c);
 }
 
 mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out) {
@@ -633,10 +635,10 @@ mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **o
                     "\"length\", the Python library's default): a decode cache cannot reproduce it; re-run the "
                     "prefix per token instead");
     if (B < 1) return MERR(m, MATTN_ERR_INVALID_ARG, "decode batch must be >= 1, got %d", B);
-    mattn_model_cache *c = calloc(1, sizeof *c);
+    mattn_model_cache *c = mattn_calloc(1, sizeof *c);
     if (!c) return MERR(m, MATTN_ERR_NOMEM, "out of memory for a decode cache");
     c->B = B;
-    c->lc = calloc((size_t)m->L + 1, sizeof *c->lc);
+    c->lc = mattn_calloc((size_t)m->L + 1, sizeof *c->lc);
     const size_t D = (size_t)m->D, F = (size_t)m->F;
     c->x = mattn_amalloc((size_t)B * (4 * D + 2 * F + D + 2) * sizeof(float));
     mattn_status st = c->lc && c->x ? MATTN_OK : MATTN_ERR_NOMEM;

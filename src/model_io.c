@@ -33,9 +33,9 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
     const mattn_lm_config *cfg = mattn_model_config(m);
     const int np = mattn_model_n_params(m), L = cfg->n_layers, K = cfg->attn.n_experts;
     const int bayes = cfg->attn.controller == MATTN_CONTROLLER_BAYESIAN;
-    mattn_st_entry *ent = calloc((size_t)np + 2 * (size_t)L, sizeof *ent);
-    int64_t(*shapes)[4] = calloc((size_t)np + 2 * (size_t)L, sizeof *shapes);
-    char(*names)[128] = calloc(2 * (size_t)L, sizeof *names);
+    mattn_st_entry *ent = mattn_calloc((size_t)np + 2 * (size_t)L, sizeof *ent);
+    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 2 * (size_t)L, sizeof *shapes);
+    char(*names)[128] = mattn_calloc(2 * (size_t)L, sizeof *names);
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     char *json = NULL;
     mattn_status st = (!ent || !shapes || !names) ? mattn_set_error(MATTN_ERR_NOMEM, "out of memory saving '%s'", path)
@@ -45,6 +45,11 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
     for (int i = 0; st == MATTN_OK && i < np; i++) {
         mattn_tensor t;
         mattn_model_param(m, i, &t);
+        const size_t cnt = (size_t)t.shape[0] * (t.ndim > 1 ? (size_t)t.shape[1] : 1), bad = mattn_find_nonfinite(t.data, cnt);
+        if (bad < cnt) {
+            st = mattn_set_error(MATTN_ERR_NUMERIC, "%s: not saved: weight '%s' holds %g at %zu", path, t.name, (double)t.data[bad], bad);
+            break;
+        }
         memcpy(shapes[n], t.shape, sizeof shapes[n]);
         ent[n] = (mattn_st_entry){t.name, MATTN_ST_F32, t.ndim, shapes[n], t.data};
         n++;
@@ -71,9 +76,9 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
         if (st != MATTN_OK) mattn_set_error(st, "%s", err);
     }
     mattn_free(json);
-    free(ent);
-    free(shapes);
-    free(names);
+    mattn_free(ent);
+    mattn_free(shapes);
+    mattn_free(names);
     return st;
 }
 
@@ -144,7 +149,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
         mattn_model_param(m, j, &p);
         total += (size_t)p.shape[0] * (p.ndim > 1 ? (size_t)p.shape[1] : 1);
     }
-    float *stage = st == MATTN_OK ? malloc(total * sizeof(float)) : NULL;
+    float *stage = st == MATTN_OK ? mattn_malloc(total * sizeof(float)) : NULL;
     if (st == MATTN_OK && !stage) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
     size_t off = 0;
     for (int j = 0; st == MATTN_OK && j < np; j++) {
@@ -177,7 +182,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
         /* a tied head must equal tok_emb (staged first: offset 0) */
         mattn_tensor p;
         mattn_model_param(m, 0, &p);
-        float *h = malloc((size_t)head->numel * sizeof(float) + 1);
+        float *h = mattn_malloc((size_t)head->numel * sizeof(float) + 1);
         if (!h) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
         else if (head->numel != p.shape[0] * p.shape[1])
             st = mattn_set_error(MATTN_ERR_SHAPE, "%s: head.weight does not match tok_emb.weight's shape", path);
@@ -186,7 +191,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
             if (memcmp(h, stage, (size_t)head->numel * sizeof(float)) != 0)
                 st = mattn_set_error(MATTN_ERR_UNSUPPORTED, "%s: head.weight differs from tok_emb.weight (untied head is not supported)", path);
         }
-        free(h);
+        mattn_free(h);
     }
     const char *step = mattn_st_meta(f, "step");
     char *end = NULL;
@@ -204,7 +209,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
             off += n;
         }
     }
-    free(stage);
+    mattn_free(stage);
     mattn_st_close(f);
     return st;
 }

@@ -20,6 +20,7 @@ struct mattn_adamw {
     uint8_t *decay;
     float *m, *v;
     int64_t t;             /* steps taken */
+    int64_t model_step;    /* the model's step when the loaded state was saved */
     char errmsg[MATTN_ERRMSG_LEN];
 };
 
@@ -49,12 +50,12 @@ mattn_status mattn_adamw_init(mattn_model *model, const mattn_adamw_config *cfg,
         return mattn_set_error(MATTN_ERR_INVALID_ARG,
                                "AdamW config out of range (lr %g, betas %g/%g, eps %g, weight_decay %g, grad_clip %g)",
                                cfg->lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->grad_clip);
-    mattn_adamw *o = calloc(1, sizeof *o);
+    mattn_adamw *o = mattn_calloc(1, sizeof *o);
     if (!o) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for AdamW");
     o->cfg = *cfg;
     o->n = mattn_model_n_params(model);
-    o->off = calloc((size_t)o->n + 1, sizeof *o->off);
-    o->decay = calloc((size_t)o->n + 1, 1);
+    o->off = mattn_calloc((size_t)o->n + 1, sizeof *o->off);
+    o->decay = mattn_calloc((size_t)o->n + 1, 1);
     if (!o->off || !o->decay) {
         mattn_adamw_free(o);
         return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for AdamW");
@@ -81,14 +82,16 @@ mattn_status mattn_adamw_init(mattn_model *model, const mattn_adamw_config *cfg,
 
 void mattn_adamw_free(mattn_adamw *o) {
     if (!o) return;
-    free(o->off);
-    free(o->decay);
+    mattn_free(o->off);
+    mattn_free(o->decay);
     mattn_afree(o->m);
     mattn_afree(o->v);
-    free(o);
+    mattn_free(o);
 }
 
+
 int64_t mattn_adamw_steps(const mattn_adamw *o) { return o ? o->t : 0; }
+int64_t mattn_adamw_model_step(const mattn_adamw *o) { return o ? o->model_step : 0; }
 
 mattn_status mattn_adamw_step(mattn_adamw *o, mattn_model *model, double lr, double *grad_norm) {
     if (!o || !model) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_adamw_step: %s is NULL", !o ? "optimizer" : "model");
@@ -169,11 +172,13 @@ double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double
 
 mattn_status mattn_adamw_save(const mattn_adamw *o, mattn_model *model, const char *path) {
     if (!o || !model || !path) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_adamw_save: NULL argument");
-    mattn_st_entry *e = calloc(2 * (size_t)o->n + 1, sizeof *e);
-    char (*names)[176] = calloc(2 * (size_t)o->n + 1, sizeof *names);
-    int64_t (*shapes)[4] = calloc((size_t)o->n + 1, sizeof *shapes);
+    if (mattn_find_nonfinite(o->m, o->total) < o->total || mattn_find_nonfinite(o->v, o->total) < o->total)
+        return mattn_set_error(MATTN_ERR_NUMERIC, "%s: not saved: the optimizer state holds a non-finite value", path);
+    mattn_st_entry *e = mattn_calloc(2 * (size_t)o->n + 1, sizeof *e);
+    char (*names)[176] = mattn_calloc(2 * (size_t)o->n + 1, sizeof *names);
+    int64_t (*shapes)[4] = mattn_calloc((size_t)o->n + 1, sizeof *shapes);
     if (!e || !names || !shapes) {
-        free(e); free(names); free(shapes);
+        mattn_free(e); mattn_free(names); mattn_free(shapes);
         return mattn_set_error(MATTN_ERR_NOMEM, "out of memory saving '%s'", path);
     }
     for (int i = 0; i < o->n; i++) {
@@ -185,15 +190,17 @@ mattn_status mattn_adamw_save(const mattn_adamw *o, mattn_model *model, const ch
         e[2 * i] = (mattn_st_entry){names[2 * i], MATTN_ST_F32, t.ndim, shapes[i], o->m + o->off[i]};
         e[2 * i + 1] = (mattn_st_entry){names[2 * i + 1], MATTN_ST_F32, t.ndim, shapes[i], o->v + o->off[i]};
     }
-    char step[32], hp[256];
+    char step[32], mstep[32], hp[256];
     snprintf(step, sizeof step, "%lld", (long long)o->t);
+    snprintf(mstep, sizeof mstep, "%llu", (unsigned long long)mattn_model_step(model));
     snprintf(hp, sizeof hp, "{\"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"weight_decay\": %.17g, \"grad_clip\": %.17g}",
              o->cfg.lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay, o->cfg.grad_clip);
-    const char *meta[] = {"format", "metaattn-adamw", "format_version", "1", "step", step, "hparams", hp};
+    const char *meta[] = {"format", "metaattn-adamw", "format_version", "1", "step", step, "hparams", hp,
+                          "model_step", mstep};
     char err[MATTN_ERRMSG_LEN];
-    mattn_status st = mattn_st_write(path, e, 2 * o->n, meta, 4, err, sizeof err);
+    mattn_status st = mattn_st_write(path, e, 2 * o->n, meta, 5, err, sizeof err);
     if (st != MATTN_OK) mattn_set_error(st, "%s", err);
-    free(e); free(names); free(shapes);
+    mattn_free(e); mattn_free(names); mattn_free(shapes);
     return st;
 }
 
@@ -212,8 +219,8 @@ mattn_status mattn_adamw_load(mattn_adamw *o, mattn_model *model, const char *pa
         st = mattn_set_error(MATTN_ERR_SHAPE, "%s: %d tensors, the model needs %d", path, mattn_st_count(f), 2 * o->n);
     float *m = NULL, *v = NULL;
     if (st == MATTN_OK) {
-        m = malloc(o->total * sizeof(float) + 1);
-        v = malloc(o->total * sizeof(float) + 1);
+        m = mattn_malloc(o->total * sizeof(float) + 1);
+        v = mattn_malloc(o->total * sizeof(float) + 1);
         if (!m || !v) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
     }
     for (int i = 0; st == MATTN_OK && i < o->n; i++) {
@@ -225,17 +232,26 @@ mattn_status mattn_adamw_load(mattn_adamw *o, mattn_model *model, const char *pa
             const mattn_st_tensor *s = mattn_st_find(f, name);
             if (!s || s->dtype != MATTN_ST_F32 || (size_t)s->numel != numel(&t))
                 st = mattn_set_error(MATTN_ERR_SHAPE, "%s: '%s' missing or not F32 of %zu values", path, name, numel(&t));
-            else
-                mattn_st_to_f32(s, (k ? v : m) + o->off[i]);
+            else {
+                float *dst = (k ? v : m) + o->off[i];
+                mattn_st_to_f32(s, dst);
+                if (mattn_find_nonfinite(dst, numel(&t)) < numel(&t))
+                    st = mattn_set_error(MATTN_ERR_NUMERIC, "%s: '%s' holds a non-finite value", path, name);
+            }
         }
     }
+    const char *ms = mattn_st_meta(f, "model_step");
+    long long model_step = ms ? strtoll(ms, &end, 10) : -1;
+    if (st == MATTN_OK && ms && (*end || model_step < 0))
+        st = mattn_set_error(MATTN_ERR_FORMAT, "%s: metadata model_step '%s' is not a step", path, ms);
     if (st == MATTN_OK) {
         memcpy(o->m, m, o->total * sizeof(float));
         memcpy(o->v, v, o->total * sizeof(float));
         o->t = t;
+        o->model_step = ms ? model_step : t;
     }
-    free(m);
-    free(v);
+    mattn_free(m);
+    mattn_free(v);
     mattn_st_close(f);
     return st;
 }

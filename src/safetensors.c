@@ -68,12 +68,12 @@ static mattn_status fail(char *err, size_t errlen, mattn_status st, const char *
 
 void mattn_st_close(mattn_st_file *f) {
     if (!f) return;
-    for (int i = 0; i < f->n; i++) free(f->t[i].name);
-    for (int i = 0; i < 2 * f->n_meta; i++) free(f->meta[i]);
-    free(f->t);
-    free(f->meta);
+    for (int i = 0; i < f->n; i++) mattn_free(f->t[i].name);
+    for (int i = 0; i < 2 * f->n_meta; i++) mattn_free(f->meta[i]);
+    mattn_free(f->t);
+    mattn_free(f->meta);
     if (f->map && f->map != MAP_FAILED) munmap(f->map, f->map_len);
-    free(f);
+    mattn_free(f);
 }
 
 /* A JSON number that is a non-negative integer exactly representable. */
@@ -145,7 +145,9 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
                                  const unsigned char *data, size_t data_len,
                                  const char *path, char *err, size_t errlen) {
     const char *end = NULL;
+    mattn_alloc_mark();
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root && mattn_alloc_failed()) return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory parsing the header", path);
     if (!root) return fail(err, errlen, MATTN_ERR_FORMAT, "%s: header is not valid JSON", path);
     mattn_status st = MATTN_OK;
     span *sp = NULL;
@@ -159,8 +161,8 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
         goto done;
     }
     int n_all = cJSON_GetArraySize(root);
-    f->t = calloc((size_t)n_all + 1, sizeof *f->t);
-    sp = calloc((size_t)n_all + 1, sizeof *sp);
+    f->t = mattn_calloc((size_t)n_all + 1, sizeof *f->t);
+    sp = mattn_calloc((size_t)n_all + 1, sizeof *sp);
     if (!f->t || !sp) { st = fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); goto done; }
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
@@ -177,7 +179,7 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
                 goto done;
             }
             int nm = cJSON_GetArraySize(e);
-            f->meta = calloc(2 * (size_t)nm + 1, sizeof *f->meta);
+            f->meta = mattn_calloc(2 * (size_t)nm + 1, sizeof *f->meta);
             if (!f->meta) { st = fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); goto done; }
             const cJSON *m;
             cJSON_ArrayForEach(m, e) {
@@ -186,8 +188,8 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
                               m->string);
                     goto done;
                 }
-                f->meta[2 * f->n_meta] = strdup(m->string);
-                f->meta[2 * f->n_meta + 1] = strdup(m->valuestring);
+                f->meta[2 * f->n_meta] = mattn_strdup(m->string);
+                f->meta[2 * f->n_meta + 1] = mattn_strdup(m->valuestring);
                 f->n_meta++;
                 if (!f->meta[2 * f->n_meta - 2] || !f->meta[2 * f->n_meta - 1]) {
                     st = fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path);
@@ -197,7 +199,7 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
             continue;
         }
         mattn_st_tensor *t = &f->t[f->n];
-        t->name = strdup(key);
+        t->name = mattn_strdup(key);
         if (!t->name) { st = fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); goto done; }
         f->n++;
         uint64_t b = 0, en = 0;
@@ -243,7 +245,7 @@ static mattn_status parse_header(mattn_st_file *f, const char *json, size_t len,
         t->data = data + sp[i].begin;
     }
 done:
-    free(sp);
+    mattn_free(sp);
     cJSON_Delete(root);
     return st;
 }
@@ -264,7 +266,7 @@ mattn_status mattn_st_open(const char *path, mattn_st_file **out, char *err, siz
         close(fd);
         return fail(err, errlen, MATTN_ERR_FORMAT, "%s: %zu bytes, too short for a safetensors file", path, len);
     }
-    mattn_st_file *f = calloc(1, sizeof *f);
+    mattn_st_file *f = mattn_calloc(1, sizeof *f);
     if (!f) { close(fd); return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); }
     f->map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -359,7 +361,7 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (b->len + n + 1 > cap) cap *= 2;
-        char *p = realloc(b->s, cap);
+        char *p = mattn_realloc(b->s, cap);
         if (!p) { b->oom = 1; return; }
         b->s = p;
         b->cap = cap;
@@ -462,11 +464,11 @@ mattn_status mattn_st_write(const char *path, const mattn_st_entry *t, int n,
     }
     sb_put(&h, "}", 1);
     while (!h.oom && (8 + h.len) % 8) sb_put(&h, " ", 1);  /* pad so data starts 8-aligned */
-    if (h.oom) { free(h.s); return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); }
+    if (h.oom) { mattn_free(h.s); return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); }
 
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) { free(h.s); return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); }
+    char *tmp = mattn_malloc(plen + 32);
+    if (!tmp) { mattn_free(h.s); return fail(err, errlen, MATTN_ERR_NOMEM, "%s: out of memory", path); }
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     mattn_status st = MATTN_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -492,17 +494,20 @@ mattn_status mattn_st_write(const char *path, const mattn_st_entry *t, int n,
         st = fail(err, errlen, MATTN_ERR_IO, "%s: cannot rename into place: %s", path, strerror(e));
         goto out;
     }
-    /* Make the rename itself durable. */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-        free(dir);
+    /* Make the rename itself durable (no allocation: this must not fail
+     * silently for want of memory). */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path < 4095 ? slash - path : 4095), path);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
     }
 out:
-    free(tmp);
-    free(h.s);
+    mattn_free(tmp);
+    mattn_free(h.s);
     return st;
 }

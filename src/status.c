@@ -3,6 +3,7 @@
  * the log callback, the abort hook for broken invariants, aligned
  * allocation and the library version.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,13 +98,68 @@ double mattn_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void *mattn_amalloc(size_t n) {
-    if (n == 0) n = MATTN_ALIGN;
-    void *p = NULL;
-    if (posix_memalign(&p, MATTN_ALIGN, mattn_align_up(n)) != 0) return NULL;
+/* Every allocation of the library goes through these wrappers, so a test can
+ * make the n-th one fail (mattn_fault_alloc) and count what is still live
+ * after an error path (mattn_alloc_live).  Counters are atomics: layers may
+ * be used from several threads. */
+static atomic_long g_alloc_count, g_alloc_live, g_fail_at;
+static atomic_int g_fail_persist;
+
+void mattn_fault_alloc(long n, int persistent) {
+    atomic_store(&g_alloc_count, 0);
+    atomic_store(&g_fail_persist, persistent);
+    atomic_store(&g_fail_at, n);
+}
+
+long mattn_alloc_live(void) { return atomic_load(&g_alloc_live); }
+long mattn_alloc_count(void) { return atomic_load(&g_alloc_count); }
+
+static _Thread_local int g_alloc_failed;  /* an allocation failed since mattn_alloc_mark() */
+
+void mattn_alloc_mark(void) { g_alloc_failed = 0; }
+int mattn_alloc_failed(void) { return g_alloc_failed; }
+
+static int alloc_fails(void) {
+    const long at = atomic_load_explicit(&g_fail_at, memory_order_relaxed);
+    if (at <= 0) return 0;
+    const long n = atomic_fetch_add(&g_alloc_count, 1) + 1;
+    return g_alloc_failed = n == at || (n > at && atomic_load(&g_fail_persist));
+}
+
+static void *counted(void *p) {
+    if (p) atomic_fetch_add_explicit(&g_alloc_live, 1, memory_order_relaxed);
+    else g_alloc_failed = 1;
     return p;
 }
 
-void mattn_afree(void *p) { free(p); }
+void *mattn_malloc(size_t n) { return alloc_fails() ? NULL : counted(malloc(n ? n : 1)); }
+void *mattn_calloc(size_t n, size_t size) { return alloc_fails() ? NULL : counted(calloc(n ? n : 1, size ? size : 1)); }
 
-void mattn_free(void *p) { free(p); }
+void *mattn_realloc(void *p, size_t n) {
+    if (!p) return mattn_malloc(n);
+    void *q = alloc_fails() ? NULL : realloc(p, n ? n : 1);
+    if (!q) g_alloc_failed = 1;
+    return q;
+}
+
+char *mattn_strdup(const char *s) {
+    const size_t n = strlen(s) + 1;
+    char *d = mattn_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+void *mattn_amalloc(size_t n) {
+    if (n == 0) n = MATTN_ALIGN;
+    void *p = NULL;
+    if (alloc_fails() || posix_memalign(&p, MATTN_ALIGN, mattn_align_up(n)) != 0) p = NULL;
+    return counted(p);
+}
+
+void mattn_free(void *p) {
+    if (!p) return;
+    atomic_fetch_sub_explicit(&g_alloc_live, 1, memory_order_relaxed);
+    free(p);
+}
+
+void mattn_afree(void *p) { mattn_free(p); }

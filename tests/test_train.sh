@@ -2,8 +2,9 @@
 # test_train.sh — `metaattn train` end to end on real text (the book of
 # Genesis from Debian's bible-kjv): a ~30-second run of a very small model
 # must bring the validation loss well below ln 256 = 5.55 nats/byte; a run
-# stopped and resumed reproduces the uninterrupted one bit for bit; Ctrl-C
-# writes a checkpoint; bad input gives clear errors.
+# stopped (Ctrl-C or SIGKILL) and resumed reproduces the uninterrupted one
+# bit for bit; a NaN loss stops or skips the step, a full disk leaves the
+# checkpoint intact; bad input gives clear errors.
 # Usage: tests/test_train.sh path/to/metaattn   (from the repository root)
 set -u
 bin=${1:?usage: test_train.sh path/to/metaattn}
@@ -53,6 +54,44 @@ strip() { sed -E 's/"tokens_per_s": [0-9.]+, "elapsed": [0-9.]+, //' "$1"; }
 if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl"); then ok; else
   bad "resumed run differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl") | head -4; fi
 cmp -s "$tmp/A/model.safetensors" "$tmp/B/model.safetensors" && ok || bad "final weights differ after resume"
+
+# 2b. a crash: SIGKILL once the log is past the step-100 checkpoint (the
+# resumed run must drop the log lines after it), resume == uninterrupted
+"$bin" train "${common[@]}" --steps 300 --out "$tmp/K" --ckpt-every 100 >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 900); do
+  [[ -f "$tmp/K/model.safetensors" && $(wc -l < "$tmp/K/log.jsonl") -ge 130 ]] && break; sleep 0.1
+done
+kill -KILL $pid; wait $pid 2>/dev/null
+n_log=$(wc -l < "$tmp/K/log.jsonl")
+[[ $n_log -ge 130 && $n_log -lt 300 ]] && ok || bad "SIGKILL: log has $n_log lines (want 130..299: killed mid-run)"
+check "resume after SIGKILL" 0 "resumed" "$bin" train "${common[@]}" --steps 300 --out "$tmp/K" --resume --ckpt-every 100
+if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/K/log.jsonl"); then ok; else
+  bad "run resumed after SIGKILL differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/K/log.jsonl") | head -4; fi
+cmp -s "$tmp/A/model.safetensors" "$tmp/K/model.safetensors" && ok || bad "final weights differ after SIGKILL + resume"
+
+# 2c. a loss that turns NaN (a weight poisoned during step 30, test hook):
+# stop with a message, keep the step-20 checkpoint; or skip the step
+METAATTN_TEST_NAN_STEP=30 check "NaN loss stops" 1 "step 30: loss is not finite" \
+  "$bin" train "${common[@]}" --steps 60 --out "$tmp/N" --ckpt-every 20
+[[ $(wc -l < "$tmp/N/log.jsonl") -eq 29 ]] && ok || bad "NaN stop: log should end at step 29"
+meta_step() { head -c 4096 "$1" | tr -d '\0' | grep -o '"step":"[0-9]*"'; }
+[[ $(meta_step "$tmp/N/model.safetensors") == '"step":"20"' ]] && ok || bad "NaN stop: checkpoint is not the step-20 one: $(meta_step "$tmp/N/model.safetensors")"
+METAATTN_TEST_NAN_STEP=30 check "NaN loss skipped" 0 "step 30 skipped" \
+  "$bin" train "${common[@]}" --steps 40 --out "$tmp/S" --ckpt-every 20 --on-nonfinite skip
+[[ $(wc -l < "$tmp/S/log.jsonl") -eq 39 ]] && ok || bad "NaN skip: log should have 39 lines (step 30 dropped)"
+check "resume after a skipped step" 0 "resumed" "$bin" train "${common[@]}" --steps 45 --out "$tmp/S" --resume
+check "bad on-nonfinite" 2 "--on-nonfinite: expected stop or skip" "$bin" train --on-nonfinite ignore
+
+# 2d. disk full while saving (a 64 KiB file-size limit: writes fail with
+# EFBIG): clear error, the previous checkpoint and log intact, no temp files
+"$bin" train "${common[@]}" --steps 2 --out "$tmp/D" >/dev/null 2>&1
+cp "$tmp/D/model.safetensors" "$tmp/D.model"; cp "$tmp/D/optim.safetensors" "$tmp/D.optim"
+check "disk full" 1 "File too large" bash -c "trap '' XFSZ; ulimit -f 64; exec \"\$@\"" _ \
+  "$bin" train "${common[@]}" --steps 4 --out "$tmp/D" --resume
+cmp -s "$tmp/D/model.safetensors" "$tmp/D.model" && cmp -s "$tmp/D/optim.safetensors" "$tmp/D.optim" && ok || bad "disk full: checkpoint changed"
+[[ $(ls "$tmp/D" | grep -c tmp) -eq 0 ]] && ok || bad "disk full: temporary files left: $(ls "$tmp/D")"
+check "unwritable out" 1 "--out: cannot create" "$bin" train "${common[@]}" --steps 2 --out /dev/null/run
 
 # 3. eval: JSON contract, soft vs hard, executed FLOPs
 j=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json 2>&1)

@@ -498,6 +498,7 @@ int cmd_bench(int argc, char **argv) {
         if (!found)
             return cli_fail(EXIT_USAGE, "--only: unknown group '%s' (sgemm, kernels, layer, hard, decode, train, long)", tok);
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);
     const int nthreads = omp_get_max_threads();

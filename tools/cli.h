@@ -46,6 +46,12 @@ static inline int cli_double(const char *flag, const char *s, double lo, double 
     return 0;
 }
 
+/* The CLI without main(): tools/metaattn.c, and the fuzz target.  With
+ * cli_dry_run set, each command returns 0 after checking its arguments,
+ * before touching any file. */
+int cli_main(int argc, char **argv);
+extern int cli_dry_run;
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

@@ -88,6 +88,7 @@ int cmd_eval(int argc, char **argv) {
         if (rc) return rc;
         i++;
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (!model_path) return cli_fail(EXIT_USAGE, "eval: --model is required (see metaattn eval --help)");
     if (strcmp(split, "val") && strcmp(split, "all"))
         return cli_fail(EXIT_USAGE, "--split: expected val or all, got '%s'", split);

@@ -109,6 +109,7 @@ int cmd_generate(int argc, char **argv) {
         else return cli_fail(EXIT_USAGE, "generate: unknown option '%s' (see metaattn generate --help)", a);
         if (rc) return rc;
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (!model_path) return cli_fail(EXIT_USAGE, "generate: --model is required (see metaattn generate --help)");
     if (!prompt[0]) return cli_fail(EXIT_USAGE, "--prompt: must not be empty (the model needs a first byte)");
 #ifdef _OPENMP

@@ -95,6 +95,7 @@ static int cmd_layer(int argc, char **argv) {
         if (i + 1 >= argc) return die(EXIT_USAGE, "layer: option '%s' needs a value%s", a, "");
         *dst = argv[++i];
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (!in || !outp) {
         fprintf(stderr, "metaattn layer: --input and --output are required\n%s", usage_layer);
         return EXIT_USAGE;
@@ -195,7 +196,9 @@ done:
     return rc;
 }
 
-int main(int argc, char **argv) {
+int cli_dry_run = 0;
+
+int cli_main(int argc, char **argv) {
     if (argc < 2) {
         fputs(usage_main, stderr);
         return EXIT_USAGE;
@@ -219,3 +222,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "metaattn: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_USAGE;
 }
+
+#ifndef METAATTN_NO_MAIN
+int main(int argc, char **argv) { return cli_main(argc, argv); }
+#endif

@@ -47,6 +47,7 @@ int cmd_plot(int argc, char **argv) {
         else return cli_fail(EXIT_USAGE, "plot: unknown option '%s' (see metaattn plot --help)", a);
         if (rc) return rc;
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (!log) return cli_fail(EXIT_USAGE, "plot: --log is required (see metaattn plot --help)");
     if (!out[0]) {
         snprintf(out, sizeof out, "%s", log);

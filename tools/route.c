@@ -112,6 +112,7 @@ int cmd_route(int argc, char **argv) {
         else if (!strcmp(a, "--context")) { if (cli_int(a, v, 1, 1 << 20, &context)) return EXIT_USAGE; }
         else return cli_fail(EXIT_USAGE, "route: unknown option '%s' (see metaattn route --help)", a);
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (!model_path) return cli_fail(EXIT_USAGE, "route: --model is required (see metaattn route --help)");
     if (!text == !file) return cli_fail(EXIT_USAGE, "route: give exactly one of --text and --file");
     if (strcmp(color, "auto") && strcmp(color, "always") && strcmp(color, "never"))

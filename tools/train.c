@@ -64,6 +64,10 @@ static const char *usage_train =
     "  --eval-batches N   validation windows per evaluation, of --batch each (default 8)\n"
     "  --ckpt-every N     checkpoint every N steps (default 500; always at the end)\n"
     "  --sample N         bytes to generate from the final model (default 200, 0 = none)\n"
+    "  --on-nonfinite A   stop (default): a NaN/Inf loss or gradient ends the run\n"
+    "                     with an error, the last checkpoint kept as it was; skip:\n"
+    "                     drop that step (no update) and go on, failing after 10\n"
+    "                     skipped steps in a row\n"
     "  --quiet            no progress line\n"
     "  -h, --help         show this help\n";
 
@@ -151,7 +155,7 @@ static int val_loss(mattn_model *m, const mattn_data *d, int B, int T, int n_bat
         for (int b = 0; b < B && !rc; b++)
             if (mattn_data_window(d, 1, (int64_t)k * B + b, n, T, idx + (size_t)b * T, tgt + (size_t)b * T) != MATTN_OK)
                 rc = cli_fail(1, "validation: %s", mattn_last_error());
-        float ce;
+        float ce = 0.0f;
         if (!rc && mattn_model_forward(m, idx, tgt, B, T, NULL, &ce) != MATTN_OK)
             rc = cli_fail(1, "validation forward: %s", mattn_model_errmsg(m));
         sum += ce;
@@ -185,15 +189,27 @@ static int truncate_log(const char *path, long long upto) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
+    int werr = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         long long s;
-        if (sscanf(line, "{\"step\": %lld", &s) == 1 && s > upto) continue;
-        fwrite(line, 1, (size_t)len, g);
+        /* a crash can leave a last line cut short: keep whole records only */
+        if (line[len - 1] != '\n' || sscanf(line, "{\"step\": %lld", &s) != 1 || s > upto) continue;
+        werr |= fwrite(line, 1, (size_t)len, g) != (size_t)len;
     }
     free(line);
     fclose(f);
-    if (fclose(g) != 0 || rename(tmp, path) != 0) return cli_fail(1, "cannot rewrite '%s'", path);
+    werr |= fflush(g) != 0 || fsync(fileno(g)) != 0;
+    if (fclose(g) != 0 || werr || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return cli_fail(1, "cannot rewrite '%s': %s", path, strerror(e));
+    }
     return 0;
+}
+
+static float *first_weight(mattn_model *m) {
+    mattn_tensor t;
+    return mattn_model_param(m, 0, &t) == MATTN_OK ? t.data : NULL;
 }
 
 static void fmt_eta(double s, char *buf, size_t n) {
@@ -255,7 +271,7 @@ int cmd_train(int argc, char **argv) {
     long long steps = 1300, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
     long long eval_every = 100, eval_batches = 8, ckpt_every = 500, sample_n = 200, hard_from = -1, top_k = 1;
     double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0, beta0 = -1, epsilon = -1;
-    int resume = 0, quiet = 0;
+    int resume = 0, quiet = 0, skip_nonfinite = 0;
     sched cost = {0, 0, 0, 0, 0}, elbo = {1, 1, 0, 0, 0}, temp = {1, 1, 0, 0, 0};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -296,9 +312,14 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--cost-lambda")) rc = parse_sched(a, v, &cost);
         else if (!strcmp(a, "--elbo-weight")) rc = parse_sched(a, v, &elbo);
         else if (!strcmp(a, "--temperature")) rc = parse_sched(a, v, &temp);
+        else if (!strcmp(a, "--on-nonfinite")) {
+            if (!strcmp(v, "stop") || !strcmp(v, "skip")) skip_nonfinite = v[1] == 'k';
+            else rc = cli_fail(EXIT_USAGE, "--on-nonfinite: expected stop or skip, got '%s'", v);
+        }
         else return cli_fail(EXIT_USAGE, "train: unknown option '%s' (see metaattn train --help)", a);
         if (rc) return rc;
     }
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     if (min_lr < 0) min_lr = lr / 10;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -384,9 +405,9 @@ int cmd_train(int argc, char **argv) {
         if (mattn_model_load(m, model_path) != MATTN_OK) { rc = cli_fail(1, "--resume: %s", mattn_last_error()); goto done; }
         if (mattn_adamw_load(opt, m, optim_path) != MATTN_OK) { rc = cli_fail(1, "--resume: %s", mattn_last_error()); goto done; }
         start = (long long)mattn_model_step(m);
-        if (mattn_adamw_steps(opt) != start) {
+        if (mattn_adamw_model_step(opt) != start) {
             rc = cli_fail(1, "--resume: checkpoint in '%s' is inconsistent (model at step %lld, optimizer at %lld): "
-                             "a save was interrupted", out_dir, start, (long long)mattn_adamw_steps(opt));
+                             "a save was interrupted", out_dir, start, (long long)mattn_adamw_model_step(opt));
             goto done;
         }
         if (truncate_log(log_path, start)) { rc = 1; goto done; }
@@ -408,7 +429,9 @@ int cmd_train(int argc, char **argv) {
     signal(SIGINT, on_sigint);
     const int tty = isatty(STDOUT_FILENO) && !quiet;
     double t0 = now_s(), last_val = NAN;
-    long long done_steps = 0;
+    long long done_steps = 0, n_skipped = 0, skipped_run = 0;
+    const char *nan_env = getenv("METAATTN_TEST_NAN_STEP");
+    const long long nan_step = nan_env ? atoll(nan_env) - 1 : -1;
     for (long long step = start; step < steps && !g_stop; step++) {
         /* schedules: a pure function of the step */
         mattn_config knobs = cfg.attn;
@@ -426,15 +449,28 @@ int cmd_train(int argc, char **argv) {
         mattn_model_set_step(m, (uint64_t)step);
         float loss, ce;
         double gnorm = 0.0, ts = now_s();
-        if (mattn_model_forward(m, idx, tgt, (int)batch, (int)context, &loss, &ce) != MATTN_OK ||
-            mattn_model_zero_grad(m) != MATTN_OK || mattn_model_backward(m) != MATTN_OK) {
-            rc = cli_fail(1, "step %lld: %s", step, mattn_model_errmsg(m));
+        /* tests only: METAATTN_TEST_NAN_STEP=S poisons one weight during step S */
+        float *poison = step == nan_step ? first_weight(m) : NULL, saved = poison ? *poison : 0.0f;
+        if (poison) *poison = NAN;
+        mattn_status st = mattn_model_forward(m, idx, tgt, (int)batch, (int)context, &loss, &ce);
+        if (st == MATTN_OK) st = mattn_model_zero_grad(m);
+        if (st == MATTN_OK) st = mattn_model_backward(m);
+        if (poison) *poison = saved;
+        const char *why = st != MATTN_OK ? mattn_model_errmsg(m) : NULL;
+        if (st == MATTN_OK && (st = mattn_adamw_step(opt, m, lr_now, &gnorm)) != MATTN_OK) why = mattn_last_error();
+        if (st == MATTN_ERR_NUMERIC && skip_nonfinite && ++skipped_run <= 10) {
+            fprintf(stderr, "%smetaattn: step %lld skipped (--on-nonfinite skip): %s\n", tty ? "\n" : "", step + 1, why);
+            n_skipped++;
+            continue;
+        }
+        if (st != MATTN_OK) {
+            rc = cli_fail(1, "step %lld: %s; weights not updated, %s", step + 1, why,
+                          st != MATTN_ERR_NUMERIC ? "stopping"
+                          : skip_nonfinite ? "10 steps in a row skipped, stopping (the last checkpoint is intact)"
+                                           : "stopping (the last checkpoint is intact; --on-nonfinite skip drops such steps)");
             break;
         }
-        if (mattn_adamw_step(opt, m, lr_now, &gnorm) != MATTN_OK) {
-            rc = cli_fail(1, "step %lld: %s (no checkpoint written for this step)", step, mattn_last_error());
-            break;
-        }
+        skipped_run = 0;
         const double dt = now_s() - ts;
         done_steps++;
         for (int l = 0; l < L; l++) mattn_model_layer_stats(m, l, &tstats[l]); /* before validation overwrites them */
@@ -466,7 +502,10 @@ int cmd_train(int argc, char **argv) {
                                        K > 1 ? st.weight[1] : 0.0, K > 2 ? st.weight[2] : 0.0, st.entropy);
         }
         fprintf(logf, "]}\n");
-        fflush(logf);
+        if (fflush(logf) != 0 || ferror(logf)) {
+            rc = cli_fail(1, "cannot write '%s': %s (stopping; the last checkpoint is intact)", log_path, strerror(errno));
+            break;
+        }
         const double el = now_s() - t0, eta = el / done_steps * (steps - s1);
         char etab[32], valb[32];
         fmt_eta(eta, etab, sizeof etab);
@@ -479,6 +518,7 @@ int cmd_train(int argc, char **argv) {
         }
         if (s1 % ckpt_every == 0 && s1 != steps && (rc = save_ckpt(m, opt, out_dir))) break;
     }
+    if (n_skipped) fprintf(stderr, "metaattn: %lld steps skipped for a non-finite loss or gradient\n", n_skipped);
     if (!rc) {
         rc = save_ckpt(m, opt, out_dir);
         if (!rc) printf("%scheckpoint: %s (step %llu)\n", tty ? "\n" : "", model_path, (unsigned long long)mattn_model_step(m));
