@@ -13,13 +13,12 @@
 
 #include "safetensors.h"
 
-static char g_dir[64];
 
 static const char *path_in(const char *name) {
     static char p[8][128];
     static int k;
     k = (k + 1) % 8;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
+    snprintf(p[k], sizeof p[k], "%s/%s", g_tmpdir, name);
     return p[k];
 }
 
@@ -45,26 +44,6 @@ static mattn_lm_config lm_cfg(void) {
     c.attn.window_size = 2;
     c.attn.controller_hidden = 4;
     return c;
-}
-
-static uint64_t file_hash(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    uint64_t h = 1469598103934665603ULL;
-    int c;
-    while ((c = fgetc(f)) != EOF) h = (h ^ (unsigned)c) * 1099511628211ULL;
-    fclose(f);
-    return h;
-}
-
-static int n_files(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", g_dir);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p && fscanf(p, "%d", &n) != 1) n = -1;
-    if (p) pclose(p);
-    return n;
 }
 
 /* check a message fragment, and print the message (docs/errors.md quotes them) */
@@ -360,7 +339,7 @@ static void test_E12_corpus(void **st) {
     fclose(fopen(path_in("empty.txt"), "wb"));
     assert_int_equal(mattn_data_load(path_in("empty.txt"), 0.1, &d), MATTN_ERR_INVALID_ARG);
     assert_msg(mattn_last_error(), "is empty");
-    assert_int_equal(mattn_data_load(g_dir, 0.1, &d), MATTN_ERR_IO);
+    assert_int_equal(mattn_data_load(g_tmpdir, 0.1, &d), MATTN_ERR_IO);
     assert_msg(mattn_last_error(), "not a regular file");
 }
 
@@ -388,7 +367,7 @@ static void test_E14_disk_full(void **st) {
     fputs("the previous checkpoint", f);
     fclose(f);
     const uint64_t h = file_hash(p);
-    const int files = n_files();
+    const int files = tmpdir_entries();
     struct rlimit old, lim;
     getrlimit(RLIMIT_FSIZE, &old);
     lim = old;
@@ -401,21 +380,8 @@ static void test_E14_disk_full(void **st) {
     assert_int_equal(s, MATTN_ERR_IO);
     assert_msg(mattn_last_error(), "File too large");
     assert_true(file_hash(p) == h);
-    assert_int_equal(n_files(), files);
+    assert_int_equal(tmpdir_entries(), files);
     mattn_model_free(m);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/mattn-errors-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void) {
@@ -428,5 +394,5 @@ int main(void) {
         cmocka_unit_test(test_E11_other_config),     cmocka_unit_test(test_E12_corpus),
         cmocka_unit_test(test_E13_unwritable),       cmocka_unit_test(test_E14_disk_full),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -15,16 +15,15 @@
 #include <limits.h>
 #include <unistd.h>
 
-static char g_dir[64];
 static mattn_adamw_config ocfg;
 
-/* g_dir/name in a fresh allocation (plain malloc: not counted) */
+/* g_tmpdir/name in a fresh allocation (plain malloc: not counted) */
 static char *tmp_path(const char *name) {
     static char *p[64];
     static int k;
     free(p[k]);
-    p[k] = malloc(strlen(g_dir) + strlen(name) + 2);
-    sprintf(p[k], "%s/%s", g_dir, name);
+    p[k] = malloc(strlen(g_tmpdir) + strlen(name) + 2);
+    sprintf(p[k], "%s/%s", g_tmpdir, name);
     char *r = p[k];
     k = (k + 1) % 64;
     return r;
@@ -78,36 +77,13 @@ static uint64_t model_hash(mattn_model *m) {
     return h;
 }
 
-static uint64_t file_hash(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    uint64_t h = 1469598103934665603ULL;
-    int c;
-    while ((c = fgetc(f)) != EOF) h = (h ^ (unsigned)c) * 1099511628211ULL;
-    fclose(f);
-    return h;
-}
-
-/* No temporary files left next to path's file in g_dir. */
-static int dir_entries(void) {
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", g_dir);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1) n = -1;
-        pclose(p);
-    }
-    return n;
-}
-
 typedef mattn_status (*op_fn)(void *ctx);
 
 /* Run op with the n-th allocation failing, for every n up to its count, in
  * both modes.  Returns how many runs ended in MATTN_ERR_NOMEM. */
 static int inject(const char *what, op_fn op, void *ctx) {
     const long live0 = mattn_alloc_live();
-    const int files0 = dir_entries();
+    const int files0 = tmpdir_entries();
     mattn_fault_alloc(LONG_MAX, 0); /* count only */
     assert_int_equal(op(ctx), MATTN_OK);
     const long total = mattn_alloc_count();
@@ -125,8 +101,8 @@ static int inject(const char *what, op_fn op, void *ctx) {
             if (mattn_alloc_live() != live0)
                 fail_msg("%s: allocation %ld of %ld failing (%s): %ld allocations leaked", what, n, total,
                          persistent ? "from then on" : "once", mattn_alloc_live() - live0);
-            if (dir_entries() != files0)
-                fail_msg("%s: allocation %ld failing left a file behind in %s", what, n, g_dir);
+            if (tmpdir_entries() != files0)
+                fail_msg("%s: allocation %ld failing left a file behind in %s", what, n, g_tmpdir);
             nomem += st == MATTN_ERR_NOMEM;
         }
     print_message("  %-34s %4ld allocations, %4d of %4ld failing runs returned MATTN_ERR_NOMEM\n", what, total,
@@ -348,19 +324,10 @@ static void test_checkpoints(void **state) {
 }
 
 static int setup(void **state) {
-    (void)state;
     ocfg = mattn_adamw_config_default();
     cJSON_Hooks h = {mattn_malloc, mattn_free};
     cJSON_InitHooks(&h);
-    snprintf(g_dir, sizeof g_dir, "/tmp/mattn-faults-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmpdir_setup(state);
 }
 
 int main(void) {
@@ -369,5 +336,5 @@ int main(void) {
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_checkpoints),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

@@ -47,6 +47,45 @@ static __attribute__((unused)) float *falloc(size_t n) {
     return p;
 }
 
+/* Scratch directory of a test program: g_tmpdir, made by tmpdir_setup and
+ * removed with its contents by tmpdir_teardown (cmocka group fixtures). */
+static char g_tmpdir[64];
+
+static __attribute__((unused)) int tmpdir_setup(void **state) {
+    (void)state;
+    snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/mattn-test-XXXXXX");
+    return mkdtemp(g_tmpdir) ? 0 : -1;
+}
+
+static __attribute__((unused)) int tmpdir_teardown(void **state) {
+    (void)state;
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Number of entries in g_tmpdir (a failed save must leave no temporary). */
+static __attribute__((unused)) int tmpdir_entries(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", g_tmpdir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+/* FNV-1a of a file's bytes (0 if it cannot be read): "unchanged" checks. */
+static __attribute__((unused)) uint64_t file_hash(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint64_t h = 1469598103934665603ULL;
+    int c;
+    while ((c = fgetc(f)) != EOF) h = (h ^ (unsigned)c) * 1099511628211ULL;
+    fclose(f);
+    return h;
+}
+
 #endif
 
 /* ---- finite differences ----------------------------------------------------

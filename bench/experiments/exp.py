@@ -143,7 +143,7 @@ def run_one(group, spec, conf, a):
         with open(done) as f:
             info = json.load(f)
         evals = evaluations(info["config"], conf)
-        missing = [k for k in evals if k not in info["eval"]]
+        missing = [k for k in evals if k not in info["eval"]] or (["(--rescore)"] if a.rescore else [])
         if not missing:
             print(f"[{group}/{name}] done (results in {res})", flush=True)
         elif not os.path.exists(os.path.join(ROOT, model)) or model_step(model) != info["steps"]:
@@ -205,6 +205,8 @@ def main():
                     help="validation windows per evaluation (default: the group's \"windows\", else 1000)")
     ap.add_argument("--only", default=None, help="comma-separated run names")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score trained runs again (e.g. when the machine was busy during their timed evals)")
     a = ap.parse_args()
     path = os.path.join(HERE, "configs", a.group + ".json")
     if not os.path.exists(path):

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the test suite under valgrind memcheck: a Debug build with the
+# built-in GEMM and no OpenMP (build-valgrind/; OpenBLAS's and libgomp's
+# thread pools hold memory until exit), every cmocka test program, the fuzz
+# replays, the example and the CLI test (its metaattn wrapped in valgrind) —
+# everything ctest runs but the slow training runs, as `make asan`.
+# Fails on any memcheck error or any definitely/indirectly lost byte.
+#   scripts/valgrind.sh [NAME...]   (default: every test)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed: run scripts/install-deps.sh" >&2; exit 1; }
+cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DMETAATTN_BLAS=OFF -DMETAATTN_OPENMP=OFF >/dev/null || exit 1
+cmake --build build-valgrind -j "$(nproc)" >/dev/null || exit 1
+b=build-valgrind
+vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
+    --errors-for-leak-kinds=definite,indirect)
+printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$PWD/$b/metaattn" > "$b/metaattn-vg"
+chmod +x "$b/metaattn-vg"
+
+declare -A cmd
+for t in config dirichlet kernels backward nn layer model decode safetensors fixtures faults threads errors; do
+  cmd[$t]="${vg[*]} $b/test_$t"
+done
+for t in backward nn model; do cmd[${t}_f64]="${vg[*]} $b/test_${t}_f64"; done
+for t in safetensors config corpus cli; do cmd[fuzz_replay_$t]="${vg[*]} $b/replay_$t fuzz/seeds/$t fuzz/regress/$t"; done
+cmd[custom_expert_example]="${vg[*]} $b/custom_expert"
+cmd[cli]="tests/test_cli.sh $b/metaattn-vg"
+
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=($(printf '%s\n' "${!cmd[@]}" | sort))
+fail=0
+for n in "${names[@]}"; do
+  [[ -n "${cmd[$n]:-}" ]] || { echo "valgrind.sh: unknown test '$n'" >&2; exit 2; }
+  t0=$(date +%s)
+  if out=$(${cmd[$n]} 2>&1); then
+    echo "ok    $n ($(( $(date +%s) - t0 )) s)"
+  else
+    fail=1
+    echo "FAIL  $n (exit $?)"
+    echo "$out" | grep -E "==[0-9]+==|FAIL|ERROR" | head -20
+  fi
+done
+exit $fail
