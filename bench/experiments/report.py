@@ -221,8 +221,8 @@ def frontier_points(phase1, frontier):
     pts = []
     for group, runs in (("phase1", phase1), ("frontier", frontier)):
         for name, r in sorted(runs.items()):
-            if group == "phase1" and not name.endswith("-s1"):
-                continue  # the frontier is seed 1
+            if group == "phase1" and (not name.endswith("-s1") or name.startswith("free-tuned")):
+                continue  # the frontier is seed 1, λ alone (the tuned run adds an entropy bonus: section 1)
             ev = r["eval"]
             if "all_full" not in ev:
                 print(f"report.py: {group}/{name} has no all_full score: run exp.py {group} to rescore it",

@@ -11,4 +11,5 @@ plot 'phase1_entropy.tsv' using 1:2 with lines lw 2 lc rgb '#2471a3' title 'baye
      'phase1_entropy.tsv' using 1:4 with lines lw 2 lc rgb '#5dade2' title 'bayes-s3', \
      'phase1_entropy.tsv' using 1:5 with lines lw 2 lc rgb '#8e44ad' title 'free-s1', \
      'phase1_entropy.tsv' using 1:6 with lines lw 2 lc rgb '#d35400' title 'free-s2', \
-     'phase1_entropy.tsv' using 1:7 with lines lw 2 lc rgb '#c0392b' title 'free-s3'
+     'phase1_entropy.tsv' using 1:7 with lines lw 2 lc rgb '#c0392b' title 'free-s3', \
+     'phase1_entropy.tsv' using 1:8 with lines lw 2 lc rgb '#e67e22' title 'free-tuned-s1'
