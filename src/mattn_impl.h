@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "metaattn.h"
 
@@ -60,8 +61,18 @@ int mattn_alloc_failed(void);
 /* Index of the first NaN/Inf in x[0..n), or n: saves refuse non-finite
  * weights, so a diverged run never writes a poisoned checkpoint. */
 static inline size_t mattn_find_nonfinite(const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!(x[i] - x[i] == 0.0f)) return i;
+    for (size_t i0 = 0; i0 < n; i0 += 1024) {
+        const size_t e = n - i0 < 1024 ? n : i0 + 1024;
+        uint32_t bad = 0;  /* exponent all ones = Inf or NaN; an OR the compiler vectorises */
+        for (size_t i = i0; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, sizeof u);
+            bad |= (~u & 0x7f800000u) == 0;
+        }
+        if (bad)
+            for (size_t i = i0; i < e; i++)
+                if (!(x[i] - x[i] == 0.0f)) return i;
+    }
     return n;
 }
 static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~(size_t)(MATTN_ALIGN - 1); }
