@@ -24,7 +24,7 @@ done
 for t in backward nn model; do cmd[${t}_f64]="${vg[*]} $b/test_${t}_f64"; done
 for t in safetensors config corpus cli; do cmd[fuzz_replay_$t]="${vg[*]} $b/replay_$t fuzz/seeds/$t fuzz/regress/$t"; done
 cmd[custom_expert_example]="${vg[*]} $b/custom_expert"
-cmd[cli]="tests/test_cli.sh $b/metaattn-vg"
+cmd[cli]="env METAATTN_TEST_NO_BENCH=1 tests/test_cli.sh $b/metaattn-vg"  # no timed benchmark run
 
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=($(printf '%s\n' "${!cmd[@]}" | sort))
