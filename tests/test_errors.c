@@ -14,14 +14,6 @@
 #include "safetensors.h"
 
 
-static const char *path_in(const char *name) {
-    static char p[8][128];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_tmpdir, name);
-    return p[k];
-}
-
 static mattn_config layer_cfg(void) {
     mattn_config c = mattn_config_default();
     c.d_model = 12;
@@ -77,7 +69,7 @@ static void test_E2_nonfinite_weights(void **st) {
     mattn_config c = layer_cfg();
     mattn_layer *l;
     assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
-    const char *good = path_in("good.safetensors");
+    const char *good = tmpdir_path("good.safetensors");
     assert_int_equal(mattn_layer_save(l, good), MATTN_OK);
     const uint64_t h = file_hash(good);
     mattn_tensor t;
@@ -95,7 +87,7 @@ static void test_E2_nonfinite_weights(void **st) {
     const int64_t shape[2] = {t.shape[0], t.ndim > 1 ? t.shape[1] : 1};
     mattn_st_entry e = {t.name, MATTN_ST_F32, t.ndim, shape, t.data};
     char err[256];
-    const char *bad = path_in("nan.safetensors");
+    const char *bad = tmpdir_path("nan.safetensors");
     assert_int_equal(mattn_st_write(bad, &e, 1, NULL, 0, err, sizeof err), MATTN_OK);
     t.data[3] = keep;
     assert_int_equal(mattn_layer_forward(l, x, 1, 4, NULL, out, NULL, NULL), MATTN_OK);
@@ -115,9 +107,9 @@ static void test_E2_nonfinite_weights(void **st) {
     assert_int_equal(mattn_model_init(&mc, &m), MATTN_OK);
     assert_int_equal(mattn_model_param(m, 0, &t), MATTN_OK);
     t.data[1] = -INFINITY;
-    assert_int_equal(mattn_model_save(m, path_in("m.safetensors")), MATTN_ERR_NUMERIC);
+    assert_int_equal(mattn_model_save(m, tmpdir_path("m.safetensors")), MATTN_ERR_NUMERIC);
     assert_msg(mattn_last_error(), "tok_emb.weight");
-    assert_int_equal(access(path_in("m.safetensors"), F_OK), -1);
+    assert_int_equal(access(tmpdir_path("m.safetensors"), F_OK), -1);
     mattn_model_free(m);
 }
 
@@ -130,8 +122,8 @@ static void test_E3_wrong_shapes(void **st) {
     mattn_layer *a, *b;
     assert_int_equal(mattn_layer_init(&w, NULL, &a), MATTN_OK);
     assert_int_equal(mattn_layer_init(&c, NULL, &b), MATTN_OK);
-    assert_int_equal(mattn_layer_save(a, path_in("w16.safetensors")), MATTN_OK);
-    mattn_status s = mattn_layer_load(b, path_in("w16.safetensors"));
+    assert_int_equal(mattn_layer_save(a, tmpdir_path("w16.safetensors")), MATTN_OK);
+    mattn_status s = mattn_layer_load(b, tmpdir_path("w16.safetensors"));
     assert_true(s == MATTN_ERR_SHAPE || s == MATTN_ERR_INVALID_ARG);
     assert_msg(mattn_layer_errmsg(b), "w16.safetensors");
     mattn_layer_free(a);
@@ -250,7 +242,7 @@ static void test_E10_bad_safetensors(void **st) {
     mattn_lm_config mc = lm_cfg();
     mattn_model *m;
     assert_int_equal(mattn_model_init(&mc, &m), MATTN_OK);
-    const char *good = path_in("model.safetensors");
+    const char *good = tmpdir_path("model.safetensors");
     assert_int_equal(mattn_model_save(m, good), MATTN_OK);
     FILE *f = fopen(good, "rb");
     assert_non_null(f);
@@ -260,7 +252,7 @@ static void test_E10_bad_safetensors(void **st) {
     unsigned char *buf = malloc((size_t)n + 16);
     assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
     fclose(f);
-    const char *p = path_in("bad.safetensors");
+    const char *p = tmpdir_path("bad.safetensors");
     struct { long len; int flip; uint64_t hlen; const char *frag; } cases[] = {
         {40, -1, 0, "header length"},                      /* truncated in the header */
         {n - 4, -1, 0, "file truncated?"},                /* truncated in the data */
@@ -314,16 +306,16 @@ static void test_E11_other_config(void **st) {
     mattn_model *ma, *mb;
     assert_int_equal(mattn_model_init(&a, &ma), MATTN_OK);
     assert_int_equal(mattn_model_init(&b, &mb), MATTN_OK);
-    assert_int_equal(mattn_model_save(mb, path_in("three.safetensors")), MATTN_OK);
-    assert_int_not_equal(mattn_model_load(ma, path_in("three.safetensors")), MATTN_OK);
+    assert_int_equal(mattn_model_save(mb, tmpdir_path("three.safetensors")), MATTN_OK);
+    assert_int_not_equal(mattn_model_load(ma, tmpdir_path("three.safetensors")), MATTN_OK);
     assert_msg(mattn_last_error(), "blocks.2");
     b = lm_cfg();
     b.attn.d_model = 12;
     b.attn.n_heads = 3;
     mattn_model_free(mb);
     assert_int_equal(mattn_model_init(&b, &mb), MATTN_OK);
-    assert_int_equal(mattn_model_save(mb, path_in("wide.safetensors")), MATTN_OK);
-    assert_int_equal(mattn_model_load(ma, path_in("wide.safetensors")), MATTN_ERR_SHAPE);
+    assert_int_equal(mattn_model_save(mb, tmpdir_path("wide.safetensors")), MATTN_OK);
+    assert_int_equal(mattn_model_load(ma, tmpdir_path("wide.safetensors")), MATTN_ERR_SHAPE);
     assert_msg(mattn_last_error(), "the model needs [32, 8]");
     mattn_model_free(ma);
     mattn_model_free(mb);
@@ -333,11 +325,11 @@ static void test_E11_other_config(void **st) {
 static void test_E12_corpus(void **st) {
     (void)st;
     mattn_data *d = (mattn_data *)1;
-    assert_int_equal(mattn_data_load(path_in("nope.txt"), 0.1, &d), MATTN_ERR_IO);
+    assert_int_equal(mattn_data_load(tmpdir_path("nope.txt"), 0.1, &d), MATTN_ERR_IO);
     assert_null(d);
     assert_msg(mattn_last_error(), "nope.txt");
-    fclose(fopen(path_in("empty.txt"), "wb"));
-    assert_int_equal(mattn_data_load(path_in("empty.txt"), 0.1, &d), MATTN_ERR_INVALID_ARG);
+    fclose(fopen(tmpdir_path("empty.txt"), "wb"));
+    assert_int_equal(mattn_data_load(tmpdir_path("empty.txt"), 0.1, &d), MATTN_ERR_INVALID_ARG);
     assert_msg(mattn_last_error(), "is empty");
     assert_int_equal(mattn_data_load(g_tmpdir, 0.1, &d), MATTN_ERR_IO);
     assert_msg(mattn_last_error(), "not a regular file");
@@ -362,7 +354,7 @@ static void test_E14_disk_full(void **st) {
     mc.vocab_size = 256;
     mattn_model *m;
     assert_int_equal(mattn_model_init(&mc, &m), MATTN_OK);
-    const char *p = path_in("full.safetensors");
+    const char *p = tmpdir_path("full.safetensors");
     FILE *f = fopen(p, "wb");
     fputs("the previous checkpoint", f);
     fclose(f);

@@ -17,18 +17,6 @@
 
 static mattn_adamw_config ocfg;
 
-/* g_tmpdir/name in a fresh allocation (plain malloc: not counted) */
-static char *tmp_path(const char *name) {
-    static char *p[64];
-    static int k;
-    free(p[k]);
-    p[k] = malloc(strlen(g_tmpdir) + strlen(name) + 2);
-    sprintf(p[k], "%s/%s", g_tmpdir, name);
-    char *r = p[k];
-    k = (k + 1) % 64;
-    return r;
-}
-
 static mattn_lm_config tiny_lm(int controller) {
     mattn_lm_config c = mattn_lm_config_default();
     c.vocab_size = 13;
@@ -187,7 +175,7 @@ static mattn_status op_model_load(void *p) {
 /* save over an existing file: on failure the old file is intact */
 static mattn_status op_model_save(void *p) {
     load_ctx *c = p;
-    const char *path = tmp_path("save.safetensors");
+    const char *path = tmpdir_path("save.safetensors");
     const uint64_t before = file_hash(path);
     mattn_status st = mattn_model_save(c->m, path);
     if (st != MATTN_OK && file_hash(path) != before)
@@ -228,9 +216,9 @@ static mattn_status op_layer_io(void *p) {
     mattn_status st = mattn_layer_init(&cfg, NULL, &a);
     cfg.seed = 10;
     if (st == MATTN_OK) st = mattn_layer_init(&cfg, NULL, &b);
-    if (st == MATTN_OK) st = mattn_layer_save(a, tmp_path("layer.safetensors"));
-    if (st == MATTN_OK) st = mattn_layer_load(b, tmp_path("layer.safetensors"));
-    unlink(tmp_path("layer.safetensors"));
+    if (st == MATTN_OK) st = mattn_layer_save(a, tmpdir_path("layer.safetensors"));
+    if (st == MATTN_OK) st = mattn_layer_load(b, tmpdir_path("layer.safetensors"));
+    unlink(tmpdir_path("layer.safetensors"));
     mattn_layer_free(a);
     mattn_layer_free(b);
     return st;
@@ -293,13 +281,13 @@ static void test_checkpoints(void **state) {
     cfg.attn.seed = 6;
     assert_int_equal(mattn_model_init(&cfg, &m), MATTN_OK);
     assert_int_equal(mattn_adamw_init(m, &ocfg, &o), MATTN_OK);
-    char *ckpt = strdup(tmp_path("ckpt.safetensors")), *opt = strdup(tmp_path("optim.safetensors"));
+    char *ckpt = strdup(tmpdir_path("ckpt.safetensors")), *opt = strdup(tmpdir_path("optim.safetensors"));
     assert_int_equal(mattn_model_save(src, ckpt), MATTN_OK);
     assert_int_equal(mattn_adamw_save(o, m, opt), MATTN_OK);
     /* an existing, different file for the save test */
     float *other = malloc(copy_weights(m, NULL, 0) * sizeof(float));
     copy_weights(m, other, 0);
-    assert_int_equal(mattn_model_save(m, tmp_path("save.safetensors")), MATTN_OK);
+    assert_int_equal(mattn_model_save(m, tmpdir_path("save.safetensors")), MATTN_OK);
     load_ctx lc = {m, model_hash(src), ckpt, other};
     load_ctx sc = {src, 0, ckpt, NULL};
     inject("model save over a file", op_model_save, &sc);
@@ -310,11 +298,11 @@ static void test_checkpoints(void **state) {
     inject("layer save+load", op_layer_io, NULL);
     char data[400];
     for (int i = 0; i < 400; i++) data[i] = (char)('a' + i % 26);
-    FILE *f = fopen(tmp_path("corpus.txt"), "wb");
+    FILE *f = fopen(tmpdir_path("corpus.txt"), "wb");
     assert_non_null(f);
     fwrite(data, 1, sizeof data, f);
     fclose(f);
-    inject("corpus load", op_data, (void *)tmp_path("corpus.txt"));
+    inject("corpus load", op_data, (void *)tmpdir_path("corpus.txt"));
     mattn_adamw_free(o);
     mattn_model_free(m);
     mattn_model_free(src);

@@ -64,6 +64,15 @@ static __attribute__((unused)) int tmpdir_teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* g_tmpdir/name, in one of 16 rotating buffers (copy it to keep it longer). */
+static __attribute__((unused)) const char *tmpdir_path(const char *name) {
+    static char p[16][256];
+    static int k;
+    k = (k + 1) % 16;
+    snprintf(p[k], sizeof p[k], "%s/%s", g_tmpdir, name);
+    return p[k];
+}
+
 /* Number of entries in g_tmpdir (a failed save must leave no temporary). */
 static __attribute__((unused)) int tmpdir_entries(void) {
     char cmd[128];
