@@ -345,7 +345,11 @@ MATTN_API mattn_status mattn_layer_set_position_length(mattn_layer *l, int lengt
 
 /* Single-token decoding of a causal layer with a fixed position length:
  * x (B, D) is the token at position mattn_layer_cache_length() of each of
- * the B sequences; out (B, D).  Built-in experts only. */
+ * the B sequences; out (B, D).  Built-in experts only.  NaN/Inf: the
+ * weights are checked when the cache is made (MATTN_ERR_NUMERIC), x and the
+ * output at every step; a step whose output is not finite has already
+ * entered the cache, so the cache refuses steps (MATTN_ERR_MISUSE) until
+ * mattn_layer_cache_reset. */
 typedef struct mattn_layer_cache mattn_layer_cache;
 MATTN_API mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_layer_cache **out);
 MATTN_API void mattn_layer_cache_free(mattn_layer_cache *c);
@@ -357,7 +361,8 @@ MATTN_API void mattn_layer_set_step(mattn_layer *l, uint64_t step);
 
 /* Run the layer.  x (B,T,D) -> out (B,T,D).  aux_loss and stats may be NULL.
  * Errors: MATTN_ERR_INVALID_ARG (NULL pointers, B or T < 1),
- * MATTN_ERR_NUMERIC (non-finite x).  Each call in training mode advances the
+ * MATTN_ERR_NUMERIC (non-finite x, a weight holding NaN/Inf, or a non-finite
+ * output: the activations overflowed).  Each call in training mode advances the
  * layer's noise step. */
 MATTN_API mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                                            const mattn_masks *masks, float *out,
@@ -444,7 +449,8 @@ MATTN_API mattn_status mattn_model_set_routing(mattn_model *m, const mattn_confi
  * targets (B,T; < 0 = ignore) *loss receives mean cross-entropy + the sum of
  * the layers' aux losses, and *lm_loss (if non-NULL) the cross-entropy
  * alone; without targets both are left untouched.  Logits (B,T,V) via
- * mattn_model_logits. */
+ * mattn_model_logits.  MATTN_ERR_NUMERIC names a weight holding NaN/Inf, or
+ * reports a non-finite loss (with targets) or logits (without). */
 MATTN_API mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32_t *targets, int B,
                                            int T, float *loss, float *lm_loss);
 MATTN_API const float *mattn_model_logits(const mattn_model *m);
@@ -468,7 +474,10 @@ MATTN_API mattn_status mattn_model_load(mattn_model *m, const char *path);
  * (S, z) for linear.  Each step takes one token per sequence (B of them),
  * routes it on its own (eval mode; the layers' hard_routing decides soft or
  * hard), appends it to every cache and writes the next-token logits (B, V).
- * Equals the full forward over the same prefix.  No allocation per step. */
+ * Equals the full forward over the same prefix.  No allocation per step.
+ * NaN/Inf weights fail mattn_model_cache_init; a weight that turns NaN/Inf
+ * later fails the step that uses it (non-finite logits or routing), and the
+ * cache then needs mattn_model_cache_reset, as for the layer cache. */
 typedef struct mattn_model_cache mattn_model_cache;
 MATTN_API mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out);
 MATTN_API void mattn_model_cache_free(mattn_model_cache *c);

@@ -133,6 +133,11 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
     mattn_gemm(0, 1, (int)N, K, Hc, 1.0f, act->h, Hc, c->w2, Hc, 0.0f, act->logits, K);
     for (int64_t n = 0; n < N; n++)
         for (int i = 0; i < K; i++) act->logits[n * K + i] += c->b2[i];
+    /* the floors and clamps below would turn a NaN into a valid-looking route */
+    const size_t nb = mattn_find_nonfinite(act->logits, (size_t)N * K);
+    if (nb < (size_t)N * K)
+        return mattn_set_error(MATTN_ERR_NUMERIC, "controller logits are not finite (%g at token %lld): a controller "
+                               "weight holds NaN/Inf or x overflowed", (double)act->logits[nb], (long long)(nb / K));
 
     double sum = 0.0;
     if (c->kind == MATTN_CONTROLLER_PRIOR_FREE) {

@@ -27,6 +27,7 @@ typedef struct expert_cache {
 
 struct mattn_layer_cache {
     int B, cap, n;
+    int poisoned;                    /* a step wrote non-finite state: reset first */
     expert_cache e[MATTN_MAX_EXPERTS];
     float *qkv, *att, *y, *merged;   /* scratch: (B,3D), (B,D), (B,D), (B,D) */
 };
@@ -55,6 +56,9 @@ mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_l
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "decode cache needs B >= 1 and capacity >= 1, got %d, %d", B, capacity);
     if (!l->cfg.causal)
         return mattn_set_error(MATTN_ERR_UNSUPPORTED, "decoding needs causal experts (config causal = false)");
+    /* the weights are checked here, once, not per step (as every forward
+     * does): a step's cost is O(weights) itself */
+    if (mattn_layer_check_weights(l) != MATTN_OK) return MATTN_ERR_NUMERIC;
     mattn_layer_cache *c = mattn_calloc(1, sizeof *c);
     if (!c) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for a decode cache");
     c->B = B;
@@ -96,7 +100,11 @@ mattn_status mattn_layer_cache_init(mattn_layer *l, int B, int capacity, mattn_l
 /* The linear state is zeroed by the step at position 0; K/V rows are
  * written before they are read. */
 void mattn_layer_cache_reset(mattn_layer_cache *c) {
-    if (c) c->n = 0;
+    if (c) c->n = c->poisoned = 0;
+}
+
+void mattn_layer_cache_poison(mattn_layer_cache *c) {
+    if (c) c->poisoned = 1;
 }
 
 int mattn_layer_cache_length(const mattn_layer_cache *c) { return c ? c->n : 0; }
@@ -147,6 +155,9 @@ static void attend_softmax(const float *q, const float *K, const float *V, int D
 
 mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out, mattn_stats *stats) {
     if (!l || !c || !x || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_decode: NULL argument");
+    if (c->poisoned)
+        return mattn_set_error_h(l->errmsg, MATTN_ERR_MISUSE, "the decode cache holds the non-finite state of a failed "
+                                 "step: reset the cache first");
     if (c->n >= c->cap)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_INVALID_ARG, "decode cache is full (%d positions)", c->cap);
     if (l->ctrl.pos_len > 0 && c->n >= l->ctrl.pos_len)
@@ -158,6 +169,10 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
                                  "pos_t = t/(T-1) every token's routing changes as the sequence grows");
     const double t_start = mattn_now();
     const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
+    for (int i = 0; i < B * D; i++)
+        if (!isfinite(x[i]))
+            return mattn_set_error_h(l->errmsg, MATTN_ERR_NUMERIC, "x holds a non-finite value (%g) at sequence %d, "
+                                     "feature %d", (double)x[i], i / D, i % D);
     if (l->forced && t >= l->n_forced)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, decoding position %d",
                                  l->n_forced, t);
@@ -256,6 +271,16 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
         mattn_gemm(0, 1, B, D, D, 1.0f, c->merged, D, l->w_o, D, 0.0f, out, D);
         f_shared += 2.0 * B * D * D;
     }
+    /* x was finite: a non-finite output means a weight turned NaN/Inf after
+     * the cache was made, or the activations overflowed.  Every cache already
+     * holds this position: the cache is unusable until reset. */
+    for (int i = 0; i < B * D; i++)
+        if (!(out[i] - out[i] == 0.0f)) {
+            c->poisoned = 1;
+            return mattn_set_error_h(l->errmsg, MATTN_ERR_NUMERIC, "output is not finite (%g at sequence %d, feature "
+                                     "%d) at position %d although x is: a weight holds NaN/Inf or the activations "
+                                     "overflowed; reset the cache", (double)out[i], i / D, i % D, t);
+        }
     c->n++;
     if (stats) {
         mattn_layer_fill_stats(l, B, stats);

@@ -398,6 +398,23 @@ static double shared_projections(mattn_layer *l, const float *x, int B, int T) {
     return f;
 }
 
+/* NaN/Inf weights: the kernels' clamped exp would turn a NaN score into a
+ * zero probability, silently.  O(weights), vs O(B T weights) for a forward;
+ * decoding checks once, when its cache is made. */
+mattn_status mattn_layer_check_weights(mattn_layer *l) {
+    for (int i = 0; i < mattn_layer_n_params(l); i++) {
+        mattn_tensor t;
+        mattn_layer_param(l, i, &t);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
+        const size_t bad = mattn_find_nonfinite(t.data, n);
+        if (bad < n)
+            return LERR(l, MATTN_ERR_NUMERIC, "weight '%s' holds a non-finite value (%g) at %zu", t.name,
+                        (double)t.data[bad], bad);
+    }
+    return MATTN_OK;
+}
+
 mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                                  const mattn_masks *masks, float *out, float *aux_loss,
                                  mattn_stats *stats) {
@@ -421,21 +438,10 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
     if (l->forced && T > l->n_forced)
         return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, the input has T = %d", l->n_forced, T);
-    /* NaN/Inf weights: the kernels' clamped exp would turn a NaN score into
-     * a zero probability, silently.  O(weights), vs O(B T weights) for the
-     * forward itself. */
-    for (int i = 0; i < mattn_layer_n_params(l); i++) {
-        mattn_tensor t;
-        mattn_layer_param(l, i, &t);
-        size_t n = 1;
-        for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
-        const size_t bad = mattn_find_nonfinite(t.data, n);
-        if (bad < n)
-            return LERR(l, MATTN_ERR_NUMERIC, "weight '%s' holds a non-finite value (%g) at %zu", t.name,
-                        (double)t.data[bad], bad);
-    }
+    mattn_status st = mattn_layer_check_weights(l);
+    if (st != MATTN_OK) return st;
     const double t_start = mattn_now();
-    mattn_status st = mattn_layer_plan(l, B, T);
+    st = mattn_layer_plan(l, B, T);
     if (st != MATTN_OK) return st;
     l->N = 0;
 

@@ -62,6 +62,8 @@ struct mattn_layer {
 
 int mattn_layer_is_builtin(const mattn_expert *e);
 mattn_status mattn_layer_plan(mattn_layer *l, int B, int T);
+/* MATTN_ERR_NUMERIC naming the first weight that holds NaN/Inf. */
+mattn_status mattn_layer_check_weights(mattn_layer *l);
 /* Rows n = 0..N-1 are positions t0 + n % T of their sequences. */
 void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0);
 void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s);

@@ -383,4 +383,8 @@ char *mattn_layer_errbuf(mattn_layer *l);
 /* The layer's config, for the model's routing schedules (knobs only). */
 mattn_config *mattn_layer_cfg_mut(mattn_layer *l);
 
+/* Refuse further decode steps until reset (a model step failed half-way,
+ * after some layers' caches took the position). */
+void mattn_layer_cache_poison(mattn_layer_cache *c);
+
 #endif

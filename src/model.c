@@ -460,6 +460,26 @@ static uint64_t drop_key(const mattn_model *m, int layer, int slot) {
     return mattn_stream_seed(m->cfg.attn.seed, m->f_step, (uint64_t)layer * 4 + (uint64_t)slot, MATTN_PURPOSE_LM_DROPOUT);
 }
 
+/* NaN/Inf in the model's own weights (embeddings, LayerNorms, FFNs); the
+ * attention layers check theirs.  O(weights) per forward or decode cache. */
+static mattn_status check_own_weights(mattn_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const model_param *p = &m->params[i];
+        if (p->layer >= 0) continue;
+        const size_t n = (size_t)p->t.shape[0] * (p->t.ndim > 1 ? (size_t)p->t.shape[1] : 1);
+        const size_t bad = mattn_find_nonfinite(p->t.data, n);
+        if (bad < n)
+            return MERR(m, MATTN_ERR_NUMERIC, "weight '%s' holds a non-finite value (%g) at %zu", p->name,
+                        (double)p->t.data[bad], bad);
+    }
+    return MATTN_OK;
+}
+
+/* Index of the first non-finite logit of rows*V, or rows*V. */
+static size_t bad_logit(const mattn_model *m, const float *logits, int64_t rows) {
+    return mattn_find_nonfinite(logits, (size_t)rows * m->V);
+}
+
 mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32_t *targets, int B, int T,
                                  float *loss, float *lm_loss) {
     if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_forward: model is NULL");
@@ -475,7 +495,9 @@ mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32
         if (targets && targets[i] >= m->V)
             return MERR(m, MATTN_ERR_INVALID_ARG, "targets[%lld] = %d is outside [0, %d)", (long long)i, targets[i], m->V);
     }
-    mattn_status st = plan(m, B, T);
+    mattn_status st = check_own_weights(m);
+    if (st != MATTN_OK) return st;
+    st = plan(m, B, T);
     if (st != MATTN_OK) return st;
     const int D = m->D, F = m->F;
     const float p = m->training ? (float)m->cfg.attn.dropout : 0.0f;
@@ -508,6 +530,10 @@ mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32
     mattn_layernorm_forward(m->lnf, m->meanf, m->rstdf, m->res[m->L], m->lnfw, m->lnfb, N, D);
     mattn_linear_forward(m->logits, m->lnf, m->tok, NULL, N, D, m->V);
     if (m->training) m->step++;
+    const size_t bad = targets ? 0 : bad_logit(m, m->logits, N); /* with targets the loss says it */
+    if (!targets && bad < (size_t)N * m->V)
+        return MERR(m, MATTN_ERR_NUMERIC, "logits are not finite (%g at token %lld) although the weights are: the "
+                    "activations overflowed", (double)m->logits[bad], (long long)(bad / m->V));
     if (targets) {
         memcpy(m->tgt, targets, (size_t)N * sizeof(int32_t));
         double ce = mattn_crossentropy_forward(m->probs, m->logits, targets, N, m->V, &m->count);
@@ -635,6 +661,7 @@ mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **o
                     "\"length\", the Python library's default): a decode cache cannot reproduce it; re-run the "
                     "prefix per token instead");
     if (B < 1) return MERR(m, MATTN_ERR_INVALID_ARG, "decode batch must be >= 1, got %d", B);
+    if (check_own_weights(m) != MATTN_OK) return MATTN_ERR_NUMERIC; /* once, not per step */
     mattn_model_cache *c = mattn_calloc(1, sizeof *c);
     if (!c) return MERR(m, MATTN_ERR_NOMEM, "out of memory for a decode cache");
     c->B = B;
@@ -680,7 +707,11 @@ mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int3
         block_params *bp = &m->bp[l];
         mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln1w, bp->ln1b, B, D);
         mattn_status st = mattn_layer_decode(m->layers[l], c->lc[l], c->ln, c->att, &m->stats[l]);
-        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+        if (st != MATTN_OK) {
+            if (l > 0 || st == MATTN_ERR_NUMERIC) /* earlier layers hold this position */
+                for (int j = 0; j < m->L; j++) mattn_layer_cache_poison(c->lc[j]);
+            return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
+        }
         for (size_t i = 0; i < (size_t)B * D; i++) c->x[i] += c->att[i];
         mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln2w, bp->ln2b, B, D);
         mattn_linear_forward(c->h, c->ln, bp->w1, bp->b1, B, D, F);
@@ -690,6 +721,13 @@ mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int3
     }
     mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, m->lnfw, m->lnfb, B, D);
     mattn_linear_forward(logits, c->ln, m->tok, NULL, B, D, m->V);
+    const size_t bad = bad_logit(m, logits, B);
+    if (bad < (size_t)B * m->V) { /* the layer caches already hold this position */
+        for (int l = 0; l < m->L; l++) mattn_layer_cache_poison(c->lc[l]);
+        return MERR(m, MATTN_ERR_NUMERIC, "logits are not finite (%g for sequence %lld) at position %d: a weight "
+                    "turned NaN/Inf after the cache was made, or the activations overflowed; reset the cache",
+                    (double)logits[bad], (long long)(bad / m->V), t);
+    }
     c->n++;
     return MATTN_OK;
 }

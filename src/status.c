@@ -41,10 +41,20 @@ static _Thread_local char g_last_error[MATTN_ERRMSG_LEN];
 
 const char *mattn_last_error(void) { return g_last_error; }
 
+/* Formatted into a local buffer first: callers pass mattn_last_error() (or
+ * a handle's message) as an argument when they re-raise an error, and
+ * vsnprintf into its own source is undefined (glibc yields ""). */
+static void set_error_v(char *handle_buf, const char *fmt, va_list ap) {
+    char buf[MATTN_ERRMSG_LEN];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    memcpy(g_last_error, buf, sizeof buf);
+    if (handle_buf) memcpy(handle_buf, buf, sizeof buf);
+}
+
 mattn_status mattn_set_error(mattn_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+    set_error_v(NULL, fmt, ap);
     va_end(ap);
     return st;
 }
@@ -52,9 +62,8 @@ mattn_status mattn_set_error(mattn_status st, const char *fmt, ...) {
 mattn_status mattn_set_error_h(char *handle_buf, mattn_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+    set_error_v(handle_buf, fmt, ap);
     va_end(ap);
-    if (handle_buf) memcpy(handle_buf, g_last_error, sizeof g_last_error);
     return st;
 }
 

@@ -49,6 +49,7 @@ static mattn_lm_config lm_cfg(void) {
 static void test_E1_nonfinite_input(void **st) {
     (void)st;
     mattn_config c = layer_cfg();
+    c.causal = 1; /* for the decode step below */
     mattn_layer *l;
     assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
     float x[2 * 4 * 12], out[2 * 4 * 12];
@@ -59,6 +60,18 @@ static void test_E1_nonfinite_input(void **st) {
     x[5 * 12 + 7] = NAN;
     assert_int_equal(mattn_layer_forward(l, x, 2, 4, NULL, out, NULL, NULL), MATTN_ERR_NUMERIC);
     assert_int_equal(mattn_layer_backward(l, x, NULL, out, 1.0f, NULL), MATTN_ERR_MISUSE);
+    /* a decode step: refused before it touches the cache */
+    mattn_layer_cache *cache;
+    assert_int_equal(mattn_layer_set_position_length(l, 8), MATTN_OK);
+    assert_int_equal(mattn_layer_cache_init(l, 2, 8, &cache), MATTN_OK);
+    x[12 + 4] = -INFINITY;
+    assert_int_equal(mattn_layer_decode(l, cache, x, out, NULL), MATTN_ERR_NUMERIC);
+    assert_msg(mattn_layer_errmsg(l), "x holds a non-finite value (-inf) at sequence 1, feature 4");
+    assert_int_equal(mattn_layer_cache_length(cache), 0);
+    x[12 + 4] = 0.5f;
+    assert_int_equal(mattn_layer_decode(l, cache, x, out, NULL), MATTN_OK);
+    assert_int_equal(mattn_layer_cache_length(cache), 1);
+    mattn_layer_cache_free(cache);
     mattn_layer_free(l);
 }
 
@@ -111,6 +124,81 @@ static void test_E2_nonfinite_weights(void **st) {
     assert_msg(mattn_last_error(), "tok_emb.weight");
     assert_int_equal(access(tmpdir_path("m.safetensors"), F_OK), -1);
     mattn_model_free(m);
+}
+
+/* E2, model: NaN in any weight, at the first or the last index.  A forward
+ * (no targets) and a decode cache refuse it naming the weight; a weight
+ * poisoned between decode steps either makes the step fail (the cache then
+ * refuses steps until reset) or was not used by it: never finite but wrong
+ * logits.  Soft and hard routing. */
+static void test_E2_nonfinite_model_weights(void **st) {
+    (void)st;
+    for (int hard = 0; hard <= 1; hard++) {
+        mattn_lm_config mc = lm_cfg();
+        mc.attn.hard_routing = hard;
+        mattn_model *m;
+        assert_int_equal(mattn_model_init(&mc, &m), MATTN_OK);
+        mattn_model_set_training(m, 0);
+        mattn_model_set_grad(m, 0);
+        const int32_t seq[3] = {3, 7, 1};
+        const int V = mc.vocab_size;
+        float ref[3][32], lg[32];
+        mattn_model_cache *c;
+        assert_int_equal(mattn_model_cache_init(m, 1, &c), MATTN_OK);
+        for (int s = 0; s < 3; s++) assert_int_equal(mattn_model_decode(m, c, &seq[s], ref[s]), MATTN_OK);
+        int failed = 0, unused = 0;
+        for (int i = 0; i < mattn_model_n_params(m); i++) {
+            mattn_tensor t;
+            assert_int_equal(mattn_model_param(m, i, &t), MATTN_OK);
+            const size_t n = (size_t)t.shape[0] * (t.ndim > 1 ? (size_t)t.shape[1] : 1);
+            const char *leaf = strncmp(t.name, "blocks.", 7) == 0 && strstr(t.name, ".attn.") ?
+                               strstr(t.name, ".attn.") + 6 : t.name;
+            for (int end = 0; end <= 1; end++) {
+                float *w = t.data + (end ? n - 1 : 0);
+                const float keep = *w;
+                *w = NAN;
+                assert_int_equal(mattn_model_forward(m, seq, NULL, 1, 3, NULL, NULL), MATTN_ERR_NUMERIC);
+                const int show = !hard && !end && !strcmp(t.name, "blocks.0.attn.controller.net.0.weight");
+                if (show) print_message("  %s\n", mattn_model_errmsg(m));
+                if (!strstr(mattn_model_errmsg(m), leaf)) fail_msg("'%s' lacks '%s'", mattn_model_errmsg(m), leaf);
+                mattn_model_cache *c2 = NULL;
+                assert_int_equal(mattn_model_cache_init(m, 1, &c2), MATTN_ERR_NUMERIC);
+                assert_null(c2);
+                /* poisoned between steps 1 and 2 */
+                *w = keep;
+                mattn_model_cache_reset(c);
+                for (int s = 0; s < 2; s++) assert_int_equal(mattn_model_decode(m, c, &seq[s], lg), MATTN_OK);
+                *w = NAN;
+                const mattn_status ds = mattn_model_decode(m, c, &seq[2], lg);
+                *w = keep;
+                if (ds == MATTN_OK) {
+                    if (memcmp(lg, ref[2], (size_t)V * sizeof(float)))
+                        fail_msg("hard=%d: NaN at %s[%zu] gave finite, wrong logits", hard, t.name, end ? n - 1 : 0);
+                    assert_memory_equal(lg, ref[2], (size_t)V * sizeof(float));
+                    unused++;
+                } else {
+                    assert_int_equal(ds, MATTN_ERR_NUMERIC);
+                    if (show) print_message("  %s\n", mattn_model_errmsg(m));
+                    /* re-raised through layer and model: the message survives */
+                    if (!strstr(mattn_model_errmsg(m), "not finite") && !strstr(mattn_model_errmsg(m), "non-finite"))
+                        fail_msg("%s: decode message '%s'", t.name, mattn_model_errmsg(m));
+                    assert_int_equal(mattn_model_decode(m, c, &seq[2], lg), MATTN_ERR_MISUSE);
+                    if (show) print_message("  %s\n", mattn_model_errmsg(m));
+                    failed++;
+                }
+            }
+        }
+        mattn_model_cache_reset(c); /* usable again, same logits */
+        for (int s = 0; s < 3; s++) {
+            assert_int_equal(mattn_model_decode(m, c, &seq[s], lg), MATTN_OK);
+            assert_memory_equal(lg, ref[s], (size_t)V * sizeof(float));
+        }
+        print_message("  hard=%d: %d poisoned weights failed the decode step, %d were not used by it\n", hard,
+                      failed, unused);
+        assert_true(failed > 0);
+        mattn_model_cache_free(c);
+        mattn_model_free(m);
+    }
 }
 
 /* E3: shapes that disagree (a layer file of another width) */
@@ -379,6 +467,7 @@ static void test_E14_disk_full(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_E1_nonfinite_input),   cmocka_unit_test(test_E2_nonfinite_weights),
+        cmocka_unit_test(test_E2_nonfinite_model_weights),
         cmocka_unit_test(test_E3_wrong_shapes),      cmocka_unit_test(test_E4_T0_T1),
         cmocka_unit_test(test_E5_T_beyond_context),  cmocka_unit_test(test_E6_D_mod_H),
         cmocka_unit_test(test_E7_window_beyond_T),   cmocka_unit_test(test_E8_topk_beyond_K),
