@@ -287,8 +287,13 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
         memset(need, 0, (size_t)N);
         mattn_builtin_mark_keys(e, B, T, c->rows, n, need);
         nk = 0;
-        for (int64_t i = 0; i < N; i++)
+        for (int64_t i = 0; i < N; i++) {
             if (need[i]) keys[nk++] = (int32_t)i;
+            /* unneeded keys are skipped by score masks, but the kernel's
+             * tiles still read them (p = 0 times V): zeros, not whatever
+             * the workspace held (0 x NaN would be NaN) */
+            else memset(qkv + (size_t)i * 3 * D + D, 0, 2 * (size_t)D * sizeof(float));
+        }
     }
     f += mattn_project_rows(c->x, D, nk < N ? keys : NULL, nk, N, e->w_qkv + (size_t)D * D, 2 * D, D,
                       qkv + D, 3 * D, xg, yg);

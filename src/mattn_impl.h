@@ -56,6 +56,9 @@ long mattn_alloc_count(void);  /* allocations since mattn_fault_alloc (n > 0) */
  * out-of-memory inside cJSON (when its hooks are ours) from a syntax error. */
 void mattn_alloc_mark(void);
 int mattn_alloc_failed(void);
+/* Tests only: fill new mattn_malloc/mattn_amalloc blocks with `byte` (0xff:
+ * every float NaN until written), -1 = off (default). */
+void mattn_alloc_fill(int byte);
 #define MATTN_ALIGN 64
 
 /* Index of the first NaN/Inf in x[0..n), or n: saves refuse non-finite

@@ -141,7 +141,20 @@ static void *counted(void *p) {
     return p;
 }
 
-void *mattn_malloc(size_t n) { return alloc_fails() ? NULL : counted(malloc(n ? n : 1)); }
+/* Tests only: fill every new malloc/amalloc block with this byte (-1: off).
+ * 0xff makes every float read before it is written a NaN, which then shows
+ * in the result instead of hiding behind a multiplication by zero. */
+static atomic_int g_fill = -1;
+
+void mattn_alloc_fill(int byte) { atomic_store(&g_fill, byte); }
+
+static void *filled(void *p, size_t n) {
+    const int b = atomic_load_explicit(&g_fill, memory_order_relaxed);
+    if (p && b >= 0) memset(p, b, n);
+    return p;
+}
+
+void *mattn_malloc(size_t n) { return alloc_fails() ? NULL : counted(filled(malloc(n ? n : 1), n)); }
 void *mattn_calloc(size_t n, size_t size) { return alloc_fails() ? NULL : counted(calloc(n ? n : 1, size ? size : 1)); }
 
 void *mattn_realloc(void *p, size_t n) {
@@ -162,7 +175,7 @@ void *mattn_amalloc(size_t n) {
     if (n == 0) n = MATTN_ALIGN;
     void *p = NULL;
     if (alloc_fails() || posix_memalign(&p, MATTN_ALIGN, mattn_align_up(n)) != 0) p = NULL;
-    return counted(p);
+    return counted(filled(p, mattn_align_up(n)));
 }
 
 void mattn_free(void *p) {

@@ -2,7 +2,8 @@
  * test_decode.c — decoding with a cache: step-by-step logits equal the full
  * forward over the same prefix (both controllers, soft and hard routing,
  * per-expert and shared projections, a window shorter than the sequence so
- * the local ring wraps); the length-normalised position mode refuses a cache.
+ * the local ring wraps), also with every allocation filled with NaN; the
+ * length-normalised position mode refuses a cache.
  */
 #include "test_util.h"
 
@@ -78,6 +79,17 @@ static void test_cached_decode_equals_forward(void **st) {
             for (int share = 0; share < 2; share++) run(controller, hard, share);
 }
 
+/* the same with every new allocation filled with NaN floats: nothing reads
+ * memory it did not write */
+static void test_decode_poisoned_allocations(void **st) {
+    (void)st;
+    mattn_alloc_fill(0xff);
+    for (int controller = 0; controller < 2; controller++)
+        for (int hard = 0; hard < 2; hard++)
+            for (int share = 0; share < 2; share++) run(controller, hard, share);
+    mattn_alloc_fill(-1);
+}
+
 static void test_length_positions_refuse_cache(void **st) {
     (void)st;
     mattn_lm_config cfg = mattn_lm_config_default();
@@ -98,6 +110,7 @@ static void test_length_positions_refuse_cache(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached_decode_equals_forward),
+        cmocka_unit_test(test_decode_poisoned_allocations),
         cmocka_unit_test(test_length_positions_refuse_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

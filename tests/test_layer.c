@@ -4,7 +4,8 @@
  * sparsely yet equals the masked dense result (per-expert and shared
  * projections) with the FLOPs the routed share implies, training-mode noise
  * is reproducible from the seed, Gumbel weights are top-k, bad input gives
- * clear errors, stats and weights round-trip.
+ * clear errors, stats and weights round-trip, and nothing reads memory it
+ * did not write (allocations filled with NaN change no result).
  */
 #include <unistd.h>
 
@@ -440,6 +441,66 @@ static void test_save_load(void **st) {
     rmdir(dir);
 }
 
+/* Every new allocation filled with 0xff (each float a NaN until written):
+ * no variant may read memory it did not write — the results must be finite
+ * and bit-identical to a run on ordinary allocations.  Eval hard routing
+ * (sparse token subsets: the kernels' tiles reach keys nobody projected),
+ * gradients off, and training forward + backward; both controllers, shared
+ * and per-expert projections, causal and not. */
+static void run_variant(int v, float *res, size_t n_res) {
+    mattn_config c = small_cfg();
+    c.controller = v & 1 ? MATTN_CONTROLLER_PRIOR_FREE : MATTN_CONTROLLER_BAYESIAN;
+    c.share_qkv = (v >> 1) & 1;
+    c.causal = (v >> 2) & 1;
+    c.hard_top_k = (v >> 3) & 1 ? 2 : 1;
+    c.uncertainty_threshold = -2.0;
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
+    randomise_controller(l, &c, 9 + (uint64_t)v, 1.0);
+    const int D = c.d_model, N = B * T;
+    assert_true(n_res == (size_t)5 * N * D);
+    float *x = falloc(N * D), *g = falloc(N * D);
+    fill_normal(x, N * D, 3, 1.0);
+    fill_normal(g, N * D, 4, 1.0);
+    mattn_layer_cfg_mut(l)->hard_routing = 1;
+    mattn_layer_set_training(l, 0);
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, res, NULL, NULL), MATTN_OK);
+    mattn_layer_set_grad(l, 0);
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, res + N * D, NULL, NULL), MATTN_OK);
+    mattn_layer_set_grad(l, 1);
+    mattn_layer_cfg_mut(l)->hard_routing = 0;
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, res + 2 * N * D, NULL, NULL), MATTN_OK);
+    mattn_layer_set_training(l, 1);
+    float aux;
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, res + 3 * N * D, &aux, NULL), MATTN_OK);
+    assert_int_equal(mattn_layer_backward(l, x, NULL, g, 1.0f, res + 4 * N * D), MATTN_OK);
+    for (size_t i = 0; i < n_res; i++)
+        if (!isfinite(res[i])) fail_msg("variant %d: result %zu is %g", v, i, (double)res[i]);
+    free(x);
+    free(g);
+    mattn_layer_free(l);
+}
+
+static void test_poisoned_allocations(void **st) {
+    (void)st;
+    const size_t n = (size_t)5 * B * T * small_cfg().d_model;
+    float *a = falloc(n), *b = falloc(n);
+    for (int v = 0; v < 16; v++) {
+        run_variant(v, a, n);
+        mattn_alloc_fill(0xff);
+        run_variant(v, b, n);
+        mattn_alloc_fill(-1);
+        if (memcmp(a, b, n * sizeof(float))) {
+            size_t i = 0;
+            while (a[i] == b[i]) i++;
+            fail_msg("variant %d: result %zu differs with poisoned allocations (%g vs %g)", v, i, (double)a[i],
+                     (double)b[i]);
+        }
+    }
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_soft_is_weighted_sum),      cmocka_unit_test(test_one_hot_alpha_is_that_expert),
@@ -447,6 +508,7 @@ int main(void) {
         cmocka_unit_test(test_errors),                    cmocka_unit_test(test_stats_format),
         cmocka_unit_test(test_save_load),                 cmocka_unit_test(test_forced_routes),
         cmocka_unit_test(test_no_grad_same_output),       cmocka_unit_test(test_single_expert_layer),
+        cmocka_unit_test(test_poisoned_allocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

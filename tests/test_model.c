@@ -1,7 +1,8 @@
 /*
  * test_model.c — the language model: finite-difference check of every
  * parameter's gradient (eval mode, and training mode with dropout and Gumbel
- * noise replayed by the step), save/load round trip, bad input.
+ * noise replayed by the step), save/load round trip, bad input, and
+ * allocations filled with NaN changing no result.
  */
 #include "test_util.h"
 
@@ -226,6 +227,59 @@ static __attribute__((unused)) void test_model_pytorch_parity(void **st) {
     mattn_st_close(f);
 }
 
+/* Allocations filled with 0xff (NaN floats) change nothing: three AdamW
+ * steps and an eval-mode hard-routed forward give bit-identical losses,
+ * logits and weights (see test_layer's test_poisoned_allocations). */
+static __attribute__((unused)) void train_steps(int controller, float *res, size_t n_res) {
+    mattn_lm_config cfg = tiny(controller, 0);
+    mattn_model *m;
+    mattn_adamw *o;
+    assert_int_equal(mattn_model_init(&cfg, &m), MATTN_OK);
+    mattn_adamw_config oc = mattn_adamw_config_default();
+    assert_int_equal(mattn_adamw_init(m, &oc, &o), MATTN_OK);
+    int32_t idx[16], tgt[16];
+    for (int i = 0; i < 16; i++) idx[i] = (i * 5 + 1) % 11, tgt[i] = (i * 7 + 2) % 11;
+    size_t k = 0;
+    for (int s = 0; s < 3; s++) {
+        assert_int_equal(mattn_model_forward(m, idx, tgt, 2, 8, &res[k++], NULL), MATTN_OK);
+        assert_int_equal(mattn_model_zero_grad(m), MATTN_OK);
+        assert_int_equal(mattn_model_backward(m), MATTN_OK);
+        assert_int_equal(mattn_adamw_step(o, m, 1e-2, NULL), MATTN_OK);
+    }
+    mattn_model_set_training(m, 0);
+    mattn_config knobs = cfg.attn;
+    knobs.hard_routing = 1;
+    assert_int_equal(mattn_model_set_routing(m, &knobs), MATTN_OK);
+    assert_int_equal(mattn_model_forward(m, idx, NULL, 2, 8, NULL, NULL), MATTN_OK);
+    memcpy(res + k, mattn_model_logits(m), 16 * 11 * sizeof(float));
+    k += 16 * 11;
+    for (int i = 0; i < mattn_model_n_params(m); i++) {
+        mattn_tensor t;
+        mattn_model_param(m, i, &t);
+        const size_t n = (size_t)t.shape[0] * (t.ndim > 1 ? (size_t)t.shape[1] : 1);
+        assert_true(k + n <= n_res);
+        memcpy(res + k, t.data, n * sizeof(float));
+        k += n;
+    }
+    mattn_adamw_free(o);
+    mattn_model_free(m);
+}
+
+static __attribute__((unused)) void test_model_poisoned_allocations(void **st) {
+    (void)st;
+    enum { NRES = 1 << 16 };
+    float *a = calloc(NRES, sizeof(float)), *b = calloc(NRES, sizeof(float));
+    for (int ctl = 0; ctl < 2; ctl++) {
+        train_steps(ctl, a, NRES);
+        mattn_alloc_fill(0xff);
+        train_steps(ctl, b, NRES);
+        mattn_alloc_fill(-1);
+        if (memcmp(a, b, NRES * sizeof(float))) fail_msg("controller %d: poisoned allocations changed a result", ctl);
+    }
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_gradients),
@@ -233,6 +287,7 @@ int main(void) {
         cmocka_unit_test(test_model_save_load),
         cmocka_unit_test(test_model_bad_input),
         cmocka_unit_test(test_model_pytorch_parity),
+        cmocka_unit_test(test_model_poisoned_allocations),
 #endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

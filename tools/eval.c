@@ -107,8 +107,9 @@ int cmd_eval(int argc, char **argv) {
     if (cli_load_model(model_path, &m)) return 1;
     const mattn_lm_config *cfg = mattn_model_config(m);
     if (context > cfg->max_seq_len) {
+        const int tmax = cfg->max_seq_len; /* cfg lives in m */
         mattn_model_free(m);
-        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, cfg->max_seq_len);
+        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, tmax);
     }
     mattn_data *d;
     if (mattn_data_load(data_path, 0.1, &d) != MATTN_OK) {

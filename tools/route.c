@@ -137,9 +137,10 @@ int cmd_route(int argc, char **argv) {
     if (cli_load_model(model_path, &m)) { free(buf); return 1; }
     const mattn_lm_config *cfg = mattn_model_config(m);
     if (context > cfg->max_seq_len) {
+        const int tmax = cfg->max_seq_len; /* cfg lives in m */
         mattn_model_free(m);
         free(buf);
-        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, cfg->max_seq_len);
+        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, tmax);
     }
     const int L = cfg->n_layers, K = cfg->attn.n_experts, Tmax = context ? (int)context : cfg->max_seq_len;
     mattn_config knobs = cfg->attn;
