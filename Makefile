@@ -4,7 +4,7 @@
 #   make train      build, fetch the KJV corpus, train the default tiny LM (runs/kjv-<time>)
 #   make demo       build and run the one-layer demo
 #   make portable   build without -march=native
-#   make asan       build and test with AddressSanitizer + UBSan (build-asan/; not the slow training test)
+#   make asan       build and test with AddressSanitizer + UBSan (build-asan/, -O2 -g; every test)
 #   make noblas     build and test with the built-in GEMM and no OpenMP (build-noblas/; idem)
 BUILD ?= build
 CMAKE_FLAGS ?=
@@ -28,7 +28,7 @@ demo: build
 portable:
 	$(MAKE) build BUILD=build-portable CMAKE_FLAGS="-DMETAATTN_NATIVE=OFF"
 asan:
-	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DMETAATTN_SANITIZE=ON" CTEST_FLAGS="-LE slow"
+	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAATTN_SANITIZE=ON"
 noblas:
 	$(MAKE) test BUILD=build-noblas CMAKE_FLAGS="-DMETAATTN_BLAS=OFF -DMETAATTN_OPENMP=OFF" CTEST_FLAGS="-LE slow"
 clean:

@@ -3,7 +3,8 @@
 # with the built-in GEMM and no OpenMP (build-valgrind/; OpenBLAS's and libgomp's
 # thread pools hold memory until exit), every cmocka test program, the fuzz
 # replays, the example and the CLI test (its metaattn wrapped in valgrind) —
-# everything ctest runs but the slow training runs, as `make asan`.
+# everything ctest runs but the slow training test (hours under memcheck;
+# `make asan` runs it).
 # Fails on any memcheck error or any definitely/indirectly lost byte.
 #   scripts/valgrind.sh [NAME...]   (default: every test)
 set -uo pipefail
