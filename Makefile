@@ -5,7 +5,7 @@
 #   make demo       build and run the one-layer demo
 #   make portable   build without -march=native
 #   make asan       build and test with AddressSanitizer + UBSan (build-asan/, -O2 -g; every test)
-#   make noblas     build and test with the built-in GEMM and no OpenMP (build-noblas/; idem)
+#   make noblas     build and test with the built-in GEMM and no OpenMP (build-noblas/; not the slow training test)
 BUILD ?= build
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?=
