@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "safetensors.h"
+#include "io/io.h"
 
 static mattn_model *g_model;
 static mattn_layer *g_layer;

@@ -11,7 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "io/io.h"
 
 
 static mattn_config layer_cfg(void) {

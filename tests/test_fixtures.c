@@ -11,7 +11,7 @@
  * test time.
  */
 #include "test_util.h"
-#include "safetensors.h"
+#include "io/io.h"
 
 #define TOL 1e-5
 #define GTOL 2e-5 /* gradients (measured worst: 4.8e-6) */

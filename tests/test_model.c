@@ -8,7 +8,7 @@
 
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "io/io.h"
 
 typedef struct {
     mattn_model *m;

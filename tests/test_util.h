@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "mattn_impl.h"
+#include "train/train.h"
 
 /* max |a-b| over n values; prints the worst index when above tol. */
 static __attribute__((unused)) double max_abs_diff(const float *a, const float *b, size_t n, double tol, const char *what) {

@@ -24,9 +24,9 @@
 #endif
 
 #include "cli.h"
-#include "mattn_impl.h"
+#include "train/train.h"
 #include "metaattn.h"
-#include "simd.h"
+#include "kernels/simd.h"
 
 static const char *usage_bench =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"

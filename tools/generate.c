@@ -13,7 +13,7 @@
 #endif
 
 #include "cli.h"
-#include "mattn_impl.h"
+#include "train/train.h"
 #include "metaattn.h"
 
 static const char *usage_generate =

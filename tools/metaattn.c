@@ -13,7 +13,7 @@
 
 #include "cli.h"
 #include "metaattn.h"
-#include "safetensors.h"
+#include "io/io.h"
 
 static const char *usage_main =
     "usage: metaattn <command> [options]\n"

@@ -6,11 +6,11 @@
  * built-in loop nest, vectorisable by the compiler and parallel over rows.
  * mattn_gemm_ref() is the plain triple loop the tests compare against.
  */
-#include "mattn_impl.h"
-
 #ifdef MATTN_USE_CBLAS
 #include <cblas.h>
 #endif
+
+#include "kernels/kernels.h"
 
 #define MATTN_GEMM_MIN 16
 

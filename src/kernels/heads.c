@@ -2,7 +2,7 @@
  * heads.c — mattn_for_heads(): the parallel loop every attention kernel runs,
  * one task per (batch, head), each thread with its own work buffer.
  */
-#include "mattn_impl.h"
+#include "kernels/kernels.h"
 
 double mattn_for_heads(int B, int H, size_t ws_floats, mattn_head_fn fn, void *ctx) {
     int nomem = 0;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "mattn_impl.h"
+#include "base/base.h"
 
 // ----------------------------------------------------------------------------
 // version

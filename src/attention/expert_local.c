@@ -2,7 +2,7 @@
  * expert_local.c — the built-in "local" expert: sliding-window softmax attention, O(T w D).
  * Default cost 0.30.  Projections and the sparse forward live in experts.c.
  */
-#include "mattn_impl.h"
+#include "attention/attention.h"
 
 static mattn_status local_init(const mattn_config *cfg, void **state) {
     return mattn_builtin_init(cfg, MATTN_CORE_SOFTMAX, cfg->window_size, state);

@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-#include "safetensors.h"
+#include "attention/attention.h"
 
 #define LAYER_FORMAT "metaattn-layer"
 #define LAYER_FORMAT_VERSION "1"

@@ -8,7 +8,7 @@
 #define _DEFAULT_SOURCE
 #include <math.h>
 
-#include "mattn_impl.h"
+#include "attention/attention.h"
 
 double mattn_lgamma(double x) {
     int sign;

@@ -10,7 +10,7 @@
 #ifndef MATTN_MICROKERNEL_H
 #define MATTN_MICROKERNEL_H
 
-#include "simd.h"
+#include "kernels/simd.h"
 
 /* Micro-kernel shape: MR rows x NV vectors of accumulators, as many as the
  * ISA has registers for (32 with AVX-512, 16 with AVX2/SSE/NEON). */

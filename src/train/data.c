@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "mattn_impl.h"
+#include "train/train.h"
 
 struct mattn_data {
     uint8_t *bytes;

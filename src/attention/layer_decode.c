@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer_impl.h"
-#include "simd.h"
+#include "attention/attention.h"
+#include "kernels/simd.h"
 
 typedef struct expert_cache {
     float *K, *V;   /* full: (B, cap, D); local: ring (B, ring, D) */

@@ -2,7 +2,6 @@
  * safetensors.c — mmap reader with full validation, atomic writer.
  * See safetensors.h for the format and the guarantees.
  */
-#include "safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +15,8 @@
 
 #include <cJSON.h>
 
-#include "mattn_impl.h"
+#include "io/io.h"
+#include "base/base.h"
 
 /* Header larger than this is rejected (the reference implementation uses
  * 100 MB as well): a hostile length must not make us allocate gigabytes. */

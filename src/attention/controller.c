@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "mattn_impl.h"
+#include "attention/attention.h"
 
 #define BETA_FLOOR 1e-3
 
@@ -72,7 +72,6 @@ double mattn_controller_flops(const mattn_controller *c, int64_t N) {
 
 // ----------------------------------------------------------------------------
 // elementwise pieces
-
 
 /* torch-compatible softplus (threshold 20), in double (spec §6.1) */
 static inline double softplus(double z) { return z > 20.0 ? z : log1p(exp(z)); }
@@ -293,7 +292,6 @@ mattn_status mattn_controller_alloc_grads(mattn_controller *c) {
 }
 
 static inline double sigmoid(double z) { return z > 20.0 ? 1.0 : 1.0 / (1.0 + exp(-z)); }
-
 
 /* gz2 (per token) from galpha and the aux loss. */
 void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,

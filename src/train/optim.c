@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-#include "safetensors.h"
+#include "train/train.h"
 
 struct mattn_adamw {
     mattn_adamw_config cfg;
@@ -88,7 +87,6 @@ void mattn_adamw_free(mattn_adamw *o) {
     mattn_afree(o->v);
     mattn_free(o);
 }
-
 
 int64_t mattn_adamw_steps(const mattn_adamw *o) { return o ? o->t : 0; }
 int64_t mattn_adamw_model_step(const mattn_adamw *o) { return o ? o->model_step : 0; }

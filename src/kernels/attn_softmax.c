@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-#include "microkernel.h"
+#include "kernels/kernels.h"
+#include "kernels/microkernel.h"
 
 // ----------------------------------------------------------------------------
 // shared helpers

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
+#include "attention/attention.h"
 
 // ----------------------------------------------------------------------------
 // registry

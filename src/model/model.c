@@ -19,7 +19,7 @@
 
 #include <cJSON.h>
 
-#include "mattn_impl.h"
+#include "model/model.h"
 
 typedef struct block_params {
     float *ln1w, *ln1b, *ln2w, *ln2b, *w1, *b1, *w2, *b2;

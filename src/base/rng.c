@@ -7,7 +7,7 @@
  */
 #include <math.h>
 
-#include "mattn_impl.h"
+#include "base/base.h"
 
 // ----------------------------------------------------------------------------
 // generators

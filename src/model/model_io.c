@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-#include "safetensors.h"
+#include "model/model.h"
 
 #define MODEL_FORMAT "metaattn-model"
 #define MODEL_FORMAT_VERSION "1"

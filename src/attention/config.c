@@ -11,7 +11,7 @@
 
 #include <cJSON.h>
 
-#include "mattn_impl.h"
+#include "attention/attention.h"
 
 // ----------------------------------------------------------------------------
 // defaults and presets

@@ -24,9 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-
-#include "layer_impl.h"
+#include "attention/attention.h"
 
 #define LERR(l, st, ...) mattn_set_error_h((l)->errmsg, st, __VA_ARGS__)
 

@@ -14,8 +14,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "mattn_impl.h"
-#include "microkernel.h"
+#include "kernels/kernels.h"
+#include "kernels/microkernel.h"
 
 static inline float phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
 

@@ -1,0 +1,238 @@
+/*
+ * attention.h — the attention floor, internal: Dirichlet special functions,
+ * the built-in experts, the controller and the layer's private state.
+ */
+#ifndef MATTN_ATTENTION_H
+#define MATTN_ATTENTION_H
+
+#include "io/io.h"
+#include "kernels/kernels.h"
+
+// ----------------------------------------------------------------------------
+// Dirichlet special functions (spec §2-§3), double precision
+
+double mattn_digamma(double x);
+double mattn_trigamma(double x);
+double mattn_lgamma(double x);     /* thread-safe lgamma for x > 0 */
+double mattn_dir_entropy(const double *a, int K, double *grad /* may be NULL */);
+double mattn_dir_kl(const double *a, const double *b, int K, double *grad /* may be NULL */);
+/* dg/da of a Gamma(a,1) sample g = x (implicit reparameterisation, PyTorch's
+ * approximation, spec §5.2), and d ln g/da from ln g (§5.4). */
+double mattn_gamma_grad(double a, double x);
+double mattn_dlng_da(double a, double log_x);
+
+// ----------------------------------------------------------------------------
+// built-in experts (experts.c, expert_full.c, expert_linear.c, expert_local.c)
+
+extern const mattn_expert_vtable mattn_expert_full_vt;
+extern const mattn_expert_vtable mattn_expert_linear_vt;
+extern const mattn_expert_vtable mattn_expert_local_vt;
+
+struct mattn_expert {
+    const mattn_expert_vtable *vt;
+    void *state;
+};
+
+/* Which attention core a built-in expert runs. */
+typedef enum { MATTN_CORE_SOFTMAX, MATTN_CORE_LINEAR } mattn_core_kind;
+
+/* State shared by the three built-ins: projections + core parameters. */
+typedef struct mattn_builtin {
+    mattn_core_kind core;
+    int D, H, dh, window, causal, share;   /* window < 0: unlimited */
+    float dropout;
+    int expert_index;                      /* set by the layer, for noise streams */
+    float *w_qkv;  /* (3D, D), NULL under share_qkv */
+    float *w_o;    /* (D, D),  NULL under share_qkv */
+    float *g_w_qkv, *g_w_o;                /* gradients, allocated on first backward */
+} mattn_builtin;
+
+mattn_status mattn_builtin_init(const mattn_config *cfg, mattn_core_kind core, int window,
+                                void **state);
+void mattn_builtin_free(void *state);
+size_t mattn_builtin_workspace_size(const void *state, int B, int T);
+mattn_status mattn_builtin_forward(void *state, mattn_expert_call *call);
+size_t mattn_builtin_backward_workspace_size(const void *state, int B, int T);
+mattn_status mattn_builtin_alloc_grads(mattn_builtin *e);   /* zeroed; no-op if present */
+mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *call);
+int mattn_builtin_n_params(const void *state);
+mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
+/* The vtable slots every built-in expert shares; each expert file adds its
+ * name, cost and init. */
+#define MATTN_BUILTIN_OPS                                                    \
+    .free = mattn_builtin_free, .workspace_size = mattn_builtin_workspace_size, \
+    .forward = mattn_builtin_forward, .n_params = mattn_builtin_n_params,    \
+    .param = mattn_builtin_param, .backward = mattn_builtin_backward,             \
+    .backward_workspace_size = mattn_builtin_backward_workspace_size, .shared_qkv = 1
+
+/* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
+void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
+                             int64_t n_rows, uint8_t *need);
+/* Backward of the core over all rows: gout (B,T,D) -> g_qkv (B,T,3D) (+=);
+ * att and lse as the forward left them; scratch for the linear core. */
+mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+                                 float *g_qkv, int B, int T, const mattn_masks *masks, int training,
+                                 uint64_t seed, uint64_t step, const float *lse, float *scratch);
+/* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows;
+ * returns the FLOPs executed, or -1 when out of memory. */
+double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
+                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
+                          int training, uint64_t seed, uint64_t step, float *lse);
+
+/* Y[rows] = X[rows] W^T for W (out x in) through the gather buffers xg
+ * (n x in) and yg (n x out) when rows is a strict subset; returns FLOPs. */
+double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,
+                          const float *W, int out, int in, float *Y, int ldy, float *xg, float *yg);
+
+/* PyTorch nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)). */
+void mattn_init_uniform(float *w, size_t n, int fan_in, mattn_rng *r);
+void mattn_init_normal(float *w, size_t n, double std, mattn_rng *r);
+
+// ----------------------------------------------------------------------------
+// controller (controller.c)
+
+typedef struct mattn_controller {
+    mattn_controller_kind kind;
+    int D, Hc, K;
+    float *w1;    /* (Hc, D+2)  controller.net.0.weight */
+    float *b1;    /* (Hc)       controller.net.0.bias */
+    float *w2;    /* (K, Hc)    controller.net.3.weight */
+    float *b2;    /* (K)        controller.net.3.bias */
+    float *g_w1, *g_b1, *g_w2, *g_b2;     /* gradients, allocated on first backward */
+    int pos_len;      /* > 0: pos_t = (t + pos_offset)/(pos_len - 1); 0: t/(T - 1) */
+    int pos_offset;   /* decoding: absolute position of the first row */
+    float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
+    double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
+    double costs[MATTN_MAX_EXPERTS];
+} mattn_controller;
+
+/* Per-forward activations of the controller (carved from the layer arena). */
+typedef struct mattn_ctrl_act {
+    float *f;        /* (N, D+2) features */
+    float *z1;       /* (N, Hc) pre-GELU */
+    float *h;        /* (N, Hc) GELU output after dropout */
+    float *logits;   /* (N, K) z2 */
+    float *alpha;    /* (N, K) routing weights */
+    float *beta_hat; /* (N, K) posterior concentrations (Bayesian) */
+    double *a;       /* (N, K) beta_hat in double (Bayesian) */
+    double *logg;    /* (N, K) ln g of the Dirichlet sample (training) */
+    float *unc;      /* (N) Dirichlet entropy U_t (Bayesian) */
+    double *kl;      /* (N) KL to the prior (Bayesian) */
+} mattn_ctrl_act;
+
+extern int mattn_freeze_norm_feature;   /* tests only: see controller.c */
+mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg, mattn_rng *r);
+void mattn_controller_free(mattn_controller *c);
+/* Forward for N = B*T tokens; returns the aux loss in *aux. */
+mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_config *cfg,
+                                      mattn_ctrl_act *act, const float *x, int B, int T,
+                                      int training, uint64_t step, double *aux);
+/* Top-k Gumbel weights (variant C, spec decision 3) from logits. */
+void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, double tau,
+                       uint64_t seed, uint64_t step);
+double mattn_controller_flops(const mattn_controller *c, int64_t N);
+/* Allocate (zeroed) gradient buffers if not yet there. */
+mattn_status mattn_controller_alloc_grads(mattn_controller *c);
+/* Backward of the last forward (act, step, training as there).  galpha (N,K):
+ * dL/dalpha from the merge, or NULL; glogits (N,K): extra dL/dz2 (the Gumbel
+ * path), or NULL; g_aux = dL/d(aux loss).  Accumulates the parameter
+ * gradients and, if gx is non-NULL, dL/dx (N,D) (+=).  Scratch: gz2 (N,K),
+ * gh (N,Hc). */
+mattn_status mattn_controller_backward(mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                                       int B, int T, int training, uint64_t step, const float *galpha,
+                                       const float *glogits, double g_aux, float *gx, float *gz2, float *gh);
+/* dL/dz2 of token n (of N) into gz2 (K): the routing-weight and aux-loss
+ * terms (spec §6.5-§6.6, §5.5); sample: alpha was a Dirichlet sample. */
+void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
+                                  int64_t n, int64_t N, int sample, const float *galpha, double g_aux, float *gz2);
+/* Gradient of mattn_gumbel_topk's weights w.r.t. the logits (+= glogits). */
+void mattn_gumbel_topk_backward(const float *gw, const float *logits, int64_t N, int K, int k, double tau,
+                                uint64_t seed, uint64_t step, float *glogits);
+
+/* sel[i] = 1 for the k largest v[i] (ties go to the lower index), else 0. */
+static inline void mattn_topk_mask(const float *v, int K, int k, uint8_t *sel) {
+    for (int i = 0; i < K; i++) sel[i] = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < K; i++)
+            if (!sel[i] && (best < 0 || v[i] > v[best])) best = i;
+        sel[best] = 1;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// layer internals shared with layer_io.c
+
+char *mattn_layer_errbuf(mattn_layer *l);
+/* The layer's config, for the model's routing schedules (knobs only). */
+mattn_config *mattn_layer_cfg_mut(mattn_layer *l);
+
+/* Refuse further decode steps until reset (a model step failed half-way,
+ * after some layers' caches took the position). */
+void mattn_layer_cache_poison(mattn_layer_cache *c);
+
+// ----------------------------------------------------------------------------
+// the layer's private state (layer.c, layer_decode.c, layer_io.c)
+
+typedef struct layer_param {
+    char name[96];
+    mattn_tensor t;
+} layer_param;
+
+struct mattn_layer {
+    mattn_config cfg;
+    char errmsg[MATTN_ERRMSG_LEN];
+    int K;
+    mattn_expert *experts[MATTN_MAX_EXPERTS];
+    int uses_shared[MATTN_MAX_EXPERTS];  /* expert takes the shared qkv */
+    mattn_controller ctrl;
+    float *w_qkv, *w_o;                  /* share_qkv: (3D,D), (D,D); else NULL */
+    float costs[MATTN_MAX_EXPERTS];      /* buffer "costs" */
+    int training;
+    uint64_t step;                       /* noise step, advanced per training forward */
+
+    /* per-forward arena, planned for n_cap = B*T tokens */
+    int64_t n_cap;
+    int plan_B, plan_T;
+    char *arena;
+    mattn_ctrl_act act;
+    float *weights;                      /* (N,K) merge weights used */
+    uint8_t *exec;                       /* (N,K) expert k ran for token n */
+    int32_t *rows[MATTN_MAX_EXPERTS];    /* (N) token lists */
+    int64_t n_rows[MATTN_MAX_EXPERTS];
+    float *y[MATTN_MAX_EXPERTS];         /* (N,D) expert outputs (core outputs if shared) */
+    void *work[MATTN_MAX_EXPERTS];
+    float *qkv, *merged, *xg, *yg;       /* shared: (N,3D), (N,D), (N,D), (N,2D) */
+    int32_t *srows;                      /* shared: (N) token list */
+    uint8_t *need;                       /* shared: (N) */
+    int64_t N;                           /* tokens of the last forward */
+    int fB, fT, f_training;              /* shape and mode of the last forward */
+    int no_grad, f_no_grad;              /* gradients off (mattn_layer_set_grad) now / at the last forward */
+    void *work_ng;                       /* no-grad: the workspace every expert shares */
+    uint64_t f_step;                     /* its noise step */
+
+    /* gradients (allocated by the first zero_grad/backward) */
+    float *g_w_qkv, *g_w_o;              /* share_qkv */
+    int has_grads;
+    int gB, gT;                          /* backward arena planned for (gB, gT) */
+    char *g_arena;
+    float *gw, *gy, *gz2, *gh, *glogits, *g_merged, *g_qkv;
+    void *gwork[MATTN_MAX_EXPERTS];
+
+    int n_params;
+    layer_param *params;
+
+    uint8_t *forced;                     /* forced routes by position, or NULL */
+    int n_forced;
+};
+
+
+int mattn_layer_is_builtin(const mattn_expert *e);
+mattn_status mattn_layer_plan(mattn_layer *l, int B, int T);
+/* MATTN_ERR_NUMERIC naming the first weight that holds NaN/Inf. */
+mattn_status mattn_layer_check_weights(mattn_layer *l);
+/* Rows n = 0..N-1 are positions t0 + n % T of their sequences. */
+void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0);
+void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s);
+
+#endif

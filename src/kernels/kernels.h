@@ -1,0 +1,118 @@
+/*
+ * kernels.h — the kernels floor, internal: GEMM, dot products, the softmax
+ * and linear attention cores with their plain reference twins.  Kernels
+ * take their scratch from the caller.
+ */
+#ifndef MATTN_KERNELS_H
+#define MATTN_KERNELS_H
+
+#include "base/base.h"
+
+// ----------------------------------------------------------------------------
+// GEMM: C = alpha * op(A) op(B) + beta * C, row-major; sole CBLAS call site
+
+void mattn_gemm(int transA, int transB, int M, int N, int K, float alpha,
+                const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc);
+const char *mattn_gemm_backend(void); /* which GEMM mattn_gemm runs, for reports */
+void mattn_gemm_ref(int transA, int transB, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb,
+                    float beta, float *C, int ldc);
+
+/* Dot product with 16 independent partial sums: without -ffast-math the
+ * compiler may not reorder a float reduction, so one accumulator would run
+ * scalar; 16 lanes vectorise (AVX-512: one register, AVX2: two).  The
+ * summation order is fixed, so results stay deterministic. */
+static inline float mattn_dot(const float *restrict a, const float *restrict b, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* y += alpha x */
+static inline void mattn_axpy(float *restrict y, float alpha, const float *restrict x, int n) {
+    for (int i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+// ----------------------------------------------------------------------------
+// attention kernels (one query row = one token; heads are column slices)
+
+/* Geometry of q/k/v inside a (B,T,ld) buffer: q at column offset 0, k at kofs,
+ * v at vofs, head h at h*dh. */
+typedef struct mattn_attn_args {
+    int B, T, H, dh;
+    const float *q; const float *k; const float *v; int ld; /* row stride */
+    float *out; int ldo;                                    /* (B,T,ldo), head h at h*dh */
+    const int32_t *rows; int64_t n_rows;                    /* queries to compute (NULL: all) */
+    const mattn_masks *masks;                               /* may be NULL */
+    int causal;
+    int window;            /* softmax: radius, < 0 = unlimited (full) */
+    float dropout;         /* softmax: probability (0 = off) */
+    uint64_t dropout_key;  /* softmax: stream key for the mask */
+    float *lse;            /* softmax: (B,H,T) log-sum-exp cache or NULL */
+} mattn_attn_args;
+
+/* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
+ * (+=) into (B,T,ldg) buffers, head h at column h*dh of each. */
+typedef struct mattn_attn_grad {
+    const float *gout; int ldgo;
+    float *gq, *gk, *gv; int ldg;
+    float *state;          /* linear: mattn_attn_linear_backward_scratch() bytes */
+} mattn_attn_grad;
+
+/* Each returns the floating-point operations it executed; the tiled softmax
+ * forward returns -1 when it cannot allocate its per-thread packs. */
+double mattn_attn_softmax_forward(const mattn_attn_args *a);
+double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
+double mattn_attn_linear_forward(const mattn_attn_args *a);
+double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
+/* Backward over every query row (a->rows must be NULL).  softmax needs a->lse
+ * and a->out from its forward; linear needs a->out and g->state. */
+int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g); /* -1: out of memory */
+void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
+int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);   /* -1: out of memory */
+void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
+size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
+
+/* First index in rows[0..n) whose value is >= v (rows ascending). */
+static inline int64_t mattn_lower_bound(const int32_t *rows, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (rows[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* fn(ctx, b, h, ws) for every (batch, head) in parallel (dynamic schedule;
+ * a task owns its head's rows, so results do not depend on threads), each
+ * thread with a work buffer of ws_floats floats.  Returns the sum of fn's
+ * results (FLOP counts: integers, exact in any order), or -1 when a work
+ * buffer could not be allocated — then fn never ran. */
+typedef double (*mattn_head_fn)(void *ctx, int b, int h, float *ws);
+double mattn_for_heads(int B, int H, size_t ws_floats, mattn_head_fn fn, void *ctx);
+
+/* Key range [lo, hi] a query at t may see (before masks), for the softmax and
+ * linear kernels; empty when lo > hi. */
+static inline void mattn_attn_key_range(int t, int T, int causal, int window, int *lo, int *hi) {
+    int l = 0, h = causal ? t : T - 1;
+    if (window >= 0) {
+        l = t - window > 0 ? t - window : 0;
+        if (!causal) h = t + window < T - 1 ? t + window : T - 1;
+    }
+    *lo = l; *hi = h;
+}
+
+// ----------------------------------------------------------------------------
+// vector functions (gelu.c)
+
+void mattn_gelu_forward(float *out, const float *x, int64_t n);
+void mattn_gelu_backward(float *dx, const float *x, const float *dout, int64_t n);
+void mattn_gelu_grad_mul(float *g, const float *x, int64_t n);  /* g *= GELU'(x) */
+
+#endif
