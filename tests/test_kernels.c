@@ -6,6 +6,7 @@
  * and backward, bit-identical across thread counts.
  */
 #include "test_util.h"
+#include "kernels/simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -310,6 +311,97 @@ static void test_linear_vs_ref(void **st) {
             }
 }
 
+// ---------------------------------------------------------------- decoding
+static void fill(float *x, size_t n, uint64_t seed, float scale) {
+    mattn_rng r;
+    mattn_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * mattn_rng_normal(&r));
+}
+
+/* One query against a flat or ring cache, odd head sizes, windows that start
+ * past 0, a single key. */
+static void test_softmax_decode_vs_ref(void **st) {
+    (void)st;
+    const int dhs[] = {1, 5, 16, 33, 64}, Hs[] = {1, 3};
+    for (int di = 0; di < 5; di++)
+        for (int hi_ = 0; hi_ < 2; hi_++)
+            for (int ring = 0; ring <= 9; ring += 9) {
+                const int dh = dhs[di], H = Hs[hi_], D = H * dh, cap = 150;
+                float *K = malloc(sizeof(float) * cap * D), *V = malloc(sizeof(float) * cap * D);
+                float q[3 * 64], o[3 * 64], r[3 * 64];
+                fill(K, (size_t)cap * D, 11 + di, 1.0f);
+                fill(V, (size_t)cap * D, 12 + di, 1.0f);
+                fill(q, (size_t)D, 13 + di, 1.0f);
+                const int spans[][2] = {{0, 0}, {0, 6}, {3, 70}, {0, 149}, {141, 149}};
+                for (int si = 0; si < 5; si++) {
+                    int lo = spans[si][0], hi = spans[si][1];
+                    if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
+                    const double f = mattn_attn_softmax_decode(q, K, V, D, H, dh, lo, hi, ring, o);
+                    const double fr = mattn_attn_softmax_decode_ref(q, K, V, D, H, dh, lo, hi, ring, r);
+                    assert_true(f == fr);
+                    assert_close(o, r, (size_t)D, 2e-5, "softmax decode vs ref");
+                }
+                free(K);
+                free(V);
+            }
+}
+
+static void test_linear_decode_vs_ref(void **st) {
+    (void)st;
+    const int dhs[] = {1, 7, 16, 40}, H = 3;
+    for (int di = 0; di < 4; di++) {
+        const int dh = dhs[di], D = H * dh;
+        const size_t ns = (size_t)H * ((size_t)dh * dh + dh);
+        float *S = calloc(ns, sizeof(float)), *Sr = calloc(ns, sizeof(float));
+        float k[3 * 40], v[3 * 40], q[3 * 40], o[3 * 40], r[3 * 40];
+        for (int t = 0; t < 20; t++) {
+            fill(k, (size_t)D, 100 + t, 1.5f);
+            fill(v, (size_t)D, 200 + t, 1.0f);
+            fill(q, (size_t)D, 300 + t, 1.5f);
+            assert_true(mattn_attn_linear_decode_update(S, k, v, H, dh) ==
+                        mattn_attn_linear_decode_update_ref(Sr, k, v, H, dh));
+            assert_close(S, Sr, ns, 1e-5, "linear state vs ref");
+            mattn_attn_linear_decode_query(S, q, o, H, dh);
+            mattn_attn_linear_decode_query_ref(Sr, q, r, H, dh);
+            assert_close(o, r, (size_t)D, 2e-5, "linear decode query vs ref");
+        }
+        free(S);
+        free(Sr);
+    }
+}
+
+// ---------------------------------------------------------------- vector functions
+/* The SIMD exp, erf-based GELU, its derivative and phi against libm in
+ * double, over [-30, 30] (every lane, tails included). */
+static void test_vector_functions_vs_libm(void **st) {
+    (void)st;
+    const int n = 6001 + 3; /* not a multiple of the vector width */
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *yr = malloc(sizeof(float) * n);
+    float *g = malloc(sizeof(float) * n), *gr = malloc(sizeof(float) * n), *one = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) { x[i] = -30.0f + 60.0f * (float)i / (float)(n - 1); one[i] = 1.0f; }
+    mattn_gelu_forward(y, x, n);
+    mattn_gelu_forward_ref(yr, x, n);
+    assert_close(y, yr, (size_t)n, 1e-5, "gelu vs erf");
+    memset(g, 0, sizeof(float) * n);
+    memset(gr, 0, sizeof(float) * n);
+    mattn_gelu_backward(g, x, one, n);
+    mattn_gelu_backward_ref(gr, x, one, n);
+    assert_close(g, gr, (size_t)n, 1e-5, "gelu' vs erf");
+    for (int i = 0; i + MATTN_VL <= n; i += MATTN_VL) {
+        _Alignas(64) float e[MATTN_VL], p[MATTN_VL], xs[MATTN_VL];
+        for (int j = 0; j < MATTN_VL; j++) xs[j] = 2.5f * x[i + j]; /* [-75, 75] */
+        vstore(e, vexp(vload(xs)));
+        vstore(p, vphi(vload(x + i)));
+        for (int j = 0; j < MATTN_VL; j++) {
+            const double xe = xs[j], re = exp(xe);
+            assert_true(fabs(e[j] - re) <= 3e-7 * re); /* about 1 ulp */
+            const double xp = x[i + j], rp = xp > 0 ? xp + 1.0 : exp(xp);
+            assert_true(fabs(p[j] - rp) <= 4e-7 * rp + 1e-38);
+        }
+    }
+    free(x); free(y); free(yr); free(g); free(gr); free(one);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm),
@@ -320,6 +412,9 @@ int main(void) {
         cmocka_unit_test(test_tiled_shapes),
         cmocka_unit_test(test_linear_vs_ref),
         cmocka_unit_test(test_linear_chunked),
+        cmocka_unit_test(test_softmax_decode_vs_ref),
+        cmocka_unit_test(test_linear_decode_vs_ref),
+        cmocka_unit_test(test_vector_functions_vs_libm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

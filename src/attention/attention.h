@@ -22,11 +22,7 @@ double mattn_gamma_grad(double a, double x);
 double mattn_dlng_da(double a, double log_x);
 
 // ----------------------------------------------------------------------------
-// built-in experts (experts.c, expert_full.c, expert_linear.c, expert_local.c)
-
-extern const mattn_expert_vtable mattn_expert_full_vt;
-extern const mattn_expert_vtable mattn_expert_linear_vt;
-extern const mattn_expert_vtable mattn_expert_local_vt;
+// built-in experts (experts.c: the table; builtin.c: what they share)
 
 struct mattn_expert {
     const mattn_expert_vtable *vt;
@@ -57,14 +53,6 @@ mattn_status mattn_builtin_alloc_grads(mattn_builtin *e);   /* zeroed; no-op if 
 mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *call);
 int mattn_builtin_n_params(const void *state);
 mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
-/* The vtable slots every built-in expert shares; each expert file adds its
- * name, cost and init. */
-#define MATTN_BUILTIN_OPS                                                    \
-    .free = mattn_builtin_free, .workspace_size = mattn_builtin_workspace_size, \
-    .forward = mattn_builtin_forward, .n_params = mattn_builtin_n_params,    \
-    .param = mattn_builtin_param, .backward = mattn_builtin_backward,             \
-    .backward_workspace_size = mattn_builtin_backward_workspace_size, .shared_qkv = 1
-
 /* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
 void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
                              int64_t n_rows, uint8_t *need);
@@ -121,6 +109,11 @@ typedef struct mattn_ctrl_act {
 } mattn_ctrl_act;
 
 extern int mattn_freeze_norm_feature;   /* tests only: see controller.c */
+/* The Bayesian prior beta_k = epsilon + beta_0 (1 - c_k) (docs/bayes-math.md
+ * §1.2), in double, and the buffers a checkpoint stores: "costs" and
+ * "controller.prior_beta", computed in float32 as PyTorch computes them. */
+double mattn_prior_beta(const mattn_config *cfg, int k);
+void mattn_prior_buffers(const mattn_config *cfg, float *costs, float *prior_beta);
 mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg, mattn_rng *r);
 void mattn_controller_free(mattn_controller *c);
 /* Forward for N = B*T tokens; returns the aux loss in *aux. */

@@ -48,13 +48,25 @@ mattn_status mattn_controller_init(mattn_controller *c, const mattn_config *cfg,
     mattn_init_normal(c->w2, K * Hc, 0.02, r);
     memset(c->b1, 0, Hc * sizeof(float));
     memset(c->b2, 0, K * sizeof(float));
+    float costs[MATTN_MAX_EXPERTS];
+    mattn_prior_buffers(cfg, costs, c->prior_beta);
     for (int i = 0; i < c->K; i++) {
         c->costs[i] = cfg->expert_costs[i];
-        c->prior[i] = cfg->epsilon + cfg->beta_0 * (1.0 - cfg->expert_costs[i]);
-        /* the Python buffer is computed in float32 */
-        c->prior_beta[i] = (float)cfg->epsilon + (float)cfg->beta_0 * (1.0f - (float)cfg->expert_costs[i]);
+        c->prior[i] = mattn_prior_beta(cfg, i);
     }
     return MATTN_OK;
+}
+
+double mattn_prior_beta(const mattn_config *cfg, int k) {
+    return cfg->epsilon + cfg->beta_0 * (1.0 - cfg->expert_costs[k]);
+}
+
+void mattn_prior_buffers(const mattn_config *cfg, float *costs, float *prior_beta) {
+    for (int k = 0; k < cfg->n_experts; k++) {
+        costs[k] = (float)cfg->expert_costs[k];
+        /* the Python buffer is computed in float32 */
+        prior_beta[k] = (float)cfg->epsilon + (float)cfg->beta_0 * (1.0f - costs[k]);
+    }
 }
 
 void mattn_controller_free(mattn_controller *c) {

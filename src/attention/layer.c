@@ -223,8 +223,8 @@ const float *mattn_layer_uncertainty(const mattn_layer *l) {
 static size_t layout(mattn_layer *l, char *base, int B, int T) {
     const int64_t N = (int64_t)B * T;
     const size_t D = (size_t)l->cfg.d_model, K = (size_t)l->K, Hc = (size_t)l->ctrl.Hc;
-    size_t off = 0;
-#define TAKE(ptr, bytes) do { if (base) (ptr) = (void *)(base + off); off += mattn_align_up(bytes); } while (0)
+    mattn_carver cv = {base, 0};
+#define TAKE(ptr, bytes) MATTN_CARVE(&cv, ptr, bytes)
     TAKE(l->act.f, N * (D + 2) * sizeof(float));
     TAKE(l->act.z1, N * Hc * sizeof(float));
     TAKE(l->act.h, N * Hc * sizeof(float));
@@ -259,7 +259,7 @@ static size_t layout(mattn_layer *l, char *base, int B, int T) {
         TAKE(l->need, N);
     }
 #undef TAKE
-    return off;
+    return cv.off;
 }
 
 mattn_status mattn_layer_plan(mattn_layer *l, int B, int T) {
@@ -618,39 +618,36 @@ mattn_status mattn_layer_zero_grad(mattn_layer *l) {
     return MATTN_OK;
 }
 
-static mattn_status plan_grad(mattn_layer *l, int B, int T) {
+/* The backward's scratch, carved like the forward's arena. */
+static size_t grad_layout(mattn_layer *l, char *base, int B, int T) {
     const int64_t N = (int64_t)B * T;
     const size_t D = (size_t)l->cfg.d_model, K = (size_t)l->K, Hc = (size_t)l->ctrl.Hc;
-    size_t off = 0, gwo[MATTN_MAX_EXPERTS];
-    const size_t o_gw = off; off += mattn_align_up(N * K * sizeof(float));
-    const size_t o_gy = off; off += mattn_align_up(N * D * sizeof(float));
-    const size_t o_gz2 = off; off += mattn_align_up(N * K * sizeof(float));
-    const size_t o_gh = off; off += mattn_align_up(N * Hc * sizeof(float));
-    const size_t o_gl = off; off += mattn_align_up(N * K * sizeof(float));
-    const size_t o_gm = off; if (l->cfg.share_qkv) off += mattn_align_up(N * D * sizeof(float));
-    const size_t o_gq = off; if (l->cfg.share_qkv) off += mattn_align_up(N * 3 * D * sizeof(float));
+    mattn_carver cv = {base, 0};
+    l->gw = mattn_carve(&cv, N * K * sizeof(float));
+    l->gy = mattn_carve(&cv, N * D * sizeof(float));
+    l->gz2 = mattn_carve(&cv, N * K * sizeof(float));
+    l->gh = mattn_carve(&cv, N * Hc * sizeof(float));
+    l->glogits = mattn_carve(&cv, N * K * sizeof(float));
+    l->g_merged = l->cfg.share_qkv ? mattn_carve(&cv, N * D * sizeof(float)) : NULL;
+    l->g_qkv = l->cfg.share_qkv ? mattn_carve(&cv, N * 3 * D * sizeof(float)) : NULL;
     for (int k = 0; k < l->K; k++) {
         mattn_expert *e = l->experts[k];
-        gwo[k] = off;
-        off += mattn_align_up(e->vt->backward_workspace_size ? e->vt->backward_workspace_size(e->state, B, T) : 0);
+        l->gwork[k] = mattn_carve(&cv, e->vt->backward_workspace_size ? e->vt->backward_workspace_size(e->state, B, T) : 0);
     }
+    return cv.off;
+}
+
+static mattn_status plan_grad(mattn_layer *l, int B, int T) {
     if (!l->g_arena || l->gB != B || l->gT != T) {
-        char *a = mattn_amalloc(off ? off : 1);
-        if (!a) return LERR(l, MATTN_ERR_NOMEM, "out of memory for the backward (B=%d, T=%d: %zu bytes)", B, T, off);
+        const size_t bytes = grad_layout(l, NULL, B, T);
+        char *a = mattn_amalloc(bytes ? bytes : 1);
+        if (!a) return LERR(l, MATTN_ERR_NOMEM, "out of memory for the backward (B=%d, T=%d: %zu bytes)", B, T, bytes);
         mattn_afree(l->g_arena);
         l->g_arena = a;
         l->gB = B;
         l->gT = T;
     }
-    char *a = l->g_arena;
-    l->gw = (float *)(a + o_gw);
-    l->gy = (float *)(a + o_gy);
-    l->gz2 = (float *)(a + o_gz2);
-    l->gh = (float *)(a + o_gh);
-    l->glogits = (float *)(a + o_gl);
-    l->g_merged = l->cfg.share_qkv ? (float *)(a + o_gm) : NULL;
-    l->g_qkv = l->cfg.share_qkv ? (float *)(a + o_gq) : NULL;
-    for (int k = 0; k < l->K; k++) l->gwork[k] = a + gwo[k];
+    grad_layout(l, l->g_arena, B, T);
     return MATTN_OK;
 }
 

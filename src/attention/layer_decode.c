@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "attention/attention.h"
-#include "kernels/simd.h"
 
 typedef struct expert_cache {
     float *K, *V;   /* full: (B, cap, D); local: ring (B, ring, D) */
@@ -31,8 +30,6 @@ struct mattn_layer_cache {
     expert_cache e[MATTN_MAX_EXPERTS];
     float *qkv, *att, *y, *merged;   /* scratch: (B,3D), (B,D), (B,D), (B,D) */
 };
-
-static inline float phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
 
 void mattn_layer_cache_free(mattn_layer_cache *c) {
     if (!c) return;
@@ -109,50 +106,6 @@ void mattn_layer_cache_poison(mattn_layer_cache *c) {
 
 int mattn_layer_cache_length(const mattn_layer_cache *c) { return c ? c->n : 0; }
 
-/* Softmax attention of one query over keys held at rows (slot(s), s in [lo, hi]). */
-/* One query against cached keys [lo, hi] (ring: slot s % ring), every head:
- * blocks of 64 keys, scores by dot products, exp vectorised, online softmax
- * across blocks.  Heads run in parallel when the context is long enough to
- * pay for it. */
-static void attend_softmax(const float *q, const float *K, const float *V, int D, int H, int dh, int lo, int hi,
-                           int ring, float *out) {
-    const float scale = 1.0f / sqrtf((float)dh);
-    #pragma omp parallel for schedule(static) if ((double)(hi - lo + 1) * D > 65536.0)
-    for (int h = 0; h < H; h++) {
-        const float *qh = q + (size_t)h * dh;
-        float *o = out + (size_t)h * dh, m = -INFINITY, l = 0.0f;
-        _Alignas(64) float sc[64];
-        for (int i = 0; i < dh; i++) o[i] = 0.0f;
-        for (int s0 = lo; s0 <= hi; s0 += 64) {
-            const int nb = hi - s0 + 1 < 64 ? hi - s0 + 1 : 64, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-            float bm = -INFINITY;
-            for (int j = 0; j < nb; j++) {
-                const int s = s0 + j;
-                sc[j] = mattn_dot(qh, K + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh) * scale;
-                bm = sc[j] > bm ? sc[j] : bm;
-            }
-            for (int j = nb; j < nc; j++) sc[j] = -INFINITY;
-            const float mn = bm > m ? bm : m, corr = expf(m - mn); /* 0 when m == -inf */
-            l *= corr;
-            for (int i = 0; i < dh; i++) o[i] *= corr;
-            mattn_vf vs = vset1(0.0f);
-            for (int j = 0; j < nc; j += MATTN_VL) {
-                const mattn_vf p = vexp(vload(sc + j) - vset1(mn));
-                vs += p;
-                vstore(sc + j, p);
-            }
-            l += vhsum(vs);
-            m = mn;
-            for (int j = 0; j < nb; j++) {
-                const int s = s0 + j;
-                mattn_axpy(o, sc[j], V + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh);
-            }
-        }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (int i = 0; i < dh; i++) o[i] *= inv;
-    }
-}
-
 mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out, mattn_stats *stats) {
     if (!l || !c || !x || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_decode: NULL argument");
     if (c->poisoned)
@@ -214,15 +167,7 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
             if (ec->S) {
                 float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
                 if (t == 0) memset(S, 0, (size_t)H * ((size_t)dh * dh + dh) * sizeof(float));
-                for (int h = 0; h < H; h++) {
-                    float *Sh = S + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
-                    for (int i = 0; i < dh; i++) {
-                        const float pk = phi(kt[h * dh + i]);
-                        z[i] += pk;
-                        mattn_axpy(Sh + (size_t)i * dh, pk, vt + (size_t)h * dh, dh);
-                    }
-                }
-                fl[k] += 2.0 * D * dh + D;
+                fl[k] += mattn_attn_linear_decode_update(S, kt, vt, H, dh);
             } else {
                 const int rows = ec->ring ? ec->ring : c->cap, slot = ec->ring ? t % ec->ring : t;
                 memcpy(ec->K + ((size_t)b * rows + slot) * D, kt, (size_t)D * sizeof(float));
@@ -237,25 +182,12 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
             float *att = c->att + (size_t)b * D;
             if (ec->S) {
                 const float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
-                for (int h = 0; h < H; h++) {
-                    const float *Sh = S + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
-                    float *o = att + (size_t)h * dh, den = 0.0f;
-                    for (int j = 0; j < dh; j++) o[j] = 0.0f;
-                    for (int i = 0; i < dh; i++) {
-                        const float pq = phi(q[h * dh + i]);
-                        den += pq * z[i];
-                        mattn_axpy(o, pq, Sh + (size_t)i * dh, dh);
-                    }
-                    const float inv = 1.0f / (den + 1e-6f);
-                    for (int j = 0; j < dh; j++) o[j] *= inv;
-                }
-                fl[k] += 2.0 * D * dh + 3.0 * D;
+                fl[k] += mattn_attn_linear_decode_query(S, q, att, H, dh);
             } else {
                 const int rows = ec->ring ? ec->ring : c->cap;
                 const int lo = e->window >= 0 && t - e->window > 0 ? t - e->window : 0;
-                attend_softmax(q, ec->K + (size_t)b * rows * D, ec->V + (size_t)b * rows * D, D, H, dh, lo, t,
-                               ec->ring, att);
-                fl[k] += 4.0 * (t - lo + 1) * D;
+                fl[k] += mattn_attn_softmax_decode(q, ec->K + (size_t)b * rows * D, ec->V + (size_t)b * rows * D, D,
+                                                   H, dh, lo, t, ec->ring, att);
             }
             const float w = l->weights[b * K + k];
             if (e->share) {

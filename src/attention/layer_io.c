@@ -55,10 +55,7 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         n++;
     }
     if (st == MATTN_OK) {
-        for (int k = 0; k < K; k++) {
-            costs[k] = (float)cfg->expert_costs[k];
-            prior[k] = (float)cfg->epsilon + (float)cfg->beta_0 * (1.0f - costs[k]);
-        }
+        mattn_prior_buffers(cfg, costs, prior);
         shapes[n][0] = K;
         ent[n] = (mattn_st_entry){"costs", MATTN_ST_F32, 1, shapes[n], costs};
         n++;
@@ -123,10 +120,7 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
         if (!known) st = fail(l, MATTN_ERR_FORMAT, "%s: unexpected tensor '%s' for this layer config", path, name);
     }
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
-    for (int k = 0; k < K; k++) {
-        costs[k] = (float)cfg->expert_costs[k];
-        prior[k] = (float)cfg->epsilon + (float)cfg->beta_0 * (1.0f - costs[k]);
-    }
+    mattn_prior_buffers(cfg, costs, prior);
     if (st == MATTN_OK) st = check_buffer(l, f, path, "costs", costs, K, 1e-6f);
     if (st == MATTN_OK && cfg->controller == MATTN_CONTROLLER_BAYESIAN)
         st = check_buffer(l, f, path, "controller.prior_beta", prior, K, 1e-5f);

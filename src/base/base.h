@@ -85,6 +85,24 @@ static inline size_t mattn_find_nonfinite(const float *x, size_t n) {
 }
 static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~(size_t)(MATTN_ALIGN - 1); }
 
+/* The one way the library carves an allocation into pieces: each piece
+ * starts at a MATTN_ALIGN-aligned offset, in the order they are taken.  To
+ * plan, carve with base == NULL (the pieces are NULL, off sums the bytes),
+ * allocate off bytes, then carve the same pieces again from the base. */
+typedef struct mattn_carver { char *base; size_t off; } mattn_carver;
+static inline void *mattn_carve(mattn_carver *c, size_t bytes) {
+    char *p = c->base ? c->base + c->off : NULL;
+    c->off += mattn_align_up(bytes);
+    return p;
+}
+/* Assign a piece only when carving for real, so that a sizing pass leaves
+ * the pointers into a live arena as they are. */
+#define MATTN_CARVE(c, ptr, bytes)                      \
+    do {                                                \
+        void *carved_ = mattn_carve((c), (bytes));      \
+        if ((c)->base) (ptr) = carved_;                 \
+    } while (0)
+
 // ----------------------------------------------------------------------------
 // RNG (spec/bayes_math.md §4): SplitMix64, xoshiro256**, per-token streams
 

@@ -1,7 +1,7 @@
 /*
  * attn_linear.c — the linear (kernel) attention core of the "linear" expert:
- * phi(x) = ELU(x) + 1 on q and k, out_t = phi(q_t)^T S / (phi(q_t)^T z + 1e-6)
- * with S = sum_s phi(k_s) v_s^T and z = sum_s phi(k_s); causal sums run over
+ * mattn_phi(x) = ELU(x) + 1 on q and k, out_t = mattn_phi(q_t)^T S / (mattn_phi(q_t)^T z + 1e-6)
+ * with S = sum_s mattn_phi(k_s) v_s^T and z = sum_s mattn_phi(k_s); causal sums run over
  * s <= t, bidirectional ones over all s.  Padded keys are left out of S and z;
  * the additive mask does not apply (there are no scores).
  *
@@ -9,15 +9,13 @@
  * (batch, head) (below): O(T dh^2 + T 64 dh) per head, keys only as far as
  * the last listed query needs.  mattn_attn_linear_forward_ref is the
  * quadratic formula
- * out_t = sum_s (phi(q_t).phi(k_s)) v_s / (sum_s phi(q_t).phi(k_s) + 1e-6).
+ * out_t = sum_s (mattn_phi(q_t).mattn_phi(k_s)) v_s / (sum_s mattn_phi(q_t).mattn_phi(k_s) + 1e-6).
  */
 #include <math.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
 #include "kernels/microkernel.h"
-
-static inline float phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
 
 static inline int padded(const mattn_attn_args *a, int b, int s) {
     return a->masks && a->masks->key_padding && !a->masks->key_padding[(size_t)b * a->T + s];
@@ -28,10 +26,10 @@ static inline int padded(const mattn_attn_args *a, int b, int s) {
 //
 // Per (batch, head), keys and queries in chunks of LC positions.  Causal:
 // the queries of a chunk get the state of the chunks before it through GEMMs
-// (num = phi(Q) S, den = phi(Q) z) plus the chunk itself as a small masked
-// attention (A = phi(Q) phi(K)^T, lower-triangular; num += A V, den += A 1);
-// then S += phi(K)^T V, z += colsum phi(K).  Bidirectional: S and z over
-// every key first, then num = phi(Q) S.  All products run in mk_xyt / mk_ay
+// (num = mattn_phi(Q) S, den = mattn_phi(Q) z) plus the chunk itself as a small masked
+// attention (A = mattn_phi(Q) mattn_phi(K)^T, lower-triangular; num += A V, den += A 1);
+// then S += mattn_phi(K)^T V, z += colsum mattn_phi(K).  Bidirectional: S and z over
+// every key first, then num = mattn_phi(Q) S.  All products run in mk_xyt / mk_ay
 // (microkernel.h).  A task writes only its own rows: the result does not
 // depend on threads.
 
@@ -57,7 +55,7 @@ static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, co
         int d = 0;
         if (!drop && with_phi)
             for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(row + d, vphi(vload(src + d)));
-        for (; d < dh; d++) row[d] = drop ? 0.0f : with_phi ? phi(src[d]) : src[d];
+        for (; d < dh; d++) row[d] = drop ? 0.0f : with_phi ? mattn_phi(src[d]) : src[d];
         for (; d < dhp; d++) row[d] = 0.0f;
         if (XT)
             for (d = 0; d < dh; d++) XT[(size_t)d * LC + j] = row[d];
@@ -119,7 +117,7 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
             for (int i = 0; i < nq; i++)
                 pack_rows(q + (size_t)tok[i] * a->ld, 0, 0, 1, dh, dhp, NULL, 1, Qp + (size_t)i * dhp, NULL);
             memset(num, 0, sizeof(float) * (size_t)nq * dhp);
-            mk_ay(nq, dh, dhp, Qp, dhp, 1, S, dhp, num, dhp); /* phi(Q) S */
+            mk_ay(nq, dh, dhp, Qp, dhp, 1, S, dhp, num, dhp); /* mattn_phi(Q) S */
             f += 2.0 * nq * dh * dh;
             float den[LC];
             for (int i = 0; i < nq; i++) {
@@ -127,7 +125,7 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
                 for (int d = 0; d < dh; d++) s += Qp[(size_t)i * dhp + d] * z[d];
                 den[i] = (float)s;
             }
-            if (a->causal) { /* the chunk itself: A = phi(Q) phi(K)^T, masked */
+            if (a->causal) { /* the chunk itself: A = mattn_phi(Q) mattn_phi(K)^T, masked */
                 const int nc = (nk + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
                 mk_xyt(nq, dh, Qp, dhp, KpT, LC, nc, A, LC);
                 for (int i = 0; i < nq; i++) {
@@ -164,7 +162,7 @@ double mattn_attn_linear_forward(const mattn_attn_args *a) {
 // reference: the quadratic formula
 
 /* Reference numerator and denominator for query (b, h, t) in double:
- * num = sum_s w_s v_s, den = sum_s w_s with w_s = phi(q).phi(k_s) over the
+ * num = sum_s w_s v_s, den = sum_s w_s with w_s = mattn_phi(q).mattn_phi(k_s) over the
  * visible, unpadded keys (den without the 1e-6).  dh <= 512. */
 static void ref_numden(const mattn_attn_args *a, int b, int h, int t, const float *q, double *num, double *den) {
     const int T = a->T, dh = a->dh;
@@ -176,7 +174,7 @@ static void ref_numden(const mattn_attn_args *a, int b, int h, int t, const floa
         const float *k = a->k + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
         const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
         double w = 0.0;
-        for (int i = 0; i < dh; i++) w += (double)phi(q[i]) * phi(k[i]);
+        for (int i = 0; i < dh; i++) w += (double)mattn_phi(q[i]) * mattn_phi(k[i]);
         *den += w;
         for (int i = 0; i < dh; i++) num[i] += w * v[i];
     }
@@ -201,21 +199,21 @@ double mattn_attn_linear_forward_ref(const mattn_attn_args *a) {
 // ----------------------------------------------------------------------------
 // backward (every query row), chunked like the forward
 //
-// o_t = num_t / den_t, num_t = S_t^T phi(q_t), den_t = phi(q_t).z_t + 1e-6:
+// o_t = num_t / den_t, num_t = S_t^T mattn_phi(q_t), den_t = mattn_phi(q_t).z_t + 1e-6:
 //   gnum_t = go_t / den_t,  gden_t = -<go_t, o_t> / den_t
-//   gphi(q_t) = S_t gnum_t + gden_t z_t
-//   gphi(k_s) = G_s v_s + gz_s,  gv_s = G_s^T phi(k_s)
-// with G_s = sum_{t sees s} phi(q_t) gnum_t^T and gz_s = sum_{t sees s} gden_t phi(q_t).
+//   gmattn_phi(q_t) = S_t gnum_t + gden_t z_t
+//   gmattn_phi(k_s) = G_s v_s + gz_s,  gv_s = G_s^T mattn_phi(k_s)
+// with G_s = sum_{t sees s} mattn_phi(q_t) gnum_t^T and gz_s = sum_{t sees s} gden_t mattn_phi(q_t).
 // Causal, per chunk of LC positions: the part of S, z, G, gz from other
 // chunks is carried (pass 1 forward: S^T and z; pass 2 backward: G, G^T, gz)
-// and the chunk's own part is the masked LC x LC products A = phi(Q) phi(K)^T
+// and the chunk's own part is the masked LC x LC products A = mattn_phi(Q) mattn_phi(K)^T
 // and gA = gnum V^T + gden.  Bidirectional: S, z, G, gz over everything, no
 // chunk part.  gnum and gden go from pass 1 to pass 2 through g->state.
 
-static inline float dphi(float x) { return x > 0.0f ? 1.0f : expf(x); }
+static inline float dmattn_phi(float x) { return x > 0.0f ? 1.0f : expf(x); }
 
 /* dst[d] += (g[d] + c add[d]) phi'(x[d]) for d < dh, vectorised. */
-static void add_dphi(float *dst, const float *g, const float *add, float c, const float *x, int dh) {
+static void add_dmattn_phi(float *dst, const float *g, const float *add, float c, const float *x, int dh) {
     int d = 0;
     for (; d + MATTN_VL <= dh; d += MATTN_VL) {
         const mattn_vf xv = vload(x + d);
@@ -224,7 +222,7 @@ static void add_dphi(float *dst, const float *g, const float *add, float c, cons
         const mattn_vf dp = (mattn_vf)(((mattn_vi)vset1(1.0f) & pos) | ((mattn_vi)e & ~pos));
         vstore(dst + d, vload(dst + d) + (vload(g + d) + c * vload(add + d)) * dp);
     }
-    for (; d < dh; d++) dst[d] += (g[d] + c * add[d]) * dphi(x[d]);
+    for (; d < dh; d++) dst[d] += (g[d] + c * add[d]) * dmattn_phi(x[d]);
 }
 
 size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh) {
@@ -236,7 +234,7 @@ size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh) {
 #define LINB_FLOATS (7 * (size_t)LC * LDH + 2 * (size_t)LDH * LC + 2 * (size_t)LC * LC + 3 * (size_t)LDH * LDH + 2 * LDH)
 
 /* The products of a causal chunk of n positions (queries = keys), zero
- * above the diagonal: A = phi(Q) phi(K)^T, and gA = gN V^T + gden. */
+ * above the diagonal: A = mattn_phi(Q) mattn_phi(K)^T, and gA = gN V^T + gden. */
 static void lin_chunk_A(int n, int dh, int dhp, const float *Qp, const float *KpT, float *A) {
     const int nc = (n + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
     mk_xyt(n, dh, Qp, dhp, KpT, LC, nc, A, LC);
@@ -310,7 +308,7 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
         for (int t = 0; t < n; t++) {
             const float *x = q + (size_t)(c0 + t) * a->ld;
             float *gq = g->gq + (hb + (size_t)(c0 + t)) * g->ldg + (size_t)h * dh;
-            add_dphi(gq, gQ + (size_t)t * dhp, z, gden[t], x, dh);
+            add_dmattn_phi(gq, gQ + (size_t)t * dhp, z, gden[t], x, dh);
         }
         if (a->causal) { /* carry S^T, z past this chunk */
             mk_ay(dh, n, dhp, Vp, 1, dhp, Kp, dhp, St, dhp);
@@ -342,11 +340,11 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
                 memset(gK, 0, sizeof(float) * (size_t)n * dhp);
                 memset(gV, 0, sizeof(float) * (size_t)n * dhp);
                 mk_ay(n, dh, dhp, Vp, dhp, 1, Gt, dhp, gK, dhp); /* G v */
-                mk_ay(n, dh, dhp, Kp, dhp, 1, G, dhp, gV, dhp);  /* G^T phi(k) */
+                mk_ay(n, dh, dhp, Kp, dhp, 1, G, dhp, gV, dhp);  /* G^T mattn_phi(k) */
                 if (a->causal) {
                     lin_chunk_A(n, dh, dhp, Qp, KpT, A);
                     lin_chunk_gA(n, dh, dhp, gN, VT, gden, gA);
-                    mk_ay(n, n, dhp, gA, 1, LC, Qp, dhp, gK, dhp); /* gA^T phi(Q) */
+                    mk_ay(n, n, dhp, gA, 1, LC, Qp, dhp, gK, dhp); /* gA^T mattn_phi(Q) */
                     mk_ay(n, n, dhp, A, 1, LC, gN, dhp, gV, dhp);  /* A^T gnum */
                 }
                 for (int j = 0; j < n; j++) {
@@ -354,11 +352,11 @@ static void lin_bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int
                     if (kp && !kp[c0 + j]) continue; /* padded key: no gradient */
                     const float *x = k + (size_t)(c0 + j) * a->ld;
                     float *gk = g->gk + row * g->ldg + (size_t)h * dh, *gv = g->gv + row * g->ldg + (size_t)h * dh;
-                    add_dphi(gk, gK + (size_t)j * dhp, gz, 1.0f, x, dh);
+                    add_dmattn_phi(gk, gK + (size_t)j * dhp, gz, 1.0f, x, dh);
                     mattn_axpy(gv, 1.0f, gV + (size_t)j * dhp, dh);
                 }
             }
-            if (pass == 0 || a->causal) { /* G += phi(Q)^T gnum, G^T += gnum^T phi(Q), gz += gden phi(Q) */
+            if (pass == 0 || a->causal) { /* G += mattn_phi(Q)^T gnum, G^T += gnum^T mattn_phi(Q), gz += gden mattn_phi(Q) */
                 mk_ay(dh, n, dhp, Qp, 1, dhp, gN, dhp, G, dhp);
                 mk_ay(dh, n, dhp, gN, 1, dhp, Qp, dhp, Gt, dhp);
                 for (int t = 0; t < n; t++)
@@ -381,7 +379,7 @@ int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *
     return mattn_for_heads(a->B, a->H, LINB_FLOATS, lin_bwd_task, &c) < 0 ? -1 : 0;
 }
 
-/* Reference: the quadratic form in double.  A_ts = phi(q_t).phi(k_s) over
+/* Reference: the quadratic form in double.  A_ts = mattn_phi(q_t).mattn_phi(k_s) over
  * visible, unpadded s; gA_ts = <gnum_t, v_s> + gden_t. */
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows);
@@ -406,14 +404,72 @@ void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_g
                     float *gv = g->gv + ((size_t)b * T + s) * g->ldg + (size_t)h * dh;
                     double w = 0.0, gA = gden;
                     for (int i = 0; i < dh; i++) {
-                        w += (double)phi(q[i]) * phi(k[i]);
+                        w += (double)mattn_phi(q[i]) * mattn_phi(k[i]);
                         gA += (double)go[i] / den * v[i];
                     }
                     for (int i = 0; i < dh; i++) {
                         gv[i] += (float)(w * go[i] / den);
-                        gq[i] += (float)(gA * phi(k[i]) * dphi(q[i]));
-                        gk[i] += (float)(gA * phi(q[i]) * dphi(k[i]));
+                        gq[i] += (float)(gA * mattn_phi(k[i]) * dmattn_phi(q[i]));
+                        gk[i] += (float)(gA * mattn_phi(q[i]) * dmattn_phi(k[i]));
                     }
                 }
             }
+}
+
+// ----------------------------------------------------------------------------
+// decoding: the running state of one sequence, S (H, dh, dh) then z (H, dh)
+
+double mattn_attn_linear_decode_update(float *state, const float *k, const float *v, int H, int dh) {
+    for (int h = 0; h < H; h++) {
+        float *Sh = state + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
+        for (int i = 0; i < dh; i++) {
+            const float pk = mattn_phi(k[h * dh + i]);
+            z[i] += pk;
+            mattn_axpy(Sh + (size_t)i * dh, pk, v + (size_t)h * dh, dh);
+        }
+    }
+    return 2.0 * H * dh * dh + (double)H * dh;
+}
+
+double mattn_attn_linear_decode_query(const float *state, const float *q, float *out, int H, int dh) {
+    for (int h = 0; h < H; h++) {
+        const float *Sh = state + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
+        float *o = out + (size_t)h * dh, den = 0.0f;
+        for (int j = 0; j < dh; j++) o[j] = 0.0f;
+        for (int i = 0; i < dh; i++) {
+            const float pq = mattn_phi(q[h * dh + i]);
+            den += pq * z[i];
+            mattn_axpy(o, pq, Sh + (size_t)i * dh, dh);
+        }
+        const float inv = 1.0f / (den + 1e-6f);
+        for (int j = 0; j < dh; j++) o[j] *= inv;
+    }
+    return 2.0 * H * dh * dh + 3.0 * H * dh;
+}
+
+/* The plain twins, in double: the same sums written out. */
+double mattn_attn_linear_decode_update_ref(float *state, const float *k, const float *v, int H, int dh) {
+    for (int h = 0; h < H; h++) {
+        float *Sh = state + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
+        for (int i = 0; i < dh; i++) {
+            const double x = k[h * dh + i], pk = x > 0.0 ? x + 1.0 : exp(x);
+            z[i] = (float)(z[i] + pk);
+            for (int j = 0; j < dh; j++) Sh[(size_t)i * dh + j] = (float)(Sh[(size_t)i * dh + j] + pk * v[h * dh + j]);
+        }
+    }
+    return 2.0 * H * dh * dh + (double)H * dh;
+}
+
+double mattn_attn_linear_decode_query_ref(const float *state, const float *q, float *out, int H, int dh) {
+    for (int h = 0; h < H; h++) {
+        const float *Sh = state + (size_t)h * ((size_t)dh * dh + dh), *z = Sh + (size_t)dh * dh;
+        double num[MATTN_MAX_HEAD_DIM] = {0}, den = 0.0;
+        for (int i = 0; i < dh; i++) {
+            const double x = q[h * dh + i], pq = x > 0.0 ? x + 1.0 : exp(x);
+            den += pq * z[i];
+            for (int j = 0; j < dh; j++) num[j] += pq * Sh[(size_t)i * dh + j];
+        }
+        for (int j = 0; j < dh; j++) out[(size_t)h * dh + j] = (float)(num[j] / (den + 1e-6));
+    }
+    return 2.0 * H * dh * dh + 3.0 * H * dh;
 }

@@ -47,3 +47,18 @@ void mattn_gelu_grad_mul(float *g, const float *x, int64_t n) {
     for (int64_t i = 0; i < nv; i += MATTN_VL) vstore(g + i, vload(g + i) * vgelu_grad(vload(x + i)));
     if (nv < n) vstore_tail(g + nv, vload_tail(g + nv, n - nv) * vgelu_grad(vload_tail(x + nv, n - nv)), n - nv);
 }
+
+/* The plain twins: 0.5 x (1 + erf(x / sqrt 2)) and its derivative
+ * Phi(x) + x phi_N(x), in double with libm's erf and exp. */
+static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
+static double gelu_grad_ref(double x) {
+    return 0.5 * (1.0 + erf(x * 0.70710678118654752)) + x * exp(-0.5 * x * x) * 0.39894228040143268;
+}
+
+void mattn_gelu_forward_ref(float *out, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = (float)gelu_ref(x[i]);
+}
+
+void mattn_gelu_backward_ref(float *dx, const float *x, const float *dout, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] = (float)(dx[i] + gelu_grad_ref(x[i]) * dout[i]);
+}

@@ -6,6 +6,8 @@
 #ifndef MATTN_KERNELS_H
 #define MATTN_KERNELS_H
 
+#include <math.h>
+
 #include "base/base.h"
 
 // ----------------------------------------------------------------------------
@@ -79,6 +81,25 @@ int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
 size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 
+/* Decoding: one new query per sequence against its cache.
+ * softmax: q (H*dh) against keys/values of positions [lo, hi] stored as rows
+ * of K and V with stride D (head h at column h*dh; ring > 0: position s at
+ * row s % ring) -> out (H*dh).  linear: the running state of one sequence,
+ * S (H, dh, dh) then z (H, dh) — update adds phi(k) v^T and phi(k), query
+ * reads phi(q)^T S / (phi(q)^T z + 1e-6).  Each returns its FLOPs; the _ref
+ * twins are the plain formulas in double. */
+double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
+                                 int hi, int ring, float *out);
+double mattn_attn_softmax_decode_ref(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
+                                     int hi, int ring, float *out);
+double mattn_attn_linear_decode_update(float *state, const float *k, const float *v, int H, int dh);
+double mattn_attn_linear_decode_update_ref(float *state, const float *k, const float *v, int H, int dh);
+double mattn_attn_linear_decode_query(const float *state, const float *q, float *out, int H, int dh);
+double mattn_attn_linear_decode_query_ref(const float *state, const float *q, float *out, int H, int dh);
+
+/* phi(x) = ELU(x) + 1, the linear core's feature map (simd.h has vphi). */
+static inline float mattn_phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
+
 /* First index in rows[0..n) whose value is >= v (rows ascending). */
 static inline int64_t mattn_lower_bound(const int32_t *rows, int64_t n, int64_t v) {
     int64_t lo = 0, hi = n;
@@ -114,5 +135,7 @@ static inline void mattn_attn_key_range(int t, int T, int causal, int window, in
 void mattn_gelu_forward(float *out, const float *x, int64_t n);
 void mattn_gelu_backward(float *dx, const float *x, const float *dout, int64_t n);
 void mattn_gelu_grad_mul(float *g, const float *x, int64_t n);  /* g *= GELU'(x) */
+void mattn_gelu_forward_ref(float *out, const float *x, int64_t n);
+void mattn_gelu_backward_ref(float *dx, const float *x, const float *dout, int64_t n);
 
 #endif

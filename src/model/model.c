@@ -177,8 +177,8 @@ mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
 
 static void own_layout(mattn_model *m, float *base) {
     const size_t D = (size_t)m->D, F = (size_t)m->F;
-    size_t off = 0;
-#define OWN(ptr, n) do { if (base) (ptr) = base + off; off += (n); } while (0)
+    mattn_carver cv = {(char *)base, 0};
+#define OWN(ptr, n) MATTN_CARVE(&cv, ptr, (n) * sizeof(float))
     block_params scratch;
     OWN(m->tok, (size_t)m->V * D);
     OWN(m->pos, (size_t)m->Tmax * D);
@@ -196,7 +196,7 @@ static void own_layout(mattn_model *m, float *base) {
     OWN(m->lnfw, D);
     OWN(m->lnfb, D);
 #undef OWN
-    m->n_own = off;
+    m->n_own = cv.off / sizeof(float);
 }
 
 static void add(mattn_model *m, const char *name, float *data, int ndim, int64_t d0, int64_t d1, int layer, int index) {
@@ -399,8 +399,6 @@ mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
 static mattn_status plan(mattn_model *m, int B, int T) {
     if (m->arena && m->aB == B && m->aT == T) return MATTN_OK;
     const size_t N = (size_t)B * T, D = (size_t)m->D, F = (size_t)m->F, V = (size_t)m->V, L = (size_t)m->L;
-    size_t off = 0;
-    char *base = NULL;
     float **res = mattn_calloc(L + 1, sizeof *res);
     block_acts *ba = mattn_calloc(L, sizeof *ba);
     if (!res || !ba) {
@@ -408,9 +406,10 @@ static mattn_status plan(mattn_model *m, int B, int T) {
         mattn_free(ba);
         return MERR(m, MATTN_ERR_NOMEM, "out of memory planning activations");
     }
+    mattn_carver cv = {NULL, 0};
     for (int pass = 0; pass < 2; pass++) {
-        off = 0;
-#define TAKE(ptr, bytes) do { if (base) (ptr) = (void *)(base + off); off += mattn_align_up(bytes); } while (0)
+        cv.off = 0;
+#define TAKE(ptr, bytes) MATTN_CARVE(&cv, ptr, bytes)
         TAKE(m->idx, N * sizeof(int32_t));
         TAKE(m->tgt, N * sizeof(int32_t));
         for (size_t l = 0; l <= L; l++) TAKE(res[l], N * D * sizeof(float));
@@ -436,19 +435,19 @@ static mattn_status plan(mattn_model *m, int B, int T) {
         TAKE(m->probs, N * V * sizeof(float));
 #undef TAKE
         if (pass == 0) {
-            base = mattn_amalloc(off);
-            if (!base) {
+            cv.base = mattn_amalloc(cv.off);
+            if (!cv.base) {
                 mattn_free(res);
                 mattn_free(ba);
                 m->aB = 0;
-                return MERR(m, MATTN_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu bytes)", B, T, off);
+                return MERR(m, MATTN_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu bytes)", B, T, cv.off);
             }
         }
     }
     mattn_afree(m->arena);
     mattn_free(m->res);
     mattn_free(m->ba);
-    m->arena = base;
+    m->arena = cv.base;
     m->res = res;
     m->ba = ba;
     m->aB = B;
@@ -652,6 +651,19 @@ void mattn_model_cache_free(mattn_model_cache *c) {
     mattn_free(c);
 }
 
+/* One step's buffers, carved from one allocation (c->x is its base). */
+static void cache_layout(mattn_model_cache *c, mattn_carver *cv, size_t D, size_t F) {
+    const size_t B = (size_t)c->B;
+    MATTN_CARVE(cv, c->x, B * D * sizeof(float));
+    MATTN_CARVE(cv, c->ln, B * D * sizeof(float));
+    MATTN_CARVE(cv, c->att, B * D * sizeof(float));
+    MATTN_CARVE(cv, c->f, B * D * sizeof(float));
+    MATTN_CARVE(cv, c->h, B * F * sizeof(float));
+    MATTN_CARVE(cv, c->g, B * F * sizeof(float));
+    MATTN_CARVE(cv, c->mean, B * sizeof(float));
+    MATTN_CARVE(cv, c->rstd, B * sizeof(float));
+}
+
 mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out) {
     if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: out is NULL");
     *out = NULL;
@@ -666,21 +678,19 @@ mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **o
     if (!c) return MERR(m, MATTN_ERR_NOMEM, "out of memory for a decode cache");
     c->B = B;
     c->lc = mattn_calloc((size_t)m->L + 1, sizeof *c->lc);
-    const size_t D = (size_t)m->D, F = (size_t)m->F;
-    c->x = mattn_amalloc((size_t)B * (4 * D + 2 * F + D + 2) * sizeof(float));
-    mattn_status st = c->lc && c->x ? MATTN_OK : MATTN_ERR_NOMEM;
+    mattn_carver cv = {NULL, 0};
+    cache_layout(c, &cv, (size_t)m->D, (size_t)m->F);
+    cv.base = mattn_amalloc(cv.off);
+    mattn_status st = c->lc && cv.base ? MATTN_OK : MATTN_ERR_NOMEM;
+    if (cv.base) {
+        cv.off = 0;
+        cache_layout(c, &cv, (size_t)m->D, (size_t)m->F);
+    }
     for (int l = 0; st == MATTN_OK && l < m->L; l++) st = mattn_layer_cache_init(m->layers[l], B, m->Tmax, &c->lc[l]);
     if (st != MATTN_OK) {
         mattn_model_cache_free(c);
         return MERR(m, st, "decode cache: %s", st == MATTN_ERR_NOMEM ? "out of memory" : mattn_last_error());
     }
-    c->ln = c->x + (size_t)B * D;
-    c->att = c->ln + (size_t)B * D;
-    c->f = c->att + (size_t)B * D;
-    c->h = c->f + (size_t)B * D;
-    c->g = c->h + (size_t)B * F;
-    c->mean = c->g + (size_t)B * F;
-    c->rstd = c->mean + B;
     *out = c;
     return MATTN_OK;
 }

@@ -19,13 +19,6 @@
 #define MODEL_FORMAT "metaattn-model"
 #define MODEL_FORMAT_VERSION "1"
 
-static void layer_buffers(const mattn_config *c, float *costs, float *prior) {
-    for (int k = 0; k < c->n_experts; k++) {
-        costs[k] = (float)c->expert_costs[k];
-        prior[k] = (float)c->epsilon + (float)c->beta_0 * (1.0f - costs[k]);
-    }
-}
-
 mattn_status mattn_model_save(mattn_model *m, const char *path) {
     if (!m || !path)
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_save: %s is NULL", !m ? "model" : "path");
@@ -39,7 +32,7 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
     char *json = NULL;
     mattn_status st = (!ent || !shapes || !names) ? mattn_set_error(MATTN_ERR_NOMEM, "out of memory saving '%s'", path)
                                                   : mattn_lm_config_to_json(cfg, &json);
-    layer_buffers(&cfg->attn, costs, prior);
+    mattn_prior_buffers(&cfg->attn, costs, prior);
     int n = 0;
     for (int i = 0; st == MATTN_OK && i < np; i++) {
         mattn_tensor t;
@@ -113,7 +106,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
     const mattn_lm_config *cfg = mattn_model_config(m);
     const int np = mattn_model_n_params(m), L = cfg->n_layers, K = cfg->attn.n_experts;
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
-    layer_buffers(&cfg->attn, costs, prior);
+    mattn_prior_buffers(&cfg->attn, costs, prior);
     const mattn_st_tensor *head = NULL;
 
     for (int i = 0; st == MATTN_OK && i < mattn_st_count(f); i++) {
