@@ -17,11 +17,13 @@ typedef struct {
 
 static mattn_attn_args kargs(kcase *c) {
     const int D = c->H * c->dh;
-    return (mattn_attn_args){.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .q = c->qkv, .k = c->qkv + D,
-                             .v = c->qkv + 2 * D, .ld = 3 * D, .out = c->out, .ldo = D,
-                             .masks = c->use_masks ? &c->m : NULL, .causal = c->causal,
-                             .window = c->window, .dropout = c->dropout, .dropout_key = 7,
-                             .lse = c->lse};
+    mattn_attn_args a = {.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .q = c->qkv, .k = c->qkv + D,
+                         .v = c->qkv + 2 * D, .ld = 3 * D, .out = c->out, .ldo = D,
+                         .masks = c->use_masks ? &c->m : NULL, .causal = c->causal,
+                         .window = c->window, .dropout = c->dropout, .dropout_key = 7,
+                         .lse = c->lse};
+    set_attn_scratch(&a);
+    return a;
 }
 
 static double kloss(void *ctx) {

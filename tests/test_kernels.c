@@ -65,10 +65,12 @@ static void case_free(case_t *c) {
 static mattn_attn_args args(case_t *c, float *out, float *lse, int causal, int window,
                             const mattn_masks *m, const int32_t *rows, int64_t n) {
     int D = c->H * c->dh;
-    return (mattn_attn_args){.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .q = c->qkv,
-                             .k = c->qkv + D, .v = c->qkv + 2 * D, .ld = 3 * D, .out = out, .ldo = D,
-                             .rows = rows, .n_rows = n, .masks = m, .causal = causal, .window = window,
-                             .dropout = 0.0f, .dropout_key = 42, .lse = lse};
+    mattn_attn_args a = {.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .q = c->qkv,
+                         .k = c->qkv + D, .v = c->qkv + 2 * D, .ld = 3 * D, .out = out, .ldo = D,
+                         .rows = rows, .n_rows = n, .masks = m, .causal = causal, .window = window,
+                         .dropout = 0.0f, .dropout_key = 42, .lse = lse};
+    set_attn_scratch(&a);
+    return a;
 }
 
 static void test_softmax_vs_ref(void **st) {

@@ -33,6 +33,25 @@ static __attribute__((unused)) double max_abs_diff(const float *a, const float *
     return worst;
 }
 
+/* Scratch for calling the attention cores directly (kernels never
+ * allocate): one buffer per test program, grown to the largest (T, dh) asked
+ * for, with slots for 8 threads whatever the team size. */
+static __attribute__((unused)) void set_attn_scratch(mattn_attn_args *a) {
+    static void *buf;
+    static size_t cap;
+    size_t n = mattn_attn_softmax_scratch(a->T, a->dh, 0, 8), m;
+    if ((m = mattn_attn_softmax_scratch(a->T, a->dh, 1, 8)) > n) n = m;
+    if ((m = mattn_attn_linear_scratch(0, 8)) > n) n = m;
+    if ((m = mattn_attn_linear_scratch(1, 8)) > n) n = m;
+    if (n > cap) {
+        mattn_afree(buf);
+        buf = mattn_amalloc(n);
+        cap = buf ? n : 0;
+    }
+    a->scratch = buf;
+    a->scratch_bytes = cap;
+}
+
 #define assert_close(a, b, n, tol, what) assert_true(max_abs_diff((a), (b), (n), (tol), (what)) <= (tol))
 
 static __attribute__((unused)) void fill_normal(float *x, size_t n, uint64_t seed, double std) {

@@ -179,14 +179,19 @@ static int bench_kernels(bench *b) {
     float *lse = mattn_amalloc(sizeof(float) * H * T), *go = randn((size_t)T * D, 4, 1.0);
     float *g = mattn_amalloc(sizeof(float) * T * 3 * D);
     float *state = mattn_amalloc(mattn_attn_linear_backward_scratch(1, T, H, dh));
-    if (!qkv || !out || !lse || !go || !g || !state) return cli_fail(1, "bench: out of memory for kernels");
+    size_t ns = mattn_attn_softmax_scratch(T, dh, 0, mattn_max_threads()), n2;
+    if ((n2 = mattn_attn_softmax_scratch(T, dh, 1, mattn_max_threads())) > ns) ns = n2;
+    if ((n2 = mattn_attn_linear_scratch(0, mattn_max_threads())) > ns) ns = n2;
+    if ((n2 = mattn_attn_linear_scratch(1, mattn_max_threads())) > ns) ns = n2;
+    void *scr = mattn_amalloc(ns);
+    if (!qkv || !out || !lse || !go || !g || !state || !scr) return cli_fail(1, "bench: out of memory for kernels");
     static const struct { const char *name; int linear, causal, window; } cases[] = {
         {"full causal", 0, 1, -1}, {"full bidirectional", 0, 0, -1},
         {"local causal w=64", 0, 1, 64}, {"linear causal", 1, 1, -1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         kern_ctx k = {.a = {.B = 1, .T = T, .H = H, .dh = dh, .q = qkv, .k = qkv + D, .v = qkv + 2 * D,
                             .ld = 3 * D, .out = out, .ldo = D, .causal = cases[c].causal,
-                            .window = cases[c].window, .lse = lse},
+                            .window = cases[c].window, .lse = lse, .scratch = scr, .scratch_bytes = ns},
                       .g = {.gout = go, .ldgo = D, .gq = g, .gk = g + D, .gv = g + 2 * D, .ldg = 3 * D,
                             .state = state},
                       .linear = cases[c].linear};
@@ -203,7 +208,7 @@ static int bench_kernels(bench *b) {
             report(b, "kernels", name, t, (cases[c].linear ? 2.0 : 2.5) * ff, NULL, 0);
         }
     }
-    mattn_afree(qkv), mattn_afree(out), mattn_afree(lse), mattn_afree(go), mattn_afree(g), mattn_afree(state);
+    mattn_afree(qkv), mattn_afree(out), mattn_afree(lse), mattn_afree(go), mattn_afree(g), mattn_afree(state), mattn_afree(scr);
     return 0;
 }
 

@@ -56,17 +56,6 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t);
 /* Mark (need[b*T+s] = 1) every key the listed query rows can see. */
 void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t *rows,
                              int64_t n_rows, uint8_t *need);
-/* Backward of the core over all rows: gout (B,T,D) -> g_qkv (B,T,3D) (+=);
- * att and lse as the forward left them; scratch for the linear core. */
-mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
-                                 float *g_qkv, int B, int T, const mattn_masks *masks, int training,
-                                 uint64_t seed, uint64_t step, const float *lse, float *scratch);
-/* Run the attention core of a built-in on qkv (B,T,3D) for rows -> att rows;
- * returns the FLOPs executed, or -1 when out of memory. */
-double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
-                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                          int training, uint64_t seed, uint64_t step, float *lse);
-
 /* Y[rows] = X[rows] W^T for W (out x in) through the gather buffers xg
  * (n x in) and yg (n x out) when rows is a strict subset; returns FLOPs. */
 double mattn_project_rows(const float *X, int ldx, const int32_t *rows, int64_t n, int64_t N,

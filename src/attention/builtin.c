@@ -81,7 +81,18 @@ mattn_status mattn_builtin_param(void *state, int i, mattn_tensor *t) {
  * (N,D) | gather y (N,2D) | key list (N int32) | need (N bytes).  qkv, att
  * and lse are the activations a backward reads. */
 /* Forward workspace pieces, carved in the order workspace_size counts them. */
-typedef struct { float *qkv, *att, *lse, *xg, *yg; int32_t *keys; uint8_t *need; } builtin_ws;
+typedef struct {
+    float *qkv, *att, *lse, *xg, *yg;
+    int32_t *keys;
+    uint8_t *need;
+    void *kscr;          /* the attention core's per-thread scratch */
+    size_t kscr_bytes;
+} builtin_ws;
+
+static size_t core_scratch(const mattn_builtin *e, int T, int backward) {
+    return e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_scratch(backward, mattn_max_threads())
+                                        : mattn_attn_softmax_scratch(T, e->dh, backward, mattn_max_threads());
+}
 
 static builtin_ws ws_carve(const mattn_builtin *e, mattn_carver *p, int B, int T) {
     const size_t N = (size_t)B * T, D = (size_t)e->D;
@@ -97,7 +108,25 @@ static builtin_ws ws_carve(const mattn_builtin *e, mattn_carver *p, int B, int T
         w.keys = mattn_carve(p, N * sizeof(int32_t));
         w.need = mattn_carve(p, N);
     }
+    w.kscr_bytes = core_scratch(e, T, 0);
+    w.kscr = mattn_carve(p, w.kscr_bytes);
     return w;
+}
+
+/* Backward scratch: dL/datt (N,D) and dL/dqkv (N,3D) unless shared, the
+ * linear core's state. */
+typedef struct { float *gatt, *gqkv, *scratch; void *kscr; size_t kscr_bytes; } builtin_gws;
+static builtin_gws gws_carve(const mattn_builtin *e, mattn_carver *p, int B, int T) {
+    const size_t N = (size_t)B * T, D = (size_t)e->D;
+    builtin_gws g = {0};
+    if (!e->share) {
+        g.gatt = mattn_carve(p, N * D * sizeof(float));
+        g.gqkv = mattn_carve(p, N * 3 * D * sizeof(float));
+    }
+    if (e->core == MATTN_CORE_LINEAR) g.scratch = mattn_carve(p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh));
+    g.kscr_bytes = core_scratch(e, T, 1);
+    g.kscr = mattn_carve(p, g.kscr_bytes);
+    return g;
 }
 
 static builtin_ws ws_layout(const mattn_builtin *e, void *work, int B, int T) {
@@ -129,7 +158,8 @@ void mattn_builtin_mark_keys(const mattn_builtin *e, int B, int T, const int32_t
 
 static mattn_attn_args core_args(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
                                  const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                                 int training, uint64_t seed, uint64_t step, float *lse) {
+                                 int training, uint64_t seed, uint64_t step, float *lse, void *kscr,
+                                 size_t kscr_bytes) {
     return (mattn_attn_args){
         .B = B, .T = T, .H = e->H, .dh = e->dh,
         .q = qkv, .k = qkv + e->D, .v = qkv + 2 * e->D, .ld = 3 * e->D,
@@ -138,28 +168,33 @@ static mattn_attn_args core_args(const mattn_builtin *e, const float *qkv, float
         .dropout = training ? e->dropout : 0.0f,
         .dropout_key = mattn_stream_seed(seed, step, 0,
                                          MATTN_PURPOSE_ATTN_DROPOUT + (uint64_t)e->expert_index),
-        .lse = lse,
+        .lse = lse, .scratch = kscr, .scratch_bytes = kscr_bytes,
     };
 }
 
-double mattn_builtin_core(const mattn_builtin *e, const float *qkv, float *att, int B, int T,
-                          const int32_t *rows, int64_t n_rows, const mattn_masks *masks,
-                          int training, uint64_t seed, uint64_t step, float *lse) {
-    mattn_attn_args a = core_args(e, qkv, att, B, T, rows, n_rows, masks, training, seed, step, lse);
+/* The attention core on qkv (B,T,3D) for rows -> att rows; the FLOPs, or -1
+ * (scratch too small: a bug). */
+static double core_forward(const mattn_builtin *e, const float *qkv, float *att, int B, int T, const int32_t *rows,
+                           int64_t n_rows, const mattn_masks *masks, int training, uint64_t seed, uint64_t step,
+                           const builtin_ws *w) {
+    mattn_attn_args a = core_args(e, qkv, att, B, T, rows, n_rows, masks, training, seed, step, w->lse, w->kscr,
+                                  w->kscr_bytes);
     return e->core == MATTN_CORE_LINEAR ? mattn_attn_linear_forward(&a)
                                         : mattn_attn_softmax_forward(&a);
 }
 
 static mattn_status core_nomem(const mattn_builtin *e, int T) {
-    return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the attention kernel's key/value packs (T = %d, "
-                           "head dim %d)", T, e->dh);
+    return mattn_set_error(MATTN_ERR_MISUSE, "the attention kernel's scratch is too small (T = %d, head dim %d): "
+                           "the workspace was sized for another shape", T, e->dh);
 }
 
-mattn_status mattn_builtin_core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
-                                 float *g_qkv, int B, int T, const mattn_masks *masks, int training,
-                                 uint64_t seed, uint64_t step, const float *lse, float *scratch) {
-    mattn_attn_args a = core_args(e, qkv, (float *)att, B, T, NULL, 0, masks, training, seed, step,
-                                  (float *)lse);
+/* Backward of the core over all rows: gout (B,T,D) -> g_qkv (B,T,3D) (+=). */
+static mattn_status core_backward(const mattn_builtin *e, const float *qkv, const float *att, const float *gout,
+                                  float *g_qkv, int B, int T, const mattn_masks *masks, int training, uint64_t seed,
+                                  uint64_t step, const float *lse, const builtin_gws *gw) {
+    mattn_attn_args a = core_args(e, qkv, (float *)att, B, T, NULL, 0, masks, training, seed, step, (float *)lse,
+                                  gw->kscr, gw->kscr_bytes);
+    float *scratch = gw->scratch;
     const int D = e->D;
     mattn_attn_grad g = {.gout = gout, .ldgo = D, .gq = g_qkv, .gk = g_qkv + D, .gv = g_qkv + 2 * D,
                          .ldg = 3 * D, .state = scratch};
@@ -190,13 +225,12 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     const int64_t N = (int64_t)B * T, n = c->rows ? c->n_rows : N;
     builtin_ws w = ws_layout(e, c->work, B, T);
     float *qkv = e->share ? (float *)c->qkv : w.qkv, *att = e->share ? c->out : w.att;
-    float *lse = w.lse, *xg = w.xg, *yg = w.yg;
+    float *xg = w.xg, *yg = w.yg;
     int32_t *keys = w.keys;
     uint8_t *need = w.need;
     if (e->share) {
         if (!qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert called without qkv");
-        c->flops = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed,
-                                      c->step, lse);
+        c->flops = core_forward(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step, &w);
         return c->flops < 0 ? core_nomem(e, T) : MATTN_OK;
     }
     double f = 0.0;
@@ -218,8 +252,7 @@ mattn_status mattn_builtin_forward(void *state, mattn_expert_call *c) {
     }
     f += mattn_project_rows(c->x, D, nk < N ? keys : NULL, nk, N, e->w_qkv + (size_t)D * D, 2 * D, D,
                       qkv + D, 3 * D, xg, yg);
-    const double fc = mattn_builtin_core(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step,
-                                         lse);
+    const double fc = core_forward(e, qkv, att, B, T, c->rows, n, c->masks, c->training, c->seed, c->step, &w);
     if (fc < 0) return core_nomem(e, T);
     f += fc;
     f += mattn_project_rows(att, D, c->rows, n, N, e->w_o, D, D, c->out, D, xg, yg);
@@ -251,20 +284,6 @@ mattn_status mattn_builtin_alloc_grads(mattn_builtin *e) {
     return MATTN_OK;
 }
 
-/* Backward scratch: dL/datt (N,D) and dL/dqkv (N,3D) unless shared, the
- * linear core's state. */
-typedef struct { float *gatt, *gqkv, *scratch; } builtin_gws;
-static builtin_gws gws_carve(const mattn_builtin *e, mattn_carver *p, int B, int T) {
-    const size_t N = (size_t)B * T, D = (size_t)e->D;
-    builtin_gws g = {0};
-    if (!e->share) {
-        g.gatt = mattn_carve(p, N * D * sizeof(float));
-        g.gqkv = mattn_carve(p, N * 3 * D * sizeof(float));
-    }
-    if (e->core == MATTN_CORE_LINEAR) g.scratch = mattn_carve(p, mattn_attn_linear_backward_scratch(B, T, e->H, e->dh));
-    return g;
-}
-
 size_t mattn_builtin_backward_workspace_size(const void *state, int B, int T) {
     mattn_carver p = {NULL, 0};
     gws_carve(state, &p, B, T);
@@ -280,15 +299,15 @@ mattn_status mattn_builtin_backward(void *state, mattn_expert_grad_call *c) {
     const builtin_gws g = gws_carve(e, &p, B, T);
     if (e->share) {
         if (!c->qkv || !c->g_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "share_qkv expert backward without qkv");
-        return mattn_builtin_core_backward(e, c->qkv, c->out, c->gout, c->g_qkv, B, T, c->masks, c->training,
-                                           c->seed, c->step, w.lse, g.scratch);
+        return core_backward(e, c->qkv, c->out, c->gout, c->g_qkv, B, T, c->masks, c->training, c->seed, c->step,
+                             w.lse, &g);
     }
     if (!e->g_w_qkv) return mattn_set_error(MATTN_ERR_MISUSE, "expert backward before its gradients exist");
-    float *gatt = g.gatt, *gqkv = g.gqkv, *scratch = g.scratch;
+    float *gatt = g.gatt, *gqkv = g.gqkv;
     mattn_gemm(0, 0, (int)N, D, D, 1.0f, c->gout, D, e->w_o, D, 0.0f, gatt, D);
     memset(gqkv, 0, (size_t)N * 3 * D * sizeof(float));
-    mattn_status st = mattn_builtin_core_backward(e, w.qkv, w.att, gatt, gqkv, B, T, c->masks, c->training,
-                                                  c->seed, c->step, w.lse, scratch);
+    mattn_status st = core_backward(e, w.qkv, w.att, gatt, gqkv, B, T, c->masks, c->training, c->seed, c->step,
+                                    w.lse, &g);
     if (st != MATTN_OK) return st; /* no gradient touched yet */
     mattn_gemm(1, 0, D, D, (int)N, 1.0f, c->gout, D, w.att, D, 1.0f, e->g_w_o, D);
     mattn_gemm(1, 0, 3 * D, D, (int)N, 1.0f, gqkv, 3 * D, c->x, D, 1.0f, e->g_w_qkv, D);

@@ -33,6 +33,9 @@ void mattn_abort(const char *file, int line, const char *fmt, ...)
 #define MATTN_ASSERT(x) \
     do { if (!(x)) MATTN_ABORT("MATTN_ASSERT(%s) failed", #x); } while (0)
 
+/* The OpenMP team size a parallel region would get now (1 without OpenMP). */
+int mattn_max_threads(void);
+
 /* Monotonic wall-clock time in seconds (for mattn_stats.seconds). */
 double mattn_now(void);
 

@@ -9,6 +9,10 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "base/base.h"
 
 // ----------------------------------------------------------------------------
@@ -100,6 +104,14 @@ void mattn_abort(const char *file, int line, const char *fmt, ...) {
 
 // ----------------------------------------------------------------------------
 // memory
+
+int mattn_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 
 double mattn_now(void) {
     struct timespec ts;

@@ -150,12 +150,12 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
     return f;
 }
 
-/* FLOPs executed, or -1 when the per-thread workspace could not be allocated. */
+/* FLOPs executed by one (batch, head). */
 static double lin_head_task(void *ctx, int b, int h, float *ws) { return lin_head(ctx, b, h, ws); }
 
 double mattn_attn_linear_forward(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
-    return mattn_for_heads(a->B, a->H, LIN_FLOATS, lin_head_task, (void *)a);
+    return mattn_for_heads(a->B, a->H, LIN_FLOATS, a->scratch, a->scratch_bytes, lin_head_task, (void *)a);
 }
 
 // ----------------------------------------------------------------------------
@@ -376,7 +376,11 @@ static double lin_bwd_task(void *ctx, int b, int h, float *ws) {
 int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->dh <= MATTN_MAX_HEAD_DIM);
     lin_bwd_ctx c = {a, g};
-    return mattn_for_heads(a->B, a->H, LINB_FLOATS, lin_bwd_task, &c) < 0 ? -1 : 0;
+    return mattn_for_heads(a->B, a->H, LINB_FLOATS, a->scratch, a->scratch_bytes, lin_bwd_task, &c) < 0 ? -1 : 0;
+}
+
+size_t mattn_attn_linear_scratch(int backward, int threads) {
+    return mattn_heads_scratch(backward ? LINB_FLOATS : LIN_FLOATS, threads);
 }
 
 /* Reference: the quadratic form in double.  A_ts = mattn_phi(q_t).mattn_phi(k_s) over

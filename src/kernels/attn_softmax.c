@@ -267,8 +267,7 @@ static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_p
     }
 }
 
-/* Returns the FLOPs executed, or -1 when the packing buffers could not be
- * allocated (nothing is written then). */
+/* One (batch, head) with its key/value pack in ws. */
 static double fwd_task(void *ctx, int b, int h, float *ws) {
     const mattn_attn_args *a = ctx;
     head_pack hp;
@@ -281,7 +280,9 @@ static double fwd_task(void *ctx, int b, int h, float *ws) {
 double mattn_attn_softmax_forward(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
     int ldk;
-    if (mattn_for_heads(a->B, a->H, head_pack_floats(a->T, a->dh, &ldk), fwd_task, (void *)a) < 0) return -1.0;
+    if (mattn_for_heads(a->B, a->H, head_pack_floats(a->T, a->dh, &ldk), a->scratch, a->scratch_bytes, fwd_task,
+                        (void *)a) < 0)
+        return -1.0;
     return flops(a);
 }
 
@@ -383,7 +384,12 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM);
     bwd_ctx c = {a, g};
-    return mattn_for_heads(a->B, a->H, BWD_FLOATS, bwd_task, &c) < 0 ? -1 : 0;
+    return mattn_for_heads(a->B, a->H, BWD_FLOATS, a->scratch, a->scratch_bytes, bwd_task, &c) < 0 ? -1 : 0;
+}
+
+size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads) {
+    int ldk;
+    return mattn_heads_scratch(backward ? BWD_FLOATS : head_pack_floats(T, dh, &ldk), threads);
 }
 
 // ----------------------------------------------------------------------------

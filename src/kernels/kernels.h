@@ -57,6 +57,8 @@ typedef struct mattn_attn_args {
     float dropout;         /* softmax: probability (0 = off) */
     uint64_t dropout_key;  /* softmax: stream key for the mask */
     float *lse;            /* softmax: (B,H,T) log-sum-exp cache or NULL */
+    void *scratch;         /* per-thread packing buffers (kernels never allocate): */
+    size_t scratch_bytes;  /* mattn_attn_*_scratch() bytes for the team that runs */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
@@ -67,17 +69,23 @@ typedef struct mattn_attn_grad {
     float *state;          /* linear: mattn_attn_linear_backward_scratch() bytes */
 } mattn_attn_grad;
 
-/* Each returns the floating-point operations it executed; the tiled softmax
- * forward returns -1 when it cannot allocate its per-thread packs. */
+/* Bytes of scratch a call needs for a team of `threads` (the forward or the
+ * backward of a (T, dh) problem); a call runs at most as many threads as its
+ * scratch holds slots for, and fails (-1) when it holds none. */
+size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads);
+size_t mattn_attn_linear_scratch(int backward, int threads);
+
+/* Each returns the floating-point operations it executed, or -1 when
+ * a->scratch is too small for one thread. */
 double mattn_attn_softmax_forward(const mattn_attn_args *a);
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
 double mattn_attn_linear_forward(const mattn_attn_args *a);
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a);
 /* Backward over every query row (a->rows must be NULL).  softmax needs a->lse
  * and a->out from its forward; linear needs a->out and g->state. */
-int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g); /* -1: out of memory */
+int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g); /* -1: scratch too small */
 void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
-int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);   /* -1: out of memory */
+int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g);   /* -1: scratch too small */
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g);
 size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 
@@ -112,11 +120,15 @@ static inline int64_t mattn_lower_bound(const int32_t *rows, int64_t n, int64_t 
 
 /* fn(ctx, b, h, ws) for every (batch, head) in parallel (dynamic schedule;
  * a task owns its head's rows, so results do not depend on threads), each
- * thread with a work buffer of ws_floats floats.  Returns the sum of fn's
- * results (FLOP counts: integers, exact in any order), or -1 when a work
- * buffer could not be allocated — then fn never ran. */
+ * thread with its own ws_floats floats of the scratch (as many threads as
+ * it has slots for, at most the OpenMP team size).  Returns the sum of fn's
+ * results (FLOP counts: integers, exact in any order), or -1 when the
+ * scratch holds no slot — then fn never ran. */
 typedef double (*mattn_head_fn)(void *ctx, int b, int h, float *ws);
-double mattn_for_heads(int B, int H, size_t ws_floats, mattn_head_fn fn, void *ctx);
+/* Bytes of scratch for `threads` slots of ws_floats floats. */
+size_t mattn_heads_scratch(size_t ws_floats, int threads);
+double mattn_for_heads(int B, int H, size_t ws_floats, void *scratch, size_t scratch_bytes, mattn_head_fn fn,
+                       void *ctx);
 
 /* Key range [lo, hi] a query at t may see (before masks), for the softmax and
  * linear kernels; empty when lo > hi. */
