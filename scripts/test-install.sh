@@ -28,11 +28,10 @@ cmake --build "$build" -j "$jobs" >"$tmp/build.log" 2>&1 || { tail -n 50 "$tmp/b
 step "install into a temporary prefix"
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log" >&2; fail "install"; }
 libdir=$prefix/$(sed -n 's/^CMAKE_INSTALL_LIBDIR:PATH=//p' "$build/CMakeCache.txt")
-for f in include/metaattn.h "${libdir#$prefix/}"/libmetaattn.a "${libdir#$prefix/}"/libmetaattn.so \
-         "${libdir#$prefix/}"/pkgconfig/metaattn.pc "${libdir#$prefix/}"/cmake/metaattn/metaattnConfig.cmake \
-         "${libdir#$prefix/}"/cmake/metaattn/metaattnConfigVersion.cmake \
-         "${libdir#$prefix/}"/cmake/metaattn/metaattnTargets.cmake; do
-  [ -e "$prefix/$f" ] || fail "not installed: $f"
+for f in include/metaattn.h libmetaattn.a libmetaattn.so pkgconfig/metaattn.pc cmake/metaattn/metaattnConfig.cmake \
+         cmake/metaattn/metaattnConfigVersion.cmake cmake/metaattn/metaattnTargets.cmake; do
+  case "$f" in include/*) f=$prefix/$f ;; *) f=$libdir/$f ;; esac
+  [ -e "$f" ] || fail "not installed: $f"
 done
 
 # the OpenBLAS build the library was linked with (empty without BLAS): every
@@ -77,12 +76,14 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 pkg-config --exists --print-errors metaattn || fail "pkg-config does not find metaattn"
 [ "$(pkg-config --modversion metaattn)" = 0.1.0 ] || fail "pkg-config: version $(pkg-config --modversion metaattn)"
 # the commands of examples/consumer/README.md
+# shellcheck disable=SC2046  # pkg-config output is split into words on purpose
 $cc -o "$tmp/pc-shared" examples/consumer/consumer.c $(pkg-config --cflags --libs metaattn) -lm \
   -Wl,-rpath,"$(pkg-config --variable=libdir metaattn)" || fail "pkg-config: shared build"
-pin=
-[ -n "$blasdir" ] && pin=-Wl,-rpath,"$(pkg-config --variable=libdir openblas)"
+pin=()
+[ -n "$blasdir" ] && pin=("-Wl,-rpath,$(pkg-config --variable=libdir openblas)")
+# shellcheck disable=SC2046  # pkg-config output is split into words on purpose
 $cc -o "$tmp/pc-static" examples/consumer/consumer.c $(pkg-config --cflags metaattn) \
-  $(pkg-config --static --libs metaattn | sed 's/-lmetaattn\b/-l:libmetaattn.a/') -lm $pin \
+  $(pkg-config --static --libs metaattn | sed 's/-lmetaattn\b/-l:libmetaattn.a/') -lm "${pin[@]}" \
   || fail "pkg-config: static build"
 run "$tmp/pc-shared" pkgconfig-shared shared
 run "$tmp/pc-static" pkgconfig-static static
