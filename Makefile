@@ -32,4 +32,4 @@ asan:
 noblas:
 	$(MAKE) test BUILD=build-noblas CMAKE_FLAGS="-DMETAATTN_BLAS=OFF -DMETAATTN_OPENMP=OFF" CTEST_FLAGS="-LE slow"
 clean:
-	rm -rf build build-portable build-asan build-noblas
+	rm -rf build build-portable build-asan build-noblas build-install
