@@ -78,6 +78,9 @@ typedef struct mattn_controller {
     float *g_w1, *g_b1, *g_w2, *g_b2;     /* gradients, allocated on first backward */
     int pos_len;      /* > 0: pos_t = (t + pos_offset)/(pos_len - 1); 0: t/(T - 1) */
     int pos_offset;   /* decoding: absolute position of the first row */
+    int freeze_norm;  /* gradient checks only (docs/bayes-math.md §10.2): the forward keeps
+                         the norm column of the previous forward's features, so finite
+                         differences see the stop-gradient the analytic gradient uses */
     float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
     double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
     double costs[MATTN_MAX_EXPERTS];
@@ -97,7 +100,6 @@ typedef struct mattn_ctrl_act {
     double *kl;      /* (N) KL to the prior (Bayesian) */
 } mattn_ctrl_act;
 
-extern int mattn_freeze_norm_feature;   /* tests only: see controller.c */
 /* The Bayesian prior beta_k = epsilon + beta_0 (1 - c_k) (docs/bayes-math.md
  * §1.2), in double, and the buffers a checkpoint stores: "costs" and
  * "controller.prior_beta", computed in float32 as PyTorch computes them. */

@@ -20,11 +20,6 @@
 
 #define BETA_FLOOR 1e-3
 
-/* Gradient checks only (spec §10.2 "freeze the norm feature"): when set, the
- * forward keeps the norm column of the features from the previous forward,
- * so finite differences see the stop-gradient the analytic gradient uses. */
-int mattn_freeze_norm_feature = 0;
-
 // ----------------------------------------------------------------------------
 // init
 
@@ -125,7 +120,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
             f[d] = xt[d];
             ss += (double)xt[d] * xt[d];
         }
-        if (!mattn_freeze_norm_feature) f[D] = (float)(sqrt(ss) / sqrt((double)D));
+        if (!c->freeze_norm) f[D] = (float)(sqrt(ss) / sqrt((double)D));
         f[D + 1] = pos_den > 1 ? (float)(n % T + c->pos_offset) / (float)(pos_den - 1) : 0.0f;
     }
 
