@@ -44,7 +44,7 @@ def best_time(fn, min_time, reps=3):
 
 
 # --------------------------------------------------------------------------
-# the Meta-Attention layer and LM (DESIGN.md section 1), float32, batched
+# the Meta-Attention layer and LM (docs/design.md §1), float32, batched
 
 def band_mask(T, w, causal, device=None):
     t = torch.arange(T).view(T, 1)

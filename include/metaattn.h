@@ -402,7 +402,7 @@ MATTN_API mattn_status mattn_layer_load(mattn_layer *l, const char *path);
 
 
 /* ------------------------------------------------------------------------ */
-/* The Meta-Attention language model (DESIGN.md §1 "Language model")        */
+/* The Meta-Attention language model (docs/design.md §1 "Language model")        */
 /* ------------------------------------------------------------------------ */
 
 /* MetaLMConfig.  attn.causal is forced on: a language model uses the causal

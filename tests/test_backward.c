@@ -134,7 +134,7 @@ static void ctl_free(ctl *t) {
     free(t->act.beta_hat); free(t->act.a); free(t->act.logg); free(t->act.unc); free(t->act.kl);
 }
 
-/* spec §9.4: end-to-end router, MEAN mode, L = sum R alpha + 0.1 mean KL */
+/* docs/bayes-math.md §9.4: end-to-end router, MEAN mode, L = sum R alpha + 0.1 mean KL */
 static void test_controller_spec_vector(void **st) {
     (void)st;
     mattn_config cfg = mattn_config_default();
@@ -181,7 +181,7 @@ static void test_controller_spec_vector(void **st) {
     ctl_free(&t);
 }
 
-/* spec §9.5: softmax baseline with temperature, cost and entropy terms */
+/* docs/bayes-math.md §9.5: softmax baseline with temperature, cost and entropy terms */
 static void test_controller_prior_free_vector(void **st) {
     (void)st;
     mattn_config cfg = mattn_config_default();
@@ -233,7 +233,7 @@ static void test_gumbel_backward(void **st) {
  * with dropout (sample_posterior off: the dropout mask is then a fixed
  * function of the step), ELBO KL or the legacy cost/entropy terms: FD over
  * every parameter.  (dL/dx: the spec vector above; SAMPLE mode cannot be
- * FD-checked, spec §10.2: its pieces are tested in test_dirichlet.) */
+ * FD-checked, docs/bayes-math.md §10.2: its pieces are tested in test_dirichlet.) */
 typedef struct { ctl *t; const float *x; const float *R; int training; } mctx;
 
 static double mloss(void *ctx) {
@@ -309,7 +309,7 @@ static double lloss(void *ctx) {
 
 /* FD of the whole layer: every parameter tensor (coordinates + directions)
  * and x along directions orthogonal, token by token, to x_t (the norm
- * feature is stop-gradient, spec §10.2 "freeze the norm feature"). */
+ * feature is stop-gradient, docs/bayes-math.md §10.2 "freeze the norm feature"). */
 static void run_layer_case(int bayes, int causal, int share, int mode, int top_k) {
     mattn_config cfg = mattn_config_default();
     cfg.d_model = 8;
@@ -319,7 +319,7 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     cfg.controller = bayes ? MATTN_CONTROLLER_BAYESIAN : MATTN_CONTROLLER_PRIOR_FREE;
     cfg.causal = causal;
     cfg.share_qkv = share;
-    cfg.sample_posterior = 0;       /* SAMPLE mode: not FD-checkable (spec §10.2) */
+    cfg.sample_posterior = 0;       /* SAMPLE mode: not FD-checkable (docs/bayes-math.md §10.2) */
     cfg.dropout = mode ? 0.1 : 0.0;
     cfg.hard_routing = mode == 2;
     cfg.hard_top_k = top_k;

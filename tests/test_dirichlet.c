@@ -1,6 +1,6 @@
 /*
  * test_dirichlet.c — special functions, Dirichlet entropy/KL and gradients,
- * the PRNG and the Gamma/Dirichlet samplers against spec/bayes_math.md §9,
+ * the PRNG and the Gamma/Dirichlet samplers against docs/bayes-math.md §9,
  * finite differences (§10.2) and Monte Carlo moments.
  */
 #include "test_util.h"
@@ -136,7 +136,7 @@ static void test_gamma_known_answers(void **st) {
     }
 }
 
-/* dg/da against PyTorch's _standard_gamma_grad (spec §9.3), every branch;
+/* dg/da against PyTorch's _standard_gamma_grad (docs/bayes-math.md §9.3), every branch;
  * the log form; the Dirichlet T-form backward vector; E[dg/da] = 1. */
 static void test_gamma_grad(void **st) {
     (void)st;
@@ -170,7 +170,7 @@ static void test_gamma_grad(void **st) {
         assert_true(fabs(r_form - ga_want[i]) <= 1e-10);
     }
 
-    /* Monte Carlo (spec §10.4): the SAMPLE-mode gradient (R form) averages to
+    /* Monte Carlo (docs/bayes-math.md §10.4): the SAMPLE-mode gradient (R form) averages to
      * the MEAN-mode one, 2e5 draws */
     {
         const double mean_ga[3] = {0.241682531756, -0.177311881652, 0.0321853250523};
@@ -199,7 +199,7 @@ static void test_gamma_grad(void **st) {
         }
     }
 
-    /* Monte Carlo: E[dg/da] = 1 (spec §10.4), 2e5 draws, 5 se + 2e-3 bias */
+    /* Monte Carlo: E[dg/da] = 1 (docs/bayes-math.md §10.4), 2e5 draws, 5 se + 2e-3 bias */
     const double shapes[] = {0.3, 1.0, 4.0, 20.0};
     for (int k = 0; k < 4; k++) {
         mattn_rng r;

@@ -121,7 +121,7 @@ static __attribute__((unused)) uint64_t file_hash(const char *path) {
  * Central differences on n_coords random coordinates and n_dirs random
  * directions of theta (n floats) against the analytic gradient grad; the step
  * is h * max(1, |theta_i|) for coordinates and h for unit directions, the
- * actual step is re-measured after float rounding (spec §10.1).  Passes when
+ * actual step is re-measured after float rounding (docs/bayes-math.md §10.1).  Passes when
  * |fd - an| <= rtol |an| + atol everywhere; returns the worst err/tol. */
 typedef double (*fd_loss_fn)(void *ctx);
 

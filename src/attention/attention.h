@@ -9,7 +9,7 @@
 #include "kernels/kernels.h"
 
 // ----------------------------------------------------------------------------
-// Dirichlet special functions (spec §2-§3), double precision
+// Dirichlet special functions (docs/bayes-math.md §2-§3), double precision
 
 double mattn_digamma(double x);
 double mattn_trigamma(double x);
@@ -17,7 +17,7 @@ double mattn_lgamma(double x);     /* thread-safe lgamma for x > 0 */
 double mattn_dir_entropy(const double *a, int K, double *grad /* may be NULL */);
 double mattn_dir_kl(const double *a, const double *b, int K, double *grad /* may be NULL */);
 /* dg/da of a Gamma(a,1) sample g = x (implicit reparameterisation, PyTorch's
- * approximation, spec §5.2), and d ln g/da from ln g (§5.4). */
+ * approximation, docs/bayes-math.md §5.2), and d ln g/da from ln g (§5.4). */
 double mattn_gamma_grad(double a, double x);
 double mattn_dlng_da(double a, double log_x);
 
@@ -82,7 +82,7 @@ typedef struct mattn_controller {
                          the norm column of the previous forward's features, so finite
                          differences see the stop-gradient the analytic gradient uses */
     float prior_beta[MATTN_MAX_EXPERTS];  /* buffer controller.prior_beta */
-    double prior[MATTN_MAX_EXPERTS];      /* b_i in double (spec §1.2) */
+    double prior[MATTN_MAX_EXPERTS];      /* b_i in double (docs/bayes-math.md §1.2) */
     double costs[MATTN_MAX_EXPERTS];
 } mattn_controller;
 
@@ -111,7 +111,9 @@ void mattn_controller_free(mattn_controller *c);
 mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_config *cfg,
                                       mattn_ctrl_act *act, const float *x, int B, int T,
                                       int training, uint64_t step, double *aux);
-/* Top-k Gumbel weights (variant C, spec decision 3) from logits. */
+/* softmax(v / tau) into out, in double, stable. */
+void mattn_softmax_tau(const double *v, int K, double tau, float *out);
+/* Top-k Gumbel weights (variant C, docs/bayes-math.md decision 3) from logits (route.c). */
 void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, double tau,
                        uint64_t seed, uint64_t step);
 double mattn_controller_flops(const mattn_controller *c, int64_t N);
@@ -126,7 +128,7 @@ mattn_status mattn_controller_backward(mattn_controller *c, const mattn_config *
                                        int B, int T, int training, uint64_t step, const float *galpha,
                                        const float *glogits, double g_aux, float *gx, float *gz2, float *gh);
 /* dL/dz2 of token n (of N) into gz2 (K): the routing-weight and aux-loss
- * terms (spec §6.5-§6.6, §5.5); sample: alpha was a Dirichlet sample. */
+ * terms (docs/bayes-math.md §6.5-§6.6, §5.5); sample: alpha was a Dirichlet sample. */
 void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config *cfg, const mattn_ctrl_act *act,
                                   int64_t n, int64_t N, int sample, const float *galpha, double g_aux, float *gz2);
 /* Gradient of mattn_gumbel_topk's weights w.r.t. the logits (+= glogits). */
@@ -212,6 +214,8 @@ struct mattn_layer {
 
 
 int mattn_layer_is_builtin(const mattn_expert *e);
+/* (Re)build the parameter table (after the gradients appear). */
+mattn_status mattn_layer_build_params(mattn_layer *l);
 mattn_status mattn_layer_plan(mattn_layer *l, int B, int T);
 /* MATTN_ERR_NUMERIC naming the first weight that holds NaN/Inf. */
 mattn_status mattn_layer_check_weights(mattn_layer *l);

@@ -7,11 +7,11 @@
  *   bayesian:    beta_hat = max(b + softplus(z2), 1e-3) with the compute-aware
  *                prior b_i = epsilon + beta_0 (1 - c_i); alpha = posterior mean,
  *                or in training with sample_posterior a Dirichlet sample
- *                (log-space Gamma normalisation, spec §4.6 R form);
+ *                (log-space Gamma normalisation, docs/bayes-math.md §4.6 R form);
  *                U_t = H[Dir(beta_hat)], aux = elbo_weight mean KL[q || prior].
- * Also the top-k Gumbel-softmax weights of training-mode hard routing.
- * Maths and test vectors: ../shared/spec/bayes_math.md.  Forward only here;
- * the backward (spec §5-§6) comes with training.
+ * Forward and backward (docs/bayes-math.md §5-§6).  Maths and test vectors:
+ * docs/bayes-math.md.  The routing the weights feed (merge, Gumbel top-k,
+ * gate) is route.c.
  */
 #include <math.h>
 #include <string.h>
@@ -80,7 +80,7 @@ double mattn_controller_flops(const mattn_controller *c, int64_t N) {
 // ----------------------------------------------------------------------------
 // elementwise pieces
 
-/* torch-compatible softplus (threshold 20), in double (spec §6.1) */
+/* torch-compatible softplus (threshold 20), in double (docs/bayes-math.md §6.1) */
 static inline double softplus(double z) { return z > 20.0 ? z : log1p(exp(z)); }
 
 /* Shannon entropy of a probability vector, 0 ln 0 = 0. */
@@ -91,8 +91,7 @@ static double shannon(const float *p, int K) {
     return H;
 }
 
-/* softmax(v / tau) into out, in double, stable. */
-static void softmax_tau(const double *v, int K, double tau, float *out) {
+void mattn_softmax_tau(const double *v, int K, double tau, float *out) {
     double m = v[0], e[MATTN_MAX_EXPERTS], Z = 0.0;
     for (int i = 1; i < K; i++) m = v[i] > m ? v[i] : m;
     for (int i = 0; i < K; i++) Z += (e[i] = exp((v[i] - m) / tau));
@@ -151,7 +150,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
             double l[MATTN_MAX_EXPERTS];
             for (int i = 0; i < K; i++) l[i] = act->logits[n * K + i];
             float *al = act->alpha + n * K;
-            softmax_tau(l, K, cfg->temperature, al);
+            mattn_softmax_tau(l, K, cfg->temperature, al);
             double ec = 0.0;
             for (int i = 0; i < K; i++) ec += (double)al[i] * c->costs[i];
             sum += cfg->cost_lambda * ec - cfg->entropy_coeff * shannon(al, K);
@@ -179,7 +178,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
             mattn_rng_seed(&r, mattn_stream_seed(cfg->seed, step, (uint64_t)n, MATTN_PURPOSE_DIRICHLET));
             double *lg = act->logg + n * K;
             for (int i = 0; i < K; i++) mattn_rng_gamma(&r, a[i], &lg[i]);
-            softmax_tau(lg, K, 1.0, act->alpha + n * K);
+            mattn_softmax_tau(lg, K, 1.0, act->alpha + n * K);
         } else {
             for (int i = 0; i < K; i++) act->alpha[n * K + i] = (float)(a[i] / a0);
         }
@@ -212,72 +211,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
 }
 
 // ----------------------------------------------------------------------------
-// top-k Gumbel-softmax (training-mode hard routing, spec §1.9 variant C)
-
-void mattn_gumbel_topk(float *w, const float *logits, int64_t N, int K, int k, double tau,
-                       uint64_t seed, uint64_t step) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        mattn_rng r;
-        mattn_rng_seed(&r, mattn_stream_seed(seed, step, (uint64_t)n, MATTN_PURPOSE_GUMBEL));
-        double l[MATTN_MAX_EXPERTS];
-        for (int i = 0; i < K; i++) l[i] = logits[n * K + i] - log(-log(mattn_rng_u01(&r)));
-        float *y = w + n * K;
-        softmax_tau(l, K, tau, y);
-        if (k >= K) continue;
-        uint8_t sel[MATTN_MAX_EXPERTS];
-        mattn_topk_mask(y, K, k, sel);
-        double s = 1e-8; /* as the Python library: soft / (sum + 1e-8) */
-        for (int i = 0; i < K; i++) s += sel[i] ? y[i] : 0.0f;
-        for (int i = 0; i < K; i++) y[i] = sel[i] ? (float)(y[i] / s) : 0.0f;
-    }
-}
-
-/* y_soft = softmax((l + G)/tau) for token n, in double, from the same stream
- * as the forward. */
-static void gumbel_soft(double *p, const float *l, int K, double tau, uint64_t seed, uint64_t step, int64_t n) {
-    mattn_rng r;
-    mattn_rng_seed(&r, mattn_stream_seed(seed, step, (uint64_t)n, MATTN_PURPOSE_GUMBEL));
-    double v[MATTN_MAX_EXPERTS], m = -INFINITY, Z = 0.0;
-    for (int i = 0; i < K; i++) {  /* exactly the forward's arithmetic */
-        v[i] = l[i] - log(-log(mattn_rng_u01(&r)));
-        m = v[i] > m ? v[i] : m;
-    }
-    for (int i = 0; i < K; i++) Z += (p[i] = exp((v[i] - m) / tau));
-    for (int i = 0; i < K; i++) p[i] /= Z;
-}
-
-/* Exact gradient of the forward above (what autograd gives the Python
- * library, whose weights are the renormalised masked soft values):
- *   w_i = m_i p_i / S,  S = sum_j m_j p_j + 1e-8
- *   gp_i = (m_i / S)(gw_i - <w, gw>),  gl_j += (p_j / tau)(gp_j - <p, gp>). */
-void mattn_gumbel_topk_backward(const float *gw, const float *logits, int64_t N, int K, int k, double tau,
-                                uint64_t seed, uint64_t step, float *glogits) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        double p[MATTN_MAX_EXPERTS], gp[MATTN_MAX_EXPERTS];
-        gumbel_soft(p, logits + n * K, K, tau, seed, step, n);
-        const float *g = gw + n * K;
-        if (k >= K) {
-            for (int i = 0; i < K; i++) gp[i] = g[i];
-        } else {
-            float pf[MATTN_MAX_EXPERTS];
-            uint8_t sel[MATTN_MAX_EXPERTS];
-            for (int i = 0; i < K; i++) pf[i] = (float)p[i];
-            mattn_topk_mask(pf, K, k, sel);
-            double S = 1e-8, wg = 0.0;
-            for (int i = 0; i < K; i++) S += sel[i] ? pf[i] : 0.0f;
-            for (int i = 0; i < K; i++) wg += sel[i] ? (double)(float)(pf[i] / S) * g[i] : 0.0;
-            for (int i = 0; i < K; i++) gp[i] = sel[i] ? (g[i] - wg) / S : 0.0;
-        }
-        double dot = 0.0;
-        for (int i = 0; i < K; i++) dot += p[i] * gp[i];
-        for (int i = 0; i < K; i++) glogits[n * K + i] += (float)(p[i] / tau * (gp[i] - dot));
-    }
-}
-
-// ----------------------------------------------------------------------------
-// backward (spec §6)
+// backward (docs/bayes-math.md §6)
 
 mattn_status mattn_controller_alloc_grads(mattn_controller *c) {
     if (c->g_w1) return MATTN_OK;

@@ -1,9 +1,9 @@
 /*
  * dirichlet.c — special functions and Dirichlet closed forms in double
- * (spec/bayes_math.md §2-§3): digamma and trigamma (recurrence to x >= 10,
+ * (docs/bayes-math.md §2-§3): digamma and trigamma (recurrence to x >= 10,
  * then the asymptotic series, Cephes coefficients), a thread-safe lgamma,
  * the Dirichlet differential entropy and KL[Dir(a) || Dir(b)] with their
- * gradients.  Callers guarantee finite arguments > 0 (spec §7.3).
+ * gradients.  Callers guarantee finite arguments > 0 (docs/bayes-math.md §7.3).
  */
 #define _DEFAULT_SOURCE
 #include <math.h>
@@ -74,7 +74,7 @@ double mattn_dir_kl(const double *a, const double *b, int K, double *grad) {
 }
 
 // ----------------------------------------------------------------------------
-// reparameterisation gradient of Gamma(a, 1) samples (spec §5.2, §5.4):
+// reparameterisation gradient of Gamma(a, 1) samples (docs/bayes-math.md §5.2, §5.4):
 // PyTorch's standard_gamma_grad_one, branch for branch.
 
 static double grad_series(double a, double x) { /* branch S, x < 0.8f */

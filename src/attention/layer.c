@@ -16,8 +16,10 @@
  * Memory: parameters live in the controller/experts; every per-forward buffer
  * (controller activations, merge weights, row lists, expert outputs and expert
  * workspaces) is carved from ONE arena sized for (B, T) on first use and
- * re-planned when B*T grows.  Also here: RoutingStats and the parameter table
- * under the Python library's state_dict names.
+ * re-planned when B*T grows.  Also here: the parameter table under the
+ * Python library's state_dict names.  Routing is route.c, RoutingStats
+ * stats.c, the backward layer_backward.c, decoding layer_decode.c and the
+ * weights' I/O layer_io.c.
  */
 #include <math.h>
 #include <stdio.h>
@@ -42,7 +44,7 @@ static mattn_status add_param(mattn_layer *l, const char *prefix, mattn_tensor t
     return MATTN_OK;
 }
 
-static mattn_status build_param_table(mattn_layer *l) {
+mattn_status mattn_layer_build_params(mattn_layer *l) {
     int n = 4 + (l->cfg.share_qkv ? 2 : 0);
     for (int k = 0; k < l->K; k++)
         if (l->experts[k]->vt->n_params) n += l->experts[k]->vt->n_params(l->experts[k]->state);
@@ -137,7 +139,7 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
     }
     if (st == MATTN_OK) st = mattn_controller_init(&l->ctrl, cfg, &r);
     for (int k = 0; k < l->K; k++) l->costs[k] = (float)cfg->expert_costs[k];
-    if (st == MATTN_OK) st = build_param_table(l);
+    if (st == MATTN_OK) st = mattn_layer_build_params(l);
     if (st != MATTN_OK) {
         /* experts passed in stay the caller's */
         if (experts) memset(l->experts, 0, sizeof l->experts);
@@ -276,100 +278,6 @@ mattn_status mattn_layer_plan(mattn_layer *l, int B, int T) {
 }
 
 // ----------------------------------------------------------------------------
-// routing: merge weights and which experts run for which token
-
-void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
-    const int K = l->K, k_top = l->cfg.hard_top_k;
-    const float *alpha = l->act.alpha;
-    if (l->forced && l->cfg.hard_routing && !l->training) {
-        memset(l->weights, 0, (size_t)N * K * sizeof(float));
-        memset(l->exec, 0, (size_t)N * K);
-        for (int64_t n = 0; n < N; n++) {
-            const int k = l->forced[t0 + n % T];
-            l->weights[n * K + k] = 1.0f;
-            l->exec[n * K + k] = 1;
-        }
-        return;
-    }
-    if (!l->cfg.hard_routing) {
-        memcpy(l->weights, alpha, (size_t)N * K * sizeof(float));
-        memset(l->exec, 1, (size_t)N * K);
-        return;
-    }
-    if (l->training) { /* Gumbel top-k weights; every expert still computed */
-        mattn_gumbel_topk(l->weights, l->act.logits, N, K, k_top, l->cfg.gumbel_temp, l->cfg.seed,
-                          l->step);
-        memset(l->exec, 1, (size_t)N * K);
-        return;
-    }
-    const int bayes = l->ctrl.kind == MATTN_CONTROLLER_BAYESIAN;
-    const float eta = (float)l->cfg.uncertainty_threshold;
-    for (int64_t n = 0; n < N; n++) {
-        const float *al = alpha + n * K;
-        float *w = l->weights + n * K;
-        uint8_t *ex = l->exec + n * K;
-        if (bayes && !(l->act.unc[n] < eta)) { /* uncertain: soft merge */
-            memcpy(w, al, (size_t)K * sizeof(float));
-            memset(ex, 1, (size_t)K);
-            continue;
-        }
-        mattn_topk_mask(al, K, k_top, ex);
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += ex[k] ? al[k] : 0.0f;
-        for (int k = 0; k < K; k++) w[k] = ex[k] ? (k_top == 1 ? 1.0f : (float)(al[k] / s)) : 0.0f;
-    }
-}
-
-// ----------------------------------------------------------------------------
-// statistics
-
-void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s) {
-    const int K = l->K;
-    memset(s, 0, sizeof *s);
-    s->n_experts = K;
-    s->n_tokens = N;
-    s->has_uncertainty = l->ctrl.kind == MATTN_CONTROLLER_BAYESIAN;
-    for (int64_t n = 0; n < N; n++) {
-        const float *a = l->act.alpha + n * K;
-        int am = 0;
-        double H = 0.0, c = 0.0;
-        for (int k = 0; k < K; k++) {
-            s->weight[k] += a[k];
-            c += (double)a[k] * l->cfg.expert_costs[k];
-            if (a[k] > 0.0f) H -= (double)a[k] * log((double)a[k]);
-            if (a[k] > a[am]) am = k;
-        }
-        s->entropy += H;
-        s->expected_cost += c;
-        s->hard_cost += l->cfg.expert_costs[am];
-        s->collapsed += a[am] > 0.9f;
-        if (s->has_uncertainty) s->uncertainty += l->act.unc[n];
-    }
-    double inv = N > 0 ? 1.0 / (double)N : 0.0;
-    for (int k = 0; k < K; k++) {
-        s->weight[k] *= inv;
-        s->exec_frac[k] = (double)l->n_rows[k] * inv;
-    }
-    s->entropy *= inv;
-    s->expected_cost *= inv;
-    s->hard_cost *= inv;
-    s->collapsed *= inv;
-    s->uncertainty *= inv;
-}
-
-int mattn_stats_format(const mattn_stats *s, char *buf, size_t n) {
-    if (!s || (!buf && n)) return -1;
-    int len = snprintf(buf, n, "RoutingStats(");
-#define PUT(...) len += snprintf(buf + ((size_t)len < n ? (size_t)len : n), (size_t)len < n ? n - (size_t)len : 0, __VA_ARGS__)
-    for (int k = 0; k < s->n_experts; k++) PUT("%sE%d=%.3f", k ? " | " : "", k + 1, s->weight[k]);
-    PUT("  entropy=%.4f  cost=%.4f  collapsed=%.2f%%", s->entropy, s->expected_cost, 100.0 * s->collapsed);
-    if (s->has_uncertainty) PUT("  uncertainty=%.4f", s->uncertainty);
-    PUT(")");
-#undef PUT
-    return len;
-}
-
-// ----------------------------------------------------------------------------
 // forward
 
 /* Q/K/V under share_qkv: queries for tokens any shared expert runs on, keys
@@ -378,6 +286,7 @@ static double shared_projections(mattn_layer *l, const float *x, int B, int T) {
     const int D = l->cfg.d_model;
     const int64_t N = (int64_t)B * T;
     int64_t nq = 0, nk = 0;
+    if (N < 1) return 0.0; /* (check_forward refused it; tells the compiler) */
     memset(l->need, 0, (size_t)N);
     for (int64_t n = 0; n < N; n++) {
         int any = 0;
@@ -413,15 +322,14 @@ mattn_status mattn_layer_check_weights(mattn_layer *l) {
     return MATTN_OK;
 }
 
-mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
-                                 const mattn_masks *masks, float *out, float *aux_loss,
-                                 mattn_stats *stats) {
-    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_forward: layer is NULL");
+/* Arguments, input values and shape limits of a forward. */
+static mattn_status check_forward(mattn_layer *l, const float *x, int B, int T, const mattn_masks *masks,
+                                  const float *out) {
     if (!x || !out) return LERR(l, MATTN_ERR_INVALID_ARG, "mattn_layer_forward: %s is NULL", !x ? "x" : "out");
     if (B < 1 || T < 1) return LERR(l, MATTN_ERR_INVALID_ARG, "B and T must be >= 1, got B=%d T=%d", B, T);
     if (l->ctrl.pos_len > 0 && T > l->ctrl.pos_len)
         return LERR(l, MATTN_ERR_INVALID_ARG, "T = %d exceeds the layer's position length %d", T, l->ctrl.pos_len);
-    const int D = l->cfg.d_model, K = l->K;
+    const int D = l->cfg.d_model;
     const int64_t N = (int64_t)B * T;
     if (N > INT32_MAX / 4 || (double)N * 3 * D > 9e15)
         return LERR(l, MATTN_ERR_INVALID_ARG, "B*T = %lld tokens is too many", (long long)N);
@@ -436,40 +344,42 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
                             "values and -inf are allowed)", (double)masks->additive[i], (long long)i);
     if (l->forced && T > l->n_forced)
         return LERR(l, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, the input has T = %d", l->n_forced, T);
-    mattn_status st = mattn_layer_check_weights(l);
-    if (st != MATTN_OK) return st;
-    const double t_start = mattn_now();
-    st = mattn_layer_plan(l, B, T);
-    if (st != MATTN_OK) return st;
-    l->N = 0;
+    return mattn_layer_check_weights(l);
+}
 
-    const uint64_t step = l->step;
-    double aux = 0.0;
-    st = mattn_controller_forward(&l->ctrl, &l->cfg, &l->act, x, B, T, l->training, step, &aux);
-    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
-    l->N = N;
-    mattn_layer_route(l, N, T, 0);
-
-    /* token lists per expert */
-    for (int k = 0; k < K; k++) {
-        int64_t c = 0;
-        for (int64_t n = 0; n < N; n++)
-            if (l->exec[n * K + k]) l->rows[k][c++] = (int32_t)n;
-        l->n_rows[k] = c;
+/* acc[n] += w[n,k] y[n] for the tokens expert k ran on (all of them when
+ * skip_shared is 0; under share_qkv the others' outputs are merged here). */
+static void merge_into(const mattn_layer *l, float *acc, int64_t N, int k, const float *y) {
+    const int D = l->cfg.d_model, K = l->K;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        if (!l->exec[n * K + k]) continue;
+        const float w = l->weights[n * K + k], *yn = y + n * D;
+        float *o = acc + n * D;
+        for (int d = 0; d < D; d++) o[d] += w * yn[d];
     }
+}
 
-    mattn_stats s;
-    memset(&s, 0, sizeof s);
-    s.flops_controller = mattn_controller_flops(&l->ctrl, N);
-    if (l->cfg.share_qkv) s.flops_shared = shared_projections(l, x, B, T);
+/* W_o applied once to the merged core outputs of the tokens any expert ran on. */
+static double shared_output(mattn_layer *l, int64_t N, float *out) {
+    const int D = l->cfg.d_model, K = l->K;
+    int64_t nq = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int any = 0;
+        for (int k = 0; k < K; k++) any |= l->exec[n * K + k];
+        if (any) l->srows[nq++] = (int32_t)n;
+    }
+    return mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D, l->xg, l->yg);
+}
 
-    /* Gradients off: every expert computes into one workspace and one output
-     * buffer, merged as soon as it is done (same sums in the same order as
-     * below), so memory does not grow with the number of experts.  Not with
-     * a mix of shared and unshared experts (custom experts under share_qkv). */
-    int all_shared = 1;
-    for (int k = 0; k < K; k++) all_shared &= l->uses_shared[k];
-    const int ng = l->no_grad && (!l->cfg.share_qkv || all_shared);
+/* Run every expert on its token list.  ng (gradients off): every expert
+ * computes into one workspace and one output buffer, merged as soon as it is
+ * done (same sums in the same order as merge_outputs), so memory does not
+ * grow with the number of experts. */
+static mattn_status run_experts(mattn_layer *l, const float *x, int B, int T, const mattn_masks *masks, int ng,
+                                uint64_t step, float *out, mattn_stats *s) {
+    const int D = l->cfg.d_model, K = l->K;
+    const int64_t N = (int64_t)B * T;
     if (ng) {
         memset(out, 0, (size_t)N * D * sizeof(float));
         if (l->cfg.share_qkv) memset(l->merged, 0, (size_t)N * D * sizeof(float));
@@ -483,35 +393,21 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
             .out = ng ? l->y[0] : l->y[k], .work = ng ? l->work_ng : l->work[k], .training = l->training,
             .seed = l->cfg.seed, .step = step,
         };
-        st = e->vt->forward(e->state, &c);
+        mattn_status st = e->vt->forward(e->state, &c);
         if (st != MATTN_OK)
             return LERR(l, st, "expert %d ('%s') failed: %s", k, e->vt->name, mattn_last_error());
-        s.flops[k] = c.flops;
-        if (ng) {
-            float *acc = l->cfg.share_qkv ? l->merged : out;
-            #pragma omp parallel for schedule(static)
-            for (int64_t n = 0; n < N; n++) {
-                if (!l->exec[n * K + k]) continue;
-                const float w = l->weights[n * K + k], *y = l->y[0] + n * D;
-                float *o = acc + n * D;
-                for (int d = 0; d < D; d++) o[d] += w * y[d];
-            }
-        }
+        s->flops[k] = c.flops;
+        if (ng) merge_into(l, l->cfg.share_qkv ? l->merged : out, N, k, l->y[0]);
     }
-    if (ng && l->cfg.share_qkv) {
-        int64_t nq = 0;
-        for (int64_t n = 0; n < N; n++) {
-            int any = 0;
-            for (int k = 0; k < K; k++) any |= l->exec[n * K + k];
-            if (any) l->srows[nq++] = (int32_t)n;
-        }
-        s.flops_shared += mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D,
-                                             l->xg, l->yg);
-    }
+    if (ng && l->cfg.share_qkv) s->flops_shared += shared_output(l, N, out);
+    return MATTN_OK;
+}
 
-    /* merge: out = W_o (sum of shared core outputs) + sum of the others */
-    if (!ng) memset(out, 0, (size_t)N * D * sizeof(float));
-    if (!ng && l->cfg.share_qkv) {
+/* out = W_o (sum of shared core outputs) + sum of the others' outputs. */
+static void merge_outputs(mattn_layer *l, int64_t N, float *out, mattn_stats *s) {
+    const int D = l->cfg.d_model, K = l->K;
+    memset(out, 0, (size_t)N * D * sizeof(float));
+    if (l->cfg.share_qkv) {
         int64_t nq = 0;
         for (int64_t n = 0; n < N; n++) {
             float *m = l->merged + n * D;
@@ -525,20 +421,68 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
             }
             if (any) l->srows[nq++] = (int32_t)n;
         }
-        s.flops_shared += mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D,
-                                             l->xg, l->yg);
+        s->flops_shared += mattn_project_rows(l->merged, D, l->srows, nq, N, l->w_o, D, D, out, D, l->xg, l->yg);
     }
-    if (!ng) {
-        #pragma omp parallel for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            float *o = out + n * D;
-            for (int k = 0; k < K; k++) {
-                if (l->uses_shared[k] || !l->exec[n * K + k]) continue;
-                const float w = l->weights[n * K + k], *y = l->y[k] + n * D;
-                for (int d = 0; d < D; d++) o[d] += w * y[d];
-            }
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *o = out + n * D;
+        for (int k = 0; k < K; k++) {
+            if (l->uses_shared[k] || !l->exec[n * K + k]) continue;
+            const float w = l->weights[n * K + k], *y = l->y[k] + n * D;
+            for (int d = 0; d < D; d++) o[d] += w * y[d];
         }
     }
+}
+
+/* The routing statistics with the FLOPs the forward counted in s. */
+static void finish_stats(const mattn_layer *l, int64_t N, const mattn_stats *s, double t_start, mattn_stats *out) {
+    mattn_layer_fill_stats(l, N, out);
+    memcpy(out->flops, s->flops, sizeof out->flops);
+    out->flops_shared = s->flops_shared;
+    out->flops_controller = s->flops_controller;
+    out->flops_total = s->flops_shared + s->flops_controller;
+    for (int k = 0; k < l->K; k++) out->flops_total += s->flops[k];
+    out->seconds = mattn_now() - t_start;
+}
+
+mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
+                                 const mattn_masks *masks, float *out, float *aux_loss,
+                                 mattn_stats *stats) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_forward: layer is NULL");
+    mattn_status st = check_forward(l, x, B, T, masks, out);
+    if (st != MATTN_OK) return st;
+    const int D = l->cfg.d_model, K = l->K;
+    const int64_t N = (int64_t)B * T;
+    const double t_start = mattn_now();
+    st = mattn_layer_plan(l, B, T);
+    if (st != MATTN_OK) return st;
+    l->N = 0;
+
+    const uint64_t step = l->step;
+    double aux = 0.0;
+    st = mattn_controller_forward(&l->ctrl, &l->cfg, &l->act, x, B, T, l->training, step, &aux);
+    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
+    l->N = N;
+    mattn_layer_route(l, N, T, 0);
+    for (int k = 0; k < K; k++) { /* token lists per expert */
+        int64_t c = 0;
+        for (int64_t n = 0; n < N; n++)
+            if (l->exec[n * K + k]) l->rows[k][c++] = (int32_t)n;
+        l->n_rows[k] = c;
+    }
+
+    mattn_stats s;
+    memset(&s, 0, sizeof s);
+    s.flops_controller = mattn_controller_flops(&l->ctrl, N);
+    if (l->cfg.share_qkv) s.flops_shared = shared_projections(l, x, B, T);
+    /* Not with a mix of shared and unshared experts (custom experts under
+     * share_qkv): their outputs need W_o and no W_o separately. */
+    int all_shared = 1;
+    for (int k = 0; k < K; k++) all_shared &= l->uses_shared[k];
+    const int ng = l->no_grad && (!l->cfg.share_qkv || all_shared);
+    st = run_experts(l, x, B, T, masks, ng, step, out, &s);
+    if (st != MATTN_OK) return st;
+    if (!ng) merge_outputs(l, N, out, &s);
 
     /* x was finite: a non-finite output means a weight holds NaN/Inf (or
      * the activations overflowed) — say so instead of passing it on */
@@ -555,169 +499,6 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     l->f_step = step;
     if (l->training) l->step++;
     if (aux_loss) *aux_loss = (float)aux;
-    if (stats) {
-        double fl[MATTN_MAX_EXPERTS];
-        memcpy(fl, s.flops, sizeof fl);
-        double fs = s.flops_shared, fc = s.flops_controller;
-        mattn_layer_fill_stats(l, N, stats);
-        memcpy(stats->flops, fl, sizeof fl);
-        stats->flops_shared = fs;
-        stats->flops_controller = fc;
-        stats->flops_total = fs + fc;
-        for (int k = 0; k < K; k++) stats->flops_total += fl[k];
-        stats->seconds = mattn_now() - t_start;
-    }
-    return MATTN_OK;
-}
-
-// ----------------------------------------------------------------------------
-// backward
-
-/* Allocate every gradient (zeroed) and refresh the parameter table. */
-static mattn_status ensure_grads(mattn_layer *l) {
-    if (l->has_grads) return MATTN_OK;
-    const size_t D = (size_t)l->cfg.d_model;
-    mattn_status st = mattn_controller_alloc_grads(&l->ctrl);
-    for (int k = 0; k < l->K && st == MATTN_OK; k++) {
-        mattn_expert *e = l->experts[k];
-        if (!e->vt->backward)
-            return LERR(l, MATTN_ERR_UNSUPPORTED, "expert %d ('%s') has no backward: the layer cannot be trained",
-                        k, e->vt->name);
-        if (is_builtin(e)) st = mattn_builtin_alloc_grads(e->state);
-    }
-    if (st == MATTN_OK && l->cfg.share_qkv) {
-        l->g_w_qkv = mattn_amalloc(3 * D * D * sizeof(float));
-        l->g_w_o = mattn_amalloc(D * D * sizeof(float));
-        if (!l->g_w_qkv || !l->g_w_o) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory for gradients");
-        else {
-            memset(l->g_w_qkv, 0, 3 * D * D * sizeof(float));
-            memset(l->g_w_o, 0, D * D * sizeof(float));
-        }
-    }
-    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
-    /* the table holds copies of the tensors: rebuild it with the grad pointers */
-    mattn_free(l->params);
-    l->params = NULL;
-    l->n_params = 0;
-    st = build_param_table(l);
-    if (st != MATTN_OK) return st;
-    l->has_grads = 1;
-    return MATTN_OK;
-}
-
-mattn_status mattn_layer_zero_grad(mattn_layer *l) {
-    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_zero_grad: layer is NULL");
-    mattn_status st = ensure_grads(l);
-    if (st != MATTN_OK) return st;
-    for (int i = 0; i < l->n_params; i++) {
-        mattn_tensor *t = &l->params[i].t;
-        size_t n = 1;
-        for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
-        if (t->grad) memset(t->grad, 0, n * sizeof(float));
-    }
-    return MATTN_OK;
-}
-
-/* The backward's scratch, carved like the forward's arena. */
-static size_t grad_layout(mattn_layer *l, char *base, int B, int T) {
-    const int64_t N = (int64_t)B * T;
-    const size_t D = (size_t)l->cfg.d_model, K = (size_t)l->K, Hc = (size_t)l->ctrl.Hc;
-    mattn_carver cv = {base, 0};
-    l->gw = mattn_carve(&cv, N * K * sizeof(float));
-    l->gy = mattn_carve(&cv, N * D * sizeof(float));
-    l->gz2 = mattn_carve(&cv, N * K * sizeof(float));
-    l->gh = mattn_carve(&cv, N * Hc * sizeof(float));
-    l->glogits = mattn_carve(&cv, N * K * sizeof(float));
-    l->g_merged = l->cfg.share_qkv ? mattn_carve(&cv, N * D * sizeof(float)) : NULL;
-    l->g_qkv = l->cfg.share_qkv ? mattn_carve(&cv, N * 3 * D * sizeof(float)) : NULL;
-    for (int k = 0; k < l->K; k++) {
-        mattn_expert *e = l->experts[k];
-        l->gwork[k] = mattn_carve(&cv, e->vt->backward_workspace_size ? e->vt->backward_workspace_size(e->state, B, T) : 0);
-    }
-    return cv.off;
-}
-
-static mattn_status plan_grad(mattn_layer *l, int B, int T) {
-    if (!l->g_arena || l->gB != B || l->gT != T) {
-        const size_t bytes = grad_layout(l, NULL, B, T);
-        char *a = mattn_amalloc(bytes ? bytes : 1);
-        if (!a) return LERR(l, MATTN_ERR_NOMEM, "out of memory for the backward (B=%d, T=%d: %zu bytes)", B, T, bytes);
-        mattn_afree(l->g_arena);
-        l->g_arena = a;
-        l->gB = B;
-        l->gT = T;
-    }
-    grad_layout(l, l->g_arena, B, T);
-    return MATTN_OK;
-}
-
-mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_masks *masks, const float *gout,
-                                  float g_aux, float *gx) {
-    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_backward: layer is NULL");
-    if (!x || !gout) return LERR(l, MATTN_ERR_INVALID_ARG, "mattn_layer_backward: %s is NULL", !x ? "x" : "gout");
-    if (!l->N) return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: no forward to differentiate");
-    if (l->f_no_grad)
-        return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: the last forward ran with gradients off "
-                    "(mattn_layer_set_grad(l, 1) before the forward)");
-    const int B = l->fB, T = l->fT, D = l->cfg.d_model, K = l->K;
-    const int64_t N = l->N;
-    for (int k = 0; k < K; k++)
-        if (l->n_rows[k] != N)
-            return LERR(l, MATTN_ERR_MISUSE, "mattn_layer_backward: the last forward ran expert %d on %lld of %lld "
-                        "tokens (eval-mode hard routing executes sparsely and has no backward); use training "
-                        "mode or soft routing", k, (long long)l->n_rows[k], (long long)N);
-    mattn_status st = ensure_grads(l);
-    if (st == MATTN_OK) st = plan_grad(l, B, T);
-    if (st != MATTN_OK) return st;
-    const int training = l->f_training;
-    const uint64_t step = l->f_step;
-
-    /* merge: out = sum_k w_k y_k  (shared: out = W_o sum_k w_k core_k) */
-    const float *gm = gout;
-    if (l->cfg.share_qkv) {
-        mattn_gemm(0, 0, (int)N, D, D, 1.0f, gout, D, l->w_o, D, 0.0f, l->g_merged, D);
-        mattn_gemm(1, 0, D, D, (int)N, 1.0f, gout, D, l->merged, D, 1.0f, l->g_w_o, D);
-        memset(l->g_qkv, 0, (size_t)N * 3 * D * sizeof(float));
-        gm = l->g_merged;
-    }
-    for (int k = 0; k < K; k++) {
-        const float *g = l->uses_shared[k] ? gm : gout, *y = l->y[k];
-        #pragma omp parallel for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const float w = l->weights[n * K + k];
-            double dot = 0.0;
-            for (int d = 0; d < D; d++) {
-                dot += (double)g[n * D + d] * y[n * D + d];
-                l->gy[n * D + d] = w * g[n * D + d];
-            }
-            l->gw[n * K + k] = (float)dot;
-        }
-        mattn_expert *e = l->experts[k];
-        mattn_expert_grad_call c = {
-            .x = x, .qkv = l->uses_shared[k] ? l->qkv : NULL, .g_qkv = l->uses_shared[k] ? l->g_qkv : NULL,
-            .B = B, .T = T, .masks = masks, .out = y, .gout = l->gy, .gx = gx, .work = l->work[k],
-            .gwork = l->gwork[k], .training = training, .seed = l->cfg.seed, .step = step,
-        };
-        st = e->vt->backward(e->state, &c);
-        if (st != MATTN_OK)
-            return LERR(l, st, "expert %d ('%s') backward failed: %s", k, e->vt->name, mattn_last_error());
-    }
-    if (l->cfg.share_qkv) {
-        mattn_gemm(1, 0, 3 * D, D, (int)N, 1.0f, l->g_qkv, 3 * D, x, D, 1.0f, l->g_w_qkv, D);
-        if (gx) mattn_gemm(0, 0, (int)N, D, 3 * D, 1.0f, l->g_qkv, 3 * D, l->w_qkv, D, 1.0f, gx, D);
-    }
-
-    /* routing weights: alpha itself (soft), or the Gumbel top-k of the logits */
-    const float *galpha = l->gw, *glogits = NULL;
-    if (l->cfg.hard_routing && training) {
-        memset(l->glogits, 0, (size_t)N * K * sizeof(float));
-        mattn_gumbel_topk_backward(l->gw, l->act.logits, N, K, l->cfg.hard_top_k, l->cfg.gumbel_temp, l->cfg.seed,
-                                   step, l->glogits);
-        galpha = NULL;
-        glogits = l->glogits;
-    }
-    st = mattn_controller_backward(&l->ctrl, &l->cfg, &l->act, B, T, training, step, galpha, glogits, g_aux, gx,
-                                   l->gz2, l->gh);
-    if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
+    if (stats) finish_stats(l, N, &s, t_start, stats);
     return MATTN_OK;
 }

@@ -106,8 +106,7 @@ void mattn_layer_cache_poison(mattn_layer_cache *c) {
 
 int mattn_layer_cache_length(const mattn_layer_cache *c) { return c ? c->n : 0; }
 
-mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out, mattn_stats *stats) {
-    if (!l || !c || !x || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_decode: NULL argument");
+static mattn_status check_step(mattn_layer *l, const mattn_layer_cache *c, const float *x) {
     if (c->poisoned)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_MISUSE, "the decode cache holds the non-finite state of a failed "
                                  "step: reset the cache first");
@@ -120,16 +119,81 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
         return mattn_set_error_h(l->errmsg, MATTN_ERR_UNSUPPORTED,
                                  "decoding needs a fixed position length (mattn_layer_set_position_length): with "
                                  "pos_t = t/(T-1) every token's routing changes as the sequence grows");
-    const double t_start = mattn_now();
-    const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
+    const int B = c->B, D = l->cfg.d_model;
     for (int i = 0; i < B * D; i++)
         if (!isfinite(x[i]))
             return mattn_set_error_h(l->errmsg, MATTN_ERR_NUMERIC, "x holds a non-finite value (%g) at sequence %d, "
                                      "feature %d", (double)x[i], i / D, i % D);
-    if (l->forced && t >= l->n_forced)
+    if (l->forced && c->n >= l->n_forced)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_INVALID_ARG, "forced routes cover %d positions, decoding position %d",
-                                 l->n_forced, t);
-    mattn_status st = mattn_layer_plan(l, B, 1);
+                                 l->n_forced, c->n);
+    return MATTN_OK;
+}
+
+/* Expert k's part of a step: its keys/values (and queries if it runs for
+ * any sequence) unless shared, every sequence's token into its cache, its
+ * core for the routed sequences, merged into out (or c->merged, shared).
+ * Returns its FLOPs. */
+static double expert_step(mattn_layer *l, mattn_layer_cache *c, int k, const float *x, float *out) {
+    const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
+    const mattn_builtin *e = l->experts[k]->state;
+    expert_cache *ec = &c->e[k];
+    const int H = e->H, dh = e->dh;
+    double fl = 0.0;
+    int64_t nrun = 0;
+    for (int b = 0; b < B; b++) nrun += l->exec[b * K + k];
+    l->n_rows[k] = nrun;
+    if (!e->share) { /* this expert's q (only if it runs), k, v */
+        const int off = nrun ? 0 : D, rows = nrun ? 3 * D : 2 * D;
+        mattn_gemm(0, 1, B, rows, D, 1.0f, x, D, e->w_qkv + (size_t)off * D, D, 0.0f, c->qkv + off, 3 * D);
+        fl += 2.0 * B * rows * D;
+    }
+    /* every token enters every cache */
+    for (int b = 0; b < B; b++) {
+        const float *kt = c->qkv + (size_t)b * 3 * D + D, *vt = kt + D;
+        if (ec->S) {
+            float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
+            if (t == 0) memset(S, 0, (size_t)H * ((size_t)dh * dh + dh) * sizeof(float));
+            fl += mattn_attn_linear_decode_update(S, kt, vt, H, dh);
+        } else {
+            const int rows = ec->ring ? ec->ring : c->cap, slot = ec->ring ? t % ec->ring : t;
+            memcpy(ec->K + ((size_t)b * rows + slot) * D, kt, (size_t)D * sizeof(float));
+            memcpy(ec->V + ((size_t)b * rows + slot) * D, vt, (size_t)D * sizeof(float));
+        }
+    }
+    /* queries of the routed tokens */
+    for (int b = 0; nrun && b < B; b++) {
+        if (!l->exec[b * K + k]) continue;
+        const float *q = c->qkv + (size_t)b * 3 * D;
+        float *att = c->att + (size_t)b * D;
+        if (ec->S) {
+            const float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
+            fl += mattn_attn_linear_decode_query(S, q, att, H, dh);
+        } else {
+            const int rows = ec->ring ? ec->ring : c->cap;
+            const int lo = e->window >= 0 && t - e->window > 0 ? t - e->window : 0;
+            fl += mattn_attn_softmax_decode(q, ec->K + (size_t)b * rows * D, ec->V + (size_t)b * rows * D, D, H, dh,
+                                            lo, t, ec->ring, att);
+        }
+        const float w = l->weights[b * K + k];
+        if (e->share) {
+            mattn_axpy(c->merged + (size_t)b * D, w, att, D);
+        } else {
+            mattn_gemm(0, 1, 1, D, D, 1.0f, att, D, e->w_o, D, 0.0f, c->y + (size_t)b * D, D);
+            mattn_axpy(out + (size_t)b * D, w, c->y + (size_t)b * D, D);
+            fl += 2.0 * D * D;
+        }
+    }
+    return fl;
+}
+
+mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out, mattn_stats *stats) {
+    if (!l || !c || !x || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_decode: NULL argument");
+    mattn_status st = check_step(l, c, x);
+    if (st != MATTN_OK) return st;
+    const double t_start = mattn_now();
+    const int B = c->B, D = l->cfg.d_model, K = l->K, t = c->n;
+    st = mattn_layer_plan(l, B, 1);
     if (st != MATTN_OK) return st;
     double aux;
     l->ctrl.pos_offset = t;
@@ -149,56 +213,7 @@ mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const floa
         memset(c->merged, 0, (size_t)B * D * sizeof(float));
     }
     memset(out, 0, (size_t)B * D * sizeof(float));
-    for (int k = 0; k < K; k++) {
-        const mattn_builtin *e = l->experts[k]->state;
-        expert_cache *ec = &c->e[k];
-        const int H = e->H, dh = e->dh;
-        int64_t nrun = 0;
-        for (int b = 0; b < B; b++) nrun += l->exec[b * K + k];
-        l->n_rows[k] = nrun;
-        if (!e->share) { /* this expert's q (only if it runs), k, v */
-            const int off = nrun ? 0 : D, rows = nrun ? 3 * D : 2 * D;
-            mattn_gemm(0, 1, B, rows, D, 1.0f, x, D, e->w_qkv + (size_t)off * D, D, 0.0f, c->qkv + off, 3 * D);
-            fl[k] += 2.0 * B * rows * D;
-        }
-        /* every token enters every cache */
-        for (int b = 0; b < B; b++) {
-            const float *kt = c->qkv + (size_t)b * 3 * D + D, *vt = kt + D;
-            if (ec->S) {
-                float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
-                if (t == 0) memset(S, 0, (size_t)H * ((size_t)dh * dh + dh) * sizeof(float));
-                fl[k] += mattn_attn_linear_decode_update(S, kt, vt, H, dh);
-            } else {
-                const int rows = ec->ring ? ec->ring : c->cap, slot = ec->ring ? t % ec->ring : t;
-                memcpy(ec->K + ((size_t)b * rows + slot) * D, kt, (size_t)D * sizeof(float));
-                memcpy(ec->V + ((size_t)b * rows + slot) * D, vt, (size_t)D * sizeof(float));
-            }
-        }
-        if (!nrun) continue;
-        /* queries of the routed tokens */
-        for (int b = 0; b < B; b++) {
-            if (!l->exec[b * K + k]) continue;
-            const float *q = c->qkv + (size_t)b * 3 * D;
-            float *att = c->att + (size_t)b * D;
-            if (ec->S) {
-                const float *S = ec->S + (size_t)b * H * ((size_t)dh * dh + dh);
-                fl[k] += mattn_attn_linear_decode_query(S, q, att, H, dh);
-            } else {
-                const int rows = ec->ring ? ec->ring : c->cap;
-                const int lo = e->window >= 0 && t - e->window > 0 ? t - e->window : 0;
-                fl[k] += mattn_attn_softmax_decode(q, ec->K + (size_t)b * rows * D, ec->V + (size_t)b * rows * D, D,
-                                                   H, dh, lo, t, ec->ring, att);
-            }
-            const float w = l->weights[b * K + k];
-            if (e->share) {
-                mattn_axpy(c->merged + (size_t)b * D, w, att, D);
-            } else {
-                mattn_gemm(0, 1, 1, D, D, 1.0f, att, D, e->w_o, D, 0.0f, c->y + (size_t)b * D, D);
-                mattn_axpy(out + (size_t)b * D, w, c->y + (size_t)b * D, D);
-                fl[k] += 2.0 * D * D;
-            }
-        }
-    }
+    for (int k = 0; k < K; k++) fl[k] = expert_step(l, c, k, x, out);
     if (l->cfg.share_qkv) {
         mattn_gemm(0, 1, B, D, D, 1.0f, c->merged, D, l->w_o, D, 0.0f, out, D);
         f_shared += 2.0 * B * D * D;

@@ -107,7 +107,7 @@ static inline void *mattn_carve(mattn_carver *c, size_t bytes) {
     } while (0)
 
 // ----------------------------------------------------------------------------
-// RNG (spec/bayes_math.md §4): SplitMix64, xoshiro256**, per-token streams
+// RNG (docs/bayes-math.md §4): SplitMix64, xoshiro256**, per-token streams
 
 typedef struct mattn_rng { uint64_t s[4]; } mattn_rng;
 

@@ -1,5 +1,5 @@
 /*
- * rng.c — the random numbers of spec/bayes_math.md §4: SplitMix64 for seeding,
+ * rng.c — the random numbers of docs/bayes-math.md §4: SplitMix64 for seeding,
  * xoshiro256** as the generator, one stream per (seed, step, token, purpose)
  * so results do not depend on the thread count, uniforms on the open interval,
  * Box-Muller normals and Marsaglia-Tsang Gamma samples (with the a < 1 boost).
