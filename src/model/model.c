@@ -21,156 +21,7 @@
 
 #include "model/model.h"
 
-typedef struct block_params {
-    float *ln1w, *ln1b, *ln2w, *ln2b, *w1, *b1, *w2, *b2;
-} block_params;
-
-typedef struct block_acts {
-    float *ln1, *mean1, *rstd1, *att, *mid, *ln2, *mean2, *rstd2, *h, *g, *gd, *f;
-} block_acts;
-
-typedef struct model_param {
-    char name[160];
-    mattn_tensor t;
-    int layer, index;        /* layer parameter (layer >= 0) or own (-1) */
-} model_param;
-
-struct mattn_model {
-    mattn_lm_config cfg;
-    char errmsg[MATTN_ERRMSG_LEN];
-    int L, D, V, F, Tmax;
-    mattn_layer **layers;
-    mattn_stats *stats;
-    /* own parameters and their gradients: identical layouts */
-    float *own, *gown;
-    size_t n_own;
-    float *tok, *pos, *lnfw, *lnfb;
-    block_params *bp;
-    int n_params;
-    model_param *params;
-    int training;
-    uint64_t step;
-    /* activations for (aB, aT) */
-    int aB, aT;
-    char *arena;
-    int32_t *idx, *tgt;
-    float **res;              /* L+1 residual streams (N, D) */
-    block_acts *ba;
-    float *lnf, *meanf, *rstdf, *logits, *probs;
-    int has_targets;
-    int64_t count;
-    uint64_t f_step;
-    int f_training;
-    /* backward scratch */
-    char *g_arena;
-    int gB, gT;
-    float *dres, *dtmp, *dln, *dF1, *dF2, *dlogits;
-};
-
 #define MERR(m, st, ...) mattn_set_error_h((m)->errmsg, st, __VA_ARGS__)
-
-// ----------------------------------------------------------------------------
-// config
-
-mattn_lm_config mattn_lm_config_default(void) {
-    mattn_lm_config c;
-    memset(&c, 0, sizeof c);
-    c.attn = mattn_config_default();
-    c.vocab_size = 50257;
-    c.n_layers = 6;
-    c.max_seq_len = 1024;
-    c.ffn_multiplier = 4;
-    c.tie_weights = 1;
-    return c;
-}
-
-#define BAD(...) return mattn_set_error(MATTN_ERR_INVALID_ARG, __VA_ARGS__)
-
-mattn_status mattn_lm_config_validate(const mattn_lm_config *c) {
-    if (!c) BAD("lm config is NULL");
-    mattn_status st = mattn_config_validate(&c->attn);
-    if (st != MATTN_OK) return st;
-    if (c->vocab_size < 1) BAD("vocab_size must be >= 1, got %d", c->vocab_size);
-    if (c->n_layers < 1 || c->n_layers > 1024) BAD("n_layers must be in [1, 1024], got %d", c->n_layers);
-    if (c->max_seq_len < 1) BAD("max_seq_len must be >= 1, got %d", c->max_seq_len);
-    if (c->ffn_multiplier < 1 || c->ffn_multiplier > 64) BAD("ffn_multiplier must be in [1, 64], got %d", c->ffn_multiplier);
-    if (!c->tie_weights) BAD("tie_weights = false is not supported (the head is tied to tok_emb)");
-    if ((double)c->vocab_size * c->attn.d_model > 2e9 || (double)c->max_seq_len * c->attn.d_model > 2e9)
-        BAD("vocab_size or max_seq_len too large for d_model %d", c->attn.d_model);
-    return MATTN_OK;
-}
-
-static int json_int(const cJSON *v, int *out) {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) return 0;
-    *out = (int)v->valuedouble;
-    return 1;
-}
-
-mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
-    if (!json || !out) BAD("mattn_lm_config_from_json: %s is NULL", !json ? "json" : "out");
-    mattn_alloc_mark();
-    cJSON *root = cJSON_Parse(json);
-    if (!root && mattn_alloc_failed()) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory parsing model config JSON");
-    if (!root) return mattn_set_error(MATTN_ERR_FORMAT, "model config is not valid JSON");
-    mattn_lm_config c = mattn_lm_config_default();
-    mattn_status st = MATTN_OK;
-    if (!cJSON_IsObject(root)) st = mattn_set_error(MATTN_ERR_FORMAT, "model config JSON must be an object");
-    const cJSON *v, *obj = st == MATTN_OK ? root : NULL;
-    cJSON_ArrayForEach(v, obj) {
-        const char *k = v->string;
-        int *dst = !strcmp(k, "vocab_size") ? &c.vocab_size : !strcmp(k, "n_layers") ? &c.n_layers
-                 : !strcmp(k, "max_seq_len") ? &c.max_seq_len : !strcmp(k, "ffn_multiplier") ? &c.ffn_multiplier : NULL;
-        if (dst) {
-            if (!json_int(v, dst)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key '%s' must be an integer", k);
-        } else if (!strcmp(k, "tie_weights")) {
-            if (!cJSON_IsBool(v)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'tie_weights' must be true or false");
-            else c.tie_weights = cJSON_IsTrue(v);
-        } else if (!strcmp(k, "position_norm")) {
-            if (cJSON_IsString(v) && !strcmp(v->valuestring, "max_seq_len")) c.causal_positions = 1;
-            else if (cJSON_IsString(v) && !strcmp(v->valuestring, "length")) c.causal_positions = 0;
-            else st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'position_norm' must be \"length\" or \"max_seq_len\"");
-        } else if (!strcmp(k, "attn")) {
-            char *s = cJSON_IsObject(v) ? cJSON_PrintUnformatted(v) : NULL;
-            if (!cJSON_IsObject(v)) st = mattn_set_error(MATTN_ERR_FORMAT, "model config key 'attn' must be an object");
-            else if (!s) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory reading model config key 'attn'");
-            else st = mattn_config_from_json(s, &c.attn);
-            cJSON_free(s);
-        } else {
-            st = mattn_set_error(MATTN_ERR_INVALID_ARG, "unknown model config key '%s'", k);
-        }
-        if (st != MATTN_OK) break;
-    }
-    cJSON_Delete(root);
-    if (st == MATTN_OK) {
-        c.attn.causal = 1;
-        st = mattn_lm_config_validate(&c);
-    }
-    if (st == MATTN_OK) *out = c;
-    return st;
-}
-
-mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
-    if (!c || !json) BAD("mattn_lm_config_to_json: %s is NULL", !c ? "cfg" : "json");
-    *json = NULL;
-    char *attn = NULL;
-    mattn_status st = mattn_config_to_json(&c->attn, &attn);
-    if (st != MATTN_OK) return st;
-    cJSON *o = cJSON_CreateObject(), *a = cJSON_Parse(attn);
-    mattn_free(attn);
-    int ok = o && a && cJSON_AddItemToObject(o, "attn", a);  /* every cJSON_Add* checked, as in config.c */
-    if (!ok) cJSON_Delete(a);
-    ok = ok && cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    ok = ok && cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
-    ok = ok && cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
-    ok = ok && cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
-    ok = ok && cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
-    ok = ok && cJSON_AddStringToObject(o, "position_norm", c->causal_positions ? "max_seq_len" : "length");
-    char *p = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    *json = p ? mattn_strdup(p) : NULL;
-    cJSON_free(p);
-    return *json ? MATTN_OK : mattn_set_error(MATTN_ERR_NOMEM, "out of memory printing model config JSON");
-}
 
 // ----------------------------------------------------------------------------
 // init / free / parameter table
@@ -461,7 +312,7 @@ static uint64_t drop_key(const mattn_model *m, int layer, int slot) {
 
 /* NaN/Inf in the model's own weights (embeddings, LayerNorms, FFNs); the
  * attention layers check theirs.  O(weights) per forward or decode cache. */
-static mattn_status check_own_weights(mattn_model *m) {
+mattn_status mattn_model_check_own_weights(mattn_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         const model_param *p = &m->params[i];
         if (p->layer >= 0) continue;
@@ -475,7 +326,7 @@ static mattn_status check_own_weights(mattn_model *m) {
 }
 
 /* Index of the first non-finite logit of rows*V, or rows*V. */
-static size_t bad_logit(const mattn_model *m, const float *logits, int64_t rows) {
+size_t mattn_model_bad_logit(const mattn_model *m, const float *logits, int64_t rows) {
     return mattn_find_nonfinite(logits, (size_t)rows * m->V);
 }
 
@@ -494,7 +345,7 @@ mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32
         if (targets && targets[i] >= m->V)
             return MERR(m, MATTN_ERR_INVALID_ARG, "targets[%lld] = %d is outside [0, %d)", (long long)i, targets[i], m->V);
     }
-    mattn_status st = check_own_weights(m);
+    mattn_status st = mattn_model_check_own_weights(m);
     if (st != MATTN_OK) return st;
     st = plan(m, B, T);
     if (st != MATTN_OK) return st;
@@ -529,7 +380,7 @@ mattn_status mattn_model_forward(mattn_model *m, const int32_t *idx, const int32
     mattn_layernorm_forward(m->lnf, m->meanf, m->rstdf, m->res[m->L], m->lnfw, m->lnfb, N, D);
     mattn_linear_forward(m->logits, m->lnf, m->tok, NULL, N, D, m->V);
     if (m->training) m->step++;
-    const size_t bad = targets ? 0 : bad_logit(m, m->logits, N); /* with targets the loss says it */
+    const size_t bad = targets ? 0 : mattn_model_bad_logit(m, m->logits, N); /* with targets the loss says it */
     if (!targets && bad < (size_t)N * m->V)
         return MERR(m, MATTN_ERR_NUMERIC, "logits are not finite (%g at token %lld) although the weights are: the "
                     "activations overflowed", (double)m->logits[bad], (long long)(bad / m->V));
@@ -630,114 +481,5 @@ mattn_status mattn_model_backward(mattn_model *m) {
     memset(m->dtmp, 0, ND);
     mattn_dropout_backward(m->dtmp, m->dres, N * D, p, drop_key(m, m->L, 0));
     mattn_embed_backward(grad_of(m, m->tok), grad_of(m, m->pos), m->dtmp, m->idx, B, T, D);
-    return MATTN_OK;
-}
-
-// ----------------------------------------------------------------------------
-// decoding with a cache (decode.c holds the layers' part)
-
-struct mattn_model_cache {
-    int B, n;
-    mattn_layer_cache **lc;
-    float *x, *ln, *att, *h, *g, *f, *mean, *rstd;
-};
-
-void mattn_model_cache_free(mattn_model_cache *c) {
-    if (!c) return;
-    if (c->lc)
-        for (int l = 0; c->lc[l]; l++) mattn_layer_cache_free(c->lc[l]);
-    mattn_free(c->lc);
-    mattn_afree(c->x);
-    mattn_free(c);
-}
-
-/* One step's buffers, carved from one allocation (c->x is its base). */
-static void cache_layout(mattn_model_cache *c, mattn_carver *cv, size_t D, size_t F) {
-    const size_t B = (size_t)c->B;
-    MATTN_CARVE(cv, c->x, B * D * sizeof(float));
-    MATTN_CARVE(cv, c->ln, B * D * sizeof(float));
-    MATTN_CARVE(cv, c->att, B * D * sizeof(float));
-    MATTN_CARVE(cv, c->f, B * D * sizeof(float));
-    MATTN_CARVE(cv, c->h, B * F * sizeof(float));
-    MATTN_CARVE(cv, c->g, B * F * sizeof(float));
-    MATTN_CARVE(cv, c->mean, B * sizeof(float));
-    MATTN_CARVE(cv, c->rstd, B * sizeof(float));
-}
-
-mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **out) {
-    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: out is NULL");
-    *out = NULL;
-    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: model is NULL");
-    if (!m->cfg.causal_positions)
-        return MERR(m, MATTN_ERR_UNSUPPORTED, "this model normalises positions by the sequence length (position_norm "
-                    "\"length\", the Python library's default): a decode cache cannot reproduce it; re-run the "
-                    "prefix per token instead");
-    if (B < 1) return MERR(m, MATTN_ERR_INVALID_ARG, "decode batch must be >= 1, got %d", B);
-    if (check_own_weights(m) != MATTN_OK) return MATTN_ERR_NUMERIC; /* once, not per step */
-    mattn_model_cache *c = mattn_calloc(1, sizeof *c);
-    if (!c) return MERR(m, MATTN_ERR_NOMEM, "out of memory for a decode cache");
-    c->B = B;
-    c->lc = mattn_calloc((size_t)m->L + 1, sizeof *c->lc);
-    mattn_carver cv = {NULL, 0};
-    cache_layout(c, &cv, (size_t)m->D, (size_t)m->F);
-    cv.base = mattn_amalloc(cv.off);
-    mattn_status st = c->lc && cv.base ? MATTN_OK : MATTN_ERR_NOMEM;
-    if (cv.base) {
-        cv.off = 0;
-        cache_layout(c, &cv, (size_t)m->D, (size_t)m->F);
-    }
-    for (int l = 0; st == MATTN_OK && l < m->L; l++) st = mattn_layer_cache_init(m->layers[l], B, m->Tmax, &c->lc[l]);
-    if (st != MATTN_OK) {
-        mattn_model_cache_free(c);
-        return MERR(m, st, "decode cache: %s", st == MATTN_ERR_NOMEM ? "out of memory" : mattn_last_error());
-    }
-    *out = c;
-    return MATTN_OK;
-}
-
-void mattn_model_cache_reset(mattn_model_cache *c) {
-    if (!c) return;
-    c->n = 0;
-    for (int l = 0; c->lc[l]; l++) mattn_layer_cache_reset(c->lc[l]);
-}
-
-int mattn_model_cache_length(const mattn_model_cache *c) { return c ? c->n : 0; }
-
-mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int32_t *tokens, float *logits) {
-    if (!m || !c || !tokens || !logits) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_decode: NULL argument");
-    const int B = c->B, D = m->D, F = m->F, t = c->n;
-    if (t >= m->Tmax) return MERR(m, MATTN_ERR_INVALID_ARG, "decode position %d reaches max_seq_len %d", t, m->Tmax);
-    for (int b = 0; b < B; b++)
-        if (tokens[b] < 0 || tokens[b] >= m->V)
-            return MERR(m, MATTN_ERR_INVALID_ARG, "tokens[%d] = %d is outside [0, %d)", b, tokens[b], m->V);
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < D; i++)
-            c->x[(size_t)b * D + i] = m->tok[(size_t)tokens[b] * D + i] + m->pos[(size_t)t * D + i];
-    for (int l = 0; l < m->L; l++) {
-        block_params *bp = &m->bp[l];
-        mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln1w, bp->ln1b, B, D);
-        mattn_status st = mattn_layer_decode(m->layers[l], c->lc[l], c->ln, c->att, &m->stats[l]);
-        if (st != MATTN_OK) {
-            if (l > 0 || st == MATTN_ERR_NUMERIC) /* earlier layers hold this position */
-                for (int j = 0; j < m->L; j++) mattn_layer_cache_poison(c->lc[j]);
-            return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
-        }
-        for (size_t i = 0; i < (size_t)B * D; i++) c->x[i] += c->att[i];
-        mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, bp->ln2w, bp->ln2b, B, D);
-        mattn_linear_forward(c->h, c->ln, bp->w1, bp->b1, B, D, F);
-        mattn_gelu_forward(c->g, c->h, (int64_t)B * F);
-        mattn_linear_forward(c->f, c->g, bp->w2, bp->b2, B, F, D);
-        for (size_t i = 0; i < (size_t)B * D; i++) c->x[i] += c->f[i];
-    }
-    mattn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, m->lnfw, m->lnfb, B, D);
-    mattn_linear_forward(logits, c->ln, m->tok, NULL, B, D, m->V);
-    const size_t bad = bad_logit(m, logits, B);
-    if (bad < (size_t)B * m->V) { /* the layer caches already hold this position */
-        for (int l = 0; l < m->L; l++) mattn_layer_cache_poison(c->lc[l]);
-        return MERR(m, MATTN_ERR_NUMERIC, "logits are not finite (%g for sequence %lld) at position %d: a weight "
-                    "turned NaN/Inf after the cache was made, or the activations overflowed; reset the cache",
-                    (double)logits[bad], (long long)(bad / m->V), t);
-    }
-    c->n++;
     return MATTN_OK;
 }
