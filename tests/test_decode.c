@@ -8,21 +8,12 @@
 #include "test_util.h"
 
 static void run(int controller, int hard, int share) {
-    mattn_lm_config cfg = mattn_lm_config_default();
-    cfg.vocab_size = 13;
-    cfg.n_layers = 2;
-    cfg.max_seq_len = 12;
-    cfg.ffn_multiplier = 2;
-    cfg.causal_positions = 1;
-    cfg.attn.d_model = 8;
-    cfg.attn.n_heads = 2;
-    cfg.attn.window_size = 2;
+    mattn_lm_config cfg = test_lm_config(13, 12, 1, 11);
     cfg.attn.controller_hidden = 6;
     cfg.attn.controller = controller;
     cfg.attn.hard_routing = hard;
     cfg.attn.share_qkv = share;
     cfg.attn.uncertainty_threshold = 1e9; /* Bayesian: every token hard when hard_routing */
-    cfg.attn.seed = 11;
     mattn_model *m;
     assert_int_equal(mattn_model_init(&cfg, &m), MATTN_OK);
     /* stronger weights than the init, so routing is not uniform */

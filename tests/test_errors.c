@@ -14,29 +14,8 @@
 #include "io/io.h"
 
 
-static mattn_config layer_cfg(void) {
-    mattn_config c = mattn_config_default();
-    c.d_model = 12;
-    c.n_heads = 3;
-    c.window_size = 3;
-    c.controller_hidden = 8;
-    c.seed = 11;
-    return c;
-}
-
-static mattn_lm_config lm_cfg(void) {
-    mattn_lm_config c = mattn_lm_config_default();
-    c.vocab_size = 32;
-    c.n_layers = 2;
-    c.max_seq_len = 8;
-    c.ffn_multiplier = 2;
-    c.causal_positions = 1;
-    c.attn.d_model = 8;
-    c.attn.n_heads = 2;
-    c.attn.window_size = 2;
-    c.attn.controller_hidden = 4;
-    return c;
-}
+static mattn_config layer_cfg(void) { return test_layer_config(12, 3, 3, 8, 11); }
+static mattn_lm_config lm_cfg(void) { return test_lm_config(32, 8, 1, 0); }
 
 /* check a message fragment, and print the message (docs/errors.md quotes them) */
 #define assert_msg(msg, frag)                                                                  \

@@ -18,31 +18,16 @@
 static mattn_adamw_config ocfg;
 
 static mattn_lm_config tiny_lm(int controller) {
-    mattn_lm_config c = mattn_lm_config_default();
-    c.vocab_size = 13;
-    c.n_layers = 2;
-    c.max_seq_len = 8;
-    c.ffn_multiplier = 2;
-    c.attn.d_model = 8;
-    c.attn.n_heads = 2;
-    c.attn.window_size = 2;
-    c.attn.controller_hidden = 4;
+    mattn_lm_config c = test_lm_config(13, 8, 1, 5); /* causal positions: the decode cache needs them */
     c.attn.controller = controller;
-    c.attn.seed = 5;
-    c.causal_positions = 1; /* position_norm max_seq_len: the decode cache needs it */
     return c;
 }
 
 static mattn_config tiny_layer(int controller, int share_qkv, int hard) {
-    mattn_config c = mattn_config_default();
-    c.d_model = 8;
-    c.n_heads = 2;
-    c.window_size = 2;
-    c.controller_hidden = 4;
+    mattn_config c = test_layer_config(8, 2, 2, 4, 9);
     c.controller = controller;
     c.share_qkv = share_qkv;
     c.hard_routing = hard;
-    c.seed = 9;
     return c;
 }
 

@@ -13,15 +13,7 @@
 
 enum { B = 2, T = 19 };
 
-static mattn_config small_cfg(void) {
-    mattn_config c = mattn_config_default();
-    c.d_model = 12;
-    c.n_heads = 3;
-    c.window_size = 3;
-    c.controller_hidden = 8;
-    c.seed = 11;
-    return c;
-}
+static mattn_config small_cfg(void) { return test_layer_config(12, 3, 3, 8, 11); }
 
 static float *param(mattn_layer *l, const char *name) {
     for (int i = 0; i < mattn_layer_n_params(l); i++) {

@@ -25,20 +25,11 @@ static double mloss(void *p) {
 }
 
 static mattn_lm_config tiny(int controller, int hard) {
-    mattn_lm_config c = mattn_lm_config_default();
-    c.vocab_size = 11;
-    c.n_layers = 2;
-    c.max_seq_len = 8;
-    c.ffn_multiplier = 2;
-    c.attn.d_model = 8;
-    c.attn.n_heads = 2;
-    c.attn.window_size = 2;
-    c.attn.controller_hidden = 4;
+    mattn_lm_config c = test_lm_config(11, 8, 0, 3);
     c.attn.controller = controller;
     c.attn.sample_posterior = 0;
     c.attn.hard_routing = hard;
     c.attn.dropout = 0.1;
-    c.attn.seed = 3;
     return c;
 }
 

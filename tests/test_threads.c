@@ -21,16 +21,11 @@ typedef struct {
 
 static void *run_layer(void *p) {
     layer_job *j = p;
-    mattn_config c = mattn_config_default();
-    c.d_model = D;
-    c.n_heads = 4;
-    c.window_size = 3;
-    c.controller_hidden = 8;
+    mattn_config c = test_layer_config(D, 4, 3, 8, 11 + (uint64_t)j->controller);
     c.controller = j->controller;
     c.share_qkv = j->share_qkv;
     c.hard_routing = j->share_qkv; /* layer 1: Gumbel top-k in training, sparse in eval */
     c.dropout = 0.1;
-    c.seed = 11 + (uint64_t)j->controller;
     mattn_layer *l = NULL;
     j->st = mattn_layer_init(&c, NULL, &l);
     float x[B * T * D], g[B * T * D], aux;
@@ -65,19 +60,12 @@ typedef struct {
 
 static void *run_model(void *p) {
     model_job *j = p;
-    mattn_lm_config c = mattn_lm_config_default();
-    c.vocab_size = V;
-    c.n_layers = 2;
-    c.max_seq_len = T;
-    c.ffn_multiplier = 2;
-    c.causal_positions = 1;
+    mattn_lm_config c = test_lm_config(V, T, 1, 21 + (uint64_t)j->controller);
     c.attn.d_model = D;
-    c.attn.n_heads = 2;
     c.attn.window_size = 3;
     c.attn.controller_hidden = 8;
     c.attn.controller = j->controller;
     c.attn.dropout = 0.1;
-    c.attn.seed = 21 + (uint64_t)j->controller;
     mattn_model *m = NULL;
     mattn_adamw *o = NULL;
     mattn_model_cache *cache = NULL;

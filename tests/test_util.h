@@ -19,6 +19,32 @@
 
 #include "train/train.h"
 
+/* The tests' small shapes, in one place.  A layer: D = d_model, H heads,
+ * local window w, controller width hc, the rest the defaults.  A language
+ * model: V tokens, 2 layers, T positions, FFN x2, D 8, 2 heads, window 2,
+ * controller width 4; causal = position_norm "max_seq_len" (decoding). */
+static __attribute__((unused)) mattn_config test_layer_config(int d_model, int n_heads, int window, int hc,
+                                                                uint64_t seed) {
+    mattn_config c = mattn_config_default();
+    c.d_model = d_model;
+    c.n_heads = n_heads;
+    c.window_size = window;
+    c.controller_hidden = hc;
+    c.seed = seed;
+    return c;
+}
+
+static __attribute__((unused)) mattn_lm_config test_lm_config(int vocab, int T, int causal, uint64_t seed) {
+    mattn_lm_config c = mattn_lm_config_default();
+    c.vocab_size = vocab;
+    c.n_layers = 2;
+    c.max_seq_len = T;
+    c.ffn_multiplier = 2;
+    c.causal_positions = causal;
+    c.attn = test_layer_config(8, 2, 2, 4, seed);
+    return c;
+}
+
 /* max |a-b| over n values; prints the worst index when above tol. */
 static __attribute__((unused)) double max_abs_diff(const float *a, const float *b, size_t n, double tol, const char *what) {
     double worst = 0.0;
@@ -114,7 +140,6 @@ static __attribute__((unused)) uint64_t file_hash(const char *path) {
     return h;
 }
 
-#endif
 
 /* ---- finite differences ----------------------------------------------------
  * loss(ctx) evaluates a scalar (double) from the current contents of theta.
@@ -184,3 +209,5 @@ static __attribute__((unused)) double fd_check(fd_loss_fn loss, void *ctx, float
     free(v);
     return worst;
 }
+
+#endif
