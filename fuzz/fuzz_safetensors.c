@@ -23,7 +23,7 @@ static void setup(void) {
     c.n_layers = 1;
     c.max_seq_len = 8;
     c.ffn_multiplier = 1;
-    c.causal_positions = 1;
+    c.position_norm = 1;
     c.attn.d_model = 4;
     c.attn.n_heads = 1;
     c.attn.window_size = 2;
@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         mattn_st_close(f);
     }
     mattn_lm_config cfg;
-    (void)mattn_model_config_load(path, &cfg);
+    (void)mattn_model_file_config(path, &cfg);
     (void)mattn_model_load(g_model, path);
     (void)mattn_layer_load(g_layer, path);
     (void)mattn_adamw_load(g_opt, g_model, path);

@@ -5,7 +5,37 @@
  * the attention algorithm it needs: exact softmax ("full"), linear kernel
  * attention ("linear") or sliding-window softmax ("local").  This header is
  * the contract and the reference: a function that is not declared here is not
- * part of the API.
+ * part of the API.  The semantics are docs/design.md, the Bayesian
+ * controller's math docs/bayes-math.md.
+ *
+ * Quick start — the calls a new user needs, in order:
+ *
+ *   One layer (examples/demo.c):
+ *     mattn_config cfg = mattn_config_default();     // or mattn_config_preset()
+ *     mattn_layer *l;  mattn_layer_init(&cfg, NULL, &l);   // built-in experts
+ *     mattn_layer_set_training(l, 0);                // eval mode: no noise
+ *     mattn_layer_forward(l, x, B, T, NULL, out, &aux, &stats);
+ *     mattn_stats_format(&stats, line, sizeof line); // RoutingStats(...)
+ *     mattn_layer_alpha(l);                          // (B,T,K) routing weights
+ *     mattn_layer_save(l, "w.safetensors");  mattn_layer_load(l, ...);
+ *     mattn_layer_free(l);
+ *
+ *   A language model (tools/train.c, tools/generate.c):
+ *     mattn_lm_config lc;  mattn_lm_config_preset("tiny", &lc);
+ *     mattn_model *m;  mattn_model_init(&lc, &m);
+ *     mattn_data *d;  mattn_data_load("data/kjv.txt", 0.1, &d);
+ *     mattn_adamw *o;  mattn_adamw_init(m, &opt, &o);   // opt = mattn_adamw_config_default()
+ *     per step: mattn_data_batch(d, MATTN_SPLIT_TRAIN, seed, step, B, T, idx, tgt);
+ *               mattn_model_zero_grad(m);  mattn_model_forward(m, idx, tgt, B, T, &loss, NULL);
+ *               mattn_model_backward(m);  mattn_adamw_step(o, m, mattn_schedule_lr(...), NULL);
+ *     mattn_model_save(m, "model.safetensors");  mattn_model_load(m, ...);
+ *     mattn_model_cache *c;  mattn_model_cache_init(m, 1, &c);
+ *     per token: mattn_model_decode(m, c, &tok, logits);  then a sampler picks the next
+ *     mattn_model_layer_stats(m, i, &stats);         // how layer i routed
+ *     mattn_model_cache_free(c); mattn_adamw_free(o); mattn_data_free(d); mattn_model_free(m);
+ *
+ *   Errors: every call returns mattn_status; mattn_layer_errmsg / mattn_model_errmsg /
+ *   mattn_last_error() say what was wrong, mattn_status_str() names the code.
  *
  * Conventions (see docs/architecture.md):
  *   - Tensors are float32, row-major, contiguous.  x is (B, T, D), D = H * dh.
@@ -39,6 +69,12 @@
 extern "C" {
 #endif
 
+#if defined(__GNUC__)
+#  define MATTN_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#  define MATTN_DEPRECATED(msg)
+#endif
+
 #if defined(_WIN32) && defined(MATTN_SHARED)
 #  ifdef MATTN_BUILD
 #    define MATTN_API __declspec(dllexport)
@@ -55,8 +91,8 @@ extern "C" {
 /* Version                                                                  */
 /* ------------------------------------------------------------------------ */
 
-#define MATTN_VERSION        "0.1.0"
-#define MATTN_VERSION_NUMBER 1000 /* X*1000000 + Y*1000 + Z */
+#define MATTN_VERSION        "0.2.0"
+#define MATTN_VERSION_NUMBER 2000 /* X*1000000 + Y*1000 + Z */
 
 /* The library's own MATTN_VERSION_NUMBER: compare with the header's to check
  * that header and library agree. */
@@ -249,7 +285,6 @@ typedef struct mattn_expert_vtable {
      * Accumulates the parameter gradients (param()'s grad) and dL/dx. */
     mattn_status (*backward)(void *state, mattn_expert_grad_call *call);
     size_t (*backward_workspace_size)(const void *state, int B, int T);
-    void *decode_step;         /* reserved for the decoding issue: set NULL */
     int shared_qkv;            /* 1: under share_qkv takes call->qkv (built-ins) */
 } mattn_expert_vtable;
 
@@ -335,13 +370,15 @@ MATTN_API void mattn_layer_set_training(mattn_layer *l, int training);
  * advances it.  Setting it replays a forward's noise exactly (gradient
  * checks, resuming a run). */
 MATTN_API uint64_t mattn_layer_step(const mattn_layer *l);
-/* The controller's position feature.  Default (0): pos_t = t/(T-1) as in the
- * Python library, which makes a token's routing depend on the sequence's
- * length (i.e. on the future).  length > 0: pos_t = t/(length-1), causal, and
- * T may not exceed length; the language model uses this with max_seq_len
- * (MetaLMConfig "position_norm": "max_seq_len") so that decoding with a cache
- * reproduces the full forward. */
-MATTN_API mattn_status mattn_layer_set_position_length(mattn_layer *l, int length);
+MATTN_API void mattn_layer_set_step(mattn_layer *l, uint64_t step);
+/* The controller's position feature, "position_norm" (one name for one
+ * idea: the LM config field and JSON key are position_norm too).  Default
+ * (max_len 0): pos_t = t/(T-1) as in the Python library, which makes a
+ * token's routing depend on the sequence's length (i.e. on the future).
+ * max_len > 0: pos_t = t/(max_len-1), causal, and T may not exceed max_len;
+ * the language model uses this with max_seq_len (position_norm
+ * "max_seq_len") so that decoding with a cache reproduces the full forward. */
+MATTN_API mattn_status mattn_layer_set_position_norm(mattn_layer *l, int max_len);
 
 /* Single-token decoding of a causal layer with a fixed position length:
  * x (B, D) is the token at position mattn_layer_cache_length() of each of
@@ -357,7 +394,6 @@ MATTN_API void mattn_layer_cache_reset(mattn_layer_cache *c);
 MATTN_API int mattn_layer_cache_length(const mattn_layer_cache *c);
 MATTN_API mattn_status mattn_layer_decode(mattn_layer *l, mattn_layer_cache *c, const float *x, float *out,
                                           mattn_stats *stats);
-MATTN_API void mattn_layer_set_step(mattn_layer *l, uint64_t step);
 
 /* Run the layer.  x (B,T,D) -> out (B,T,D).  aux_loss and stats may be NULL.
  * Errors: MATTN_ERR_INVALID_ARG (NULL pointers, B or T < 1),
@@ -369,15 +405,17 @@ MATTN_API mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B
                                            float *aux_loss, mattn_stats *stats);
 
 /* Views into the last forward's routing, owned by the layer, valid until the
- * next forward: alpha (B,T,K) controller weights; weights (B,T,K) the merge
- * weights actually used; beta_hat (B,T,K) and uncertainty (B,T) — NULL for
- * the prior-free controller. */
+ * next forward: alpha (B,T,K) controller weights; merge_weights (B,T,K) the
+ * weights the merge actually used (alpha under soft routing, the top-k or
+ * Gumbel weights under hard routing); beta_hat (B,T,K) and uncertainty
+ * (B,T) — NULL for the prior-free controller. */
 MATTN_API const float *mattn_layer_alpha(const mattn_layer *l);
-MATTN_API const float *mattn_layer_weights(const mattn_layer *l);
+MATTN_API const float *mattn_layer_merge_weights(const mattn_layer *l);
 MATTN_API const float *mattn_layer_beta_hat(const mattn_layer *l);
 MATTN_API const float *mattn_layer_uncertainty(const mattn_layer *l);
 
-/* Parameters under the Python library's state_dict names. */
+/* Parameter tensors (as PyTorch's parameters(): n_params counts tensors)
+ * under the Python library's state_dict names. */
 MATTN_API int mattn_layer_n_params(const mattn_layer *l);
 MATTN_API mattn_status mattn_layer_param(mattn_layer *l, int i, mattn_tensor *t);
 
@@ -402,8 +440,13 @@ MATTN_API mattn_status mattn_layer_load(mattn_layer *l, const char *path);
 
 
 /* ------------------------------------------------------------------------ */
-/* The Meta-Attention language model (docs/design.md §1 "Language model")        */
+/* The Meta-Attention language model (docs/design.md §1 "Language model")  */
 /* ------------------------------------------------------------------------ */
+
+typedef enum mattn_position_norm {
+    MATTN_POSITION_NORM_LENGTH = 0,      /* pos_t = t/(T-1) */
+    MATTN_POSITION_NORM_MAX_SEQ_LEN = 1  /* pos_t = t/(max_seq_len-1) */
+} mattn_position_norm;
 
 /* MetaLMConfig.  attn.causal is forced on: a language model uses the causal
  * form of every expert. */
@@ -414,9 +457,13 @@ typedef struct mattn_lm_config {
     int max_seq_len;      /* positions (pos_emb rows) */
     int ffn_multiplier;   /* FFN width = ffn_multiplier * d_model */
     int tie_weights;      /* head.weight = tok_emb.weight (only 1 is supported) */
-    int causal_positions; /* JSON "position_norm": "max_seq_len" (1) or "length" (0,
-                             the Python library's t/(T-1), the default when the
-                             key is absent); see mattn_layer_set_position_length */
+    union {               /* JSON "position_norm": "length" (the Python library's
+                             t/(T-1), the default when the key is absent) or
+                             "max_seq_len" (causal; decoding needs it); see
+                             mattn_layer_set_position_norm */
+        mattn_position_norm position_norm;
+        int causal_positions MATTN_DEPRECATED("use position_norm"); /* the old name */
+    };
 } mattn_lm_config;
 
 /* Python defaults (vocab 50257, 6 layers, 1024 positions, 4x, tied) with
@@ -460,16 +507,17 @@ MATTN_API mattn_status mattn_model_layer_stats(const mattn_model *m, int i, matt
 /* Backward of the last forward with targets, dloss = 1; accumulates. */
 MATTN_API mattn_status mattn_model_backward(mattn_model *m);
 MATTN_API mattn_status mattn_model_zero_grad(mattn_model *m);
+/* Parameter tensors (n_params counts tensors) under MetaLanguageModel's
+ * state_dict names; numel: their total number of scalars. */
 MATTN_API int mattn_model_n_params(const mattn_model *m);
-/* Parameters under MetaLanguageModel's state_dict names. */
 MATTN_API mattn_status mattn_model_param(mattn_model *m, int i, mattn_tensor *t);
-MATTN_API int64_t mattn_model_n_weights(const mattn_model *m);   /* total scalars */
+MATTN_API int64_t mattn_model_numel(const mattn_model *m);
 /* safetensors: parameters and buffers under the Python names (tied head not
  * stored), __metadata__ config (MetaLMConfig JSON) and format keys; written
  * atomically.  Load checks names, shapes and buffers against the model. */
 MATTN_API mattn_status mattn_model_save(mattn_model *m, const char *path);
 MATTN_API mattn_status mattn_model_load(mattn_model *m, const char *path);
-/* Decoding with a cache (needs causal_positions): per layer and expert, K/V
+/* Decoding with a cache (needs position_norm max_seq_len): per layer and expert, K/V
  * for full, a ring of the last window+1 positions for local, the running
  * (S, z) for linear.  Each step takes one token per sequence (B of them),
  * routes it on its own (eval mode; the layers' hard_routing decides soft or
@@ -485,8 +533,9 @@ MATTN_API void mattn_model_cache_reset(mattn_model_cache *c);
 MATTN_API int mattn_model_cache_length(const mattn_model_cache *c);
 MATTN_API mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, const int32_t *tokens, float *logits);
 
-/* Read just the config of a saved model. */
-MATTN_API mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out);
+/* The config stored in a saved model's safetensors metadata, without
+ * loading its weights. */
+MATTN_API mattn_status mattn_model_file_config(const char *path, mattn_lm_config *out);
 
 /* ------------------------------------------------------------------------ */
 /* Training: AdamW, clipping, schedules                                      */
@@ -521,10 +570,10 @@ MATTN_API mattn_status mattn_adamw_load(mattn_adamw *o, mattn_model *model, cons
 
 /* Learning rate: linear warmup to lr over `warmup` steps, then cosine decay
  * to min_lr at `total`. */
-MATTN_API double mattn_lr_schedule(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
+MATTN_API double mattn_schedule_lr(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
 /* The Python library's ramps: start before warmup, end after max_steps. */
-MATTN_API double mattn_cosine_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
-MATTN_API double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
+MATTN_API double mattn_schedule_cosine_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
+MATTN_API double mattn_schedule_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end);
 
 /* ------------------------------------------------------------------------ */
 /* Byte-level text data                                                      */
@@ -532,19 +581,51 @@ MATTN_API double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_ste
 
 typedef struct mattn_data mattn_data;
 
+/* The two parts of a corpus: the first bytes train, the last val_fraction validate. */
+typedef enum mattn_split { MATTN_SPLIT_TRAIN = 0, MATTN_SPLIT_VAL = 1 } mattn_split;
+
 /* Read a whole file; the last val_fraction of its bytes is the validation
  * split.  Missing, unreadable or empty file: a clear error. */
 MATTN_API mattn_status mattn_data_load(const char *path, double val_fraction, mattn_data **out);
 MATTN_API void mattn_data_free(mattn_data *d);
-MATTN_API size_t mattn_data_size(const mattn_data *d, int split);   /* split 0 = train, 1 = validation */
+MATTN_API size_t mattn_data_size(const mattn_data *d, mattn_split split);
 MATTN_API const uint8_t *mattn_data_bytes(const mattn_data *d);
 /* B random windows of T+1 bytes from the split, a pure function of
  * (seed, step): idx (B,T) = the first T bytes, targets (B,T) = the next. */
-MATTN_API mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t seed, uint64_t step, int B, int T,
+MATTN_API mattn_status mattn_data_batch(const mattn_data *d, mattn_split split, uint64_t seed, uint64_t step, int B, int T,
                                         int32_t *idx, int32_t *targets);
 /* Window i of n evenly spaced windows over the split (T+1 bytes). */
-MATTN_API mattn_status mattn_data_window(const mattn_data *d, int split, int64_t i, int64_t n, int T, int32_t *idx,
+MATTN_API mattn_status mattn_data_window(const mattn_data *d, mattn_split split, int64_t i, int64_t n, int T, int32_t *idx,
                                          int32_t *targets);
+
+/* ------------------------------------------------------------------------ */
+/* Deprecated names (0.1.0), kept for one release; see CHANGELOG.md         */
+/* ------------------------------------------------------------------------ */
+
+MATTN_DEPRECATED("use mattn_layer_merge_weights")
+static inline const float *mattn_layer_weights(const mattn_layer *l) { return mattn_layer_merge_weights(l); }
+MATTN_DEPRECATED("use mattn_layer_set_position_norm")
+static inline mattn_status mattn_layer_set_position_length(mattn_layer *l, int length) {
+    return mattn_layer_set_position_norm(l, length);
+}
+MATTN_DEPRECATED("use mattn_model_numel")
+static inline int64_t mattn_model_n_weights(const mattn_model *m) { return mattn_model_numel(m); }
+MATTN_DEPRECATED("use mattn_model_file_config")
+static inline mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out) {
+    return mattn_model_file_config(path, out);
+}
+MATTN_DEPRECATED("use mattn_schedule_lr")
+static inline double mattn_lr_schedule(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr) {
+    return mattn_schedule_lr(step, warmup, total, lr, min_lr);
+}
+MATTN_DEPRECATED("use mattn_schedule_cosine_ramp")
+static inline double mattn_cosine_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end) {
+    return mattn_schedule_cosine_ramp(step, warmup, max_steps, start, end);
+}
+MATTN_DEPRECATED("use mattn_schedule_linear_ramp")
+static inline double mattn_linear_ramp(int64_t step, int64_t warmup, int64_t max_steps, double start, double end) {
+    return mattn_schedule_linear_ramp(step, warmup, max_steps, start, end);
+}
 
 #ifdef __cplusplus
 }

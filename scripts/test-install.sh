@@ -65,7 +65,7 @@ step "consumer with CMake: find_package(metaattn CONFIG REQUIRED)"
 cmake -S examples/consumer -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCONSUMER_STATIC=ON \
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >"$tmp/consumer-configure.log" 2>&1 \
   || { cat "$tmp/consumer-configure.log" >&2; fail "consumer: CMake configure"; }
-grep -q "metaattn 0.1.0 from $libdir/cmake/metaattn" "$tmp/consumer-configure.log" \
+grep -q "metaattn 0.2.0 from $libdir/cmake/metaattn" "$tmp/consumer-configure.log" \
   || { cat "$tmp/consumer-configure.log" >&2; fail "consumer: find_package did not find the installed package"; }
 cmake --build "$tmp/cmake" >"$tmp/consumer-build.log" 2>&1 || { cat "$tmp/consumer-build.log" >&2; fail "consumer: CMake build"; }
 run "$tmp/cmake/consumer" cmake-shared shared
@@ -74,7 +74,7 @@ run "$tmp/cmake/consumer_static" cmake-static static
 step "consumer with pkg-config (PKG_CONFIG_PATH=prefix)"
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 pkg-config --exists --print-errors metaattn || fail "pkg-config does not find metaattn"
-[ "$(pkg-config --modversion metaattn)" = 0.1.0 ] || fail "pkg-config: version $(pkg-config --modversion metaattn)"
+[ "$(pkg-config --modversion metaattn)" = 0.2.0 ] || fail "pkg-config: version $(pkg-config --modversion metaattn)"
 # the commands of examples/consumer/README.md
 # shellcheck disable=SC2046  # pkg-config output is split into words on purpose
 $cc -o "$tmp/pc-shared" examples/consumer/consumer.c $(pkg-config --cflags --libs metaattn) -lm \

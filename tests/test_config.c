@@ -143,8 +143,31 @@ static void test_config_files(void **st) {
     rmdir(dir);
 }
 
+/* The 0.1.0 names still work for one release (CHANGELOG.md). */
+static void test_deprecated_names(void **st) {
+    (void)st;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    mattn_lm_config c = mattn_lm_config_default();
+    c.causal_positions = 1;
+    assert_int_equal(c.position_norm, MATTN_POSITION_NORM_MAX_SEQ_LEN);
+    assert_true(mattn_lr_schedule(5, 10, 100, 1.0, 0.1) == mattn_schedule_lr(5, 10, 100, 1.0, 0.1));
+    assert_true(mattn_cosine_ramp(50, 10, 100, 1.0, 0.0) == mattn_schedule_cosine_ramp(50, 10, 100, 1.0, 0.0));
+    assert_true(mattn_linear_ramp(50, 10, 100, 1.0, 0.0) == mattn_schedule_linear_ramp(50, 10, 100, 1.0, 0.0));
+    assert_int_equal(mattn_model_config_load("/nonexistent/m.safetensors", &c), MATTN_ERR_IO);
+    mattn_config lc = mattn_config_default();
+    lc.d_model = 8, lc.n_heads = 2, lc.controller_hidden = 4, lc.causal = 1;
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&lc, NULL, &l), MATTN_OK);
+    assert_int_equal(mattn_layer_set_position_length(l, 4), MATTN_OK);
+    assert_null(mattn_layer_weights(l)); /* no forward yet */
+    mattn_layer_free(l);
+#pragma GCC diagnostic pop
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deprecated_names),
         cmocka_unit_test(test_defaults_and_presets), cmocka_unit_test(test_validation),
         cmocka_unit_test(test_json_round_trip),      cmocka_unit_test(test_json_python_compat),
         cmocka_unit_test(test_config_files),

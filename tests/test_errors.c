@@ -41,7 +41,7 @@ static void test_E1_nonfinite_input(void **st) {
     assert_int_equal(mattn_layer_backward(l, x, NULL, out, 1.0f, NULL), MATTN_ERR_MISUSE);
     /* a decode step: refused before it touches the cache */
     mattn_layer_cache *cache;
-    assert_int_equal(mattn_layer_set_position_length(l, 8), MATTN_OK);
+    assert_int_equal(mattn_layer_set_position_norm(l, 8), MATTN_OK);
     assert_int_equal(mattn_layer_cache_init(l, 2, 8, &cache), MATTN_OK);
     x[12 + 4] = -INFINITY;
     assert_int_equal(mattn_layer_decode(l, cache, x, out, NULL), MATTN_ERR_NUMERIC);

@@ -171,7 +171,7 @@ static mattn_status op_model_save(void *p) {
 
 static mattn_status op_config_load(void *p) {
     mattn_lm_config cfg;
-    mattn_status st = mattn_model_config_load((const char *)p, &cfg);
+    mattn_status st = mattn_model_file_config((const char *)p, &cfg);
     if (st == MATTN_OK) assert_int_equal(cfg.attn.d_model, 8);
     return st;
 }

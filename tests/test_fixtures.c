@@ -83,7 +83,7 @@ static void run_case(const char *name) {
     free(want);
     want = tensor(f, "weights", N * K);
     snprintf(what, sizeof what, "%s: weights", name);
-    double e_w = max_abs_diff(mattn_layer_weights(l), want, (size_t)(N * K), TOL, what);
+    double e_w = max_abs_diff(mattn_layer_merge_weights(l), want, (size_t)(N * K), TOL, what);
     free(want);
     double e_bh = 0, e_u = 0;
     if (cfg.controller == MATTN_CONTROLLER_BAYESIAN) {

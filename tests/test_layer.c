@@ -94,7 +94,7 @@ static void test_soft_is_weighted_sum(void **st) {
         dense_experts(l, &c, x, &m, Y);
         merged(mattn_layer_alpha(l), Y, ref, D);
         assert_close(out, ref, N * D, 2e-6, "soft = sum alpha E");
-        assert_memory_equal(mattn_layer_alpha(l), mattn_layer_weights(l), sizeof(float) * N * 3);
+        assert_memory_equal(mattn_layer_alpha(l), mattn_layer_merge_weights(l), sizeof(float) * N * 3);
         double ws = s.weight[0] + s.weight[1] + s.weight[2];
         assert_true(fabs(ws - 1) < 1e-5 && s.exec_frac[0] == 1 && s.exec_frac[2] == 1);
         assert_true((mattn_layer_beta_hat(l) != NULL) == (c.controller == MATTN_CONTROLLER_BAYESIAN));
@@ -151,7 +151,7 @@ static void test_sparse_hard_equals_dense(void **st) {
         mattn_stats s;
         assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, &s), MATTN_OK);
         dense_experts(l, &c, x, NULL, Y);
-        const float *w = mattn_layer_weights(l), *al = mattn_layer_alpha(l);
+        const float *w = mattn_layer_merge_weights(l), *al = mattn_layer_alpha(l);
         merged(w, Y, ref, D);
         assert_close(out, ref, N * D, 2e-6, "sparse hard = masked dense");
         int hard_tokens = 0, ran[3] = {0};
@@ -206,13 +206,13 @@ static void test_forced_routes(void **st) {
         assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, &s), MATTN_OK);
         dense_experts(l, &c, x, NULL, Y);
         float *ref = falloc(N * D);
-        merged(mattn_layer_weights(l), Y, ref, D);
+        merged(mattn_layer_merge_weights(l), Y, ref, D);
         assert_close(out, ref, N * D, 2e-6, "forced routes = that expert's dense output");
         int cnt[3] = {0};
         for (int t = 0; t < T; t++) cnt[route[t]]++;
         for (int k = 0; k < 3; k++) {
             assert_true(fabs(s.exec_frac[k] - (double)cnt[k] / T) < 1e-12);
-            for (int n = 0; n < N; n++) assert_true(mattn_layer_weights(l)[n * 3 + k] == (route[n % T] == k));
+            for (int n = 0; n < N; n++) assert_true(mattn_layer_merge_weights(l)[n * 3 + k] == (route[n % T] == k));
         }
         /* T beyond the routes, an expert index out of range */
         assert_int_equal(mattn_layer_force_routes(l, route, T - 1), MATTN_OK);
@@ -310,7 +310,7 @@ static void test_training_noise_reproducible(void **st) {
         assert_int_equal(mattn_layer_forward(l1, x, B, T, NULL, o3, NULL, NULL), MATTN_OK);
         assert_true(memcmp(o1, o3, sizeof(float) * N * D) != 0); /* next step, new noise */
         if (hard) { /* Gumbel top-2: two non-zero weights summing to 1 */
-            const float *w = mattn_layer_weights(l1);
+            const float *w = mattn_layer_merge_weights(l1);
             for (int n = 0; n < N; n++) {
                 int nz = (w[3 * n] != 0) + (w[3 * n + 1] != 0) + (w[3 * n + 2] != 0);
                 assert_int_equal(nz, 2);

@@ -90,7 +90,7 @@ static __attribute__((unused)) void test_model_save_load(void **st) {
     snprintf(path, sizeof path, "/tmp/mattn_model_%d.safetensors", (int)getpid());
     assert_int_equal(mattn_model_save(a, path), MATTN_OK);
     mattn_lm_config got;
-    assert_int_equal(mattn_model_config_load(path, &got), MATTN_OK);
+    assert_int_equal(mattn_model_file_config(path, &got), MATTN_OK);
     assert_int_equal(got.n_layers, 2);
     assert_int_equal(got.vocab_size, 11);
     assert_int_equal(mattn_model_load(b, path), MATTN_OK);

@@ -40,7 +40,7 @@ static __attribute__((unused)) mattn_lm_config test_lm_config(int vocab, int T, 
     c.n_layers = 2;
     c.max_seq_len = T;
     c.ffn_multiplier = 2;
-    c.causal_positions = causal;
+    c.position_norm = causal;
     c.attn = test_layer_config(8, 2, 2, 4, seed);
     return c;
 }

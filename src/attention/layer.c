@@ -191,8 +191,8 @@ mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int
     return MATTN_OK;
 }
 uint64_t mattn_layer_step(const mattn_layer *l) { return l ? l->step : 0; }
-mattn_status mattn_layer_set_position_length(mattn_layer *l, int length) {
-    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_set_position_length: layer is NULL");
+mattn_status mattn_layer_set_position_norm(mattn_layer *l, int length) {
+    if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_set_position_norm: layer is NULL");
     if (length < 0) return LERR(l, MATTN_ERR_INVALID_ARG, "position length must be >= 0, got %d", length);
     l->ctrl.pos_len = length;
     return MATTN_OK;
@@ -210,7 +210,7 @@ mattn_status mattn_layer_param(mattn_layer *l, int i, mattn_tensor *t) {
 }
 
 const float *mattn_layer_alpha(const mattn_layer *l) { return l && l->N ? l->act.alpha : NULL; }
-const float *mattn_layer_weights(const mattn_layer *l) { return l && l->N ? l->weights : NULL; }
+const float *mattn_layer_merge_weights(const mattn_layer *l) { return l && l->N ? l->weights : NULL; }
 const float *mattn_layer_beta_hat(const mattn_layer *l) {
     return l && l->N && l->ctrl.kind == MATTN_CONTROLLER_BAYESIAN ? l->act.beta_hat : NULL;
 }

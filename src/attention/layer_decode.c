@@ -117,7 +117,7 @@ static mattn_status check_step(mattn_layer *l, const mattn_layer_cache *c, const
                                  c->n, l->ctrl.pos_len);
     if (l->ctrl.pos_len <= 0)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_UNSUPPORTED,
-                                 "decoding needs a fixed position length (mattn_layer_set_position_length): with "
+                                 "decoding needs a fixed position length (mattn_layer_set_position_norm): with "
                                  "pos_t = t/(T-1) every token's routing changes as the sequence grows");
     const int B = c->B, D = l->cfg.d_model;
     for (int i = 0; i < B * D; i++)

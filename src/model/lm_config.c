@@ -64,8 +64,8 @@ mattn_status mattn_lm_config_from_json(const char *json, mattn_lm_config *out) {
             if (!cJSON_IsBool(v)) st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'tie_weights' must be true or false");
             else c.tie_weights = cJSON_IsTrue(v);
         } else if (!strcmp(k, "position_norm")) {
-            if (cJSON_IsString(v) && !strcmp(v->valuestring, "max_seq_len")) c.causal_positions = 1;
-            else if (cJSON_IsString(v) && !strcmp(v->valuestring, "length")) c.causal_positions = 0;
+            if (cJSON_IsString(v) && !strcmp(v->valuestring, "max_seq_len")) c.position_norm = MATTN_POSITION_NORM_MAX_SEQ_LEN;
+            else if (cJSON_IsString(v) && !strcmp(v->valuestring, "length")) c.position_norm = MATTN_POSITION_NORM_LENGTH;
             else st = mattn_set_error(MATTN_ERR_INVALID_ARG, "model config key 'position_norm' must be \"length\" or \"max_seq_len\"");
         } else if (!strcmp(k, "attn")) {
             char *s = cJSON_IsObject(v) ? cJSON_PrintUnformatted(v) : NULL;
@@ -102,7 +102,7 @@ mattn_status mattn_lm_config_to_json(const mattn_lm_config *c, char **json) {
     ok = ok && cJSON_AddNumberToObject(o, "max_seq_len", c->max_seq_len);
     ok = ok && cJSON_AddNumberToObject(o, "ffn_multiplier", c->ffn_multiplier);
     ok = ok && cJSON_AddBoolToObject(o, "tie_weights", c->tie_weights);
-    ok = ok && cJSON_AddStringToObject(o, "position_norm", c->causal_positions ? "max_seq_len" : "length");
+    ok = ok && cJSON_AddStringToObject(o, "position_norm", c->position_norm ? "max_seq_len" : "length");
     char *p = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     *json = p ? mattn_strdup(p) : NULL;

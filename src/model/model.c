@@ -136,7 +136,7 @@ mattn_status mattn_model_init(const mattn_lm_config *cfg_in, mattn_model **out) 
         mattn_config lc = cfg.attn;
         lc.seed = layer_seed(cfg.attn.seed, l);
         st = mattn_layer_init(&lc, NULL, &m->layers[l]);
-        if (st == MATTN_OK && cfg.causal_positions) st = mattn_layer_set_position_length(m->layers[l], cfg.max_seq_len);
+        if (st == MATTN_OK && cfg.position_norm) st = mattn_layer_set_position_norm(m->layers[l], cfg.max_seq_len);
     }
     if (st != MATTN_OK) {
         mattn_model_free(m);
@@ -213,7 +213,7 @@ mattn_status mattn_model_param(mattn_model *m, int i, mattn_tensor *t) {
     return MATTN_OK;
 }
 
-int64_t mattn_model_n_weights(const mattn_model *m) {
+int64_t mattn_model_numel(const mattn_model *m) {
     int64_t n = 0;
     for (int i = 0; m && i < m->n_params; i++)
         n += m->params[i].t.shape[0] * (m->params[i].t.ndim > 1 ? m->params[i].t.shape[1] : 1);

@@ -43,7 +43,7 @@ mattn_status mattn_model_cache_init(mattn_model *m, int B, mattn_model_cache **o
     if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: out is NULL");
     *out = NULL;
     if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_cache_init: model is NULL");
-    if (!m->cfg.causal_positions)
+    if (!m->cfg.position_norm)
         return MERR(m, MATTN_ERR_UNSUPPORTED, "this model normalises positions by the sequence length (position_norm "
                     "\"length\", the Python library's default): a decode cache cannot reproduce it; re-run the "
                     "prefix per token instead");

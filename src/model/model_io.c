@@ -74,8 +74,8 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
     return st;
 }
 
-mattn_status mattn_model_config_load(const char *path, mattn_lm_config *out) {
-    if (!path || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_config_load: %s is NULL", !path ? "path" : "out");
+mattn_status mattn_model_file_config(const char *path, mattn_lm_config *out) {
+    if (!path || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_file_config: %s is NULL", !path ? "path" : "out");
     char err[MATTN_ERRMSG_LEN];
     mattn_st_file *f = NULL;
     mattn_status st = mattn_st_open(path, &f, err, sizeof err);

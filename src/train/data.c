@@ -64,11 +64,11 @@ void mattn_data_free(mattn_data *d) {
     mattn_free(d);
 }
 
-size_t mattn_data_size(const mattn_data *d, int split) { return !d ? 0 : split ? d->n - d->n_train : d->n_train; }
+size_t mattn_data_size(const mattn_data *d, mattn_split split) { return !d ? 0 : split ? d->n - d->n_train : d->n_train; }
 const uint8_t *mattn_data_bytes(const mattn_data *d) { return d ? d->bytes : NULL; }
 
 /* B windows of T+1 bytes: idx = w[0..T), targets = w[1..T]. */
-mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t seed, uint64_t step, int B, int T,
+mattn_status mattn_data_batch(const mattn_data *d, mattn_split split, uint64_t seed, uint64_t step, int B, int T,
                               int32_t *idx, int32_t *targets) {
     if (!d || !idx || !targets || B < 1 || T < 1)
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_data_batch: bad arguments");
@@ -91,7 +91,7 @@ mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t seed, uin
 }
 
 /* Window i of n evenly spaced windows over the split (deterministic). */
-mattn_status mattn_data_window(const mattn_data *d, int split, int64_t i, int64_t n, int T, int32_t *idx,
+mattn_status mattn_data_window(const mattn_data *d, mattn_split split, int64_t i, int64_t n, int T, int32_t *idx,
                                int32_t *targets) {
     const size_t lo = split ? d->n_train : 0, len = mattn_data_size(d, split);
     if (len < (size_t)T + 1 || n < 1 || i < 0 || i >= n)
