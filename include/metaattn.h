@@ -590,11 +590,19 @@ MATTN_API mattn_status mattn_data_load(const char *path, double val_fraction, ma
 MATTN_API void mattn_data_free(mattn_data *d);
 MATTN_API size_t mattn_data_size(const mattn_data *d, mattn_split split);
 MATTN_API const uint8_t *mattn_data_bytes(const mattn_data *d);
+/* Record mode: the file is back-to-back records of `length` bytes (e.g. the
+ * recall task of bench/experiments/recall.py); the split falls on a record
+ * boundary (the last ceil(val_fraction x records) records validate) and
+ * every window starts at a record start (T + 1 <= length).  length 0
+ * returns to windows anywhere.  A file size that is not a multiple of
+ * length: MATTN_ERR_INVALID_ARG. */
+MATTN_API mattn_status mattn_data_set_records(mattn_data *d, int length);
 /* B random windows of T+1 bytes from the split, a pure function of
  * (seed, step): idx (B,T) = the first T bytes, targets (B,T) = the next. */
 MATTN_API mattn_status mattn_data_batch(const mattn_data *d, mattn_split split, uint64_t seed, uint64_t step, int B, int T,
                                         int32_t *idx, int32_t *targets);
-/* Window i of n evenly spaced windows over the split (T+1 bytes). */
+/* Window i of n evenly spaced windows over the split (T+1 bytes; in record
+ * mode record round(i (R-1)/(n-1)) of the split's R records). */
 MATTN_API mattn_status mattn_data_window(const mattn_data *d, mattn_split split, int64_t i, int64_t n, int T, int32_t *idx,
                                          int32_t *targets);
 
