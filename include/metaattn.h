@@ -546,6 +546,43 @@ MATTN_API mattn_status mattn_data_batch(const mattn_data *d, int split, uint64_t
 MATTN_API mattn_status mattn_data_window(const mattn_data *d, int split, int64_t i, int64_t n, int T, int32_t *idx,
                                          int32_t *targets);
 
+/* ======================================================================== */
+/* Tools for applications: sampling, LM presets, tensor files, build info.   */
+/* What the metaattn CLI uses beyond the API above; it includes nothing else. */
+/* ======================================================================== */
+
+/* ------------------------------------------------------------------------ */
+/* Sampling the next token                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* How to pick a token from next-token logits.  temperature 0 is greedy (the
+ * first largest logit, no randomness drawn).  Otherwise a draw from
+ * softmax(logits / temperature) restricted to the top_k largest logits
+ * (0 = all; logits tied with the k-th stay in) and, of those, to the nucleus:
+ * the smallest run of largest logits whose probability reaches top_p (logits
+ * tied with its last stay in; 1 = off). */
+typedef struct mattn_sampler_config {
+    double temperature;  /* finite, >= 0; default 0.8 */
+    int top_k;           /* >= 0; default 40 */
+    double top_p;        /* in (0, 1]; default 1 */
+    uint64_t seed;       /* the random stream; default 1 */
+} mattn_sampler_config;
+
+/* temperature 0.8, top_k 40, top_p 1, seed 1 (metaattn generate's defaults). */
+MATTN_API mattn_sampler_config mattn_sampler_config_default(void);
+
+/* A sampler: the config and its random stream.  The same config and the same
+ * logits, call after call, give the same tokens.  Bad config (NaN or
+ * negative temperature, top_k < 0, top_p outside (0, 1]):
+ * MATTN_ERR_INVALID_ARG naming the field and the value (mattn_last_error). */
+typedef struct mattn_sampler mattn_sampler;
+MATTN_API mattn_status mattn_sampler_init(const mattn_sampler_config *cfg, mattn_sampler **out);
+MATTN_API void mattn_sampler_free(mattn_sampler *s);
+/* Pick *token in [0, V) from logits (V).  -INFINITY masks a token; NaN,
+ * +INFINITY or every logit -INFINITY: MATTN_ERR_NUMERIC.  Advances the
+ * stream unless greedy.  Errors leave their message in mattn_last_error. */
+MATTN_API mattn_status mattn_sampler_sample(mattn_sampler *s, const float *logits, int V, int32_t *token);
+
 #ifdef __cplusplus
 }
 #endif
