@@ -583,6 +583,26 @@ MATTN_API void mattn_sampler_free(mattn_sampler *s);
  * stream unless greedy.  Errors leave their message in mattn_last_error. */
 MATTN_API mattn_status mattn_sampler_sample(mattn_sampler *s, const float *logits, int V, int32_t *token);
 
+/* ------------------------------------------------------------------------ */
+/* Language-model presets and config files                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The byte-level (vocab 256) presets `metaattn train` trains, with causal
+ * positions (decode cache) and the given shape:
+ *   tiny:  D 128, 4 heads, window 32, controller 64, 4 layers, 256 positions,
+ *          dropout 0;
+ *   small, base: the mattn_config_preset of that name, 6 / 8 layers, 1024
+ *          positions, dropout 0.1.
+ * Unknown name: MATTN_ERR_NOT_FOUND naming it and the presets; *out is left
+ * as it was. */
+MATTN_API mattn_status mattn_lm_config_preset(const char *name, mattn_lm_config *out);
+
+/* Read a MetaLMConfig JSON file (mattn_lm_config_from_json; the result is
+ * validated).  Errors name the path: MATTN_ERR_IO (cannot open or read, not
+ * a regular file), MATTN_ERR_FORMAT (over 64 MiB, a NUL byte, bad JSON) or
+ * from_json's status; *out is left as it was. */
+MATTN_API mattn_status mattn_lm_config_load(const char *path, mattn_lm_config *out);
+
 #ifdef __cplusplus
 }
 #endif
