@@ -603,6 +603,69 @@ MATTN_API mattn_status mattn_lm_config_preset(const char *name, mattn_lm_config 
  * from_json's status; *out is left as it was. */
 MATTN_API mattn_status mattn_lm_config_load(const char *path, mattn_lm_config *out);
 
+/* ------------------------------------------------------------------------ */
+/* Tensor files (safetensors)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Element types of a safetensors file. */
+typedef enum mattn_dtype {
+    MATTN_DTYPE_F32 = 0, MATTN_DTYPE_F64, MATTN_DTYPE_F16, MATTN_DTYPE_BF16,
+    MATTN_DTYPE_I64, MATTN_DTYPE_I32, MATTN_DTYPE_I16, MATTN_DTYPE_I8,
+    MATTN_DTYPE_U8, MATTN_DTYPE_BOOL
+} mattn_dtype;
+/* The format's name ("F32", "BF16", ...; "?" if unknown); 1 for F32, F64,
+ * F16 and BF16. */
+MATTN_API const char *mattn_dtype_name(mattn_dtype d);
+MATTN_API int mattn_dtype_is_float(mattn_dtype d);
+
+#define MATTN_TENSORS_MAX_DIMS 8
+
+typedef struct mattn_tensor_info {
+    const char *name;   /* owned by the file handle */
+    mattn_dtype dtype;
+    int ndim;
+    int64_t shape[MATTN_TENSORS_MAX_DIMS];
+    int64_t numel;      /* product of the shape */
+} mattn_tensor_info;
+
+/* A safetensors file open for reading (memory-mapped).  Open checks the
+ * whole header before anything is read: offsets within the file, known
+ * dtypes, sizes that match the shapes, no overlaps or holes, unique names;
+ * errors name the path and the problem (MATTN_ERR_IO cannot open or map,
+ * MATTN_ERR_FORMAT malformed), in mattn_last_error. */
+typedef struct mattn_tensors mattn_tensors;
+MATTN_API mattn_status mattn_tensors_open(const char *path, mattn_tensors **out);
+MATTN_API void mattn_tensors_free(mattn_tensors *f);
+MATTN_API int mattn_tensors_count(const mattn_tensors *f);
+/* Tensor i in [0, count), in file order. */
+MATTN_API mattn_status mattn_tensors_info(const mattn_tensors *f, int i, mattn_tensor_info *info);
+/* By name; absent: MATTN_ERR_NOT_FOUND (info may be NULL: a presence test). */
+MATTN_API mattn_status mattn_tensors_find(const mattn_tensors *f, const char *name, mattn_tensor_info *info);
+/* __metadata__[key], or NULL; owned by the handle. */
+MATTN_API const char *mattn_tensors_meta(const mattn_tensors *f, const char *key);
+/* Copy tensor `name` into dst as float32, converting from any dtype (floats,
+ * integers, bool as 0/1): a caller that wants a float tensor checks
+ * mattn_dtype_is_float(info.dtype) first.  n must be its numel
+ * (MATTN_ERR_SHAPE); values are not checked for NaN/Inf. */
+MATTN_API mattn_status mattn_tensors_read_f32(const mattn_tensors *f, const char *name, float *dst, int64_t n);
+
+/* One float32 tensor to write: shape has ndim (0..8) entries, data
+ * prod(shape) floats. */
+typedef struct mattn_tensors_entry {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    const float *data;
+} mattn_tensors_entry;
+
+/* Write n tensors (in that order) and n_meta metadata pairs meta[2i] = key,
+ * meta[2i+1] = value (n_meta may be 0) as one safetensors file, atomically:
+ * a temporary file, fsynced, renamed over path; on failure path is left as
+ * it was.  Empty or duplicate names, negative dimensions: MATTN_ERR_INVALID_ARG;
+ * MATTN_ERR_IO names the path and the reason. */
+MATTN_API mattn_status mattn_tensors_write(const char *path, const mattn_tensors_entry *t, int n,
+                                           const char *const *meta, int n_meta);
+
 #ifdef __cplusplus
 }
 #endif
