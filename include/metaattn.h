@@ -666,6 +666,18 @@ typedef struct mattn_tensors_entry {
 MATTN_API mattn_status mattn_tensors_write(const char *path, const mattn_tensors_entry *t, int n,
                                            const char *const *meta, int n_meta);
 
+/* ------------------------------------------------------------------------ */
+/* Build information                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* How this build of the library was compiled, for reports and bug reports. */
+typedef struct mattn_build_info {
+    int vector_bytes;   /* SIMD vector width of the kernels: 64 (AVX-512), 32 (AVX2), 16 (SSE, NEON) */
+    const char *gemm;   /* the matrix products: CBLAS (OpenBLAS) or the built-in GEMM; static */
+    int openmp;         /* 1 if built with OpenMP */
+} mattn_build_info;
+MATTN_API mattn_status mattn_build_info_get(mattn_build_info *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@
  * and backward, bit-identical across thread counts.
  */
 #include "test_util.h"
+#include "kernels/simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -310,9 +311,23 @@ static void test_linear_vs_ref(void **st) {
             }
 }
 
+/* The public build information reports what the kernels were compiled for. */
+static void test_build_info(void **st) {
+    (void)st;
+    mattn_build_info b;
+    assert_int_equal(mattn_build_info_get(&b), MATTN_OK);
+    assert_int_equal(b.vector_bytes, MATTN_VBYTES);
+    assert_string_equal(b.gemm, mattn_gemm_backend());
+#ifdef _OPENMP
+    assert_int_equal(b.openmp, 1);
+#endif
+    assert_int_equal(mattn_build_info_get(NULL), MATTN_ERR_INVALID_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_build_info),
         cmocka_unit_test(test_softmax_vs_ref),
         cmocka_unit_test(test_softmax_rows_subset),
         cmocka_unit_test(test_local_wide_equals_full_and_causality),
