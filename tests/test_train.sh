@@ -123,6 +123,13 @@ g1=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginni
 g2=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginning" --tokens 40 --seed 3 --soft --no-cache 2>&1 | head -1)
 [[ -n "$g1" && "$g1" == "$g2" ]] && ok || bad "generate: cache '$g1' vs no-cache '$g2'"
 check "generate summary" 0 "decode cache, hard routing" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 20
+# --top-p 1 is the default (the same text); a small nucleus is greedy, as --temperature 0
+g3=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 3 --top-p 1 2>&1 | head -1)
+g4=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 3 2>&1 | head -1)
+g5=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 5 --top-p 1e-6 2>&1 | head -1)
+g6=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --temperature 0 2>&1 | head -1)
+[[ -n "$g3" && "$g3" == "$g4" && "$g5" == "$g6" ]] && ok || bad "generate --top-p: '$g3' / '$g4', '$g5' / '$g6'"
+check "generate bad top-p" 2 "--top-p: expected a number in (0, 1], got '0'" "$bin" generate --model "$tmp/A/model.safetensors" --top-p 0
 check "generate json" 0 '"executed_fraction"' "$bin" generate --model "$tmp/A/model.safetensors" --tokens 10 --json
 check "generate context" 0 "stopped at the model's context of 64" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 100
 check "generate no model" 2 "--model is required" "$bin" generate --tokens 5
