@@ -427,7 +427,7 @@ static int run_generate(void *p) {
 
 static int bench_train(bench *b) {
     mattn_lm_config cfg;
-    if (cli_model_preset("tiny", &cfg)) return 1;
+    if (mattn_lm_config_preset("tiny", &cfg) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
     train_ctx c = {.B = 16, .T = 128};
     mattn_adamw_config oc = mattn_adamw_config_default();
     if (mattn_model_init(&cfg, &c.m) != MATTN_OK || mattn_adamw_init(c.m, &oc, &c.o) != MATTN_OK)

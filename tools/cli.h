@@ -102,12 +102,11 @@ int cli_load_model(const char *path, mattn_model **out);
  * tokens.  Prints the model's error and returns 1 on failure. */
 int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq, int len, int window, float *logits);
 
-/* Until train.c, generate.c and bench.c move to the parser and the public
- * API (the next commits): what they take from here. */
+/* Until bench.c moves to the parser and the public API (the next commits):
+ * what it takes from here. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-int cli_model_preset(const char *name, mattn_lm_config *c); /* train.c */
 
 #endif
