@@ -474,50 +474,45 @@ static int train_loop(train_run *r) {
     return rc;
 }
 
-/* Sample n bytes after the prompt by re-running the model on the last ctx
- * bytes, the context it was trained on (positions past it never saw a
- * gradient) — temperature 0.8, top-k 40, eval mode. */
+/* Sample n bytes after the prompt (eval mode) with the public sampler:
+ * through the decode cache while the text fits the context the model was
+ * trained on (positions past it never saw a gradient), then, and for a model
+ * with length-normalised positions throughout, re-running the model on the
+ * last ctx bytes. */
 static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed, int ctx) {
-    const int Tmax = ctx < mattn_model_config(m)->max_seq_len ? ctx : mattn_model_config(m)->max_seq_len;
-    const int V = mattn_model_config(m)->vocab_size;
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int Tmax = ctx < cfg->max_seq_len ? ctx : cfg->max_seq_len, V = cfg->vocab_size;
     int len = (int)strlen(prompt);
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)(len + n + 1));
-    if (!buf) return;
-    for (int i = 0; i < len; i++) buf[i] = (uint8_t)prompt[i];
+    float *logits = malloc(sizeof(float) * V);
+    mattn_sampler_config sc = mattn_sampler_config_default(); /* temperature 0.8, top-k 40 */
+    sc.seed = seed;
+    mattn_sampler *s = NULL;
+    mattn_model_cache *cache = NULL;
     mattn_model_set_training(m, 0);
-    fputs(prompt, stdout);
-    uint64_t s = seed;
-    for (int k = 0; k < n; k++) {
-        int start = len > Tmax ? len - Tmax : 0, T = len - start;
-        if (mattn_model_forward(m, buf + start, NULL, 1, T, NULL, NULL) != MATTN_OK) break;
-        const float *lg = mattn_model_logits(m) + (size_t)(T - 1) * V;
-        /* top-40 at temperature 0.8 */
-        float kth = -INFINITY, tmp[512];
-        int K = V < 40 ? V : 40;
-        for (int v = 0; v < V && v < 512; v++) tmp[v] = lg[v];
-        for (int j = 0; j < K; j++) {
-            int bi = -1;
-            for (int v = 0; v < V && v < 512; v++)
-                if (tmp[v] > -INFINITY && (bi < 0 || tmp[v] > tmp[bi])) bi = v;
-            kth = tmp[bi];
-            tmp[bi] = -INFINITY;
+    if (!buf || !logits) cli_fail(1, "sample: out of memory");
+    else if (mattn_sampler_init(&sc, &s) != MATTN_OK) cli_fail(1, "sample: %s", mattn_last_error());
+    else if (cfg->causal_positions && mattn_model_cache_init(m, 1, &cache) != MATTN_OK)
+        cli_fail(1, "sample: %s", mattn_model_errmsg(m));
+    else {
+        for (int i = 0; i < len; i++) buf[i] = (uint8_t)prompt[i];
+        fputs(prompt, stdout);
+        for (int k = 0; k < n; k++) {
+            if (cache && len > Tmax) { /* past the trained context: windows */
+                mattn_model_cache_free(cache);
+                cache = NULL;
+            }
+            int32_t tok;
+            if (cli_next_logits(m, cache, buf, len, Tmax, logits)) break;
+            if (mattn_sampler_sample(s, logits, V, &tok) != MATTN_OK) { cli_fail(1, "sample: %s", mattn_last_error()); break; }
+            buf[len++] = tok;
+            putchar(tok);
         }
-        double Z = 0.0, mx = -INFINITY;
-        for (int v = 0; v < V; v++) if (lg[v] >= kth && lg[v] > mx) mx = lg[v];
-        for (int v = 0; v < V; v++) if (lg[v] >= kth) Z += exp((lg[v] - mx) / 0.8);
-        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        double u = (double)(s >> 11) / 9007199254740992.0 * Z, acc = 0.0;
-        int pick = 0;
-        for (int v = 0; v < V; v++) {
-            if (lg[v] < kth) continue;
-            acc += exp((lg[v] - mx) / 0.8);
-            pick = v;
-            if (acc >= u) break;
-        }
-        buf[len++] = pick;
-        putchar(pick);
+        putchar('\n');
     }
-    putchar('\n');
+    mattn_model_cache_free(cache);
+    mattn_sampler_free(s);
+    free(logits);
     free(buf);
 }
 
