@@ -3,8 +3,8 @@
  * byte-level text corpus with AdamW, logs every step to DIR/log.jsonl, shows
  * a progress line, checkpoints (DIR/model.safetensors + DIR/optim.safetensors,
  * each written atomically, both carrying the step) every N steps, at the end
- * and on Ctrl-C, and resumes exactly (--resume): the batch, the noise and the
- * schedules are pure functions of (seed, step).
+ * and on Ctrl-C, SIGTERM or SIGHUP, and resumes exactly (--resume): the
+ * batch, the noise and the schedules are pure functions of (seed, step).
  */
 #include <errno.h>
 #include <math.h>
@@ -173,7 +173,7 @@ static int mkdir_p(const char *dir) {
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* The signal that asked the run to stop (SIGINT), or 0. */
+/* The signal that asked the run to stop (SIGINT, SIGTERM, SIGHUP), or 0. */
 static volatile sig_atomic_t g_stop = 0;
 static void on_signal(int sig) { g_stop = sig; }
 
@@ -560,7 +560,11 @@ int cmd_train(int argc, char **argv) {
                (long long)mattn_model_n_weights(r.m), o.data_path, mattn_data_size(r.data, 0),
                mattn_data_size(r.data, 1), o.batch, o.context, n_threads, o.resume ? " | resumed" : "");
         fflush(stdout);
-        signal(SIGINT, on_signal); /* Ctrl-C: finish the step, write a checkpoint, exit 130 */
+        /* Ctrl-C, SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal
+         * went away): finish the step, write a checkpoint, exit 128 + signal */
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
         r.tty = isatty(STDOUT_FILENO) && !o.quiet;
         rc = train_loop(&r);
         if (r.n_skipped) fprintf(stderr, "metaattn: %lld steps skipped for a non-finite loss or gradient\n", r.n_skipped);
