@@ -102,11 +102,4 @@ int cli_load_model(const char *path, mattn_model **out);
  * tokens.  Prints the model's error and returns 1 on failure. */
 int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq, int len, int window, float *logits);
 
-/* Until bench.c moves to the parser and the public API (the next commits):
- * what it takes from here. */
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
 #endif
