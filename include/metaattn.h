@@ -571,8 +571,9 @@ typedef struct mattn_sampler_config {
 /* temperature 0.8, top_k 40, top_p 1, seed 1 (metaattn generate's defaults). */
 MATTN_API mattn_sampler_config mattn_sampler_config_default(void);
 
-/* A sampler: the config and its random stream.  The same config and the same
- * logits, call after call, give the same tokens.  Bad config (NaN or
+/* A sampler: the config and its random stream.  Two samplers made from the
+ * same config and given the same logits, call after call, pick the same
+ * tokens.  Bad config (NaN or
  * negative temperature, top_k < 0, top_p outside (0, 1]):
  * MATTN_ERR_INVALID_ARG naming the field and the value (mattn_last_error). */
 typedef struct mattn_sampler mattn_sampler;
@@ -613,8 +614,8 @@ typedef enum mattn_dtype {
     MATTN_DTYPE_I64, MATTN_DTYPE_I32, MATTN_DTYPE_I16, MATTN_DTYPE_I8,
     MATTN_DTYPE_U8, MATTN_DTYPE_BOOL
 } mattn_dtype;
-/* The format's name ("F32", "BF16", ...; "?" if unknown); 1 for F32, F64,
- * F16 and BF16. */
+/* mattn_dtype_name: the format's name ("F32", "BF16", ...; "?" if unknown).
+ * mattn_dtype_is_float: 1 for F32, F64, F16 and BF16, else 0. */
 MATTN_API const char *mattn_dtype_name(mattn_dtype d);
 MATTN_API int mattn_dtype_is_float(mattn_dtype d);
 
