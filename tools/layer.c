@@ -150,7 +150,7 @@ int cmd_layer(int argc, char **argv) {
     if (mattn_layer_init(&cfg, NULL, &layer) != MATTN_OK) { rc = cli_fail(1, "layer: %s", mattn_last_error()); goto done; }
     if (wp && mattn_layer_load(layer, wp) != MATTN_OK) { rc = cli_fail(1, "--weights: %s", mattn_layer_errmsg(layer)); goto done; }
     if ((rc = read_input(in, cfg.d_model, &li))) goto done;
-    if (!(out = malloc((size_t)li.B * li.T * cfg.d_model * sizeof(float)))) { rc = cli_fail(1, "out of memory for the input"); goto done; }
+    if (!(out = malloc((size_t)li.B * li.T * cfg.d_model * sizeof(float)))) { rc = cli_fail(1, "out of memory for the output"); goto done; }
     mattn_layer_set_training(layer, !eval);
     float aux = 0.0f;
     mattn_stats stats;
