@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """metaattn against PyTorch on the same shapes, in one invocation.
 
-Runs `metaattn bench --json -` (the C side, which measures OpenBLAS sgemm in
-the same process as its kernels) and then the PyTorch versions of the same
-work, written the way a good PyTorch user would write them: batched tensors,
+Runs the C side — `bench_kernels --json -` (OpenBLAS sgemm, the attention
+kernels and the soft layer, each against an sgemm measured alternately with
+it) and `metaattn bench --json -` (sparse routing, decoding, training) — and
+then the PyTorch versions of the same work, written the way a good PyTorch user would write them: batched tensors,
 masks instead of per-token loops, F.scaled_dot_product_attention for full
 (and, with a band mask, local) attention, chunked causal linear attention,
 torch.optim.AdamW.  Prints a table of ratios and writes JSON.
 
-    bench/compare_torch.py [--metaattn build/metaattn] [--threads 2] [--quick]
-                           [--json bench/results/compare.json]
+    bench/compare_torch.py [--metaattn build/metaattn] [--bench-kernels build/bench_kernels]
+                           [--threads 2] [--quick] [--json bench/results/compare.json]
 
 Needs PyTorch 2.x: scripts/install-deps.sh --bench puts one in .venv-bench, then
     .venv-bench/bin/python bench/compare_torch.py
@@ -221,9 +222,26 @@ def torch_side(args):
     return r
 
 
+def c_side(args):
+    """Both C programs once, their JSON merged: the header and sgemm_gflops of
+    bench_kernels, the results of both (kernels first)."""
+    common = ["--json", "-", "--threads", str(args.threads), "--min-time", str(args.min_time)]
+    common += ["--quick"] if args.quick else []
+    out = None
+    for cmd in ([args.bench_kernels] + common, [args.metaattn, "bench"] + common + ["--only", "hard,decode,train"]):
+        print("$ " + " ".join(cmd), file=sys.stderr)
+        j = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout)
+        if out is None:
+            out = j
+        else:
+            out["results"] += j["results"]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--metaattn", default="build/metaattn")
+    ap.add_argument("--bench-kernels", default=None, help="default: bench_kernels next to --metaattn")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--min-time", type=float, default=None)
@@ -231,18 +249,17 @@ def main():
     args = ap.parse_args()
     if args.min_time is None:
         args.min_time = 0.2 if args.quick else 1.0
+    if args.bench_kernels is None:
+        args.bench_kernels = os.path.join(os.path.dirname(args.metaattn), "bench_kernels")
     torch.set_num_threads(args.threads)
 
-    cmd = [args.metaattn, "bench", "--json", "-", "--threads", str(args.threads), "--min-time",
-           str(args.min_time), "--only", "sgemm,kernels,layer,hard,decode,train"] + (["--quick"] if args.quick else [])
     # metaattn before and after PyTorch; each case keeps its better run, so a
     # slow spell of a shared machine does not decide a ratio
-    print("$ " + " ".join(cmd), file=sys.stderr)
-    c = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout)
+    c = c_side(args)
     print("$ PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()), file=sys.stderr)
     t = torch_side(args)
-    print("$ " + " ".join(cmd) + "   (again)", file=sys.stderr)
-    c2 = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout)
+    print("$ (the C side again)", file=sys.stderr)
+    c2 = c_side(args)
     for i, (x, y) in enumerate(zip(c["results"], c2["results"])):
         if "seconds" in x and y.get("seconds", 1e30) < x["seconds"]:
             c["results"][i] = y

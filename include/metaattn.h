@@ -606,6 +606,139 @@ MATTN_API mattn_status mattn_data_batch(const mattn_data *d, mattn_split split, 
 MATTN_API mattn_status mattn_data_window(const mattn_data *d, mattn_split split, int64_t i, int64_t n, int T, int32_t *idx,
                                          int32_t *targets);
 
+/* ======================================================================== */
+/* Tools for applications: sampling, LM presets, tensor files, build info.   */
+/* What the metaattn CLI uses beyond the API above; it includes nothing else. */
+/* ======================================================================== */
+
+/* ------------------------------------------------------------------------ */
+/* Sampling the next token                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* How to pick a token from next-token logits.  temperature 0 is greedy (the
+ * first largest logit, no randomness drawn).  Otherwise a draw from
+ * softmax(logits / temperature) restricted to the top_k largest logits
+ * (0 = all; logits tied with the k-th stay in) and, of those, to the nucleus:
+ * the smallest run of largest logits whose probability reaches top_p (logits
+ * tied with its last stay in; 1 = off). */
+typedef struct mattn_sampler_config {
+    double temperature;  /* finite, >= 0; default 0.8 */
+    int top_k;           /* >= 0; default 40 */
+    double top_p;        /* in (0, 1]; default 1 */
+    uint64_t seed;       /* the random stream; default 1 */
+} mattn_sampler_config;
+
+/* temperature 0.8, top_k 40, top_p 1, seed 1 (metaattn generate's defaults). */
+MATTN_API mattn_sampler_config mattn_sampler_config_default(void);
+
+/* A sampler: the config and its random stream.  Two samplers made from the
+ * same config and given the same logits, call after call, pick the same
+ * tokens.  Bad config (NaN or
+ * negative temperature, top_k < 0, top_p outside (0, 1]):
+ * MATTN_ERR_INVALID_ARG naming the field and the value (mattn_last_error). */
+typedef struct mattn_sampler mattn_sampler;
+MATTN_API mattn_status mattn_sampler_init(const mattn_sampler_config *cfg, mattn_sampler **out);
+MATTN_API void mattn_sampler_free(mattn_sampler *s);
+/* Pick *token in [0, V) from logits (V).  -INFINITY masks a token; NaN,
+ * +INFINITY or every logit -INFINITY: MATTN_ERR_NUMERIC.  Advances the
+ * stream unless greedy.  Errors leave their message in mattn_last_error. */
+MATTN_API mattn_status mattn_sampler_sample(mattn_sampler *s, const float *logits, int V, int32_t *token);
+
+/* ------------------------------------------------------------------------ */
+/* Language-model presets and config files                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The byte-level (vocab 256) presets `metaattn train` trains, with causal
+ * positions (decode cache) and the given shape:
+ *   tiny:  D 128, 4 heads, window 32, controller 64, 4 layers, 256 positions,
+ *          dropout 0;
+ *   small, base: the mattn_config_preset of that name, 6 / 8 layers, 1024
+ *          positions, dropout 0.1.
+ * Unknown name: MATTN_ERR_NOT_FOUND naming it and the presets; *out is left
+ * as it was. */
+MATTN_API mattn_status mattn_lm_config_preset(const char *name, mattn_lm_config *out);
+
+/* Read a MetaLMConfig JSON file (mattn_lm_config_from_json; the result is
+ * validated).  Errors name the path: MATTN_ERR_IO (cannot open or read, not
+ * a regular file), MATTN_ERR_FORMAT (over 64 MiB, a NUL byte, bad JSON) or
+ * from_json's status; *out is left as it was. */
+MATTN_API mattn_status mattn_lm_config_load(const char *path, mattn_lm_config *out);
+
+/* ------------------------------------------------------------------------ */
+/* Tensor files (safetensors)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Element types of a safetensors file. */
+typedef enum mattn_dtype {
+    MATTN_DTYPE_F32 = 0, MATTN_DTYPE_F64, MATTN_DTYPE_F16, MATTN_DTYPE_BF16,
+    MATTN_DTYPE_I64, MATTN_DTYPE_I32, MATTN_DTYPE_I16, MATTN_DTYPE_I8,
+    MATTN_DTYPE_U8, MATTN_DTYPE_BOOL
+} mattn_dtype;
+/* mattn_dtype_name: the format's name ("F32", "BF16", ...; "?" if unknown).
+ * mattn_dtype_is_float: 1 for F32, F64, F16 and BF16, else 0. */
+MATTN_API const char *mattn_dtype_name(mattn_dtype d);
+MATTN_API int mattn_dtype_is_float(mattn_dtype d);
+
+#define MATTN_TENSORS_MAX_DIMS 8
+
+typedef struct mattn_tensor_info {
+    const char *name;   /* owned by the file handle */
+    mattn_dtype dtype;
+    int ndim;
+    int64_t shape[MATTN_TENSORS_MAX_DIMS];
+    int64_t numel;      /* product of the shape */
+} mattn_tensor_info;
+
+/* A safetensors file open for reading (memory-mapped).  Open checks the
+ * whole header before anything is read: offsets within the file, known
+ * dtypes, sizes that match the shapes, no overlaps or holes, unique names;
+ * errors name the path and the problem (MATTN_ERR_IO cannot open or map,
+ * MATTN_ERR_FORMAT malformed), in mattn_last_error. */
+typedef struct mattn_tensors mattn_tensors;
+MATTN_API mattn_status mattn_tensors_open(const char *path, mattn_tensors **out);
+MATTN_API void mattn_tensors_free(mattn_tensors *f);
+MATTN_API int mattn_tensors_count(const mattn_tensors *f);
+/* Tensor i in [0, count), in file order. */
+MATTN_API mattn_status mattn_tensors_info(const mattn_tensors *f, int i, mattn_tensor_info *info);
+/* By name; absent: MATTN_ERR_NOT_FOUND (info may be NULL: a presence test). */
+MATTN_API mattn_status mattn_tensors_find(const mattn_tensors *f, const char *name, mattn_tensor_info *info);
+/* __metadata__[key], or NULL; owned by the handle. */
+MATTN_API const char *mattn_tensors_meta(const mattn_tensors *f, const char *key);
+/* Copy tensor `name` into dst as float32, converting from any dtype (floats,
+ * integers, bool as 0/1): a caller that wants a float tensor checks
+ * mattn_dtype_is_float(info.dtype) first.  n must be its numel
+ * (MATTN_ERR_SHAPE); values are not checked for NaN/Inf. */
+MATTN_API mattn_status mattn_tensors_read_f32(const mattn_tensors *f, const char *name, float *dst, int64_t n);
+
+/* One float32 tensor to write: shape has ndim (0..8) entries, data
+ * prod(shape) floats. */
+typedef struct mattn_tensors_entry {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    const float *data;
+} mattn_tensors_entry;
+
+/* Write n tensors (in that order) and n_meta metadata pairs meta[2i] = key,
+ * meta[2i+1] = value (n_meta may be 0) as one safetensors file, atomically:
+ * a temporary file, fsynced, renamed over path; on failure path is left as
+ * it was.  Empty or duplicate names, negative dimensions: MATTN_ERR_INVALID_ARG;
+ * MATTN_ERR_IO names the path and the reason. */
+MATTN_API mattn_status mattn_tensors_write(const char *path, const mattn_tensors_entry *t, int n,
+                                           const char *const *meta, int n_meta);
+
+/* ------------------------------------------------------------------------ */
+/* Build information                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* How this build of the library was compiled, for reports and bug reports. */
+typedef struct mattn_build_info {
+    int vector_bytes;   /* SIMD vector width of the kernels: 64 (AVX-512), 32 (AVX2), 16 (SSE, NEON) */
+    const char *gemm;   /* the matrix products: CBLAS (OpenBLAS) or the built-in GEMM; static */
+    int openmp;         /* 1 if built with OpenMP */
+} mattn_build_info;
+MATTN_API mattn_status mattn_build_info_get(mattn_build_info *out);
+
 /* ------------------------------------------------------------------------ */
 /* Deprecated names (0.1.0), kept for one release; see CHANGELOG.md         */
 /* ------------------------------------------------------------------------ */

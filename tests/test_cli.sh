@@ -2,7 +2,8 @@
 # test_cli.sh — the CLI contract: help texts, exit codes (0 ok, 2 usage,
 # 1 other errors) with one-line messages naming the problem, and a real
 # `metaattn layer` run on PyTorch-written weights and input.
-# Usage: tests/test_cli.sh path/to/metaattn   (run from the repository root)
+# Usage: tests/test_cli.sh path/to/metaattn [path/to/bench_kernels]   (from the
+# repository root; bench_kernels defaults to the one next to metaattn)
 set -u
 bin=${1:?usage: test_cli.sh path/to/metaattn}
 fx=tests/fixtures
@@ -54,15 +55,29 @@ a=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.saf
 b=$("$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/t2.st" 2>&1)
 if [[ "$a" == "$b" ]] && cmp -s "$tmp/t1.st" "$tmp/t2.st"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL training run not reproducible"; fi
 
-# bench: bad arguments, and a smoke run whose JSON parses
+# bench: bad arguments, and a smoke run whose JSON parses; the kernel
+# benchmarks (build/bench_kernels, next to the CLI) likewise
 check "bench help" 0 "--only LIST" "$bin" bench --help
 check "bench unknown group" 2 "unknown group 'foo'" "$bin" bench --only foo
+check "bench kernels moved" 2 "sgemm and kernels: build/bench_kernels" "$bin" bench --only kernels
 check "bench bad threads" 2 "--threads: expected an integer" "$bin" bench --threads 0
-check "bench unwritable json" 1 "--json: cannot write" "$bin" bench --only sgemm --json /nonexistent/x.json
+check "bench unwritable json" 1 "--json: cannot write" "$bin" bench --only layer --json /nonexistent/x.json
+bk=${2:-$(dirname "$bin")/bench_kernels}
+if [[ -x "$bk" ]]; then
+  check "bench_kernels help" 0 "--only LIST" "$bk" --help
+  check "bench_kernels unknown group" 2 "unknown group 'hard' (sgemm, kernels, layer)" "$bk" --only hard
+  check "bench_kernels bad flag" 2 "bench_kernels: unknown option '--bogus' (see bench_kernels --help)" "$bk" --bogus
+else
+  echo "SKIP bench_kernels: no $bk"
+fi
 # (scripts/valgrind.sh sets METAATTN_TEST_NO_BENCH: timed GEMMs under memcheck take hours)
 if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
-  check "bench sgemm" 0 "GFLOP/s" "$bin" bench --only sgemm --quick --min-time 0 --json "$tmp/b.json"
-  if grep -q '"sgemm_gflops"' "$tmp/b.json" && grep -q '"results"' "$tmp/b.json"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL bench JSON"; fi
+  check "bench layer" 0 "GFLOP/s" "$bin" bench --only layer --quick --min-time 0 --json "$tmp/b.json"
+  if grep -q '"soft layer forward"' "$tmp/b.json" && grep -q '"results"' "$tmp/b.json"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL bench JSON"; fi
+  if [[ -x "$bk" ]]; then
+    check "bench_kernels sgemm" 0 "% sgemm" "$bk" --only sgemm --quick --min-time 0 --json "$tmp/k.json"
+    if grep -q '"sgemm_gflops"' "$tmp/k.json" && grep -q '"results"' "$tmp/k.json"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL bench_kernels JSON"; fi
+  fi
 fi
 
 echo "$pass passed, $fail failed"

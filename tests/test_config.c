@@ -1,7 +1,8 @@
 /*
  * test_config.c — defaults and presets equal to the Python library's,
  * validation messages naming the field and value, the JSON round trip and
- * the Python to_json() compatibility rules.
+ * the Python to_json() compatibility rules; the language-model presets and
+ * config files.
  */
 #include <unistd.h>
 
@@ -165,12 +166,59 @@ static void test_deprecated_names(void **st) {
 #pragma GCC diagnostic pop
 }
 
+static void test_lm_presets_and_files(void **st) {
+    (void)st;
+    mattn_lm_config c, d;
+    assert_int_equal(mattn_lm_config_preset("tiny", &c), MATTN_OK);
+    assert_true(c.vocab_size == 256 && c.position_norm && c.n_layers == 4 && c.max_seq_len == 256);
+    assert_true(c.attn.d_model == 128 && c.attn.n_heads == 4 && c.attn.window_size == 32 &&
+                c.attn.controller_hidden == 64 && c.attn.dropout == 0.0);
+    assert_int_equal(mattn_lm_config_validate(&c), MATTN_OK);
+    assert_int_equal(mattn_lm_config_preset("base", &c), MATTN_OK);
+    assert_true(c.n_layers == 8 && c.max_seq_len == 1024 && c.attn.d_model == 512 && c.attn.dropout == 0.1);
+    assert_int_equal(mattn_lm_config_preset("small", &c), MATTN_OK);
+    assert_true(c.n_layers == 6 && c.attn.d_model == 128);
+    assert_int_equal(mattn_lm_config_preset("huge", &c), MATTN_ERR_NOT_FOUND);
+    assert_string_equal(mattn_last_error(), "unknown preset 'huge' (tiny, small, base)");
+    assert_true(c.n_layers == 6); /* untouched */
+    assert_int_equal(mattn_lm_config_preset(NULL, &c), MATTN_ERR_INVALID_ARG);
+
+    char dir[] = "/tmp/mattn_lmcfg_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.json", dir);
+    char *json;
+    c.n_layers = 3;
+    assert_int_equal(mattn_lm_config_to_json(&c, &json), MATTN_OK);
+    FILE *f = fopen(path, "wb");
+    fputs(json, f);
+    fclose(f);
+    mattn_free(json);
+    assert_int_equal(mattn_lm_config_load(path, &d), MATTN_OK);
+    assert_true(d.n_layers == 3 && d.vocab_size == 256 && d.position_norm && d.attn.d_model == 128);
+    f = fopen(path, "wb");
+    fputs("{\"n_layers\": 0}", f);
+    fclose(f);
+    assert_int_equal(mattn_lm_config_load(path, &d), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), path));
+    assert_non_null(strstr(mattn_last_error(), "n_layers must be in [1, 1024], got 0"));
+    f = fopen(path, "wb");
+    fclose(f);
+    assert_int_equal(mattn_lm_config_load(path, &d), MATTN_ERR_FORMAT);
+    assert_true(d.n_layers == 3);
+    assert_int_equal(mattn_lm_config_load(dir, &d), MATTN_ERR_IO);
+    assert_non_null(strstr(mattn_last_error(), "is not a regular file"));
+    assert_int_equal(mattn_lm_config_load("/nonexistent/m.json", &d), MATTN_ERR_IO);
+    assert_string_equal(mattn_last_error(), "cannot open model config '/nonexistent/m.json': No such file or directory");
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deprecated_names),
         cmocka_unit_test(test_defaults_and_presets), cmocka_unit_test(test_validation),
         cmocka_unit_test(test_json_round_trip),      cmocka_unit_test(test_json_python_compat),
-        cmocka_unit_test(test_config_files),
+        cmocka_unit_test(test_config_files),         cmocka_unit_test(test_lm_presets_and_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -404,9 +404,23 @@ static void test_vector_functions_vs_libm(void **st) {
     free(x); free(y); free(yr); free(g); free(gr); free(one);
 }
 
+/* The public build information reports what the kernels were compiled for. */
+static void test_build_info(void **st) {
+    (void)st;
+    mattn_build_info b;
+    assert_int_equal(mattn_build_info_get(&b), MATTN_OK);
+    assert_int_equal(b.vector_bytes, MATTN_VBYTES);
+    assert_string_equal(b.gemm, mattn_gemm_backend());
+#ifdef _OPENMP
+    assert_int_equal(b.openmp, 1);
+#endif
+    assert_int_equal(mattn_build_info_get(NULL), MATTN_ERR_INVALID_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_build_info),
         cmocka_unit_test(test_softmax_vs_ref),
         cmocka_unit_test(test_softmax_rows_subset),
         cmocka_unit_test(test_local_wide_equals_full_and_causality),

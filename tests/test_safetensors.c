@@ -1,6 +1,7 @@
 /*
  * test_safetensors.c — writer/reader round trip, and the reader's refusal of
- * every kind of malformed file (each with the message that names the fault).
+ * every kind of malformed file (each with the message that names the fault);
+ * the public wrapper (mattn_tensors_*) over both.
  */
 #include "test_util.h"
 
@@ -244,6 +245,63 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The public API: write float tensors with metadata, read them back with
+ * their shapes and dtypes, refuse what is absent or of another size. */
+static void test_public_tensors(void **state) {
+    (void)state;
+    char p[128];
+    path_in(p, sizeof p, "pub.safetensors");
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[1] = {-0.5f};
+    int64_t sa[2] = {2, 3}, sb[1] = {1};
+    const mattn_tensors_entry e[2] = {{"a", 2, sa, a}, {"b", 1, sb, b}};
+    const char *meta[] = {"k", "v \"quoted\""};
+    assert_int_equal(mattn_tensors_write(p, e, 2, meta, 1), MATTN_OK);
+    mattn_tensors *f = NULL;
+    assert_int_equal(mattn_tensors_open(p, &f), MATTN_OK);
+    assert_int_equal(mattn_tensors_count(f), 2);
+    assert_string_equal(mattn_tensors_meta(f, "k"), "v \"quoted\"");
+    assert_null(mattn_tensors_meta(f, "nope"));
+    mattn_tensor_info info;
+    assert_int_equal(mattn_tensors_find(f, "a", &info), MATTN_OK);
+    assert_true(info.dtype == MATTN_DTYPE_F32 && info.ndim == 2 && info.shape[0] == 2 && info.shape[1] == 3 &&
+                info.numel == 6 && !strcmp(info.name, "a"));
+    assert_string_equal(mattn_dtype_name(info.dtype), "F32");
+    assert_true(mattn_dtype_is_float(info.dtype) && !mattn_dtype_is_float(MATTN_DTYPE_BOOL));
+    assert_int_equal(mattn_tensors_info(f, 1, &info), MATTN_OK);
+    assert_string_equal(info.name, "b");
+    assert_int_equal(mattn_tensors_info(f, 2, &info), MATTN_ERR_INVALID_ARG);
+    float back[6];
+    assert_int_equal(mattn_tensors_read_f32(f, "a", back, 6), MATTN_OK);
+    assert_memory_equal(back, a, sizeof a);
+    assert_int_equal(mattn_tensors_read_f32(f, "a", back, 5), MATTN_ERR_SHAPE);
+    assert_non_null(strstr(mattn_last_error(), "tensor 'a' has 6 elements, the buffer 5"));
+    assert_int_equal(mattn_tensors_find(f, "x", NULL), MATTN_ERR_NOT_FOUND);
+    assert_non_null(strstr(mattn_last_error(), "pub.safetensors: no tensor named 'x'"));
+    mattn_tensors_free(f);
+    mattn_tensors_free(NULL);
+    /* an integer tensor shows its dtype (a caller expecting floats refuses it) and converts */
+    path_in(p, sizeof p, "int.safetensors");
+    int32_t iv[2] = {0, 7};
+    int64_t s2[1] = {2};
+    mattn_st_entry ie = {"m", MATTN_ST_I32, 1, s2, iv};
+    assert_int_equal(mattn_st_write(p, &ie, 1, NULL, 0, NULL, 0), MATTN_OK);
+    assert_int_equal(mattn_tensors_open(p, &f), MATTN_OK);
+    assert_int_equal(mattn_tensors_find(f, "m", &info), MATTN_OK);
+    assert_true(info.dtype == MATTN_DTYPE_I32 && !mattn_dtype_is_float(info.dtype));
+    assert_int_equal(mattn_tensors_read_f32(f, "m", back, 2), MATTN_OK);
+    assert_true(back[0] == 0.0f && back[1] == 7.0f);
+    mattn_tensors_free(f);
+    /* errors name the path */
+    assert_int_equal(mattn_tensors_open("/nonexistent-dir/x.safetensors", &f), MATTN_ERR_IO);
+    assert_null(f);
+    assert_non_null(strstr(mattn_last_error(), "/nonexistent-dir/x.safetensors"));
+    const mattn_tensors_entry dup[2] = {{"a", 2, sa, a}, {"a", 1, sb, b}};
+    assert_int_equal(mattn_tensors_write(p, dup, 2, NULL, 0), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "duplicate tensor name 'a'"));
+    assert_int_equal(mattn_tensors_write("/nonexistent-dir/y.safetensors", e, 2, NULL, 0), MATTN_ERR_IO);
+    assert_non_null(strstr(mattn_last_error(), "/nonexistent-dir/y.safetensors"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -251,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_writer_errors),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_public_tensors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

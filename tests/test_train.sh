@@ -3,7 +3,7 @@
 # Genesis from Debian's bible-kjv): a ~30-second run of a very small model
 # must bring the validation loss well below ln 256 = 5.55 nats/byte; a run
 # stopped (Ctrl-C or SIGKILL) and resumed reproduces the uninterrupted one
-# bit for bit; a NaN loss stops or skips the step, a full disk leaves the
+# bit for bit, and so does one stopped by SIGTERM; a NaN loss stops or skips the step, a full disk leaves the
 # checkpoint intact; bad input gives clear errors.
 # Usage: tests/test_train.sh path/to/metaattn   (from the repository root)
 set -u
@@ -51,6 +51,7 @@ kill -INT $pid; wait $pid; rc=$?
 [[ -f "$tmp/B/model.safetensors" && -f "$tmp/B/optim.safetensors" ]] && ok || bad "no checkpoint after SIGINT"
 check "resume" 0 "resumed" "$bin" train "${common[@]}" --steps 300 --out "$tmp/B" --resume --ckpt-every 100
 strip() { sed -E 's/"tokens_per_s": [0-9.]+, "elapsed": [0-9.]+, //' "$1"; }
+meta_step() { head -c 4096 "$1" | tr -d '\0' | grep -o '"step":"[0-9]*"'; }
 if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl"); then ok; else
   bad "resumed run differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/B/log.jsonl") | head -4; fi
 cmp -s "$tmp/A/model.safetensors" "$tmp/B/model.safetensors" && ok || bad "final weights differ after resume"
@@ -70,13 +71,39 @@ if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/K/log.jsonl"); then ok; else
   bad "run resumed after SIGKILL differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/K/log.jsonl") | head -4; fi
 cmp -s "$tmp/A/model.safetensors" "$tmp/K/model.safetensors" && ok || bad "final weights differ after SIGKILL + resume"
 
+# 2b'. SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal went
+# away) are Ctrl-C: the run finishes its step, writes a checkpoint and exits
+# 128 + the signal; resumed, it reproduces the uninterrupted run
+"$bin" train "${common[@]}" --steps 300 --out "$tmp/T" --ckpt-every 100 >/dev/null 2>&1 &
+pid=$!
+while kill -0 $pid 2>/dev/null; do  # some steps in, before the first periodic checkpoint
+  [[ -f "$tmp/T/log.jsonl" && $(wc -l < "$tmp/T/log.jsonl") -ge 30 ]] && break; sleep 0.05
+done
+kill -TERM $pid; wait $pid; rc=$?
+[[ $rc -eq 143 ]] && ok || bad "SIGTERM: exit $rc (want 143)"
+n_log=$(wc -l < "$tmp/T/log.jsonl")
+[[ -f "$tmp/T/optim.safetensors" && $(meta_step "$tmp/T/model.safetensors") == "\"step\":\"$n_log\"" ]] && ok ||
+  bad "SIGTERM: no checkpoint of the last logged step $n_log: $(meta_step "$tmp/T/model.safetensors")"
+check "resume after SIGTERM" 0 "resumed" "$bin" train "${common[@]}" --steps 300 --out "$tmp/T" --resume --ckpt-every 100
+if cmp -s <(strip "$tmp/A/log.jsonl") <(strip "$tmp/T/log.jsonl"); then ok; else
+  bad "run resumed after SIGTERM differs from the uninterrupted one"; diff <(strip "$tmp/A/log.jsonl") <(strip "$tmp/T/log.jsonl") | head -4; fi
+cmp -s "$tmp/A/model.safetensors" "$tmp/T/model.safetensors" && ok || bad "final weights differ after SIGTERM + resume"
+"$bin" train "${common[@]}" --steps 300 --out "$tmp/H" >/dev/null 2>&1 &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  [[ -f "$tmp/H/log.jsonl" && $(wc -l < "$tmp/H/log.jsonl") -ge 5 ]] && break; sleep 0.05
+done
+kill -HUP $pid; wait $pid; rc=$?
+n_log=$(wc -l < "$tmp/H/log.jsonl")
+[[ $rc -eq 129 && $(meta_step "$tmp/H/model.safetensors") == "\"step\":\"$n_log\"" ]] && ok ||
+  bad "SIGHUP: exit $rc (want 129), checkpoint $(meta_step "$tmp/H/model.safetensors") (want step $n_log)"
+
 # 2c. a weight that turns NaN during step 30 (test hook; the forward refuses
 # it before it reaches the loss): stop with a message, keep the step-20
 # checkpoint; or skip the step
 METAATTN_TEST_NAN_STEP=30 check "NaN loss stops" 1 "step 30: weight 'tok_emb.weight' holds a non-finite value (nan) at 0; weights not updated" \
   "$bin" train "${common[@]}" --steps 60 --out "$tmp/N" --ckpt-every 20
 [[ $(wc -l < "$tmp/N/log.jsonl") -eq 29 ]] && ok || bad "NaN stop: log should end at step 29"
-meta_step() { head -c 4096 "$1" | tr -d '\0' | grep -o '"step":"[0-9]*"'; }
 [[ $(meta_step "$tmp/N/model.safetensors") == '"step":"20"' ]] && ok || bad "NaN stop: checkpoint is not the step-20 one: $(meta_step "$tmp/N/model.safetensors")"
 METAATTN_TEST_NAN_STEP=30 check "NaN loss skipped" 0 "step 30 skipped" \
   "$bin" train "${common[@]}" --steps 40 --out "$tmp/S" --ckpt-every 20 --on-nonfinite skip
@@ -123,6 +150,13 @@ g1=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginni
 g2=$("$bin" generate --model "$tmp/A/model.safetensors" --prompt "In the beginning" --tokens 40 --seed 3 --soft --no-cache 2>&1 | head -1)
 [[ -n "$g1" && "$g1" == "$g2" ]] && ok || bad "generate: cache '$g1' vs no-cache '$g2'"
 check "generate summary" 0 "decode cache, hard routing" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 20
+# --top-p 1 is the default (the same text); a small nucleus is greedy, as --temperature 0
+g3=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 3 --top-p 1 2>&1 | head -1)
+g4=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 3 2>&1 | head -1)
+g5=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --seed 5 --top-p 1e-6 2>&1 | head -1)
+g6=$("$bin" generate --model "$tmp/A/model.safetensors" --tokens 30 --temperature 0 2>&1 | head -1)
+[[ -n "$g3" && "$g3" == "$g4" && "$g5" == "$g6" ]] && ok || bad "generate --top-p: '$g3' / '$g4', '$g5' / '$g6'"
+check "generate bad top-p" 2 "--top-p: expected a number in (0, 1], got '0'" "$bin" generate --model "$tmp/A/model.safetensors" --top-p 0
 check "generate json" 0 '"executed_fraction"' "$bin" generate --model "$tmp/A/model.safetensors" --tokens 10 --json
 check "generate context" 0 "stopped at the model's context of 64" "$bin" generate --model "$tmp/A/model.safetensors" --tokens 100
 check "generate no model" 2 "--model is required" "$bin" generate --tokens 5

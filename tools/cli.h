@@ -1,57 +1,83 @@
 /*
- * cli.h — helpers shared by the CLI's subcommands: error exit, strict number
- * parsing that names the flag and the value, the exit codes.
+ * cli.h — helpers shared by the CLI's subcommands (cli.c): the error exit,
+ * strict number parsing that names the flag and the value, the one option
+ * parser every subcommand declares its options to, the exit codes, and a few
+ * steps several commands take (threads, loading a model, next-token logits).
+ * The CLI uses the public API only (metaattn.h).
  */
 #ifndef MATTN_CLI_H
 #define MATTN_CLI_H
 
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
-#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
+
+#include "metaattn.h"
 
 #define EXIT_USAGE 2
 
-/* Print "metaattn: <message>" on stderr and return code. */
-static inline int __attribute__((format(printf, 2, 3))) cli_fail(int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("metaattn: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
+/* The program name messages start with: "metaattn" (bench/bench_kernels.c
+ * sets its own). */
+extern const char *cli_prog;
+
+/* Print "<prog>: <message>" on stderr and return code. */
+int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parse an integer in [lo, hi]; 0 on success, else prints and returns EXIT_USAGE. */
-static inline int cli_int(const char *flag, const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return cli_fail(EXIT_USAGE, "%s: expected an integer in [%lld, %lld], got '%s'", flag, lo, hi, s);
-    *out = v;
-    return 0;
-}
+int cli_int(const char *flag, const char *s, long long lo, long long hi, long long *out);
+/* Parse a number in [lo, hi]; as cli_int. */
+int cli_double(const char *flag, const char *s, double lo, double hi, double *out);
+/* Index of s among the n names, or -1 after printing
+ * "<flag>: expected a, b or c, got '<s>'". */
+int cli_choice(const char *flag, const char *s, const char *const *names, int n);
 
-static inline int cli_double(const char *flag, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return cli_fail(EXIT_USAGE, "%s: expected a number in [%g, %g], got '%s'", flag, lo, hi, s);
-    *out = v;
-    return 0;
-}
+// ----------------------------------------------------------------------------
+// the option parser
 
-/* The CLI without main(): tools/metaattn.c, and the fuzz target.  With
+typedef enum cli_kind {
+    CLI_FLAG,   /* no value: *(int *)dst = 1, or parse(name, NULL, dst) if parse is set */
+    CLI_INT,    /* *(long long *)dst, in [lo, hi] */
+    CLI_DOUBLE, /* *(double *)dst, in [lo, hi] */
+    CLI_STRING, /* *(const char **)dst = the value (argv's) */
+    CLI_CUSTOM  /* parse(name, value, dst): 0, or the exit code after printing */
+} cli_kind;
+
+typedef struct cli_opt {
+    const char *name; /* "--steps" */
+    cli_kind kind;
+    void *dst;
+    double lo, hi;    /* CLI_INT, CLI_DOUBLE: the accepted range (integers up to 2^53 are exact) */
+    int (*parse)(const char *flag, const char *value, void *dst);
+} cli_opt;
+
+/* Table rows, e.g. OPT_INT("--steps", &steps, 1, 100000000); OPT_END ends a table. */
+#define OPT_FLAG(name, p) {name, CLI_FLAG, p, 0, 0, NULL}
+#define OPT_FLAG_FN(name, p, fn) {name, CLI_FLAG, p, 0, 0, fn}
+#define OPT_INT(name, p, lo, hi) {name, CLI_INT, p, lo, hi, NULL}
+#define OPT_DOUBLE(name, p, lo, hi) {name, CLI_DOUBLE, p, lo, hi, NULL}
+#define OPT_STRING(name, p) {name, CLI_STRING, p, 0, 0, NULL}
+#define OPT_CUSTOM(name, p, fn) {name, CLI_CUSTOM, p, 0, 0, fn}
+#define OPT_END {NULL, CLI_FLAG, NULL, 0, 0, NULL}
+
+/* Parse argv (the arguments after the subcommand's name) in order against
+ * opts, a list ended by {NULL}.  -h/--help prints usage on stdout and returns
+ * CLI_DONE (the command is done: exit 0).  An option not in the list prints
+ * "<cmd>: unknown option '<arg>' (see <prog> <cmd> --help)", one without its
+ * value "<cmd>: option '<arg>' needs a value" (cmd NULL: a program without
+ * subcommands, the same without "<cmd>: "), a bad number the message of
+ * cli_int / cli_double; each returns EXIT_USAGE.  0: every option parsed. */
+#define CLI_DONE (-1)
+int cli_parse(const char *cmd, const char *usage, const cli_opt *opts, int argc, char **argv);
+
+// ----------------------------------------------------------------------------
+// the commands
+
+/* The CLI without main(): tools/main.c, and the fuzz target.  With
  * cli_dry_run set, each command returns 0 after checking its arguments,
  * before touching any file. */
 int cli_main(int argc, char **argv);
 extern int cli_dry_run;
 
+int cmd_layer(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
@@ -59,12 +85,21 @@ int cmd_route(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
-struct mattn_lm_config;
-/* The LM presets tiny | small | base of `metaattn train` (train.c). */
-int cli_model_preset(const char *name, struct mattn_lm_config *c);
+// ----------------------------------------------------------------------------
+// steps several commands take
 
-struct mattn_model;
-/* Load a saved model (config from its metadata), eval mode; prints errors. */
-int cli_load_model(const char *path, struct mattn_model **out);
+/* OpenMP threads: n > 0 sets them; returns the number calls will use. */
+int cli_set_threads(long long n);
+/* Monotonic wall-clock seconds. */
+double cli_now(void);
+/* Load a saved model (config from its metadata), eval mode, no gradients;
+ * prints errors (naming --model) and returns 1, else 0. */
+int cli_load_model(const char *path, mattn_model **out);
+
+/* Next-token logits (V) after seq[0, len).  With a cache (causal positions):
+ * decode the tokens the cache has not seen yet, seq[cache_length, len), which
+ * must fit in max_seq_len.  Without: run the model over the last `window`
+ * tokens.  Prints the model's error and returns 1 on failure. */
+int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq, int len, int window, float *logits);
 
 #endif

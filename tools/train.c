@@ -3,21 +3,19 @@
  * byte-level text corpus with AdamW, logs every step to DIR/log.jsonl, shows
  * a progress line, checkpoints (DIR/model.safetensors + DIR/optim.safetensors,
  * each written atomically, both carrying the step) every N steps, at the end
- * and on Ctrl-C, and resumes exactly (--resume): the batch, the noise and the
- * schedules are pure functions of (seed, step).
+ * and on Ctrl-C, SIGTERM or SIGHUP, and resumes exactly (--resume): the
+ * batch, the noise and the schedules are pure functions of (seed, step).
  */
+#include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "cli.h"
-#include "metaattn.h"
 
 static const char *usage_train =
     "usage: metaattn train [options]\n"
@@ -73,7 +71,8 @@ static const char *usage_train =
 
 typedef struct sched { double start, end; int kind; long long warmup, max; } sched; /* kind 0 const, 1 cos, 2 lin */
 
-static int parse_sched(const char *flag, const char *s, sched *out) {
+static int parse_sched(const char *flag, const char *s, void *dst) {
+    sched *out = dst;
     char kind[8];
     double a, b;
     long long w, m;
@@ -92,9 +91,73 @@ static int parse_sched(const char *flag, const char *s, sched *out) {
 }
 
 static double sched_at(const sched *s, long long step) {
-    if (s->kind == 1) return mattn_cosine_ramp(step, s->warmup, s->max, s->start, s->end);
-    if (s->kind == 2) return mattn_linear_ramp(step, s->warmup, s->max, s->start, s->end);
+    if (s->kind == 1) return mattn_schedule_cosine_ramp(step, s->warmup, s->max, s->start, s->end);
+    if (s->kind == 2) return mattn_schedule_linear_ramp(step, s->warmup, s->max, s->start, s->end);
     return s->start;
+}
+
+static int parse_nonfinite(const char *flag, const char *v, void *dst) {
+    static const char *const actions[] = {"stop", "skip"};
+    const int a = cli_choice(flag, v, actions, 2);
+    if (a < 0) return EXIT_USAGE;
+    *(int *)dst = a;
+    return 0;
+}
+
+typedef struct train_opts {
+    const char *data_path, *preset, *config_path, *controller, *out_dir;
+    long long steps, batch, context, warmup, seed, threads, layers;
+    long long eval_every, eval_batches, ckpt_every, sample_n, hard_from, top_k;
+    double lr, min_lr, wd, clip, entropy_coeff, beta0, epsilon;
+    int resume, quiet, skip_nonfinite;
+    sched cost, elbo, temp;
+} train_opts;
+
+/* The options; CLI_DONE after --help or in a dry run. */
+static int train_args(int argc, char **argv, train_opts *o) {
+    *o = (train_opts){.data_path = "data/kjv.txt", .preset = "tiny", .out_dir = "runs/default", .steps = 1300,
+                      .batch = 16, .context = 128, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
+                      .ckpt_every = 500, .sample_n = 200, .hard_from = -1, .top_k = 1, .lr = 2e-3, .min_lr = -1,
+                      .wd = 0.1, .clip = 1.0, .beta0 = -1, .epsilon = -1, .cost = {0, 0, 0, 0, 0},
+                      .elbo = {1, 1, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
+    const cli_opt opts[] = {
+        OPT_STRING("--data", &o->data_path),
+        OPT_STRING("--preset", &o->preset),
+        OPT_STRING("--config", &o->config_path),
+        OPT_STRING("--controller", &o->controller),
+        OPT_STRING("--out", &o->out_dir),
+        OPT_INT("--layers", &o->layers, 1, 64),
+        OPT_INT("--steps", &o->steps, 1, 100000000),
+        OPT_INT("--batch", &o->batch, 1, 4096),
+        OPT_INT("--context", &o->context, 1, 1 << 20),
+        OPT_INT("--warmup", &o->warmup, 0, 100000000),
+        OPT_INT("--seed", &o->seed, 0, (double)(1LL << 53)),
+        OPT_INT("--threads", &o->threads, 1, 1024),
+        OPT_INT("--eval-every", &o->eval_every, 1, 100000000),
+        OPT_INT("--eval-batches", &o->eval_batches, 1, 100000),
+        OPT_INT("--ckpt-every", &o->ckpt_every, 1, 100000000),
+        OPT_INT("--sample", &o->sample_n, 0, 100000),
+        OPT_INT("--hard-from", &o->hard_from, 0, 100000000),
+        OPT_INT("--top-k", &o->top_k, 1, 8),
+        OPT_DOUBLE("--lr", &o->lr, 0, 10),
+        OPT_DOUBLE("--min-lr", &o->min_lr, 0, 10),
+        OPT_DOUBLE("--weight-decay", &o->wd, 0, 10),
+        OPT_DOUBLE("--clip", &o->clip, 0, 1e6),
+        OPT_DOUBLE("--entropy-coeff", &o->entropy_coeff, -1e6, 1e6),
+        OPT_DOUBLE("--beta0", &o->beta0, 0, 1e6),
+        OPT_DOUBLE("--epsilon", &o->epsilon, 1e-12, 1e6),
+        OPT_CUSTOM("--cost-lambda", &o->cost, parse_sched),
+        OPT_CUSTOM("--elbo-weight", &o->elbo, parse_sched),
+        OPT_CUSTOM("--temperature", &o->temp, parse_sched),
+        OPT_CUSTOM("--on-nonfinite", &o->skip_nonfinite, parse_nonfinite),
+        OPT_FLAG("--resume", &o->resume),
+        OPT_FLAG("--quiet", &o->quiet),
+        OPT_END};
+    int rc = cli_parse("train", usage_train, opts, argc, argv);
+    if (rc) return rc;
+    if (cli_dry_run) return CLI_DONE; /* fuzz/fuzz_cli.c: arguments only */
+    if (o->min_lr < 0) o->min_lr = o->lr / 10;
+    return 0;
 }
 
 /* mkdir -p */
@@ -110,71 +173,79 @@ static int mkdir_p(const char *dir) {
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The signal that asked the run to stop (SIGINT, SIGTERM, SIGHUP), or 0. */
 static volatile sig_atomic_t g_stop = 0;
-static void on_sigint(int sig) { (void)sig; g_stop = 1; }
+static void on_signal(int sig) { g_stop = sig; }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+/* A training run: what it trains on and with, and how far it got. */
+typedef struct train_run {
+    const train_opts *o;
+    char model_path[4096], optim_path[4096], log_path[4096];
+    mattn_lm_config cfg;
+    mattn_data *data;
+    mattn_model *m;
+    mattn_adamw *opt;
+    int32_t *idx, *tgt;
+    mattn_stats *tstats; /* the step's training batch, per layer */
+    FILE *logf;
+    long long start, done_steps, n_skipped, skipped_run, nan_step;
+    int tty;
+    double t0, last_val;
+} train_run;
+
+/* The model's config: the checkpoint's (--resume), --config or the preset,
+ * with the flags that shape a new model. */
+static int train_config(const train_opts *o, const char *model_path, mattn_lm_config *cfg) {
+    if (o->resume) {
+        if (mattn_model_file_config(model_path, cfg) != MATTN_OK) return cli_fail(1, "--resume: %s", mattn_last_error());
+    } else if (o->config_path) {
+        if (mattn_lm_config_load(o->config_path, cfg) != MATTN_OK) return cli_fail(1, "--config: %s", mattn_last_error());
+    } else if (mattn_lm_config_preset(o->preset, cfg) != MATTN_OK) {
+        return cli_fail(EXIT_USAGE, "--preset: %s", mattn_last_error());
+    }
+    if (!o->resume) {
+        if (o->controller) {
+            static const char *const kinds[] = {"bayesian", "prior-free"};
+            const int k = cli_choice("--controller", o->controller, kinds, 2);
+            if (k < 0) return EXIT_USAGE;
+            cfg->attn.controller = k ? MATTN_CONTROLLER_PRIOR_FREE : MATTN_CONTROLLER_BAYESIAN;
+        }
+        if (o->layers) cfg->n_layers = (int)o->layers;
+        cfg->attn.seed = (uint64_t)o->seed;
+        cfg->attn.entropy_coeff = o->entropy_coeff;
+        if (o->beta0 >= 0) cfg->attn.beta_0 = o->beta0;
+        if (o->epsilon > 0) cfg->attn.epsilon = o->epsilon;
+        cfg->attn.hard_top_k = (int)o->top_k;
+        if (!o->config_path && cfg->max_seq_len < o->context) cfg->max_seq_len = (int)o->context; /* presets stretch */
+    }
+    if (o->context > cfg->max_seq_len)
+        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", o->context, cfg->max_seq_len);
+    if (mattn_lm_config_validate(cfg) != MATTN_OK) return cli_fail(1, "config: %s", mattn_last_error());
+    return 0;
 }
 
-int cli_model_preset(const char *name, mattn_lm_config *c) {
-    *c = mattn_lm_config_default();
-    c->vocab_size = 256;
-    c->causal_positions = 1; /* routing must not see the sequence's length: decode cache */
-    c->attn.dropout = 0.0;
-    if (!strcmp(name, "tiny")) {
-        c->attn.d_model = 128;
-        c->attn.n_heads = 4;
-        c->attn.window_size = 32;
-        c->attn.controller_hidden = 64;
-        c->n_layers = 4;
-        c->max_seq_len = 256;
-        return 0;
+/* Paths, the config, the corpus and the run directory. */
+static int train_prepare(train_run *r) {
+    const train_opts *o = r->o;
+    snprintf(r->model_path, sizeof r->model_path, "%s/model.safetensors", o->out_dir);
+    snprintf(r->optim_path, sizeof r->optim_path, "%s/optim.safetensors", o->out_dir);
+    snprintf(r->log_path, sizeof r->log_path, "%s/log.jsonl", o->out_dir);
+    const int have_ckpt = access(r->model_path, F_OK) == 0;
+    if (have_ckpt && !o->resume)
+        return cli_fail(1, "--out %s already holds a run (model.safetensors): add --resume to continue it or "
+                           "choose another --out", o->out_dir);
+    if (o->resume && !have_ckpt) return cli_fail(1, "--resume: no checkpoint in '%s' (no model.safetensors)", o->out_dir);
+    int rc = train_config(o, r->model_path, &r->cfg);
+    if (rc) return rc;
+    if (mattn_data_load(o->data_path, 0.1, &r->data) != MATTN_OK) {
+        const int missing = access(o->data_path, F_OK) != 0;
+        return cli_fail(1, "--data: %s%s", mattn_last_error(), missing && !strcmp(o->data_path, "data/kjv.txt")
+                        ? " (run scripts/get-corpus.sh to fetch the default corpus)" : "");
     }
-    if (!strcmp(name, "small") || !strcmp(name, "base")) {
-        mattn_config_preset(name, &c->attn);
-        c->attn.dropout = 0.1;
-        c->n_layers = !strcmp(name, "small") ? 6 : 8;
-        c->max_seq_len = 1024;
-        return 0;
-    }
-    return cli_fail(EXIT_USAGE, "--preset: unknown preset '%s' (tiny, small, base)", name);
-}
-
-/* Mean validation cross-entropy over n windows of the validation split (eval mode, soft). */
-static int val_loss(mattn_model *m, const mattn_data *d, int B, int T, int n_batches, double *out) {
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
-    if (!idx || !tgt) { free(idx); free(tgt); return cli_fail(1, "out of memory"); }
-    mattn_model_set_training(m, 0);
-    double sum = 0.0;
-    int rc = 0;
-    const int64_t n = (int64_t)B * n_batches;
-    for (int k = 0; k < n_batches && !rc; k++) {
-        for (int b = 0; b < B && !rc; b++)
-            if (mattn_data_window(d, 1, (int64_t)k * B + b, n, T, idx + (size_t)b * T, tgt + (size_t)b * T) != MATTN_OK)
-                rc = cli_fail(1, "validation: %s", mattn_last_error());
-        float ce = 0.0f;
-        if (!rc && mattn_model_forward(m, idx, tgt, B, T, NULL, &ce) != MATTN_OK)
-            rc = cli_fail(1, "validation forward: %s", mattn_model_errmsg(m));
-        sum += ce;
-    }
-    mattn_model_set_training(m, 1);
-    free(idx);
-    free(tgt);
-    *out = sum / n_batches;
-    return rc;
-}
-
-static int save_ckpt(mattn_model *m, mattn_adamw *o, const char *dir) {
-    char p[4096];
-    /* optimizer first, model second: each file carries the step, and resume
-     * refuses a pair whose steps differ (a save interrupted in between) */
-    snprintf(p, sizeof p, "%s/optim.safetensors", dir);
-    if (mattn_adamw_save(o, m, p) != MATTN_OK) return cli_fail(1, "checkpoint: %s", mattn_last_error());
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (mattn_model_save(m, p) != MATTN_OK) return cli_fail(1, "checkpoint: %s", mattn_last_error());
+    if (mattn_data_size(r->data, 0) < (size_t)o->context + 1 || mattn_data_size(r->data, 1) < (size_t)o->context + 1)
+        return cli_fail(1, "--data %s: too small for --context %lld (train %zu, validation %zu bytes)", o->data_path,
+                        o->context, mattn_data_size(r->data, 0), mattn_data_size(r->data, 1));
+    if (mkdir_p(o->out_dir) != 0) return cli_fail(1, "--out: cannot create '%s': %s", o->out_dir, strerror(errno));
     return 0;
 }
 
@@ -207,9 +278,154 @@ static int truncate_log(const char *path, long long upto) {
     return 0;
 }
 
+/* Model, optimizer (both from the checkpoint with --resume), log, buffers. */
+static int train_setup(train_run *r) {
+    const train_opts *o = r->o;
+    if (mattn_model_init(&r->cfg, &r->m) != MATTN_OK) return cli_fail(1, "model: %s", mattn_last_error());
+    mattn_adamw_config oc = mattn_adamw_config_default();
+    oc.lr = o->lr;
+    oc.weight_decay = o->wd;
+    oc.grad_clip = o->clip;
+    if (mattn_adamw_init(r->m, &oc, &r->opt) != MATTN_OK) return cli_fail(1, "optimizer: %s", mattn_last_error());
+    if (o->resume) {
+        if (mattn_model_load(r->m, r->model_path) != MATTN_OK) return cli_fail(1, "--resume: %s", mattn_last_error());
+        if (mattn_adamw_load(r->opt, r->m, r->optim_path) != MATTN_OK) return cli_fail(1, "--resume: %s", mattn_last_error());
+        r->start = (long long)mattn_model_step(r->m);
+        if (mattn_adamw_model_step(r->opt) != r->start)
+            return cli_fail(1, "--resume: checkpoint in '%s' is inconsistent (model at step %lld, optimizer at %lld): "
+                               "a save was interrupted", o->out_dir, r->start, (long long)mattn_adamw_model_step(r->opt));
+        if (truncate_log(r->log_path, r->start)) return 1;
+    }
+    if (!(r->logf = fopen(r->log_path, o->resume ? "ab" : "wb")))
+        return cli_fail(1, "cannot write '%s': %s", r->log_path, strerror(errno));
+    r->tstats = calloc((size_t)r->cfg.n_layers, sizeof *r->tstats);
+    r->idx = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
+    r->tgt = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
+    if (!r->idx || !r->tgt || !r->tstats) return cli_fail(1, "out of memory");
+    return 0;
+}
+
+/* Mean validation cross-entropy over n windows of the validation split (eval mode, soft). */
+static int val_loss(mattn_model *m, const mattn_data *d, int B, int T, int n_batches, double *out) {
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
+    if (!idx || !tgt) { free(idx); free(tgt); return cli_fail(1, "out of memory"); }
+    mattn_model_set_training(m, 0);
+    double sum = 0.0;
+    int rc = 0;
+    const int64_t n = (int64_t)B * n_batches;
+    for (int k = 0; k < n_batches && !rc; k++) {
+        for (int b = 0; b < B && !rc; b++)
+            if (mattn_data_window(d, 1, (int64_t)k * B + b, n, T, idx + (size_t)b * T, tgt + (size_t)b * T) != MATTN_OK)
+                rc = cli_fail(1, "validation: %s", mattn_last_error());
+        float ce = 0.0f;
+        if (!rc && mattn_model_forward(m, idx, tgt, B, T, NULL, &ce) != MATTN_OK)
+            rc = cli_fail(1, "validation forward: %s", mattn_model_errmsg(m));
+        sum += ce;
+    }
+    mattn_model_set_training(m, 1);
+    free(idx);
+    free(tgt);
+    *out = sum / n_batches;
+    return rc;
+}
+
+static int save_ckpt(const train_run *r) {
+    /* optimizer first, model second: each file carries the step, and resume
+     * refuses a pair whose steps differ (a save interrupted in between) */
+    if (mattn_adamw_save(r->opt, r->m, r->optim_path) != MATTN_OK) return cli_fail(1, "checkpoint: %s", mattn_last_error());
+    if (mattn_model_save(r->m, r->model_path) != MATTN_OK) return cli_fail(1, "checkpoint: %s", mattn_last_error());
+    return 0;
+}
+
 static float *first_weight(mattn_model *m) {
     mattn_tensor t;
     return mattn_model_param(m, 0, &t) == MATTN_OK ? t.data : NULL;
+}
+
+/* One step's numbers, for the log and the progress line. */
+typedef struct step_result {
+    mattn_config knobs; /* the schedules' values */
+    double lr, gnorm, seconds;
+    float loss, ce;
+} step_result;
+
+/* Forward, backward and update of step `step`: 0, STEP_SKIPPED
+ * (--on-nonfinite skip), else an exit code after printing. */
+#define STEP_SKIPPED (-1)
+static int train_step(train_run *r, long long step, step_result *s) {
+    const train_opts *o = r->o;
+    mattn_model *m = r->m;
+    /* schedules: a pure function of the step */
+    s->knobs = r->cfg.attn;
+    s->knobs.cost_lambda = sched_at(&o->cost, step);
+    s->knobs.elbo_weight = sched_at(&o->elbo, step);
+    s->knobs.temperature = sched_at(&o->temp, step);
+    s->knobs.hard_routing = o->hard_from >= 0 && step >= o->hard_from;
+    if (mattn_model_set_routing(m, &s->knobs) != MATTN_OK)
+        return cli_fail(1, "schedule at step %lld: %s", step, mattn_model_errmsg(m));
+    s->lr = mattn_schedule_lr(step, o->warmup, o->steps, o->lr, o->min_lr);
+    if (mattn_data_batch(r->data, 0, (uint64_t)o->seed, (uint64_t)step, (int)o->batch, (int)o->context, r->idx, r->tgt)
+        != MATTN_OK)
+        return cli_fail(1, "data: %s", mattn_last_error());
+    mattn_model_set_training(m, 1);
+    mattn_model_set_step(m, (uint64_t)step);
+    s->gnorm = 0.0;
+    const double ts = cli_now();
+    /* tests only: METAATTN_TEST_NAN_STEP=S poisons one weight during step S */
+    float *poison = step == r->nan_step ? first_weight(m) : NULL, saved = poison ? *poison : 0.0f;
+    if (poison) *poison = NAN;
+    mattn_status st = mattn_model_forward(m, r->idx, r->tgt, (int)o->batch, (int)o->context, &s->loss, &s->ce);
+    if (st == MATTN_OK) st = mattn_model_zero_grad(m);
+    if (st == MATTN_OK) st = mattn_model_backward(m);
+    if (poison) *poison = saved;
+    const char *why = st != MATTN_OK ? mattn_model_errmsg(m) : NULL;
+    if (st == MATTN_OK && (st = mattn_adamw_step(r->opt, m, s->lr, &s->gnorm)) != MATTN_OK) why = mattn_last_error();
+    if (st == MATTN_ERR_NUMERIC && o->skip_nonfinite && ++r->skipped_run <= 10) {
+        fprintf(stderr, "%smetaattn: step %lld skipped (--on-nonfinite skip): %s\n", r->tty ? "\n" : "", step + 1, why);
+        r->n_skipped++;
+        return STEP_SKIPPED;
+    }
+    if (st != MATTN_OK)
+        return cli_fail(1, "step %lld: %s; weights not updated, %s", step + 1, why,
+                        st != MATTN_ERR_NUMERIC ? "stopping"
+                        : o->skip_nonfinite ? "10 steps in a row skipped, stopping (the last checkpoint is intact)"
+                                            : "stopping (the last checkpoint is intact; --on-nonfinite skip drops such steps)");
+    r->skipped_run = 0;
+    s->seconds = cli_now() - ts;
+    r->done_steps++;
+    return 0;
+}
+
+/* The step's JSONL record (every metric); the layers' summary for the
+ * progress line in lbuf. */
+static int log_step(train_run *r, long long s1, const step_result *s, int evald, char *lbuf, size_t lsize) {
+    const train_opts *o = r->o;
+    const int L = r->cfg.n_layers, K = r->cfg.attn.n_experts;
+    FILE *logf = r->logf;
+    fprintf(logf, "{\"step\": %lld, \"loss\": %.6f, \"lm_loss\": %.6f, \"aux_loss\": %.6f, \"lr\": %.6g, "
+                  "\"grad_norm\": %.6g, \"tokens_per_s\": %.1f, \"elapsed\": %.3f, \"cost_lambda\": %.6g, "
+                  "\"elbo_weight\": %.6g, \"temperature\": %.6g, \"hard\": %d",
+            s1, s->loss, s->ce, s->loss - s->ce, s->lr, s->gnorm, o->batch * o->context / s->seconds, cli_now() - r->t0,
+            s->knobs.cost_lambda, s->knobs.elbo_weight, s->knobs.temperature, s->knobs.hard_routing);
+    if (evald) fprintf(logf, ", \"val_loss\": %.6f", r->last_val);
+    fprintf(logf, ", \"layers\": [");
+    size_t lo = 0;
+    lbuf[0] = 0;
+    for (int l = 0; l < L; l++) {
+        const mattn_stats st = r->tstats[l];
+        fprintf(logf, "%s{\"weights\": [", l ? ", " : "");
+        for (int k = 0; k < K; k++) fprintf(logf, "%s%.5f", k ? ", " : "", st.weight[k]);
+        fprintf(logf, "], \"entropy\": %.5f, \"norm_entropy\": %.5f, \"expected_cost\": %.5f, \"projected_cost\": %.5f, "
+                      "\"collapsed\": %.5f, \"uncertainty\": %.5f}",
+                st.entropy, K > 1 ? st.entropy / log(K) : 0.0, st.expected_cost, st.hard_cost, st.collapsed, st.uncertainty);
+        if (lo < lsize - 40 && l < 4)
+            lo += (size_t)snprintf(lbuf + lo, lsize - lo, " L%d %.2f/%.2f/%.2f H%.2f", l, st.weight[0],
+                                   K > 1 ? st.weight[1] : 0.0, K > 2 ? st.weight[2] : 0.0, st.entropy);
+    }
+    fprintf(logf, "]}\n");
+    if (fflush(logf) != 0 || ferror(logf))
+        return cli_fail(1, "cannot write '%s': %s (stopping; the last checkpoint is intact)", r->log_path, strerror(errno));
+    return 0;
 }
 
 static void fmt_eta(double s, char *buf, size_t n) {
@@ -218,340 +434,150 @@ static void fmt_eta(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
-/* Sample n bytes after the prompt by re-running the model on the last ctx
- * bytes, the context it was trained on (positions past it never saw a
- * gradient) — temperature 0.8, top-k 40, eval mode. */
+static void progress(const train_run *r, long long s1, const step_result *s, int evald, const char *lbuf) {
+    const train_opts *o = r->o;
+    if (o->quiet || !(r->tty || evald || s1 == o->steps || s1 == r->start + 1)) return;
+    const double el = cli_now() - r->t0, eta = el / r->done_steps * (o->steps - s1);
+    char etab[32], valb[32];
+    fmt_eta(eta, etab, sizeof etab);
+    if (isnan(r->last_val)) snprintf(valb, sizeof valb, "  -   ");
+    else snprintf(valb, sizeof valb, "%.4f", r->last_val);
+    printf("%sstep %lld/%lld | loss %.4f (+aux %.3f) | val %s | %.0f tok/s | ETA %s |%s%s", r->tty ? "\r\033[K" : "",
+           s1, o->steps, s->ce, s->loss - s->ce, valb, o->batch * o->context / s->seconds, etab, lbuf,
+           r->tty && !evald ? "" : "\n");
+    fflush(stdout);
+}
+
+/* Steps from the start (0, or the checkpoint's) to --steps, or until a
+ * signal asks to stop. */
+static int train_loop(train_run *r) {
+    const train_opts *o = r->o;
+    const char *nan_env = getenv("METAATTN_TEST_NAN_STEP");
+    r->nan_step = nan_env ? atoll(nan_env) - 1 : -1;
+    r->t0 = cli_now();
+    r->last_val = NAN;
+    int rc = 0;
+    for (long long step = r->start; step < o->steps && !g_stop; step++) {
+        step_result s;
+        if ((rc = train_step(r, step, &s)) == STEP_SKIPPED) { rc = 0; continue; }
+        if (rc) break;
+        for (int l = 0; l < r->cfg.n_layers; l++) mattn_model_layer_stats(r->m, l, &r->tstats[l]); /* before validation overwrites them */
+        const long long s1 = step + 1;
+        const int evald = s1 % o->eval_every == 0 || s1 == o->steps;
+        if (evald && (rc = val_loss(r->m, r->data, (int)o->batch, (int)o->context, (int)o->eval_batches, &r->last_val)))
+            break;
+        char lbuf[256];
+        if ((rc = log_step(r, s1, &s, evald, lbuf, sizeof lbuf))) break;
+        progress(r, s1, &s, evald, lbuf);
+        if (s1 % o->ckpt_every == 0 && s1 != o->steps && (rc = save_ckpt(r))) break;
+    }
+    return rc;
+}
+
+/* Sample n bytes after the prompt (eval mode) with the public sampler:
+ * through the decode cache while the text fits the context the model was
+ * trained on (positions past it never saw a gradient), then, and for a model
+ * with length-normalised positions throughout, re-running the model on the
+ * last ctx bytes. */
 static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed, int ctx) {
-    const int Tmax = ctx < mattn_model_config(m)->max_seq_len ? ctx : mattn_model_config(m)->max_seq_len;
-    const int V = mattn_model_config(m)->vocab_size;
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int Tmax = ctx < cfg->max_seq_len ? ctx : cfg->max_seq_len, V = cfg->vocab_size;
     int len = (int)strlen(prompt);
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)(len + n + 1));
-    if (!buf) return;
-    for (int i = 0; i < len; i++) buf[i] = (uint8_t)prompt[i];
+    float *logits = malloc(sizeof(float) * V);
+    mattn_sampler_config sc = mattn_sampler_config_default(); /* temperature 0.8, top-k 40 */
+    sc.seed = seed;
+    mattn_sampler *s = NULL;
+    mattn_model_cache *cache = NULL;
     mattn_model_set_training(m, 0);
-    fputs(prompt, stdout);
-    uint64_t s = seed;
-    for (int k = 0; k < n; k++) {
-        int start = len > Tmax ? len - Tmax : 0, T = len - start;
-        if (mattn_model_forward(m, buf + start, NULL, 1, T, NULL, NULL) != MATTN_OK) break;
-        const float *lg = mattn_model_logits(m) + (size_t)(T - 1) * V;
-        /* top-40 at temperature 0.8 */
-        float kth = -INFINITY, tmp[512];
-        int K = V < 40 ? V : 40;
-        for (int v = 0; v < V && v < 512; v++) tmp[v] = lg[v];
-        for (int j = 0; j < K; j++) {
-            int bi = -1;
-            for (int v = 0; v < V && v < 512; v++)
-                if (tmp[v] > -INFINITY && (bi < 0 || tmp[v] > tmp[bi])) bi = v;
-            kth = tmp[bi];
-            tmp[bi] = -INFINITY;
+    if (!buf || !logits) cli_fail(1, "sample: out of memory");
+    else if (mattn_sampler_init(&sc, &s) != MATTN_OK) cli_fail(1, "sample: %s", mattn_last_error());
+    else if (cfg->position_norm && mattn_model_cache_init(m, 1, &cache) != MATTN_OK)
+        cli_fail(1, "sample: %s", mattn_model_errmsg(m));
+    else {
+        for (int i = 0; i < len; i++) buf[i] = (uint8_t)prompt[i];
+        fputs(prompt, stdout);
+        for (int k = 0; k < n; k++) {
+            if (cache && len > Tmax) { /* past the trained context: windows */
+                mattn_model_cache_free(cache);
+                cache = NULL;
+            }
+            int32_t tok;
+            if (cli_next_logits(m, cache, buf, len, Tmax, logits)) break;
+            if (mattn_sampler_sample(s, logits, V, &tok) != MATTN_OK) { cli_fail(1, "sample: %s", mattn_last_error()); break; }
+            buf[len++] = tok;
+            putchar(tok);
         }
-        double Z = 0.0, mx = -INFINITY;
-        for (int v = 0; v < V; v++) if (lg[v] >= kth && lg[v] > mx) mx = lg[v];
-        for (int v = 0; v < V; v++) if (lg[v] >= kth) Z += exp((lg[v] - mx) / 0.8);
-        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        double u = (double)(s >> 11) / 9007199254740992.0 * Z, acc = 0.0;
-        int pick = 0;
-        for (int v = 0; v < V; v++) {
-            if (lg[v] < kth) continue;
-            acc += exp((lg[v] - mx) / 0.8);
-            pick = v;
-            if (acc >= u) break;
-        }
-        buf[len++] = pick;
-        putchar(pick);
+        putchar('\n');
     }
-    putchar('\n');
+    mattn_model_cache_free(cache);
+    mattn_sampler_free(s);
+    free(logits);
     free(buf);
 }
 
+/* After the run: the final model's sample and validation routing. */
+static void final_report(const train_run *r) {
+    const train_opts *o = r->o;
+    printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
+    mattn_config k = r->cfg.attn;
+    mattn_model_set_routing(r->m, &k);
+    sample_text(r->m, "And God said", (int)o->sample_n, (uint64_t)o->seed, (int)o->context);
+    printf("\nrouting on the validation split (eval mode, soft):\n");
+    double v;
+    if (val_loss(r->m, r->data, (int)o->batch, (int)o->context, (int)o->eval_batches, &v)) return;
+    printf("  val_loss %.4f nats/byte (%.4f bits/byte)\n", v, v / log(2.0));
+    for (int l = 0; l < r->cfg.n_layers; l++) {
+        mattn_stats st;
+        char line[512];
+        mattn_model_layer_stats(r->m, l, &st);
+        mattn_stats_format(&st, line, sizeof line);
+        printf("  layer %d %s  projected hard cost=%.4f\n", l, line, st.hard_cost);
+    }
+}
+
+static void train_free(train_run *r) {
+    if (r->logf) fclose(r->logf);
+    free(r->tstats);
+    free(r->idx);
+    free(r->tgt);
+    mattn_adamw_free(r->opt);
+    mattn_model_free(r->m);
+    mattn_data_free(r->data);
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *data_path = "data/kjv.txt", *preset = "tiny", *config_path = NULL, *controller = NULL;
-    const char *out_dir = "runs/default";
-    long long steps = 1300, batch = 16, context = 128, warmup = 100, seed = 1337, threads = 0, layers = 0;
-    long long eval_every = 100, eval_batches = 8, ckpt_every = 500, sample_n = 200, hard_from = -1, top_k = 1;
-    double lr = 2e-3, min_lr = -1, wd = 0.1, clip = 1.0, entropy_coeff = 0.0, beta0 = -1, epsilon = -1;
-    int resume = 0, quiet = 0, skip_nonfinite = 0;
-    sched cost = {0, 0, 0, 0, 0}, elbo = {1, 1, 0, 0, 0}, temp = {1, 1, 0, 0, 0};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_train, stdout); return 0; }
-        if (!strcmp(a, "--resume")) { resume = 1; continue; }
-        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
-        if (i + 1 >= argc) {
-            int known = !strncmp(a, "--", 2) && strstr(usage_train, a);
-            return cli_fail(EXIT_USAGE, known ? "train: option '%s' needs a value" : "train: unknown option '%s' (see metaattn train --help)", a);
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--data")) data_path = v;
-        else if (!strcmp(a, "--preset")) preset = v;
-        else if (!strcmp(a, "--config")) config_path = v;
-        else if (!strcmp(a, "--controller")) controller = v;
-        else if (!strcmp(a, "--out")) out_dir = v;
-        else if (!strcmp(a, "--layers")) rc = cli_int(a, v, 1, 64, &layers);
-        else if (!strcmp(a, "--steps")) rc = cli_int(a, v, 1, 100000000, &steps);
-        else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 4096, &batch);
-        else if (!strcmp(a, "--context")) rc = cli_int(a, v, 1, 1 << 20, &context);
-        else if (!strcmp(a, "--warmup")) rc = cli_int(a, v, 0, 100000000, &warmup);
-        else if (!strcmp(a, "--seed")) rc = cli_int(a, v, 0, (1LL << 53), &seed);
-        else if (!strcmp(a, "--threads")) rc = cli_int(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--eval-every")) rc = cli_int(a, v, 1, 100000000, &eval_every);
-        else if (!strcmp(a, "--eval-batches")) rc = cli_int(a, v, 1, 100000, &eval_batches);
-        else if (!strcmp(a, "--ckpt-every")) rc = cli_int(a, v, 1, 100000000, &ckpt_every);
-        else if (!strcmp(a, "--sample")) rc = cli_int(a, v, 0, 100000, &sample_n);
-        else if (!strcmp(a, "--hard-from")) rc = cli_int(a, v, 0, 100000000, &hard_from);
-        else if (!strcmp(a, "--top-k")) rc = cli_int(a, v, 1, 8, &top_k);
-        else if (!strcmp(a, "--lr")) rc = cli_double(a, v, 0, 10, &lr);
-        else if (!strcmp(a, "--min-lr")) rc = cli_double(a, v, 0, 10, &min_lr);
-        else if (!strcmp(a, "--weight-decay")) rc = cli_double(a, v, 0, 10, &wd);
-        else if (!strcmp(a, "--clip")) rc = cli_double(a, v, 0, 1e6, &clip);
-        else if (!strcmp(a, "--entropy-coeff")) rc = cli_double(a, v, -1e6, 1e6, &entropy_coeff);
-        else if (!strcmp(a, "--beta0")) rc = cli_double(a, v, 0, 1e6, &beta0);
-        else if (!strcmp(a, "--epsilon")) rc = cli_double(a, v, 1e-12, 1e6, &epsilon);
-        else if (!strcmp(a, "--cost-lambda")) rc = parse_sched(a, v, &cost);
-        else if (!strcmp(a, "--elbo-weight")) rc = parse_sched(a, v, &elbo);
-        else if (!strcmp(a, "--temperature")) rc = parse_sched(a, v, &temp);
-        else if (!strcmp(a, "--on-nonfinite")) {
-            if (!strcmp(v, "stop") || !strcmp(v, "skip")) skip_nonfinite = v[1] == 'k';
-            else rc = cli_fail(EXIT_USAGE, "--on-nonfinite: expected stop or skip, got '%s'", v);
-        }
-        else return cli_fail(EXIT_USAGE, "train: unknown option '%s' (see metaattn train --help)", a);
-        if (rc) return rc;
+    train_opts o;
+    int rc = train_args(argc, argv, &o);
+    if (rc) return rc == CLI_DONE ? 0 : rc;
+    const int n_threads = cli_set_threads(o.threads);
+    train_run r = {.o = &o};
+    if (!(rc = train_prepare(&r)) && !(rc = train_setup(&r))) {
+        const mattn_lm_config *c = &r.cfg;
+        printf("metaattn train: %s controller, %d layers, d_model %d, %lld params | data %s (%zu train / %zu val bytes) | "
+               "batch %lld x context %lld | %d threads%s\n",
+               c->attn.controller == MATTN_CONTROLLER_BAYESIAN ? "bayesian" : "prior-free", c->n_layers, c->attn.d_model,
+               (long long)mattn_model_numel(r.m), o.data_path, mattn_data_size(r.data, 0),
+               mattn_data_size(r.data, 1), o.batch, o.context, n_threads, o.resume ? " | resumed" : "");
+        fflush(stdout);
+        /* Ctrl-C, SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal
+         * went away): finish the step, write a checkpoint, exit 128 + signal */
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
+        r.tty = isatty(STDOUT_FILENO) && !o.quiet;
+        rc = train_loop(&r);
+        if (r.n_skipped) fprintf(stderr, "metaattn: %lld steps skipped for a non-finite loss or gradient\n", r.n_skipped);
     }
-    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
-    if (min_lr < 0) min_lr = lr / 10;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-    const int n_threads = omp_get_max_threads();
-#else
-    const int n_threads = 1;
-#endif
-
-    char model_path[4096], log_path[4096], optim_path[4096];
-    snprintf(model_path, sizeof model_path, "%s/model.safetensors", out_dir);
-    snprintf(optim_path, sizeof optim_path, "%s/optim.safetensors", out_dir);
-    snprintf(log_path, sizeof log_path, "%s/log.jsonl", out_dir);
-    int have_ckpt = access(model_path, F_OK) == 0;
-    if (have_ckpt && !resume)
-        return cli_fail(1, "--out %s already holds a run (model.safetensors): add --resume to continue it or "
-                           "choose another --out", out_dir);
-    if (resume && !have_ckpt)
-        return cli_fail(1, "--resume: no checkpoint in '%s' (no model.safetensors)", out_dir);
-
-    mattn_lm_config cfg;
-    if (resume) {
-        if (mattn_model_config_load(model_path, &cfg) != MATTN_OK) return cli_fail(1, "--resume: %s", mattn_last_error());
-    } else if (config_path) {
-        FILE *f = fopen(config_path, "rb");
-        if (!f) return cli_fail(1, "--config: cannot open '%s': %s", config_path, strerror(errno));
-        char *json = calloc(1, 1 << 20);
-        size_t n = json ? fread(json, 1, (1 << 20) - 1, f) : 0;
-        fclose(f);
-        mattn_status st = json ? mattn_lm_config_from_json(json, &cfg) : MATTN_ERR_NOMEM;
-        free(json);
-        if (st != MATTN_OK || n == 0) return cli_fail(1, "--config %s: %s", config_path, n ? mattn_last_error() : "empty file");
-    } else if (cli_model_preset(preset, &cfg)) {
-        return EXIT_USAGE;
-    }
-    if (!resume) {
-        if (controller) {
-            if (!strcmp(controller, "bayesian")) cfg.attn.controller = MATTN_CONTROLLER_BAYESIAN;
-            else if (!strcmp(controller, "prior-free")) cfg.attn.controller = MATTN_CONTROLLER_PRIOR_FREE;
-            else return cli_fail(EXIT_USAGE, "--controller: expected bayesian or prior-free, got '%s'", controller);
-        }
-        if (layers) cfg.n_layers = (int)layers;
-        cfg.attn.seed = (uint64_t)seed;
-        cfg.attn.entropy_coeff = entropy_coeff;
-        if (beta0 >= 0) cfg.attn.beta_0 = beta0;
-        if (epsilon > 0) cfg.attn.epsilon = epsilon;
-        cfg.attn.hard_top_k = (int)top_k;
-        if (!config_path && cfg.max_seq_len < context) cfg.max_seq_len = (int)context; /* presets stretch */
-    }
-    if (context > cfg.max_seq_len)
-        return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's max_seq_len %d", context, cfg.max_seq_len);
-    if (mattn_lm_config_validate(&cfg) != MATTN_OK) return cli_fail(1, "config: %s", mattn_last_error());
-
-    mattn_data *data;
-    if (mattn_data_load(data_path, 0.1, &data) != MATTN_OK) {
-        int missing = access(data_path, F_OK) != 0;
-        return cli_fail(1, "--data: %s%s", mattn_last_error(),
-                        missing && !strcmp(data_path, "data/kjv.txt") ? " (run scripts/get-corpus.sh to fetch the default corpus)" : "");
-    }
-    if (mattn_data_size(data, 0) < (size_t)context + 1 || mattn_data_size(data, 1) < (size_t)context + 1) {
-        mattn_data_free(data);
-        return cli_fail(1, "--data %s: too small for --context %lld (train %zu, validation %zu bytes)", data_path,
-                        context, mattn_data_size(data, 0), mattn_data_size(data, 1));
-    }
-    if (mkdir_p(out_dir) != 0) {
-        mattn_data_free(data);
-        return cli_fail(1, "--out: cannot create '%s': %s", out_dir, strerror(errno));
-    }
-
-    mattn_model *m = NULL;
-    mattn_adamw *opt = NULL;
-    int32_t *idx = NULL, *tgt = NULL;
-    mattn_stats *tstats = NULL;
-    FILE *logf = NULL;
-    int rc = 0;
-    if (mattn_model_init(&cfg, &m) != MATTN_OK) { rc = cli_fail(1, "model: %s", mattn_last_error()); goto done; }
-    mattn_adamw_config oc = mattn_adamw_config_default();
-    oc.lr = lr;
-    oc.weight_decay = wd;
-    oc.grad_clip = clip;
-    if (mattn_adamw_init(m, &oc, &opt) != MATTN_OK) { rc = cli_fail(1, "optimizer: %s", mattn_last_error()); goto done; }
-    long long start = 0;
-    if (resume) {
-        if (mattn_model_load(m, model_path) != MATTN_OK) { rc = cli_fail(1, "--resume: %s", mattn_last_error()); goto done; }
-        if (mattn_adamw_load(opt, m, optim_path) != MATTN_OK) { rc = cli_fail(1, "--resume: %s", mattn_last_error()); goto done; }
-        start = (long long)mattn_model_step(m);
-        if (mattn_adamw_model_step(opt) != start) {
-            rc = cli_fail(1, "--resume: checkpoint in '%s' is inconsistent (model at step %lld, optimizer at %lld): "
-                             "a save was interrupted", out_dir, start, (long long)mattn_adamw_model_step(opt));
-            goto done;
-        }
-        if (truncate_log(log_path, start)) { rc = 1; goto done; }
-    }
-    logf = fopen(log_path, resume ? "ab" : "wb");
-    if (!logf) { rc = cli_fail(1, "cannot write '%s': %s", log_path, strerror(errno)); goto done; }
-    tstats = calloc((size_t)cfg.n_layers, sizeof *tstats);
-    idx = malloc(sizeof(int32_t) * (size_t)(batch * context));
-    tgt = malloc(sizeof(int32_t) * (size_t)(batch * context));
-    if (!idx || !tgt || !tstats) { rc = cli_fail(1, "out of memory"); goto done; }
-
-    const int L = cfg.n_layers, K = cfg.attn.n_experts;
-    printf("metaattn train: %s controller, %d layers, d_model %d, %lld params | data %s (%zu train / %zu val bytes) | "
-           "batch %lld x context %lld | %d threads%s\n",
-           cfg.attn.controller == MATTN_CONTROLLER_BAYESIAN ? "bayesian" : "prior-free", L, cfg.attn.d_model,
-           (long long)mattn_model_n_weights(m), data_path, mattn_data_size(data, 0), mattn_data_size(data, 1), batch,
-           context, n_threads, resume ? " | resumed" : "");
-    fflush(stdout);
-    signal(SIGINT, on_sigint);
-    const int tty = isatty(STDOUT_FILENO) && !quiet;
-    double t0 = now_s(), last_val = NAN;
-    long long done_steps = 0, n_skipped = 0, skipped_run = 0;
-    const char *nan_env = getenv("METAATTN_TEST_NAN_STEP");
-    const long long nan_step = nan_env ? atoll(nan_env) - 1 : -1;
-    for (long long step = start; step < steps && !g_stop; step++) {
-        /* schedules: a pure function of the step */
-        mattn_config knobs = cfg.attn;
-        knobs.cost_lambda = sched_at(&cost, step);
-        knobs.elbo_weight = sched_at(&elbo, step);
-        knobs.temperature = sched_at(&temp, step);
-        knobs.hard_routing = hard_from >= 0 && step >= hard_from;
-        if (mattn_model_set_routing(m, &knobs) != MATTN_OK) { rc = cli_fail(1, "schedule at step %lld: %s", step, mattn_model_errmsg(m)); break; }
-        const double lr_now = mattn_lr_schedule(step, warmup, steps, lr, min_lr);
-        if (mattn_data_batch(data, 0, (uint64_t)seed, (uint64_t)step, (int)batch, (int)context, idx, tgt) != MATTN_OK) {
-            rc = cli_fail(1, "data: %s", mattn_last_error());
-            break;
-        }
-        mattn_model_set_training(m, 1);
-        mattn_model_set_step(m, (uint64_t)step);
-        float loss, ce;
-        double gnorm = 0.0, ts = now_s();
-        /* tests only: METAATTN_TEST_NAN_STEP=S poisons one weight during step S */
-        float *poison = step == nan_step ? first_weight(m) : NULL, saved = poison ? *poison : 0.0f;
-        if (poison) *poison = NAN;
-        mattn_status st = mattn_model_forward(m, idx, tgt, (int)batch, (int)context, &loss, &ce);
-        if (st == MATTN_OK) st = mattn_model_zero_grad(m);
-        if (st == MATTN_OK) st = mattn_model_backward(m);
-        if (poison) *poison = saved;
-        const char *why = st != MATTN_OK ? mattn_model_errmsg(m) : NULL;
-        if (st == MATTN_OK && (st = mattn_adamw_step(opt, m, lr_now, &gnorm)) != MATTN_OK) why = mattn_last_error();
-        if (st == MATTN_ERR_NUMERIC && skip_nonfinite && ++skipped_run <= 10) {
-            fprintf(stderr, "%smetaattn: step %lld skipped (--on-nonfinite skip): %s\n", tty ? "\n" : "", step + 1, why);
-            n_skipped++;
-            continue;
-        }
-        if (st != MATTN_OK) {
-            rc = cli_fail(1, "step %lld: %s; weights not updated, %s", step + 1, why,
-                          st != MATTN_ERR_NUMERIC ? "stopping"
-                          : skip_nonfinite ? "10 steps in a row skipped, stopping (the last checkpoint is intact)"
-                                           : "stopping (the last checkpoint is intact; --on-nonfinite skip drops such steps)");
-            break;
-        }
-        skipped_run = 0;
-        const double dt = now_s() - ts;
-        done_steps++;
-        for (int l = 0; l < L; l++) mattn_model_layer_stats(m, l, &tstats[l]); /* before validation overwrites them */
-        const long long s1 = step + 1;
-        int evald = 0;
-        if (s1 % eval_every == 0 || s1 == steps) {
-            if ((rc = val_loss(m, data, (int)batch, (int)context, (int)eval_batches, &last_val))) break;
-            evald = 1;
-        }
-        /* JSONL: every metric of the step */
-        fprintf(logf, "{\"step\": %lld, \"loss\": %.6f, \"lm_loss\": %.6f, \"aux_loss\": %.6f, \"lr\": %.6g, "
-                      "\"grad_norm\": %.6g, \"tokens_per_s\": %.1f, \"elapsed\": %.3f, \"cost_lambda\": %.6g, "
-                      "\"elbo_weight\": %.6g, \"temperature\": %.6g, \"hard\": %d",
-                s1, loss, ce, loss - ce, lr_now, gnorm, batch * context / dt, now_s() - t0, knobs.cost_lambda,
-                knobs.elbo_weight, knobs.temperature, knobs.hard_routing);
-        if (evald) fprintf(logf, ", \"val_loss\": %.6f", last_val);
-        fprintf(logf, ", \"layers\": [");
-        char lbuf[256] = "";
-        size_t lo = 0;
-        for (int l = 0; l < L; l++) {
-            const mattn_stats st = tstats[l];
-            fprintf(logf, "%s{\"weights\": [", l ? ", " : "");
-            for (int k = 0; k < K; k++) fprintf(logf, "%s%.5f", k ? ", " : "", st.weight[k]);
-            fprintf(logf, "], \"entropy\": %.5f, \"norm_entropy\": %.5f, \"expected_cost\": %.5f, \"projected_cost\": %.5f, "
-                          "\"collapsed\": %.5f, \"uncertainty\": %.5f}",
-                    st.entropy, K > 1 ? st.entropy / log(K) : 0.0, st.expected_cost, st.hard_cost, st.collapsed, st.uncertainty);
-            if (lo < sizeof lbuf - 40 && l < 4)
-                lo += (size_t)snprintf(lbuf + lo, sizeof lbuf - lo, " L%d %.2f/%.2f/%.2f H%.2f", l, st.weight[0],
-                                       K > 1 ? st.weight[1] : 0.0, K > 2 ? st.weight[2] : 0.0, st.entropy);
-        }
-        fprintf(logf, "]}\n");
-        if (fflush(logf) != 0 || ferror(logf)) {
-            rc = cli_fail(1, "cannot write '%s': %s (stopping; the last checkpoint is intact)", log_path, strerror(errno));
-            break;
-        }
-        const double el = now_s() - t0, eta = el / done_steps * (steps - s1);
-        char etab[32], valb[32];
-        fmt_eta(eta, etab, sizeof etab);
-        if (isnan(last_val)) snprintf(valb, sizeof valb, "  -   ");
-        else snprintf(valb, sizeof valb, "%.4f", last_val);
-        if (!quiet && (tty || evald || s1 == steps || s1 == start + 1)) {
-            printf("%sstep %lld/%lld | loss %.4f (+aux %.3f) | val %s | %.0f tok/s | ETA %s |%s%s", tty ? "\r\033[K" : "",
-                   s1, steps, ce, loss - ce, valb, batch * context / dt, etab, lbuf, tty && !evald ? "" : "\n");
-            fflush(stdout);
-        }
-        if (s1 % ckpt_every == 0 && s1 != steps && (rc = save_ckpt(m, opt, out_dir))) break;
-    }
-    if (n_skipped) fprintf(stderr, "metaattn: %lld steps skipped for a non-finite loss or gradient\n", n_skipped);
-    if (!rc) {
-        rc = save_ckpt(m, opt, out_dir);
-        if (!rc) printf("%scheckpoint: %s (step %llu)\n", tty ? "\n" : "", model_path, (unsigned long long)mattn_model_step(m));
+    if (!rc && r.m) {
+        rc = save_ckpt(&r);
+        if (!rc) printf("%scheckpoint: %s (step %llu)\n", r.tty ? "\n" : "", r.model_path, (unsigned long long)mattn_model_step(r.m));
         if (g_stop) {
             printf("interrupted: resume with the same command plus --resume\n");
-            rc = 130;
+            rc = 128 + g_stop;
         }
     }
-    if (!rc && sample_n > 0) {
-        printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
-        mattn_config k = cfg.attn;
-        mattn_model_set_routing(m, &k);
-        sample_text(m, "And God said", (int)sample_n, (uint64_t)seed, (int)context);
-        printf("\nrouting on the validation split (eval mode, soft):\n");
-        double v;
-        if (!val_loss(m, data, (int)batch, (int)context, (int)eval_batches, &v)) {
-            printf("  val_loss %.4f nats/byte (%.4f bits/byte)\n", v, v / log(2.0));
-            for (int l = 0; l < L; l++) {
-                mattn_stats st;
-                char line[512];
-                mattn_model_layer_stats(m, l, &st);
-                mattn_stats_format(&st, line, sizeof line);
-                printf("  layer %d %s  projected hard cost=%.4f\n", l, line, st.hard_cost);
-            }
-        }
-    }
-done:
-    if (logf) fclose(logf);
-    free(tstats);
-    free(idx);
-    free(tgt);
-    mattn_adamw_free(opt);
-    mattn_model_free(m);
-    mattn_data_free(data);
+    if (!rc && o.sample_n > 0) final_report(&r);
+    train_free(&r);
     return rc;
 }

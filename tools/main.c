@@ -1,0 +1,55 @@
+/*
+ * main.c — the command-line tool: dispatches `metaattn <command> ...` to the
+ * subcommands, one file each (layer.c, train.c, eval.c, generate.c, route.c,
+ * plot.c, bench.c), which share cli.c.
+ *
+ * Exit status: 0 success, 2 bad usage, 1 any other error; one line on stderr
+ * naming the problem (docs/cli.md).
+ */
+#include <string.h>
+
+#include "cli.h"
+
+static const char *usage_main =
+    "usage: metaattn <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  layer     run one Meta-Attention layer on a safetensors input\n"
+    "  train     train a byte-level Meta-Attention language model\n"
+    "  eval      score a saved model on a text, with per-layer routing and FLOPs\n"
+    "  generate  sample text from a saved model (decode cache), with its routing\n"
+    "  route     show each byte's expert and routing weights (terminal, TSV, HTML)\n"
+    "  plot      draw PNG charts of a training log with gnuplot\n"
+    "  bench     measure the layer, sparse routing, decoding and training\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help (or `metaattn <command> --help`)\n"
+    "  --version      print the library version\n";
+
+static const struct { const char *name; int (*run)(int argc, char **argv); } commands[] = {
+    {"layer", cmd_layer}, {"train", cmd_train}, {"eval", cmd_eval}, {"generate", cmd_generate},
+    {"route", cmd_route}, {"plot", cmd_plot},   {"bench", cmd_bench}};
+
+int cli_main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("metaattn %s\n", mattn_libversion());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "metaattn: unknown command '%s'\n%s", cmd, usage_main);
+    return EXIT_USAGE;
+}
+
+#ifndef METAATTN_NO_MAIN
+int main(int argc, char **argv) { return cli_main(argc, argv); }
+#endif
