@@ -30,9 +30,11 @@
  *               mattn_model_backward(m);  mattn_adamw_step(o, m, mattn_schedule_lr(...), NULL);
  *     mattn_model_save(m, "model.safetensors");  mattn_model_load(m, ...);
  *     mattn_model_cache *c;  mattn_model_cache_init(m, 1, &c);
- *     per token: mattn_model_decode(m, c, &tok, logits);  then a sampler picks the next
+ *     mattn_sampler *s;  mattn_sampler_init(&sc, &s);      // sc = mattn_sampler_config_default()
+ *     per token: mattn_model_decode(m, c, &tok, logits);  mattn_sampler_sample(s, logits, V, &tok);
  *     mattn_model_layer_stats(m, i, &stats);         // how layer i routed
- *     mattn_model_cache_free(c); mattn_adamw_free(o); mattn_data_free(d); mattn_model_free(m);
+ *     mattn_sampler_free(s); mattn_model_cache_free(c); mattn_adamw_free(o); mattn_data_free(d);
+ *     mattn_model_free(m);
  *
  *   Errors: every call returns mattn_status; mattn_layer_errmsg / mattn_model_errmsg /
  *   mattn_last_error() say what was wrong, mattn_status_str() names the code.

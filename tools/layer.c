@@ -13,7 +13,7 @@
 static const char *usage_layer =
     "usage: metaattn layer --input X --output Y [--config CFG] [--weights W] [--hard] [--eval]\n"
     "\n"
-    "Runs one Meta-Attention layer (DESIGN.md §1) and prints its RoutingStats line\n"
+    "Runs one Meta-Attention layer (docs/design.md §1) and prints its RoutingStats line\n"
     "and the FLOPs it executed.\n"
     "\n"
     "  --input X      safetensors with 'x' (B,T,D) float and optionally\n"

@@ -20,7 +20,7 @@
 static const char *usage_train =
     "usage: metaattn train [options]\n"
     "\n"
-    "Trains a byte-level Meta-Attention language model (DESIGN.md §1).\n"
+    "Trains a byte-level Meta-Attention language model (docs/design.md §1).\n"
     "\n"
     "data and model:\n"
     "  --data FILE        UTF-8 text to train on (default data/kjv.txt, written by\n"
