@@ -144,6 +144,34 @@ MATTN_API void mattn_free(void *p);
  * up to 64 rows x this many floats on the stack). */
 #define MATTN_MAX_HEAD_DIM 128
 
+#define MATTN_EXPERT_NAME_LEN 32
+
+/* Training-mode hard routing (hard_routing = 1 in training mode). */
+typedef enum mattn_hard_train {
+    MATTN_HARD_GUMBEL = 0,          /* the Python library: top-k Gumbel-softmax weights,
+                                       every expert computed (k = 1: weight 1, so the
+                                       task loss gives the router no gradient) */
+    MATTN_HARD_STRAIGHT_THROUGH = 1 /* trained as deployed: the forward merges the top-k
+                                       experts of alpha (weights as in eval), the backward
+                                       takes d/dalpha = d/dweights (every expert computed) */
+} mattn_hard_train;
+
+/* The Bayesian ELBO's KL term. */
+typedef enum mattn_kl_mode {
+    MATTN_KL_TOKEN = 0,  /* the paper: mean_t KL[Dir(beta_hat_t) || Dir(beta)], less free_bits */
+    MATTN_KL_BATCH = 1   /* KL[Dir(mean_t beta_hat_t) || Dir(beta)]: the batch's routing on the
+                            whole matches the prior, single tokens may be confident */
+} mattn_kl_mode;
+
+/* The Bayesian uncertainty U_t the eval gate compares with uncertainty_threshold. */
+typedef enum mattn_uncertainty_kind {
+    MATTN_UNCERTAINTY_ENTROPY = 0,    /* the Python library: H[Dir(beta_hat_t)], <= -ln 2 for K = 3,
+                                         so its default threshold 1 gates nothing */
+    MATTN_UNCERTAINTY_MUTUAL_INFO = 1 /* epistemic part of the routing entropy, in nats, in
+                                         [0, ln K]: H[E alpha] - E H[alpha] under Dir(beta_hat_t);
+                                         large when the evidence sum(beta_hat) is small */
+} mattn_uncertainty_kind;
+
 typedef enum mattn_controller_kind {
     MATTN_CONTROLLER_BAYESIAN = 0,   /* Dirichlet posterior, ELBO (the paper) */
     MATTN_CONTROLLER_PRIOR_FREE = 1  /* softmax(logits / temperature)        */
@@ -175,6 +203,26 @@ typedef struct mattn_config {
     int causal;                  /* causal forms of every expert, default 0 */
     int share_qkv;               /* one W_qkv / W_o for all built-in experts, default 0 */
     uint64_t seed;               /* init + training noise, default 0 */
+
+    /* metaattn's own keys (docs/design.md §1; written to JSON only when they
+     * differ from these defaults, so a config of the Python library's keys
+     * stays loadable by it) */
+    char experts[MATTN_MAX_EXPERTS][MATTN_EXPERT_NAME_LEN];
+                                 /* registry names of the n_experts experts; "" (default):
+                                    the first n_experts of full, linear, local.  E.g.
+                                    ["local"] with expert_costs [0.3]: an all-local layer */
+    double cost_target;          /* budget: per layer and training step, the merge weights'
+                                    cost mean_t sum_k w_tk c_k must stay <= cost_target,
+                                    by a Lagrange multiplier (dual ascent); < 0 = off (-1) */
+    double full_share;           /* target mean merge weight of the "full" expert per layer
+                                    (an equality constraint, same mechanism); < 0 = off (-1) */
+    double usage_floor;          /* every expert keeps a mean merge weight >= usage_floor,
+                                    so that none goes untrained; 0 = off (default) */
+    double dual_lr;              /* step of the multipliers' dual ascent, > 0 (default 0.05) */
+    mattn_hard_train hard_train; /* default MATTN_HARD_GUMBEL */
+    mattn_kl_mode kl_mode;       /* default MATTN_KL_TOKEN */
+    double free_bits;            /* token mode: KL below this many nats per token is free (0) */
+    mattn_uncertainty_kind uncertainty; /* default MATTN_UNCERTAINTY_ENTROPY */
 } mattn_config;
 
 /* Defaults equal to the Python library's MetaAttnConfig(). */
@@ -433,6 +481,18 @@ MATTN_API mattn_status mattn_layer_backward(mattn_layer *l, const float *x, cons
 /* Allocate (first call) and zero every parameter gradient. */
 MATTN_API mattn_status mattn_layer_zero_grad(mattn_layer *l);
 
+/* The budget's Lagrange multipliers (cost_target, full_share, usage_floor):
+ * after each training step, one dual-ascent step from what the step's
+ * training forward measured of the merge weights (lambda += dual_lr x
+ * violation, clipped at 0 for the inequalities).  A no-op when no constraint
+ * is on; MATTN_ERR_MISUSE without a training forward since the last update.
+ * The multipliers (n_duals of them: cost, full share, one floor per expert;
+ * 0 when no constraint is on) are saved with the weights as the buffer
+ * "controller.duals", so that a resumed run continues exactly. */
+MATTN_API mattn_status mattn_layer_update_duals(mattn_layer *l);
+MATTN_API int mattn_layer_n_duals(const mattn_layer *l);
+MATTN_API double *mattn_layer_duals(mattn_layer *l);
+
 /* Weights as safetensors: every parameter, the buffers "costs" and
  * "controller.prior_beta" (Bayesian), and __metadata__["config"].  Save
  * writes a temp file and renames it.  Load checks names, shapes, dtypes and
@@ -490,9 +550,12 @@ MATTN_API void mattn_model_set_grad(mattn_model *m, int enabled);
 MATTN_API uint64_t mattn_model_step(const mattn_model *m);
 MATTN_API void mattn_model_set_step(mattn_model *m, uint64_t step);
 /* Override the routing knobs of every layer (schedules): cost_lambda,
- * elbo_weight, temperature, gumbel_temp, hard_routing,
- * uncertainty_threshold. */
+ * elbo_weight, temperature, gumbel_temp, hard_routing, hard_train,
+ * uncertainty_threshold, cost_target, full_share (a budget that was off
+ * stays off, and on stays on: the multipliers are part of the model). */
 MATTN_API mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *knobs);
+/* mattn_layer_update_duals for every layer: once per training step. */
+MATTN_API mattn_status mattn_model_update_duals(mattn_model *m);
 
 /* Forward over idx (B,T) token ids in [0, vocab), T <= max_seq_len.  With
  * targets (B,T; < 0 = ignore) *loss receives mean cross-entropy + the sum of

@@ -310,7 +310,9 @@ static double lloss(void *ctx) {
 /* FD of the whole layer: every parameter tensor (coordinates + directions)
  * and x along directions orthogonal, token by token, to x_t (the norm
  * feature is stop-gradient, docs/bayes-math.md §10.2 "freeze the norm feature"). */
-static void run_layer_case(int bayes, int causal, int share, int mode, int top_k) {
+enum { PLAIN, BUDGET, KL_BATCH, FREE_BITS };
+
+static void run_layer_case(int bayes, int causal, int share, int mode, int top_k, int variant) {
     mattn_config cfg = mattn_config_default();
     cfg.d_model = 8;
     cfg.n_heads = 2;
@@ -327,10 +329,22 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     cfg.entropy_coeff = 0.05;
     cfg.temperature = 0.9;
     cfg.seed = 17;
+    if (variant == BUDGET) { /* every constraint on, with multipliers of both signs */
+        cfg.cost_target = 0.4;
+        cfg.full_share = 0.2;
+        cfg.usage_floor = 0.1;
+    }
+    if (variant == KL_BATCH) cfg.kl_mode = MATTN_KL_BATCH, cfg.elbo_weight = 0.5;
+    if (variant == FREE_BITS) cfg.free_bits = 3.4, cfg.elbo_weight = 0.5; /* per-token KLs here: 2.3 to 4.5 */
     lctx c = {.B = 2, .T = 6, .step = 5};
     const int D = cfg.d_model, N = c.B * c.T;
     assert_int_equal(mattn_layer_init(&cfg, NULL, &c.l), MATTN_OK);
     mattn_layer_set_training(c.l, mode != 0);
+    if (variant == BUDGET) {
+        assert_int_equal(mattn_layer_n_duals(c.l), 5);
+        const double d[5] = {0.7, -0.4, 0.3, 0.0, 0.5};
+        memcpy(mattn_layer_duals(c.l), d, sizeof d);
+    }
     /* larger weights than the default init so every path carries gradient */
     mattn_rng r;
     mattn_rng_seed(&r, 99);
@@ -349,12 +363,17 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     uint8_t kp[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
     c.m.key_padding = kp;
     lloss(&c);
+    if (variant == FREE_BITS) { /* the case must have tokens on both sides of the kink */
+        int below = 0;
+        for (int n = 0; n < N; n++) below += c.l->act.kl[n] <= cfg.free_bits;
+        assert_true(below > 0 && below < N);
+    }
     float *gx = falloc((size_t)N * D);
     assert_int_equal(mattn_layer_zero_grad(c.l), MATTN_OK);
     assert_int_equal(mattn_layer_backward(c.l, c.x, &c.m, c.R, 1.0f, gx), MATTN_OK);
     char what[160];
-    snprintf(what, sizeof what, "layer %s causal=%d share=%d mode=%s k=%d", bayes ? "bayesian" : "prior-free",
-             causal, share, mode == 0 ? "eval-soft" : mode == 1 ? "train-soft" : "train-hard", top_k);
+    snprintf(what, sizeof what, "layer %s causal=%d share=%d mode=%s k=%d variant=%d", bayes ? "bayesian" : "prior-free",
+             causal, share, mode == 0 ? "eval-soft" : mode == 1 ? "train-soft" : "train-hard", top_k, variant);
     for (int i = 0; i < mattn_layer_n_params(c.l); i++) {
         mattn_tensor t;
         mattn_layer_param(c.l, i, &t);
@@ -397,7 +416,79 @@ static void test_layer_gradients(void **st) {
         for (int causal = 0; causal < 2; causal++)
             for (int share = 0; share < 2; share++)
                 for (int mode = 0; mode < 3; mode++)
-                    run_layer_case(bayes, causal, share, mode, 1 + (mode == 2 && causal));
+                    run_layer_case(bayes, causal, share, mode, 1 + (mode == 2 && causal), PLAIN);
+}
+
+/* The budget's aux term (both controllers, soft and Gumbel) and the
+ * Bayesian KL variants, against finite differences. */
+static void test_layer_routing_terms(void **st) {
+    (void)st;
+    for (int bayes = 0; bayes < 2; bayes++)
+        for (int mode = 0; mode < 3; mode++) run_layer_case(bayes, 1, mode == 1, mode, 1 + (mode == 2), BUDGET);
+    for (int mode = 0; mode < 2; mode++) {
+        run_layer_case(1, 1, 0, mode, 1, KL_BATCH);
+        run_layer_case(1, 0, 1, mode, 1, FREE_BITS);
+    }
+}
+
+/* Straight-through hard routing: the training forward merges the top-1
+ * experts exactly as eval-mode hard routing does, and the controller gets
+ * d/dalpha = d/dweights = <dL/dout_t, E_k(x)_t> (E_k from forced routes):
+ * its output bias gradient is sum_t alpha_tk/tau (g_tk - <alpha_t, g_t>). */
+static void test_straight_through(void **st) {
+    (void)st;
+    enum { B = 2, T = 7, D = 8, K = 3, N = B * T };
+    mattn_config cfg = test_layer_config(D, 2, 2, 5, 23);
+    cfg.controller = MATTN_CONTROLLER_PRIOR_FREE;
+    cfg.causal = 1;
+    cfg.dropout = 0.0;
+    cfg.temperature = 0.7;
+    cfg.hard_routing = 1;
+    cfg.hard_train = MATTN_HARD_STRAIGHT_THROUGH;
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&cfg, NULL, &l), MATTN_OK);
+    mattn_rng r;
+    mattn_rng_seed(&r, 5);
+    for (int i = 0; i < mattn_layer_n_params(l); i++) {
+        mattn_tensor t;
+        mattn_layer_param(l, i, &t);
+        mattn_init_normal(t.data, (size_t)t.shape[0] * (t.ndim > 1 ? (size_t)t.shape[1] : 1), 0.5, &r);
+    }
+    float x[N * D], R[N * D], out[N * D], ref[N * D], E[K][N * D], alpha[N * K];
+    fill_normal(x, N * D, 1, 1.0);
+    fill_normal(R, N * D, 2, 1.0);
+    mattn_layer_set_training(l, 0); /* eval-mode hard routing; then each expert alone */
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, ref, NULL, NULL), MATTN_OK);
+    for (int k = 0; k < K; k++) {
+        uint8_t f[T];
+        memset(f, k, sizeof f);
+        assert_int_equal(mattn_layer_force_routes(l, f, T), MATTN_OK);
+        assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, E[k], NULL, NULL), MATTN_OK);
+    }
+    assert_int_equal(mattn_layer_force_routes(l, NULL, 0), MATTN_OK);
+    mattn_layer_set_training(l, 1);
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, NULL), MATTN_OK);
+    assert_close(out, ref, N * D, 1e-6, "straight-through forward vs eval hard routing");
+    memcpy(alpha, mattn_layer_alpha(l), sizeof alpha);
+    assert_int_equal(mattn_layer_zero_grad(l), MATTN_OK);
+    assert_int_equal(mattn_layer_backward(l, x, NULL, R, 1.0f, NULL), MATTN_OK);
+    double want[K] = {0};
+    for (int n = 0; n < N; n++) {
+        double g[K], dot = 0.0;
+        for (int k = 0; k < K; k++) {
+            g[k] = 0.0;
+            for (int d = 0; d < D; d++) g[k] += (double)R[n * D + d] * E[k][n * D + d];
+            dot += alpha[n * K + k] * g[k];
+        }
+        for (int k = 0; k < K; k++) want[k] += alpha[n * K + k] / cfg.temperature * (g[k] - dot);
+    }
+    mattn_tensor b2;
+    for (int i = 0; i < mattn_layer_n_params(l); i++)
+        if (mattn_layer_param(l, i, &b2) == MATTN_OK && !strcmp(b2.name, "controller.net.3.bias")) break;
+    for (int k = 0; k < K; k++)
+        if (!(fabs(b2.grad[k] - want[k]) <= 1e-4 * fabs(want[k]) + 1e-5))
+            fail_msg("straight-through: d/db2[%d] = %.8g, want %.8g", k, b2.grad[k], want[k]);
+    mattn_layer_free(l);
 }
 
 /* Backward after eval-mode hard routing is refused; accumulation adds. */
@@ -443,6 +534,8 @@ int main(void) {
         cmocka_unit_test(test_gumbel_backward),
         cmocka_unit_test(test_controller_fd),
         cmocka_unit_test(test_layer_gradients),
+        cmocka_unit_test(test_layer_routing_terms),
+        cmocka_unit_test(test_straight_through),
         cmocka_unit_test(test_layer_backward_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

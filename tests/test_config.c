@@ -144,6 +144,58 @@ static void test_config_files(void **st) {
     rmdir(dir);
 }
 
+/* metaattn's own keys: absent from a default config's JSON (the Python
+ * library can load it), round-tripped when set, refused by name when bad. */
+static void test_own_keys(void **st) {
+    (void)st;
+    mattn_config c = mattn_config_default(), d;
+    char *j;
+    assert_int_equal(mattn_config_to_json(&c, &j), MATTN_OK);
+    assert_null(strstr(j, "cost_target"));
+    assert_null(strstr(j, "hard_train"));
+    assert_null(strstr(j, "experts\""));
+    mattn_free(j);
+    c.n_experts = 2;
+    strcpy(c.experts[0], "local");
+    strcpy(c.experts[1], "full");
+    c.cost_target = 0.25, c.full_share = 0.05, c.usage_floor = 0.02, c.dual_lr = 0.3, c.free_bits = 0.1;
+    c.hard_train = MATTN_HARD_STRAIGHT_THROUGH, c.kl_mode = MATTN_KL_BATCH;
+    c.uncertainty = MATTN_UNCERTAINTY_MUTUAL_INFO;
+    assert_int_equal(mattn_config_to_json(&c, &j), MATTN_OK);
+    assert_int_equal(mattn_config_from_json(j, &d), MATTN_OK);
+    mattn_free(j);
+    assert_string_equal(d.experts[0], "local");
+    assert_string_equal(d.experts[1], "full");
+    assert_true(d.cost_target == 0.25 && d.full_share == 0.05 && d.usage_floor == 0.02 && d.dual_lr == 0.3);
+    assert_true(d.free_bits == 0.1 && d.hard_train == MATTN_HARD_STRAIGHT_THROUGH && d.kl_mode == MATTN_KL_BATCH);
+    assert_int_equal(d.uncertainty, MATTN_UNCERTAINTY_MUTUAL_INFO);
+    static const struct { const char *json, *frag; } bad[] = {
+        {"{\"hard_train\": \"sometimes\"}", "hard_train"},
+        {"{\"kl_mode\": 3}", "kl_mode"},
+        {"{\"cost_target\": 1.5}", "cost_target"},
+        {"{\"usage_floor\": 0.5}", "usage_floor"},
+        {"{\"experts\": [\"full\", \"local\"]}", "experts"},  /* 2 names, 3 costs */
+        {"{\"uncertainty\": \"vibes\"}", "uncertainty"},
+        {"{\"dual_lr\": 0}", "dual_lr"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(mattn_config_from_json(bad[i].json, &d), MATTN_ERR_INVALID_ARG);
+        if (!strstr(mattn_last_error(), bad[i].frag)) fail_msg("'%s': message '%s'", bad[i].json, mattn_last_error());
+    }
+    /* an all-local layer: one expert, by name */
+    assert_int_equal(mattn_config_from_json("{\"d_model\": 8, \"n_heads\": 2, \"expert_costs\": [0.3], "
+                                            "\"experts\": [\"local\"]}", &d), MATTN_OK);
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&d, NULL, &l), MATTN_OK);
+    mattn_tensor t;
+    assert_int_equal(mattn_layer_param(l, 0, &t), MATTN_OK);
+    assert_string_equal(t.name, "experts.0.qkv.weight");
+    mattn_layer_free(l);
+    d.full_share = 0.1; /* needs an expert named "full" */
+    assert_int_equal(mattn_layer_init(&d, NULL, &l), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "full_share"));
+}
+
 /* The 0.1.0 names still work for one release (CHANGELOG.md). */
 static void test_deprecated_names(void **st) {
     (void)st;
@@ -216,6 +268,7 @@ static void test_lm_presets_and_files(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deprecated_names),
+        cmocka_unit_test(test_own_keys),
         cmocka_unit_test(test_defaults_and_presets), cmocka_unit_test(test_validation),
         cmocka_unit_test(test_json_round_trip),      cmocka_unit_test(test_json_python_compat),
         cmocka_unit_test(test_config_files),         cmocka_unit_test(test_lm_presets_and_files),

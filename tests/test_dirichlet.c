@@ -246,8 +246,42 @@ static void test_dirichlet_moments(void **st) {
     }
 }
 
+/* The epistemic uncertainty: closed form at a = (1,1,1) (ln 3 - 1/2 - 1/3),
+ * 0 <= MI <= ln K, shrinking as the evidence grows, and against Monte
+ * Carlo: H(mean) - mean over Dir(a) samples of H(alpha), 1e5 draws. */
+static void test_dirichlet_mutual_info(void **st) {
+    (void)st;
+    const double one[3] = {1, 1, 1};
+    assert_true(fabs(mattn_dir_mutual_info(one, 3) - (log(3.0) - 0.5 - 1.0 / 3.0)) < 1e-12);
+    const double a[3] = {0.3, 1.86, 4.71}, big[3] = {30, 186, 471}, tiny[3] = {0.01, 0.01, 0.01};
+    assert_true(mattn_dir_mutual_info(big, 3) < mattn_dir_mutual_info(a, 3));
+    assert_true(mattn_dir_mutual_info(tiny, 3) <= log(3.0) && mattn_dir_mutual_info(tiny, 3) > 1.0);
+    const int n = 100000;
+    double sum = 0.0, sq = 0.0, a0 = a[0] + a[1] + a[2], Hm = 0.0;
+    for (int t = 0; t < n; t++) {
+        mattn_rng r;
+        mattn_rng_seed(&r, mattn_stream_seed(9, 0, (uint64_t)t, MATTN_PURPOSE_DIRICHLET));
+        double l[3], mx = -INFINITY, Z = 0, H = 0;
+        for (int i = 0; i < 3; i++) { mattn_rng_gamma(&r, a[i], &l[i]); mx = fmax(mx, l[i]); }
+        for (int i = 0; i < 3; i++) Z += exp(l[i] - mx);
+        for (int i = 0; i < 3; i++) {
+            const double al = exp(l[i] - mx) / Z;
+            if (al > 0) H -= al * log(al);
+        }
+        sum += H;
+        sq += H * H;
+    }
+    for (int i = 0; i < 3; i++) Hm -= a[i] / a0 * log(a[i] / a0);
+    const double eh = sum / n, se = sqrt((sq / n - eh * eh) / n), mc = Hm - eh;
+    if (!(fabs(mc - mattn_dir_mutual_info(a, 3)) <= 5 * se)) {
+        print_error("MI: Monte Carlo %.6f (se %.2g), closed form %.6f\n", mc, se, mattn_dir_mutual_info(a, 3));
+        fail();
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dirichlet_mutual_info),
         cmocka_unit_test(test_special_functions),   cmocka_unit_test(test_entropy_kl_vectors),
         cmocka_unit_test(test_entropy_kl_fd),       cmocka_unit_test(test_prng_known_answers),
         cmocka_unit_test(test_gamma_known_answers), cmocka_unit_test(test_dirichlet_moments), cmocka_unit_test(test_gamma_grad),

@@ -493,8 +493,54 @@ static void test_poisoned_allocations(void **st) {
     free(b);
 }
 
+/* The budget's multipliers: one dual-ascent step per training forward, from
+ * what it measured of the merge weights; saved and loaded bit for bit. */
+static void test_budget_duals(void **st) {
+    (void)st;
+    mattn_config c = small_cfg();
+    c.controller = MATTN_CONTROLLER_PRIOR_FREE;
+    c.cost_target = 0.1;
+    c.full_share = 0.5;
+    c.usage_floor = 0.05;
+    c.dual_lr = 0.5;
+    mattn_layer *l, *l2;
+    assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
+    assert_int_equal(mattn_layer_n_duals(l), 5);
+    assert_int_equal(mattn_layer_update_duals(l), MATTN_ERR_MISUSE); /* nothing measured yet */
+    const int D = c.d_model;
+    float *x = malloc(sizeof(float) * B * T * D), *out = malloc(sizeof(float) * B * T * D);
+    fill_normal(x, (size_t)B * T * D, 3, 1.0);
+    mattn_stats s;
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, &s), MATTN_OK);
+    assert_int_equal(mattn_layer_update_duals(l), MATTN_OK);
+    const double *d = mattn_layer_duals(l);
+    assert_true(fabs(d[0] - 0.5 * (s.expected_cost - 0.1)) < 1e-9 && d[0] > 0);
+    assert_true(fabs(d[1] - 0.5 * (s.weight[0] - 0.5)) < 1e-9);
+    for (int k = 0; k < 3; k++) assert_true(d[2 + k] == fmax(0.0, 0.5 * (0.05 - s.weight[k])));
+    mattn_layer_set_training(l, 0); /* an eval forward measures nothing for the duals */
+    assert_int_equal(mattn_layer_forward(l, x, B, T, NULL, out, NULL, NULL), MATTN_OK);
+    assert_int_equal(mattn_layer_update_duals(l), MATTN_ERR_MISUSE);
+    mattn_layer_duals(l)[1] = -0.123456789012345; /* any double survives the file */
+    const char *path = "/tmp/mattn_test_duals.safetensors";
+    assert_int_equal(mattn_layer_save(l, path), MATTN_OK);
+    assert_int_equal(mattn_layer_init(&c, NULL, &l2), MATTN_OK);
+    assert_int_equal(mattn_layer_load(l2, path), MATTN_OK);
+    assert_memory_equal(mattn_layer_duals(l2), mattn_layer_duals(l), 5 * sizeof(double));
+    remove(path);
+    mattn_layer_free(l2);
+    mattn_layer_free(l);
+    mattn_config plain = small_cfg();
+    assert_int_equal(mattn_layer_init(&plain, NULL, &l), MATTN_OK);
+    assert_int_equal(mattn_layer_n_duals(l), 0);
+    assert_int_equal(mattn_layer_update_duals(l), MATTN_OK); /* no budget: nothing to do */
+    mattn_layer_free(l);
+    free(x);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_budget_duals),
         cmocka_unit_test(test_soft_is_weighted_sum),      cmocka_unit_test(test_one_hot_alpha_is_that_expert),
         cmocka_unit_test(test_sparse_hard_equals_dense),  cmocka_unit_test(test_training_noise_reproducible),
         cmocka_unit_test(test_errors),                    cmocka_unit_test(test_stats_format),

@@ -16,6 +16,9 @@ double mattn_trigamma(double x);
 double mattn_lgamma(double x);     /* thread-safe lgamma for x > 0 */
 double mattn_dir_entropy(const double *a, int K, double *grad /* may be NULL */);
 double mattn_dir_kl(const double *a, const double *b, int K, double *grad /* may be NULL */);
+/* Mutual information between the route and alpha ~ Dir(a): the epistemic
+ * part of the routing entropy, H[Cat(a/a0)] - E H[Cat(alpha)], in [0, ln K]. */
+double mattn_dir_mutual_info(const double *a, int K);
 /* dg/da of a Gamma(a,1) sample g = x (implicit reparameterisation, PyTorch's
  * approximation, docs/bayes-math.md §5.2), and d ln g/da from ln g (§5.4). */
 double mattn_gamma_grad(double a, double x);
@@ -98,6 +101,7 @@ typedef struct mattn_ctrl_act {
     double *logg;    /* (N, K) ln g of the Dirichlet sample (training) */
     float *unc;      /* (N) Dirichlet entropy U_t (Bayesian) */
     double *kl;      /* (N) KL to the prior (Bayesian) */
+    double kl_bar_grad[MATTN_MAX_EXPERTS]; /* kl_mode batch: dKL/da at the batch's mean a */
 } mattn_ctrl_act;
 
 /* The Bayesian prior beta_k = epsilon + beta_0 (1 - c_k) (docs/bayes-math.md
@@ -210,6 +214,14 @@ struct mattn_layer {
 
     uint8_t *forced;                     /* forced routes by position, or NULL */
     int n_forced;
+
+    /* the budget (budget.c): Lagrange multipliers (buffer "controller.duals":
+     * cost, full share, then one usage floor per expert) and what the last
+     * forward measured of the merge weights */
+    int full_k;                          /* index of the "full" expert, -1 if none */
+    double duals[2 + MATTN_MAX_EXPERTS];
+    double m_cost, m_share[MATTN_MAX_EXPERTS];
+    int m_valid;                         /* a training forward measured them */
 };
 
 
@@ -222,5 +234,16 @@ mattn_status mattn_layer_check_weights(mattn_layer *l);
 /* Rows n = 0..N-1 are positions t0 + n % T of their sequences. */
 void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0);
 void mattn_layer_fill_stats(const mattn_layer *l, int64_t N, mattn_stats *s);
+
+/* budget.c: is any constraint on; the term added to the aux loss, from the
+ * merge weights of the N tokens just routed (it records what they measured);
+ * its gradient added to dL/dweights (N,K) with g_aux = dL/d(aux). */
+int mattn_budget_active(const mattn_config *cfg);
+/* The "controller.duals" buffer of a file: its n values into duals, or an
+ * error naming path and name when its shape is not [n] or a value is not
+ * finite. */
+mattn_status mattn_duals_read(const mattn_st_tensor *t, const char *path, int n, double *duals);
+double mattn_budget_forward(mattn_layer *l, int64_t N);
+void mattn_budget_backward(const mattn_layer *l, int64_t N, double g_aux, float *gw);
 
 #endif

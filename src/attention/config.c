@@ -43,6 +43,14 @@ mattn_config mattn_config_default(void) {
     c.causal = 0;
     c.share_qkv = 0;
     c.seed = 0;
+    c.cost_target = -1.0;
+    c.full_share = -1.0;
+    c.usage_floor = 0.0;
+    c.dual_lr = 0.05;
+    c.hard_train = MATTN_HARD_GUMBEL;
+    c.kl_mode = MATTN_KL_TOKEN;
+    c.free_bits = 0.0;
+    c.uncertainty = MATTN_UNCERTAINTY_ENTROPY;
     return c;
 }
 
@@ -80,6 +88,31 @@ mattn_status mattn_config_preset(const char *name, mattn_config *out) {
 // validation
 
 #define BAD(...) return mattn_set_error(MATTN_ERR_INVALID_ARG, __VA_ARGS__)
+
+/* metaattn's own fields */
+static mattn_status validate_own(const mattn_config *c) {
+    const int named = c->experts[0][0] != 0;
+    for (int i = 0; i < c->n_experts; i++) {
+        if (memchr(c->experts[i], 0, MATTN_EXPERT_NAME_LEN) == NULL) BAD("experts[%d] is not terminated", i);
+        if (named != (c->experts[i][0] != 0))
+            BAD("experts must name all %d experts (one per expert_costs entry) or none", c->n_experts);
+    }
+    if (!(c->cost_target < 0.0 || c->cost_target <= 1.0) || isnan(c->cost_target))
+        BAD("cost_target must be in [0, 1] (or < 0: off), got %g", c->cost_target);
+    if (!(c->full_share < 0.0 || c->full_share <= 1.0) || isnan(c->full_share))
+        BAD("full_share must be in [0, 1] (or < 0: off), got %g", c->full_share);
+    if (!(c->usage_floor >= 0.0 && c->usage_floor * c->n_experts <= 1.0))
+        BAD("usage_floor must be in [0, 1/%d] (one share per expert), got %g", c->n_experts, c->usage_floor);
+    if (!(c->dual_lr > 0.0 && isfinite(c->dual_lr))) BAD("dual_lr must be > 0, got %g", c->dual_lr);
+    if (c->hard_train != MATTN_HARD_GUMBEL && c->hard_train != MATTN_HARD_STRAIGHT_THROUGH)
+        BAD("hard_train must be gumbel or straight-through, got %d", (int)c->hard_train);
+    if (c->kl_mode != MATTN_KL_TOKEN && c->kl_mode != MATTN_KL_BATCH)
+        BAD("kl_mode must be token or batch, got %d", (int)c->kl_mode);
+    if (!(c->free_bits >= 0.0 && isfinite(c->free_bits))) BAD("free_bits must be >= 0, got %g", c->free_bits);
+    if (c->uncertainty != MATTN_UNCERTAINTY_ENTROPY && c->uncertainty != MATTN_UNCERTAINTY_MUTUAL_INFO)
+        BAD("uncertainty must be entropy or mutual_info, got %d", (int)c->uncertainty);
+    return MATTN_OK;
+}
 
 mattn_status mattn_config_validate(const mattn_config *c) {
     if (!c) BAD("config is NULL");
@@ -119,7 +152,7 @@ mattn_status mattn_config_validate(const mattn_config *c) {
         BAD("entropy_coeff must be finite, got %g", c->entropy_coeff);
     if (c->controller != MATTN_CONTROLLER_BAYESIAN && c->controller != MATTN_CONTROLLER_PRIOR_FREE)
         BAD("controller must be bayesian or prior-free, got %d", (int)c->controller);
-    return MATTN_OK;
+    return validate_own(c);
 }
 
 // ----------------------------------------------------------------------------
@@ -153,6 +186,57 @@ static mattn_status json_bool(const cJSON *v, const char *key, int *out) {
     if (!cJSON_IsBool(v)) BAD("config key '%s' must be true or false", key);
     *out = cJSON_IsTrue(v) ? 1 : 0;
     return MATTN_OK;
+}
+
+/* One of the string-valued enums: the index of v in names[0..n), or an error. */
+static mattn_status json_enum(const cJSON *v, const char *key, const char *const *names, int n, int *out) {
+    for (int i = 0; cJSON_IsString(v) && i < n; i++)
+        if (!strcmp(v->valuestring, names[i])) {
+            *out = i;
+            return MATTN_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? ", " : "", names[i]);
+    BAD("config key '%s' must be one of %s, got %s", key, list, cJSON_IsString(v) ? v->valuestring : "a non-string");
+}
+
+static const char *const hard_train_names[] = {"gumbel", "straight-through"};
+static const char *const kl_mode_names[] = {"token", "batch"};
+static const char *const uncertainty_names[] = {"entropy", "mutual_info"};
+
+/* metaattn's own keys (docs/design.md §1 "Configuration"). */
+static mattn_status json_own(mattn_config *c, const cJSON *v) {
+    const char *k = v->string;
+    int e;
+    mattn_status st;
+#define NUM(name) if (!strcmp(k, #name)) return json_num(v, k, &c->name)
+    NUM(cost_target); NUM(full_share); NUM(usage_floor); NUM(dual_lr); NUM(free_bits);
+#undef NUM
+#define ENUM(name, names, type)                                                   \
+    if (!strcmp(k, #name)) {                                                      \
+        if ((st = json_enum(v, k, names, (int)(sizeof names / sizeof *names), &e)) == MATTN_OK) \
+            c->name = (type)e;                                                    \
+        return st;                                                                \
+    }
+    ENUM(hard_train, hard_train_names, mattn_hard_train);
+    ENUM(kl_mode, kl_mode_names, mattn_kl_mode);
+    ENUM(uncertainty, uncertainty_names, mattn_uncertainty_kind);
+#undef ENUM
+    if (!strcmp(k, "experts")) {
+        if (!cJSON_IsArray(v)) BAD("config key 'experts' must be an array of expert names");
+        const int n = cJSON_GetArraySize(v);
+        if (n < 1 || n > MATTN_MAX_EXPERTS) BAD("experts must name 1..%d experts, got %d", MATTN_MAX_EXPERTS, n);
+        memset(c->experts, 0, sizeof c->experts);
+        for (int i = 0; i < n; i++) {
+            const cJSON *x = cJSON_GetArrayItem(v, i);
+            if (!cJSON_IsString(x) || !x->valuestring[0] || strlen(x->valuestring) >= MATTN_EXPERT_NAME_LEN)
+                BAD("experts[%d] must be a name of 1..%d characters", i, MATTN_EXPERT_NAME_LEN - 1);
+            strcpy(c->experts[i], x->valuestring);
+        }
+        return MATTN_OK;
+    }
+    BAD("unknown config key '%s'", k);
 }
 
 /* Apply one key of a JSON object to c. */
@@ -199,7 +283,7 @@ static mattn_status json_field(mattn_config *c, const cJSON *v) {
         return MATTN_OK;
     }
     if (!strcmp(k, "use_flash") || !strcmp(k, "backend")) return MATTN_OK; /* Python-only */
-    BAD("unknown config key '%s'", k);
+    return json_own(c, v);
 }
 
 mattn_status mattn_config_from_json(const char *json, mattn_config *out) {
@@ -265,6 +349,23 @@ mattn_status mattn_config_to_json(const mattn_config *c, char **json) {
     BOOL("causal", c->causal);
     BOOL("share_qkv", c->share_qkv);
     NUM("seed", (double)c->seed);
+    const mattn_config d = mattn_config_default();
+    if (c->experts[0][0]) {
+        const char *names[MATTN_MAX_EXPERTS];
+        for (int i = 0; i < c->n_experts; i++) names[i] = c->experts[i];
+        cJSON *ea = ok ? cJSON_CreateStringArray(names, c->n_experts) : NULL;
+        if (ea && !cJSON_AddItemToObject(o, "experts", ea)) cJSON_Delete(ea), ea = NULL;
+        ok = ok && ea;
+    }
+    if (c->cost_target != d.cost_target) NUM("cost_target", c->cost_target);
+    if (c->full_share != d.full_share) NUM("full_share", c->full_share);
+    if (c->usage_floor != d.usage_floor) NUM("usage_floor", c->usage_floor);
+    if (c->dual_lr != d.dual_lr) NUM("dual_lr", c->dual_lr);
+    if (c->hard_train != d.hard_train) ok = ok && cJSON_AddStringToObject(o, "hard_train", hard_train_names[c->hard_train]);
+    if (c->kl_mode != d.kl_mode) ok = ok && cJSON_AddStringToObject(o, "kl_mode", kl_mode_names[c->kl_mode]);
+    if (c->free_bits != d.free_bits) NUM("free_bits", c->free_bits);
+    if (c->uncertainty != d.uncertainty)
+        ok = ok && cJSON_AddStringToObject(o, "uncertainty", uncertainty_names[c->uncertainty]);
 #undef NUM
 #undef BOOL
     char *p = ok ? cJSON_Print(o) : NULL;

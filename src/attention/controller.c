@@ -182,14 +182,24 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
         } else {
             for (int i = 0; i < K; i++) act->alpha[n * K + i] = (float)(a[i] / a0);
         }
-        act->unc[n] = (float)mattn_dir_entropy(a, K, NULL);
+        act->unc[n] = (float)(cfg->uncertainty == MATTN_UNCERTAINTY_MUTUAL_INFO ? mattn_dir_mutual_info(a, K)
+                                                                              : mattn_dir_entropy(a, K, NULL));
         act->kl[n] = mattn_dir_kl(a, c->prior, K, NULL);
     }
     if (bad)
         return mattn_set_error(MATTN_ERR_NUMERIC,
                                "controller produced a non-finite concentration (weights overflow?)");
-    if (cfg->elbo_weight != 0.0) {
-        for (int64_t n = 0; n < N; n++) sum += act->kl[n];
+    if (cfg->elbo_weight != 0.0 && cfg->kl_mode == MATTN_KL_BATCH) {
+        /* KL of the batch's mean concentration; its gradient, the same for
+         * every token (divided by N), is kept for the backward */
+        double abar[MATTN_MAX_EXPERTS] = {0};
+        for (int64_t n = 0; n < N; n++)
+            for (int i = 0; i < K; i++) abar[i] += act->a[n * K + i];
+        for (int i = 0; i < K; i++) abar[i] /= (double)N;
+        *aux = cfg->elbo_weight * mattn_dir_kl(abar, c->prior, K, act->kl_bar_grad);
+    } else if (cfg->elbo_weight != 0.0) {
+        const double fb = cfg->free_bits; /* per-token KL below fb is free */
+        for (int64_t n = 0; n < N; n++) sum += fb > 0.0 ? fmax(act->kl[n] - fb, 0.0) : act->kl[n];
         *aux = N > 0 ? cfg->elbo_weight * sum / (double)N : 0.0;
     } else {
         /* Python library: with elbo_weight == 0 the legacy cost/entropy terms
@@ -276,11 +286,13 @@ void mattn_controller_logits_grad(const mattn_controller *c, const mattn_config 
         for (int i = 0; i < K; i++) ga[i] = (g_al[i] - dot) / a0;
     }
     const double s = g_aux / (double)N;
-    if (cfg->elbo_weight != 0.0) {
+    if (cfg->elbo_weight != 0.0 && cfg->kl_mode == MATTN_KL_BATCH) {
+        for (int i = 0; i < K; i++) ga[i] += s * cfg->elbo_weight * act->kl_bar_grad[i];
+    } else if (cfg->elbo_weight != 0.0 && !(cfg->free_bits > 0.0 && act->kl[n] <= cfg->free_bits)) {
         double gkl[MATTN_MAX_EXPERTS];
         mattn_dir_kl(a, c->prior, K, gkl);
         for (int i = 0; i < K; i++) ga[i] += s * cfg->elbo_weight * gkl[i];
-    } else if (cfg->cost_lambda != 0.0 || cfg->entropy_coeff != 0.0) {
+    } else if (cfg->elbo_weight == 0.0 && (cfg->cost_lambda != 0.0 || cfg->entropy_coeff != 0.0)) {
         /* legacy terms on the posterior mean m = a/a0, -H with log(m + 1e-8) */
         double gm[MATTN_MAX_EXPERTS], mg = 0.0;
         for (int i = 0; i < K; i++) {

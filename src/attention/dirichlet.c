@@ -140,3 +140,18 @@ double mattn_dlng_da(double a, double log_x) {
     const double x = exp(log_x);
     return mattn_gamma_grad(a, x) / x;
 }
+
+/* E H[Cat(p)] under p ~ Dir(a) is psi(a0 + 1) - sum_i (a_i/a0) psi(a_i + 1)
+ * (docs/bayes-math.md §3.6). */
+double mattn_dir_mutual_info(const double *a, int K) {
+    double a0 = 0.0, H = 0.0, EH;
+    for (int i = 0; i < K; i++) a0 += a[i];
+    EH = mattn_digamma(a0 + 1.0);
+    for (int i = 0; i < K; i++) {
+        const double m = a[i] / a0;
+        if (m > 0.0) H -= m * log(m);
+        EH -= m * mattn_digamma(a[i] + 1.0);
+    }
+    const double mi = H - EH;
+    return mi > 0.0 ? mi : 0.0; /* rounding can leave -1e-16 */
+}

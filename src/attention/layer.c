@@ -80,10 +80,11 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
     if (!cfg) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_init: cfg is NULL");
     mattn_status st = mattn_config_validate(cfg);
     if (st != MATTN_OK) return st;
-    if (!experts && cfg->n_experts > 3)
+    if (!experts && !cfg->experts[0][0] && cfg->n_experts > 3)
         return mattn_set_error(MATTN_ERR_INVALID_ARG,
                                "the built-in experts are 3 (full, linear, local) but expert_costs "
-                               "holds %d costs: pass your experts or 1 to 3 costs", cfg->n_experts);
+                               "holds %d costs: pass your experts, name them (experts) or give 1 to 3 costs",
+                               cfg->n_experts);
     if (experts)
         for (int k = 0; k < cfg->n_experts; k++)
             if (!experts[k])
@@ -105,7 +106,7 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
         if (experts) {
             l->experts[k] = experts[k];
         } else {
-            st = mattn_expert_build(builtin_names[k], cfg, &l->experts[k]);
+            st = mattn_expert_build(cfg->experts[0][0] ? cfg->experts[k] : builtin_names[k], cfg, &l->experts[k]);
             if (st != MATTN_OK) break;
             built = k + 1;
         }
@@ -138,6 +139,11 @@ mattn_status mattn_layer_init(const mattn_config *cfg, mattn_expert **experts, m
         }
     }
     if (st == MATTN_OK) st = mattn_controller_init(&l->ctrl, cfg, &r);
+    l->full_k = -1;
+    for (int k = 0; k < l->K && st == MATTN_OK; k++)
+        if (l->full_k < 0 && !strcmp(l->experts[k]->vt->name, "full")) l->full_k = k;
+    if (st == MATTN_OK && cfg->full_share >= 0.0 && l->full_k < 0)
+        st = mattn_set_error(MATTN_ERR_INVALID_ARG, "full_share = %g needs an expert named \"full\"", cfg->full_share);
     for (int k = 0; k < l->K; k++) l->costs[k] = (float)cfg->expert_costs[k];
     if (st == MATTN_OK) st = mattn_layer_build_params(l);
     if (st != MATTN_OK) {
@@ -464,6 +470,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     l->N = N;
     mattn_layer_route(l, N, T, 0);
+    aux += mattn_budget_forward(l, N);
     for (int k = 0; k < K; k++) { /* token lists per expert */
         int64_t c = 0;
         for (int64_t n = 0; n < N; n++)

@@ -149,7 +149,8 @@ mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_ma
 
     /* routing weights: alpha itself (soft), or the Gumbel top-k of the logits */
     const float *galpha = l->gw, *glogits = NULL;
-    if (l->cfg.hard_routing && training) {
+    mattn_budget_backward(l, N, g_aux, l->gw);
+    if (l->cfg.hard_routing && training && l->cfg.hard_train == MATTN_HARD_GUMBEL) {
         memset(l->glogits, 0, (size_t)N * K * sizeof(float));
         mattn_gumbel_topk_backward(l->gw, l->act.logits, N, K, l->cfg.hard_top_k, l->cfg.gumbel_temp, l->cfg.seed,
                                    step, l->glogits);

@@ -33,8 +33,8 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_save: %s is NULL", !l ? "layer" : "path");
     const mattn_config *cfg = mattn_layer_config(l);
     int np = mattn_layer_n_params(l), K = cfg->n_experts;
-    mattn_st_entry *ent = mattn_calloc((size_t)np + 2, sizeof *ent);
-    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 2, sizeof *shapes);
+    mattn_st_entry *ent = mattn_calloc((size_t)np + 3, sizeof *ent);
+    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 3, sizeof *shapes);
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     char *json = NULL;
     mattn_status st = (!ent || !shapes) ? fail(l, MATTN_ERR_NOMEM, "out of memory saving '%s'", path)
@@ -62,6 +62,11 @@ mattn_status mattn_layer_save(mattn_layer *l, const char *path) {
         if (cfg->controller == MATTN_CONTROLLER_BAYESIAN) {
             shapes[n][0] = K;
             ent[n] = (mattn_st_entry){"controller.prior_beta", MATTN_ST_F32, 1, shapes[n], prior};
+            n++;
+        }
+        if (mattn_layer_n_duals(l)) {
+            shapes[n][0] = mattn_layer_n_duals(l);
+            ent[n] = (mattn_st_entry){"controller.duals", MATTN_ST_F64, 1, shapes[n], mattn_layer_duals(l)};
             n++;
         }
         const char *meta[] = {"config", json, "format", LAYER_FORMAT, "format_version", LAYER_FORMAT_VERSION};
@@ -111,7 +116,8 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
     /* every tensor in the file must be a parameter or a known buffer */
     for (int i = 0; st == MATTN_OK && i < mattn_st_count(f); i++) {
         const char *name = mattn_st_get(f, i)->name;
-        int known = !strcmp(name, "costs") || !strcmp(name, "controller.prior_beta");
+        int known = !strcmp(name, "costs") || !strcmp(name, "controller.prior_beta") ||
+                    (!strcmp(name, "controller.duals") && mattn_layer_n_duals(l));
         for (int j = 0; !known && j < np; j++) {
             mattn_tensor t;
             mattn_layer_param(l, j, &t);
@@ -124,6 +130,11 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
     if (st == MATTN_OK) st = check_buffer(l, f, path, "costs", costs, K, 1e-6f);
     if (st == MATTN_OK && cfg->controller == MATTN_CONTROLLER_BAYESIAN)
         st = check_buffer(l, f, path, "controller.prior_beta", prior, K, 1e-5f);
+    double duals[2 + MATTN_MAX_EXPERTS] = {0}; /* absent: a run that has not started */
+    const mattn_st_tensor *dt = mattn_st_find(f, "controller.duals");
+    if (st == MATTN_OK && dt && mattn_layer_n_duals(l) &&
+        (st = mattn_duals_read(dt, path, mattn_layer_n_duals(l), duals)) != MATTN_OK)
+        fail(l, st, "%s", mattn_last_error());
 
     /* stage every parameter, then commit */
     size_t total = 0;
@@ -182,6 +193,7 @@ mattn_status mattn_layer_load(mattn_layer *l, const char *path) {
             memcpy(t.data, stage + off, n * sizeof(float));
             off += n;
         }
+        if (mattn_layer_n_duals(l)) memcpy(mattn_layer_duals(l), duals, (size_t)mattn_layer_n_duals(l) * sizeof(double));
     }
     mattn_free(stage);
     mattn_st_close(f);

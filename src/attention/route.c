@@ -18,6 +18,15 @@
 // ----------------------------------------------------------------------------
 // routing: merge weights and which experts run for which token
 
+/* The top-k experts of alpha: weight 1 for k = 1, alpha renormalised over
+ * the chosen ones for k > 1. */
+static void topk_weights(const float *al, int K, int k_top, float *w, uint8_t *ex) {
+    mattn_topk_mask(al, K, k_top, ex);
+    double s = 0.0;
+    for (int k = 0; k < K; k++) s += ex[k] ? al[k] : 0.0f;
+    for (int k = 0; k < K; k++) w[k] = ex[k] ? (k_top == 1 ? 1.0f : (float)(al[k] / s)) : 0.0f;
+}
+
 void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
     const int K = l->K, k_top = l->cfg.hard_top_k;
     const float *alpha = l->act.alpha;
@@ -33,6 +42,14 @@ void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
     }
     if (!l->cfg.hard_routing) {
         memcpy(l->weights, alpha, (size_t)N * K * sizeof(float));
+        memset(l->exec, 1, (size_t)N * K);
+        return;
+    }
+    if (l->training && l->cfg.hard_train == MATTN_HARD_STRAIGHT_THROUGH) {
+        /* trained as deployed: the top-k of alpha (eval's weights, without
+         * the gate); every expert computed, for the straight-through
+         * gradient d/dalpha = d/dweights */
+        for (int64_t n = 0; n < N; n++) topk_weights(alpha + n * K, K, k_top, l->weights + n * K, l->exec + n * K);
         memset(l->exec, 1, (size_t)N * K);
         return;
     }
@@ -53,10 +70,7 @@ void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
             memset(ex, 1, (size_t)K);
             continue;
         }
-        mattn_topk_mask(al, K, k_top, ex);
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += ex[k] ? al[k] : 0.0f;
-        for (int k = 0; k < K; k++) w[k] = ex[k] ? (k_top == 1 ? 1.0f : (float)(al[k] / s)) : 0.0f;
+        topk_weights(al, K, k_top, w, ex);
     }
 }
 

@@ -60,6 +60,8 @@ const char *mattn_st_meta(const mattn_st_file *f, const char *key);
 /* Copy a tensor into dst as float32, converting from F32/F64/F16/BF16/ints/
  * bool; numel elements. */
 void mattn_st_to_f32(const mattn_st_tensor *t, float *dst);
+/* The same into double: F64 exactly, the other types through float. */
+void mattn_st_to_f64(const mattn_st_tensor *t, double *dst);
 
 typedef struct mattn_st_entry {
     const char *name;

@@ -511,3 +511,18 @@ out:
     mattn_free(h.s);
     return st;
 }
+
+void mattn_st_to_f64(const mattn_st_tensor *t, double *dst) {
+    if (t->dtype == MATTN_ST_F64) {
+        memcpy(dst, t->data, (size_t)t->numel * sizeof(double));
+        return;
+    }
+    for (int64_t i = 0; i < t->numel; i++) {
+        mattn_st_tensor one = *t;
+        one.numel = 1;
+        one.data = (const char *)t->data + (size_t)i * mattn_st_dtype_size(t->dtype);
+        float f;
+        mattn_st_to_f32(&one, &f);
+        dst[i] = f;
+    }
+}

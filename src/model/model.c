@@ -229,6 +229,12 @@ mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
     c.gumbel_temp = k->gumbel_temp;
     c.hard_routing = k->hard_routing;
     c.uncertainty_threshold = k->uncertainty_threshold;
+    c.hard_train = k->hard_train;
+    c.cost_target = k->cost_target;
+    c.full_share = k->full_share;
+    if (mattn_budget_active(&c) != mattn_budget_active(&m->cfg.attn))
+        return MERR(m, MATTN_ERR_INVALID_ARG, "mattn_model_set_routing: a budget (cost_target, full_share, "
+                    "usage_floor) cannot be switched on or off after the model was made");
     mattn_status st = mattn_config_validate(&c);
     if (st != MATTN_OK) return MERR(m, st, "%s", mattn_last_error());
     m->cfg.attn = c;
@@ -240,6 +246,18 @@ mattn_status mattn_model_set_routing(mattn_model *m, const mattn_config *k) {
         lc->gumbel_temp = c.gumbel_temp;
         lc->hard_routing = c.hard_routing;
         lc->uncertainty_threshold = c.uncertainty_threshold;
+        lc->hard_train = c.hard_train;
+        lc->cost_target = c.cost_target;
+        lc->full_share = c.full_share;
+    }
+    return MATTN_OK;
+}
+
+mattn_status mattn_model_update_duals(mattn_model *m) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_update_duals: model is NULL");
+    for (int l = 0; l < m->L; l++) {
+        mattn_status st = mattn_layer_update_duals(m->layers[l]);
+        if (st != MATTN_OK) return MERR(m, st, "layer %d: %s", l, mattn_layer_errmsg(m->layers[l]));
     }
     return MATTN_OK;
 }

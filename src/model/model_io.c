@@ -25,9 +25,9 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
     const mattn_lm_config *cfg = mattn_model_config(m);
     const int np = mattn_model_n_params(m), L = cfg->n_layers, K = cfg->attn.n_experts;
     const int bayes = cfg->attn.controller == MATTN_CONTROLLER_BAYESIAN;
-    mattn_st_entry *ent = mattn_calloc((size_t)np + 2 * (size_t)L, sizeof *ent);
-    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 2 * (size_t)L, sizeof *shapes);
-    char(*names)[128] = mattn_calloc(2 * (size_t)L, sizeof *names);
+    mattn_st_entry *ent = mattn_calloc((size_t)np + 3 * (size_t)L, sizeof *ent);
+    int64_t(*shapes)[4] = mattn_calloc((size_t)np + 3 * (size_t)L, sizeof *shapes);
+    char(*names)[128] = mattn_calloc(3 * (size_t)L, sizeof *names);
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     char *json = NULL;
     mattn_status st = (!ent || !shapes || !names) ? mattn_set_error(MATTN_ERR_NOMEM, "out of memory saving '%s'", path)
@@ -55,6 +55,13 @@ mattn_status mattn_model_save(mattn_model *m, const char *path) {
             snprintf(names[2 * l + 1], sizeof names[0], "blocks.%d.attn.controller.prior_beta", l);
             shapes[n][0] = K;
             ent[n] = (mattn_st_entry){names[2 * l + 1], MATTN_ST_F32, 1, shapes[n], prior};
+            n++;
+        }
+        mattn_layer *ly = mattn_model_layer(m, l);
+        if (mattn_layer_n_duals(ly)) {
+            snprintf(names[2 * L + l], sizeof names[0], "blocks.%d.attn.controller.duals", l);
+            shapes[n][0] = mattn_layer_n_duals(ly);
+            ent[n] = (mattn_st_entry){names[2 * L + l], MATTN_ST_F64, 1, shapes[n], mattn_layer_duals(ly)};
             n++;
         }
     }
@@ -108,6 +115,8 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     mattn_prior_buffers(&cfg->attn, costs, prior);
     const mattn_st_tensor *head = NULL;
+    double *duals = mattn_calloc((size_t)L * (2 + MATTN_MAX_EXPERTS), sizeof *duals); /* absent: zero */
+    if (!duals) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
 
     for (int i = 0; st == MATTN_OK && i < mattn_st_count(f); i++) {
         const mattn_st_tensor *t = mattn_st_get(f, i);
@@ -124,6 +133,11 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
                     if (!(fabsf(got[k] - want[k]) <= 1e-5f))
                         st = mattn_set_error(MATTN_ERR_INVALID_ARG, "%s: buffer '%s'[%d] = %g but the config gives %g", path, t->name, k, (double)got[k], (double)want[k]);
             }
+            continue;
+        }
+        if (l >= 0 && !strcmp(what, "controller.duals") && mattn_layer_n_duals(mattn_model_layer(m, l))) {
+            st = mattn_duals_read(t, path, mattn_layer_n_duals(mattn_model_layer(m, l)),
+                                  duals + (size_t)l * (2 + MATTN_MAX_EXPERTS));
             continue;
         }
         if (!strcmp(t->name, "head.weight")) { head = t; continue; }
@@ -200,7 +214,13 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
             memcpy(p.data, stage + off, n * sizeof(float));
             off += n;
         }
+        for (int l = 0; l < L; l++) {
+            mattn_layer *ly = mattn_model_layer(m, l);
+            memcpy(mattn_layer_duals(ly), duals + (size_t)l * (2 + MATTN_MAX_EXPERTS),
+                   (size_t)mattn_layer_n_duals(ly) * sizeof(double));
+        }
     }
+    mattn_free(duals);
     mattn_free(stage);
     mattn_st_close(f);
     return st;
