@@ -378,6 +378,26 @@ typedef struct mattn_stats {
  * (one line).  Returns the length snprintf would write. */
 MATTN_API int mattn_stats_format(const mattn_stats *s, char *buf, size_t n);
 
+/* How routes depend on tokens and positions.  Joint counts, accumulated over
+ * any number of forwards of a layer, of each token's route (the expert with
+ * the largest merge weight: what hard routing runs) against its token id and
+ * against its position bucket (n_buckets equal parts of [0, T)); their
+ * mutual information in nats, the plug-in estimate with the Miller-Madow
+ * correction ((cells - rows - cols + 1) / 2N; the plug-in alone is biased up
+ * by about that much), clipped at 0.  0 means the route does not depend on
+ * the token (or position) at all: a constant router. */
+typedef struct mattn_route_counts mattn_route_counts;
+MATTN_API mattn_status mattn_route_counts_init(int n_experts, int vocab, int n_buckets, mattn_route_counts **out);
+MATTN_API void mattn_route_counts_free(mattn_route_counts *c);
+MATTN_API void mattn_route_counts_reset(mattn_route_counts *c);
+struct mattn_layer;
+/* tokens (B,T): the ids of the layer's last forward (or decode step, T = 1). */
+MATTN_API mattn_status mattn_route_counts_add(mattn_route_counts *c, const struct mattn_layer *l,
+                                              const int32_t *tokens);
+MATTN_API double mattn_route_counts_mi_token(const mattn_route_counts *c);
+MATTN_API double mattn_route_counts_mi_position(const mattn_route_counts *c);
+MATTN_API int64_t mattn_route_counts_total(const mattn_route_counts *c);
+
 /* ------------------------------------------------------------------------ */
 /* The Meta-Attention layer                                                 */
 /* ------------------------------------------------------------------------ */

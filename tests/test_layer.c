@@ -538,8 +538,49 @@ static void test_budget_duals(void **st) {
     free(out);
 }
 
+/* Route counts: routes forced by position half carry ln 2 nats about the
+ * position bucket and none about a constant token. */
+static void test_route_counts(void **st) {
+    (void)st;
+    mattn_config c = small_cfg();
+    c.causal = 1;
+    c.hard_routing = 1;
+    c.uncertainty_threshold = INFINITY;
+    mattn_layer *l;
+    assert_int_equal(mattn_layer_init(&c, NULL, &l), MATTN_OK);
+    mattn_layer_set_training(l, 0);
+    const int D = c.d_model, TT = 16, BB = 64;
+    uint8_t f[16];
+    for (int t = 0; t < TT; t++) f[t] = t < TT / 2 ? 0 : 2;
+    assert_int_equal(mattn_layer_force_routes(l, f, TT), MATTN_OK);
+    float *x = malloc(sizeof(float) * BB * TT * D), *out = malloc(sizeof(float) * BB * TT * D);
+    int32_t *tok = calloc((size_t)BB * TT, sizeof *tok);
+    fill_normal(x, (size_t)BB * TT * D, 3, 1.0);
+    mattn_route_counts *rc;
+    assert_int_equal(mattn_route_counts_init(3, 256, 2, &rc), MATTN_OK);
+    assert_int_equal(mattn_route_counts_add(rc, l, tok), MATTN_ERR_MISUSE); /* no forward yet */
+    assert_int_equal(mattn_layer_forward(l, x, BB, TT, NULL, out, NULL, NULL), MATTN_OK);
+    assert_int_equal(mattn_route_counts_add(rc, l, tok), MATTN_OK);
+    assert_int_equal(mattn_route_counts_total(rc), BB * TT);
+    const double n = BB * TT, want = log(2.0) + ((2 - 1) + (2 - 1) - (2 - 1)) / (2 * n);
+    assert_true(fabs(mattn_route_counts_mi_position(rc) - want) < 1e-12);
+    assert_true(mattn_route_counts_mi_token(rc) == 0.0);
+    tok[5] = 300;
+    assert_int_equal(mattn_route_counts_add(rc, l, tok), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_last_error(), "300"));
+    mattn_route_counts_reset(rc);
+    assert_int_equal(mattn_route_counts_total(rc), 0);
+    mattn_route_counts_free(rc);
+    assert_int_equal(mattn_route_counts_init(0, 256, 2, &rc), MATTN_ERR_INVALID_ARG);
+    assert_null(rc);
+    mattn_route_counts_free(NULL);
+    mattn_layer_free(l);
+    free(x), free(out), free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_counts),
         cmocka_unit_test(test_budget_duals),
         cmocka_unit_test(test_soft_is_weighted_sum),      cmocka_unit_test(test_one_hot_alpha_is_that_expert),
         cmocka_unit_test(test_sparse_hard_equals_dense),  cmocka_unit_test(test_training_noise_reproducible),
