@@ -32,6 +32,12 @@ static const char *usage_eval =
     "  --force E        with --hard: every token runs expert E (full, linear or\n"
     "                   local) instead of the controller's choice, e.g. the\n"
     "                   all-full cost a routed model is compared with\n"
+    "  --records L      the file is records of L bytes (bench/experiments/recall.py):\n"
+    "                   the split falls on a record boundary; with --context L-1\n"
+    "                   every window is one record\n"
+    "  --task recall    score the recall task instead: decode each window with the\n"
+    "                   cache, count the queries whose 4 value bytes are all\n"
+    "                   predicted (greedy), and how often their positions ran full\n"
     "  --batch N        windows per forward (default 16)\n"
     "  --max-windows N  score at most N windows, evenly spread (default: all)\n"
     "  --threads N      OpenMP threads (default: all cores)\n"
@@ -39,8 +45,8 @@ static const char *usage_eval =
     "  -h, --help       show this help\n";
 
 typedef struct eval_opts {
-    const char *model_path, *data_path, *split, *force;
-    long long context, batch, threads, max_windows;
+    const char *model_path, *data_path, *split, *force, *task;
+    long long context, batch, threads, max_windows, records;
     int hard, json, force_k; /* force_k: the --force expert, or -1 */
     double eta;              /* --uncertainty-threshold, NAN: the model's */
 } eval_opts;
@@ -61,6 +67,8 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
         OPT_STRING("--data", &o->data_path),
         OPT_STRING("--split", &o->split),
         OPT_STRING("--force", &o->force),
+        OPT_STRING("--task", &o->task),
+        OPT_INT("--records", &o->records, 2, 1 << 24),
         OPT_INT("--context", &o->context, 1, 1 << 20),
         OPT_INT("--batch", &o->batch, 1, 4096),
         OPT_INT("--threads", &o->threads, 1, 1024),
@@ -75,6 +83,8 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
     if (!o->model_path) return cli_fail(EXIT_USAGE, "eval: --model is required (see metaattn eval --help)");
     static const char *const splits[] = {"val", "all"}, *const experts[] = {"full", "linear", "local"};
     if (cli_choice("--split", o->split, splits, 2) < 0) return EXIT_USAGE;
+    static const char *const tasks[] = {"recall"};
+    if (o->task && cli_choice("--task", o->task, tasks, 1) < 0) return EXIT_USAGE;
     if (o->force) {
         if ((o->force_k = cli_choice("--force", o->force, experts, 3)) < 0) return EXIT_USAGE;
         if (!o->hard) return cli_fail(EXIT_USAGE, "--force %s needs --hard (forced routes are hard routes)", o->force);
@@ -137,6 +147,7 @@ typedef struct eval_result {
     int64_t tokens; /* predicted bytes */
     int64_t n_win;  /* windows scored */
     mattn_stats *acc; /* per layer */
+    mattn_route_counts **counts; /* per layer: routes against tokens and positions */
 } eval_result;
 
 /* Score n_win of the split's n_all windows of T+1 bytes starting at bytes. */
@@ -167,6 +178,7 @@ static int score(mattn_model *m, const uint8_t *bytes, int64_t n_all, const eval
             mattn_stats s;
             mattn_model_layer_stats(m, l, &s);
             accumulate(&r->acc[l], &s, K);
+            mattn_route_counts_add(r->counts[l], mattn_model_layer(m, l), idx);
         }
     }
     free(idx);
@@ -194,7 +206,9 @@ static void print_json(const eval_opts *o, const eval_result *r, int L, int K) {
         printf("], \"executed_flops\": [");
         for (int k = 0; k < K; k++) printf("%s%.6g", k ? ", " : "", a->flops[k]);
         printf("], \"flops_shared\": %.6g, \"flops_controller\": %.6g, \"flops_total\": %.6g, "
-               "\"seconds\": %.6f}", a->flops_shared, a->flops_controller, a->flops_total, a->seconds);
+               "\"seconds\": %.6f, \"mi_token\": %.6f, \"mi_position\": %.6f}", a->flops_shared, a->flops_controller,
+               a->flops_total, a->seconds, mattn_route_counts_mi_token(r->counts[l]),
+               mattn_route_counts_mi_position(r->counts[l]));
     }
     printf("]}\n");
 }
@@ -211,7 +225,9 @@ static void print_table(const eval_opts *o, const eval_result *r, int L, int K) 
     for (int l = 0; l < L; l++) {
         char line[512];
         mattn_stats_format(&r->acc[l], line, sizeof line);
-        printf("layer %d %s\n        projected hard cost=%.4f  executed:", l, line, r->acc[l].hard_cost);
+        printf("layer %d %s\n        MI(route; byte)=%.3f  MI(route; position)=%.3f nats  projected hard cost=%.4f  "
+               "executed:", l, line, mattn_route_counts_mi_token(r->counts[l]),
+               mattn_route_counts_mi_position(r->counts[l]), r->acc[l].hard_cost);
         for (int k = 0; k < K; k++)
             printf(" E%d %.1f%% %.3g GFLOP", k + 1, 100 * r->acc[l].exec_frac[k], 1e-9 * r->acc[l].flops[k]);
         printf("\n");
@@ -230,12 +246,19 @@ static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
                         o->split, len, o->context + 1);
     int rc = eval_routing(m, o);
     if (rc) return rc;
-    eval_result r = {.n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all,
-                     .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats))};
-    if (!r.acc) return cli_fail(1, "out of memory");
-    rc = score(m, mattn_data_bytes(d) + lo, n_all, o, &r);
+    const int64_t n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all;
+    if (o->task) return eval_recall(m, mattn_data_bytes(d) + lo, n_win, n_all, (int)o->context, o->json);
+    eval_result r = {.n_win = n_win, .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats)),
+                     .counts = calloc((size_t)cfg->n_layers, sizeof(mattn_route_counts *))};
+    if (!r.acc || !r.counts) rc = cli_fail(1, "out of memory");
+    for (int l = 0; !rc && l < cfg->n_layers; l++) /* 8 position buckets of the window */
+        if (mattn_route_counts_init(cfg->attn.n_experts, cfg->vocab_size, 8, &r.counts[l]) != MATTN_OK)
+            rc = cli_fail(1, "route counts: %s", mattn_last_error());
+    if (!rc) rc = score(m, mattn_data_bytes(d) + lo, n_all, o, &r);
     if (!rc && o->json) print_json(o, &r, cfg->n_layers, cfg->attn.n_experts);
     else if (!rc) print_table(o, &r, cfg->n_layers, cfg->attn.n_experts);
+    for (int l = 0; r.counts && l < cfg->n_layers; l++) mattn_route_counts_free(r.counts[l]);
+    free(r.counts);
     free(r.acc);
     return rc;
 }
@@ -256,6 +279,11 @@ int cmd_eval(int argc, char **argv) {
     if (mattn_data_load(o.data_path, 0.1, &d) != MATTN_OK) {
         mattn_model_free(m);
         return cli_fail(1, "--data: %s", mattn_last_error());
+    }
+    if (o.records && mattn_data_set_records(d, (int)o.records) != MATTN_OK) {
+        mattn_model_free(m);
+        mattn_data_free(d);
+        return cli_fail(1, "--records: %s", mattn_last_error());
     }
     rc = eval_model(m, d, &o);
     mattn_data_free(d);

@@ -25,6 +25,9 @@ static const char *usage_train =
     "data and model:\n"
     "  --data FILE        UTF-8 text to train on (default data/kjv.txt, written by\n"
     "                     scripts/get-corpus.sh); the last 10%% is validation\n"
+    "  --records L        the file is records of L bytes (bench/experiments/recall.py):\n"
+    "                     windows start at record starts, the split at a record\n"
+    "                     boundary (--context < L)\n"
     "  --preset NAME      tiny (default) | small | base: model shape, see docs/cli.md\n"
     "  --config FILE      MetaLMConfig JSON instead of a preset\n"
     "  --layers N         override the number of layers\n"
@@ -54,8 +57,24 @@ static const char *usage_train =
     "                         (Bayesian, default 1)\n"
     "  --epsilon X            prior floor eps (Bayesian, default 0.01)\n"
     "  --temperature SCHED    router softmax temperature (prior-free, default 1)\n"
-    "  --hard-from STEP       switch from soft to hard (Gumbel top-k) routing at STEP\n"
+    "  --hard-from STEP       switch from soft to hard routing at STEP\n"
+    "  --hard-train H         gumbel (the Python library's top-k Gumbel-softmax) |\n"
+    "                         straight-through (trained as deployed: the top-k experts\n"
+    "                         run, the router learns through alpha); default gumbel\n"
     "  --top-k K              experts per token under hard routing (default 1)\n"
+    "  --cost-target C        budget: each layer's mean routed cost <= C (Lagrange\n"
+    "                         multiplier, dual ascent); default off\n"
+    "  --full-share S         each layer sends a share S of its merge weight to full\n"
+    "  --usage-floor U        every expert keeps a share >= U of the merge weight\n"
+    "  --dual-lr X            step of the multipliers' dual ascent (default 0.05)\n"
+    "  --kl-mode M            token (the paper: KL per token) | batch (KL of the batch's\n"
+    "                         mean posterior); Bayesian, default token\n"
+    "  --free-bits X          token mode: per-token KL below X nats is free (default 0)\n"
+    "  --uncertainty U        entropy (the Python library's) | mutual_info (epistemic,\n"
+    "                         nats in [0, ln K]): what the Bayesian gate compares\n"
+    "  --share-qkv            one W_qkv / W_o for all experts (K/V computed once)\n"
+    "  --experts LIST         the layer's experts by name, e.g. local or full,local\n"
+    "                         (their costs: the registry's); default full,linear,local\n"
     "\n"
     "logging and checkpoints:\n"
     "  --eval-every N     validation loss every N steps (default 100)\n"
@@ -106,10 +125,12 @@ static int parse_nonfinite(const char *flag, const char *v, void *dst) {
 
 typedef struct train_opts {
     const char *data_path, *preset, *config_path, *controller, *out_dir;
-    long long steps, batch, context, warmup, seed, threads, layers;
+    const char *hard_train, *kl_mode, *uncertainty, *experts;
+    long long steps, batch, context, warmup, seed, threads, layers, records;
     long long eval_every, eval_batches, ckpt_every, sample_n, hard_from, top_k;
     double lr, min_lr, wd, clip, entropy_coeff, beta0, epsilon;
-    int resume, quiet, skip_nonfinite;
+    double cost_target, full_share, usage_floor, dual_lr, free_bits;
+    int resume, quiet, skip_nonfinite, share_qkv;
     sched cost, elbo, temp;
 } train_opts;
 
@@ -119,6 +140,7 @@ static int train_args(int argc, char **argv, train_opts *o) {
                       .batch = 16, .context = 128, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
                       .ckpt_every = 500, .sample_n = 200, .hard_from = -1, .top_k = 1, .lr = 2e-3, .min_lr = -1,
                       .wd = 0.1, .clip = 1.0, .beta0 = -1, .epsilon = -1, .cost = {0, 0, 0, 0, 0},
+                      .cost_target = -2, .full_share = -2, .usage_floor = -1, .dual_lr = -1, .free_bits = -1,
                       .elbo = {1, 1, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
     const cli_opt opts[] = {
         OPT_STRING("--data", &o->data_path),
@@ -150,6 +172,17 @@ static int train_args(int argc, char **argv, train_opts *o) {
         OPT_CUSTOM("--elbo-weight", &o->elbo, parse_sched),
         OPT_CUSTOM("--temperature", &o->temp, parse_sched),
         OPT_CUSTOM("--on-nonfinite", &o->skip_nonfinite, parse_nonfinite),
+        OPT_STRING("--hard-train", &o->hard_train),
+        OPT_STRING("--kl-mode", &o->kl_mode),
+        OPT_STRING("--uncertainty", &o->uncertainty),
+        OPT_STRING("--experts", &o->experts),
+        OPT_INT("--records", &o->records, 2, 1 << 24),
+        OPT_DOUBLE("--cost-target", &o->cost_target, 0, 1),
+        OPT_DOUBLE("--full-share", &o->full_share, 0, 1),
+        OPT_DOUBLE("--usage-floor", &o->usage_floor, 0, 1),
+        OPT_DOUBLE("--dual-lr", &o->dual_lr, 1e-9, 1e6),
+        OPT_DOUBLE("--free-bits", &o->free_bits, 0, 1e6),
+        OPT_FLAG("--share-qkv", &o->share_qkv),
         OPT_FLAG("--resume", &o->resume),
         OPT_FLAG("--quiet", &o->quiet),
         OPT_END};
@@ -187,11 +220,59 @@ typedef struct train_run {
     mattn_adamw *opt;
     int32_t *idx, *tgt;
     mattn_stats *tstats; /* the step's training batch, per layer */
+    mattn_route_counts **counts; /* and its routes against tokens and positions */
     FILE *logf;
     long long start, done_steps, n_skipped, skipped_run, nan_step;
     int tty;
     double t0, last_val;
 } train_run;
+
+/* --experts a,b,c: names and the registry's costs. */
+static int experts_config(const char *list, mattn_config *a) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    memset(a->experts, 0, sizeof a->experts);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == MATTN_MAX_EXPERTS) return cli_fail(EXIT_USAGE, "--experts: at most %d experts", MATTN_MAX_EXPERTS);
+        if (strlen(tok) >= MATTN_EXPERT_NAME_LEN) return cli_fail(EXIT_USAGE, "--experts: name '%s' is too long", tok);
+        mattn_expert *e;
+        if (mattn_expert_build(tok, a, &e) != MATTN_OK) return cli_fail(EXIT_USAGE, "--experts: %s", mattn_last_error());
+        a->expert_costs[n] = mattn_expert_cost(e);
+        mattn_expert_free(e);
+        snprintf(a->experts[n++], MATTN_EXPERT_NAME_LEN, "%s", tok);
+    }
+    if (!n) return cli_fail(EXIT_USAGE, "--experts: expected a comma-separated list of names, got '%s'", list);
+    a->n_experts = n;
+    if (a->hard_top_k > n) a->hard_top_k = n;
+    return 0;
+}
+
+/* The routing flags of a new run. */
+static int routing_config(const train_opts *o, mattn_config *a) {
+    static const char *const hard[] = {"gumbel", "straight-through"}, *const kl[] = {"token", "batch"},
+                             *const unc[] = {"entropy", "mutual_info"};
+    int k;
+    if (o->hard_train) {
+        if ((k = cli_choice("--hard-train", o->hard_train, hard, 2)) < 0) return EXIT_USAGE;
+        a->hard_train = (mattn_hard_train)k;
+    }
+    if (o->kl_mode) {
+        if ((k = cli_choice("--kl-mode", o->kl_mode, kl, 2)) < 0) return EXIT_USAGE;
+        a->kl_mode = (mattn_kl_mode)k;
+    }
+    if (o->uncertainty) {
+        if ((k = cli_choice("--uncertainty", o->uncertainty, unc, 2)) < 0) return EXIT_USAGE;
+        a->uncertainty = (mattn_uncertainty_kind)k;
+    }
+    if (o->cost_target > -2) a->cost_target = o->cost_target;
+    if (o->full_share > -2) a->full_share = o->full_share;
+    if (o->usage_floor >= 0) a->usage_floor = o->usage_floor;
+    if (o->dual_lr > 0) a->dual_lr = o->dual_lr;
+    if (o->free_bits >= 0) a->free_bits = o->free_bits;
+    if (o->share_qkv) a->share_qkv = 1;
+    return o->experts ? experts_config(o->experts, a) : 0;
+}
 
 /* The model's config: the checkpoint's (--resume), --config or the preset,
  * with the flags that shape a new model. */
@@ -216,6 +297,8 @@ static int train_config(const train_opts *o, const char *model_path, mattn_lm_co
         if (o->beta0 >= 0) cfg->attn.beta_0 = o->beta0;
         if (o->epsilon > 0) cfg->attn.epsilon = o->epsilon;
         cfg->attn.hard_top_k = (int)o->top_k;
+        int rc = routing_config(o, &cfg->attn);
+        if (rc) return rc;
         if (!o->config_path && cfg->max_seq_len < o->context) cfg->max_seq_len = (int)o->context; /* presets stretch */
     }
     if (o->context > cfg->max_seq_len)
@@ -242,6 +325,8 @@ static int train_prepare(train_run *r) {
         return cli_fail(1, "--data: %s%s", mattn_last_error(), missing && !strcmp(o->data_path, "data/kjv.txt")
                         ? " (run scripts/get-corpus.sh to fetch the default corpus)" : "");
     }
+    if (o->records && mattn_data_set_records(r->data, (int)o->records) != MATTN_OK)
+        return cli_fail(1, "--records: %s", mattn_last_error());
     if (mattn_data_size(r->data, 0) < (size_t)o->context + 1 || mattn_data_size(r->data, 1) < (size_t)o->context + 1)
         return cli_fail(1, "--data %s: too small for --context %lld (train %zu, validation %zu bytes)", o->data_path,
                         o->context, mattn_data_size(r->data, 0), mattn_data_size(r->data, 1));
@@ -299,9 +384,13 @@ static int train_setup(train_run *r) {
     if (!(r->logf = fopen(r->log_path, o->resume ? "ab" : "wb")))
         return cli_fail(1, "cannot write '%s': %s", r->log_path, strerror(errno));
     r->tstats = calloc((size_t)r->cfg.n_layers, sizeof *r->tstats);
+    r->counts = calloc((size_t)r->cfg.n_layers, sizeof *r->counts);
+    for (int l = 0; r->counts && l < r->cfg.n_layers; l++)
+        if (mattn_route_counts_init(r->cfg.attn.n_experts, r->cfg.vocab_size, 8, &r->counts[l]) != MATTN_OK)
+            return cli_fail(1, "route counts: %s", mattn_last_error());
     r->idx = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
     r->tgt = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
-    if (!r->idx || !r->tgt || !r->tstats) return cli_fail(1, "out of memory");
+    if (!r->idx || !r->tgt || !r->tstats || !r->counts) return cli_fail(1, "out of memory");
     return 0;
 }
 
@@ -380,6 +469,7 @@ static int train_step(train_run *r, long long step, step_result *s) {
     if (poison) *poison = saved;
     const char *why = st != MATTN_OK ? mattn_model_errmsg(m) : NULL;
     if (st == MATTN_OK && (st = mattn_adamw_step(r->opt, m, s->lr, &s->gnorm)) != MATTN_OK) why = mattn_last_error();
+    if (st == MATTN_OK && (st = mattn_model_update_duals(m)) != MATTN_OK) why = mattn_model_errmsg(m);
     if (st == MATTN_ERR_NUMERIC && o->skip_nonfinite && ++r->skipped_run <= 10) {
         fprintf(stderr, "%smetaattn: step %lld skipped (--on-nonfinite skip): %s\n", r->tty ? "\n" : "", step + 1, why);
         r->n_skipped++;
@@ -416,8 +506,13 @@ static int log_step(train_run *r, long long s1, const step_result *s, int evald,
         fprintf(logf, "%s{\"weights\": [", l ? ", " : "");
         for (int k = 0; k < K; k++) fprintf(logf, "%s%.5f", k ? ", " : "", st.weight[k]);
         fprintf(logf, "], \"entropy\": %.5f, \"norm_entropy\": %.5f, \"expected_cost\": %.5f, \"projected_cost\": %.5f, "
-                      "\"collapsed\": %.5f, \"uncertainty\": %.5f}",
-                st.entropy, K > 1 ? st.entropy / log(K) : 0.0, st.expected_cost, st.hard_cost, st.collapsed, st.uncertainty);
+                      "\"collapsed\": %.5f, \"uncertainty\": %.5f, \"mi_token\": %.5f, \"mi_position\": %.5f",
+                st.entropy, K > 1 ? st.entropy / log(K) : 0.0, st.expected_cost, st.hard_cost, st.collapsed, st.uncertainty,
+                mattn_route_counts_mi_token(r->counts[l]), mattn_route_counts_mi_position(r->counts[l]));
+        mattn_layer *ly = mattn_model_layer(r->m, l);
+        for (int d = 0; d < mattn_layer_n_duals(ly); d++)
+            fprintf(logf, "%s%.6g", d ? ", " : ", \"duals\": [", mattn_layer_duals(ly)[d]);
+        fprintf(logf, "%s}", mattn_layer_n_duals(ly) ? "]" : "");
         if (lo < lsize - 40 && l < 4)
             lo += (size_t)snprintf(lbuf + lo, lsize - lo, " L%d %.2f/%.2f/%.2f H%.2f", l, st.weight[0],
                                    K > 1 ? st.weight[1] : 0.0, K > 2 ? st.weight[2] : 0.0, st.entropy);
@@ -461,7 +556,11 @@ static int train_loop(train_run *r) {
         step_result s;
         if ((rc = train_step(r, step, &s)) == STEP_SKIPPED) { rc = 0; continue; }
         if (rc) break;
-        for (int l = 0; l < r->cfg.n_layers; l++) mattn_model_layer_stats(r->m, l, &r->tstats[l]); /* before validation overwrites them */
+        for (int l = 0; l < r->cfg.n_layers; l++) { /* before validation overwrites them */
+            mattn_model_layer_stats(r->m, l, &r->tstats[l]);
+            mattn_route_counts_reset(r->counts[l]);
+            mattn_route_counts_add(r->counts[l], mattn_model_layer(r->m, l), r->idx);
+        }
         const long long s1 = step + 1;
         const int evald = s1 % o->eval_every == 0 || s1 == o->steps;
         if (evald && (rc = val_loss(r->m, r->data, (int)o->batch, (int)o->context, (int)o->eval_batches, &r->last_val)))
@@ -539,6 +638,8 @@ static void final_report(const train_run *r) {
 static void train_free(train_run *r) {
     if (r->logf) fclose(r->logf);
     free(r->tstats);
+    for (int l = 0; r->counts && l < r->cfg.n_layers; l++) mattn_route_counts_free(r->counts[l]);
+    free(r->counts);
     free(r->idx);
     free(r->tgt);
     mattn_adamw_free(r->opt);
