@@ -103,21 +103,16 @@ static int buffer_layer(const char *name, int L, const char **what) {
     return l;
 }
 
-mattn_status mattn_model_load(mattn_model *m, const char *path) {
-    if (!m || !path)
-        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_load: %s is NULL", !m ? "model" : "path");
-    char err[MATTN_ERRMSG_LEN];
-    mattn_st_file *f = NULL;
-    mattn_status st = mattn_st_open(path, &f, err, sizeof err);
-    if (st != MATTN_OK) return mattn_set_error(st, "%s", err);
+/* Every tensor of the file is a parameter, the tied head or a buffer that
+ * agrees with the config; the budget's multipliers are read into duals
+ * (L x (2 + MATTN_MAX_EXPERTS)); *head: the file's head.weight or NULL. */
+static mattn_status check_names_buffers(mattn_model *m, const mattn_st_file *f, const char *path, double *duals,
+                                        const mattn_st_tensor **head) {
     const mattn_lm_config *cfg = mattn_model_config(m);
     const int np = mattn_model_n_params(m), L = cfg->n_layers, K = cfg->attn.n_experts;
     float costs[MATTN_MAX_EXPERTS], prior[MATTN_MAX_EXPERTS];
     mattn_prior_buffers(&cfg->attn, costs, prior);
-    const mattn_st_tensor *head = NULL;
-    double *duals = mattn_calloc((size_t)L * (2 + MATTN_MAX_EXPERTS), sizeof *duals); /* absent: zero */
-    if (!duals) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
-
+    mattn_status st = MATTN_OK;
     for (int i = 0; st == MATTN_OK && i < mattn_st_count(f); i++) {
         const mattn_st_tensor *t = mattn_st_get(f, i);
         const char *what;
@@ -140,7 +135,7 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
                                   duals + (size_t)l * (2 + MATTN_MAX_EXPERTS));
             continue;
         }
-        if (!strcmp(t->name, "head.weight")) { head = t; continue; }
+        if (!strcmp(t->name, "head.weight")) { *head = t; continue; }
         int known = 0;
         for (int j = 0; !known && j < np; j++) {
             mattn_tensor p;
@@ -149,6 +144,23 @@ mattn_status mattn_model_load(mattn_model *m, const char *path) {
         }
         if (!known) st = mattn_set_error(MATTN_ERR_FORMAT, "%s: unexpected tensor '%s' for this model config", path, t->name);
     }
+    return st;
+}
+
+mattn_status mattn_model_load(mattn_model *m, const char *path) {
+    if (!m || !path)
+        return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_model_load: %s is NULL", !m ? "model" : "path");
+    char err[MATTN_ERRMSG_LEN];
+    mattn_st_file *f = NULL;
+    mattn_status st = mattn_st_open(path, &f, err, sizeof err);
+    if (st != MATTN_OK) return mattn_set_error(st, "%s", err);
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int np = mattn_model_n_params(m), L = cfg->n_layers;
+    const mattn_st_tensor *head = NULL;
+    double *duals = mattn_calloc((size_t)L * (2 + MATTN_MAX_EXPERTS), sizeof *duals); /* absent: zero */
+    if (!duals) st = mattn_set_error(MATTN_ERR_NOMEM, "out of memory loading '%s'", path);
+
+    if (st == MATTN_OK) st = check_names_buffers(m, f, path, duals, &head);
     size_t total = 0;
     for (int j = 0; j < np; j++) {
         mattn_tensor p;
