@@ -103,6 +103,7 @@ typedef struct routing {
     float *alpha; /* (L, n, K) */
     int *chosen;  /* (L, n): argmax of alpha (soft) or the expert that ran (hard) */
     float *unc;   /* (L, n): U_t (Bayesian), else 0 */
+    mattn_route_counts **counts; /* (L): routes against bytes and positions */
 } routing;
 
 /* The options, checked; CLI_DONE after --help or in a dry run. */
@@ -153,6 +154,7 @@ static int route_text(mattn_model *m, const char *text, int Tmax, int hard, rout
         for (int t = 0; t < T; t++) idx[t] = (unsigned char)text[s0 + t];
         if (mattn_model_forward(m, idx, NULL, 1, T, NULL, NULL) != MATTN_OK) { rc = cli_fail(1, "%s", mattn_model_errmsg(m)); break; }
         for (int l = 0; l < L; l++) {
+            mattn_route_counts_add(r->counts[l], mattn_model_layer(m, l), idx);
             const float *al = mattn_layer_alpha(mattn_model_layer(m, l)), *w = mattn_layer_merge_weights(mattn_model_layer(m, l));
             const float *u = r->bayes ? mattn_layer_uncertainty(mattn_model_layer(m, l)) : NULL;
             for (int t = 0; t < T; t++) {
@@ -194,7 +196,8 @@ static void print_terminal(const char *text, const routing *r, int use_color) {
         }
         printf("layer %d:", l);
         for (int k = 0; k < K; k++) printf("  E%d chosen %.1f%% (mean alpha %.3f)", k + 1, 100.0 * cnt[k] / n, mean[k]);
-        printf("\n");
+        printf("  MI(route; byte) %.3f, MI(route; position) %.3f nats\n", mattn_route_counts_mi_token(r->counts[l]),
+               mattn_route_counts_mi_position(r->counts[l]));
         if (use_color) {
             for (int i = 0; i < n; i++) {
                 const unsigned char c = (unsigned char)text[i];
@@ -226,7 +229,11 @@ static int route_model(mattn_model *m, const route_opts *o, const char *text, in
     r.alpha = malloc(sizeof(float) * (size_t)r.L * n * r.K);
     r.chosen = malloc(sizeof(int) * (size_t)r.L * n);
     r.unc = malloc(sizeof(float) * (size_t)r.L * n);
-    int rc = !r.alpha || !r.chosen || !r.unc ? cli_fail(1, "out of memory") : 0;
+    r.counts = calloc((size_t)r.L, sizeof *r.counts);
+    int rc = !r.alpha || !r.chosen || !r.unc || !r.counts ? cli_fail(1, "out of memory") : 0;
+    for (int l = 0; !rc && l < r.L; l++) /* 8 position buckets of a window */
+        if (mattn_route_counts_init(r.K, cfg->vocab_size, 8, &r.counts[l]) != MATTN_OK)
+            rc = cli_fail(1, "route counts: %s", mattn_last_error());
     if (!rc) rc = route_text(m, text, o->context ? (int)o->context : cfg->max_seq_len, o->hard, &r);
     if (!rc && o->html) rc = write_html(o->html, text, n, r.L, r.K, r.alpha, r.chosen, o->model_path, o->hard);
     if (!rc && o->tsv) {
@@ -235,6 +242,8 @@ static int route_model(mattn_model *m, const route_opts *o, const char *text, in
         print_terminal(text, &r, !strcmp(o->color, "always") || (!strcmp(o->color, "auto") && isatty(STDOUT_FILENO)));
         if (o->html) printf("wrote %s\n", o->html);
     }
+    for (int l = 0; r.counts && l < r.L; l++) mattn_route_counts_free(r.counts[l]);
+    free(r.counts);
     free(r.alpha);
     free(r.chosen);
     free(r.unc);
