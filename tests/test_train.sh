@@ -216,5 +216,23 @@ hdr=$(head -c 8192 "$tmp/P/model.safetensors" | tr -d '\0')
 check "beta0 model loads" 0 "bits/byte" "$bin" eval --model "$tmp/P/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4
 check "help" 0 "--resume" "$bin" train --help
 
+# 8. budgeted, straight-through routing: the multipliers move and are logged,
+# survive a stop and a resume bit for bit; the flags' errors name them
+budget=(--steps 60 --hard-from 10 --hard-train straight-through --cost-target 0.3 --full-share 0.1
+        --usage-floor 0.05 --dual-lr 0.5 --share-qkv --uncertainty mutual_info --ckpt-every 30)
+check "budget train" 0 "checkpoint:" "$bin" train "${common[@]}" "${budget[@]}" --out "$tmp/Q"
+last=$(tail -1 "$tmp/Q/log.jsonl")
+[[ "$last" == *'"duals": ['* && "$last" == *'"mi_token": '* ]] && ok || bad "no duals / mi_token in the log"
+[[ "$last" != *'"duals": [0, 0, 0, 0, 0]'* ]] && ok || bad "the multipliers never moved"
+"$bin" train "${common[@]}" "${budget[@]}" --steps 30 --out "$tmp/R" >/dev/null 2>&1
+check "budget resume" 0 "resumed" "$bin" train "${common[@]}" "${budget[@]}" --out "$tmp/R" --resume
+if cmp -s <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") && cmp -s "$tmp/Q/model.safetensors" "$tmp/R/model.safetensors"; then ok
+else bad "budgeted run resumed differs"; diff <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") | head -4; fi
+check "budget eval mi" 0 "MI(route; byte)=" "$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --hard
+check "bad hard-train" 2 "--hard-train: expected gumbel or straight-through" "$bin" train "${common[@]}" --hard-train sometimes --out "$tmp/U"
+check "bad cost-target" 2 "--cost-target: expected a number in [0, 1]" "$bin" train --cost-target 2
+check "bad experts" 2 "unknown expert 'fast'" "$bin" train "${common[@]}" --experts full,fast --out "$tmp/S"
+check "all-local train" 0 "checkpoint:" "$bin" train "${common[@]}" --experts local --steps 3 --out "$tmp/T"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
