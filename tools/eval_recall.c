@@ -10,6 +10,7 @@
  * digits) that ran the "full" expert (recall), the share of all positions
  * that did, and the precision.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,7 @@ int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_a
     float *logits = malloc(sizeof(float) * (size_t)V);
     int64_t *full_val = calloc((size_t)L, sizeof *full_val), *full_all = calloc((size_t)L, sizeof *full_all);
     int64_t queries = 0, right = 0, n_val = 0, n_tok = 0, any_val = 0;
+    double val_ce = 0.0; /* cross-entropy on the value bytes (ln 10 = 2.30: no recall) */
     int rc = !seq || !mask || !logits || !full_val || !full_all ? cli_fail(1, "out of memory") : 0;
     if (!rc && mattn_model_cache_init(m, 1, &c) != MATTN_OK) rc = cli_fail(1, "decode cache: %s", mattn_model_errmsg(m));
     for (int64_t wi = 0; wi < n_win && !rc; wi++) {
@@ -69,6 +71,12 @@ int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_a
             for (int v = 1; v < V; v++) best = logits[v] > logits[best] ? v : best;
             if (mask[t] && (t == 0 || !mask[t - 1])) q++;
             if (mask[t] && q < 64) wrong[q] |= best != seq[t + 1];
+            if (mask[t]) {
+                double mx = logits[0], z = 0.0;
+                for (int v = 1; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
+                for (int v = 0; v < V; v++) z += exp((double)logits[v] - mx);
+                val_ce += mx + log(z) - logits[seq[t + 1]];
+            }
             for (int l = 0; l < L; l++) {
                 mattn_stats s;
                 mattn_model_layer_stats(m, l, &s);
@@ -85,8 +93,10 @@ int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_a
     }
     if (!rc && json) {
         printf("{\"task\": \"recall\", \"records\": %lld, \"queries\": %lld, \"accuracy\": %.6f, "
-               "\"value_positions\": %lld, \"positions\": %lld, \"full_recall_any_layer\": %.6f, \"layers\": [",
-               (long long)n_win, (long long)queries, queries ? (double)right / queries : 0.0, (long long)n_val,
+               "\"value_loss\": %.6f, \"value_positions\": %lld, \"positions\": %lld, \"full_recall_any_layer\": %.6f, "
+               "\"layers\": [",
+               (long long)n_win, (long long)queries, queries ? (double)right / queries : 0.0,
+               n_val ? val_ce / n_val : 0.0, (long long)n_val,
                (long long)n_tok, n_val ? (double)any_val / n_val : 0.0);
         for (int l = 0; l < L; l++)
             printf("%s{\"full_recall\": %.6f, \"full_share\": %.6f, \"full_precision\": %.6f}", l ? ", " : "",
@@ -96,6 +106,7 @@ int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_a
     } else if (!rc) {
         printf("recall: %lld of %lld queries answered (accuracy %.4f), %lld records decoded with the cache\n",
                (long long)right, (long long)queries, queries ? (double)right / queries : 0.0, (long long)n_win);
+        printf("cross-entropy on the value bytes: %.4f nats (ln 10 = 2.3026: no recall)\n", n_val ? val_ce / n_val : 0.0);
         printf("positions that predict a value byte routed to full in at least one layer: %.1f%% (%lld)\n",
                n_val ? 100.0 * any_val / n_val : 0.0, (long long)n_val);
         for (int l = 0; l < L; l++)
