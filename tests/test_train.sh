@@ -224,15 +224,18 @@ check "budget train" 0 "checkpoint:" "$bin" train "${common[@]}" "${budget[@]}" 
 last=$(tail -1 "$tmp/Q/log.jsonl")
 [[ "$last" == *'"duals": ['* && "$last" == *'"mi_token": '* ]] && ok || bad "no duals / mi_token in the log"
 [[ "$last" != *'"duals": [0, 0, 0, 0, 0]'* ]] && ok || bad "the multipliers never moved"
-"$bin" train "${common[@]}" "${budget[@]}" --steps 30 --out "$tmp/R" >/dev/null 2>&1
+"$bin" train "${common[@]}" "${budget[@]}" --out "$tmp/R" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [[ -f "$tmp/R/model.safetensors" ]] && break; sleep 0.1; done
+kill -TERM $pid; wait $pid
 check "budget resume" 0 "resumed" "$bin" train "${common[@]}" "${budget[@]}" --out "$tmp/R" --resume
 if cmp -s <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") && cmp -s "$tmp/Q/model.safetensors" "$tmp/R/model.safetensors"; then ok
 else bad "budgeted run resumed differs"; diff <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") | head -4; fi
 check "budget eval mi" 0 "MI(route; byte)=" "$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --hard
 check "bad hard-train" 2 "--hard-train: expected gumbel or straight-through" "$bin" train "${common[@]}" --hard-train sometimes --out "$tmp/U"
 check "bad cost-target" 2 "--cost-target: expected a number in [0, 1]" "$bin" train --cost-target 2
-check "bad experts" 2 "unknown expert 'fast'" "$bin" train "${common[@]}" --experts full,fast --out "$tmp/S"
-check "all-local train" 0 "checkpoint:" "$bin" train "${common[@]}" --experts local --steps 3 --out "$tmp/T"
+check "bad experts" 2 "unknown expert 'fast'" "$bin" train "${common[@]}" --experts full,fast --out "$tmp/EX"
+check "all-local train" 0 "checkpoint:" "$bin" train "${common[@]}" --experts local --steps 3 --out "$tmp/AL"
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]
