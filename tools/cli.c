@@ -145,3 +145,23 @@ int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq
     memcpy(logits, mattn_model_logits(m) + (size_t)(T - 1) * V, sizeof(float) * V);
     return 0;
 }
+
+mattn_route_counts **cli_route_counts(const mattn_lm_config *cfg) {
+    mattn_route_counts **c = calloc((size_t)cfg->n_layers, sizeof *c);
+    if (!c) {
+        cli_fail(1, "out of memory");
+        return NULL;
+    }
+    for (int l = 0; l < cfg->n_layers; l++) /* 8 position buckets of a window */
+        if (mattn_route_counts_init(cfg->attn.n_experts, cfg->vocab_size, 8, &c[l]) != MATTN_OK) {
+            cli_fail(1, "route counts: %s", mattn_last_error());
+            cli_route_counts_free(c, cfg->n_layers);
+            return NULL;
+        }
+    return c;
+}
+
+void cli_route_counts_free(mattn_route_counts **c, int n_layers) {
+    for (int l = 0; c && l < n_layers; l++) mattn_route_counts_free(c[l]);
+    free(c);
+}

@@ -101,6 +101,10 @@ int cli_load_model(const char *path, mattn_model **out);
  * must fit in max_seq_len.  Without: run the model over the last `window`
  * tokens.  Prints the model's error and returns 1 on failure. */
 int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq, int len, int window, float *logits);
+/* One mattn_route_counts per layer of a model (8 position buckets), or NULL
+ * after printing why; freed with cli_route_counts_free. */
+mattn_route_counts **cli_route_counts(const mattn_lm_config *cfg);
+void cli_route_counts_free(mattn_route_counts **c, int n_layers);
 /* eval --task recall (eval_recall.c): n_win of the n_all windows of T+1
  * bytes at bytes, decoded with the cache; prints the report. */
 int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_all, int T, int json);

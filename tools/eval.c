@@ -248,17 +248,13 @@ static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
     if (rc) return rc;
     const int64_t n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all;
     if (o->task) return eval_recall(m, mattn_data_bytes(d) + lo, n_win, n_all, (int)o->context, o->json);
-    eval_result r = {.n_win = n_win, .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats)),
-                     .counts = calloc((size_t)cfg->n_layers, sizeof(mattn_route_counts *))};
-    if (!r.acc || !r.counts) rc = cli_fail(1, "out of memory");
-    for (int l = 0; !rc && l < cfg->n_layers; l++) /* 8 position buckets of the window */
-        if (mattn_route_counts_init(cfg->attn.n_experts, cfg->vocab_size, 8, &r.counts[l]) != MATTN_OK)
-            rc = cli_fail(1, "route counts: %s", mattn_last_error());
+    eval_result r = {.n_win = n_win, .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats))};
+    if (!r.acc) rc = cli_fail(1, "out of memory");
+    if (!rc && !(r.counts = cli_route_counts(cfg))) rc = 1;
     if (!rc) rc = score(m, mattn_data_bytes(d) + lo, n_all, o, &r);
     if (!rc && o->json) print_json(o, &r, cfg->n_layers, cfg->attn.n_experts);
     else if (!rc) print_table(o, &r, cfg->n_layers, cfg->attn.n_experts);
-    for (int l = 0; r.counts && l < cfg->n_layers; l++) mattn_route_counts_free(r.counts[l]);
-    free(r.counts);
+    cli_route_counts_free(r.counts, cfg->n_layers);
     free(r.acc);
     return rc;
 }

@@ -229,11 +229,8 @@ static int route_model(mattn_model *m, const route_opts *o, const char *text, in
     r.alpha = malloc(sizeof(float) * (size_t)r.L * n * r.K);
     r.chosen = malloc(sizeof(int) * (size_t)r.L * n);
     r.unc = malloc(sizeof(float) * (size_t)r.L * n);
-    r.counts = calloc((size_t)r.L, sizeof *r.counts);
-    int rc = !r.alpha || !r.chosen || !r.unc || !r.counts ? cli_fail(1, "out of memory") : 0;
-    for (int l = 0; !rc && l < r.L; l++) /* 8 position buckets of a window */
-        if (mattn_route_counts_init(r.K, cfg->vocab_size, 8, &r.counts[l]) != MATTN_OK)
-            rc = cli_fail(1, "route counts: %s", mattn_last_error());
+    int rc = !r.alpha || !r.chosen || !r.unc ? cli_fail(1, "out of memory") : 0;
+    if (!rc && !(r.counts = cli_route_counts(cfg))) rc = 1;
     if (!rc) rc = route_text(m, text, o->context ? (int)o->context : cfg->max_seq_len, o->hard, &r);
     if (!rc && o->html) rc = write_html(o->html, text, n, r.L, r.K, r.alpha, r.chosen, o->model_path, o->hard);
     if (!rc && o->tsv) {
@@ -242,8 +239,7 @@ static int route_model(mattn_model *m, const route_opts *o, const char *text, in
         print_terminal(text, &r, !strcmp(o->color, "always") || (!strcmp(o->color, "auto") && isatty(STDOUT_FILENO)));
         if (o->html) printf("wrote %s\n", o->html);
     }
-    for (int l = 0; r.counts && l < r.L; l++) mattn_route_counts_free(r.counts[l]);
-    free(r.counts);
+    cli_route_counts_free(r.counts, r.L);
     free(r.alpha);
     free(r.chosen);
     free(r.unc);

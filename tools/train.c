@@ -130,10 +130,7 @@ static int train_setup(train_run *r) {
     if (!(r->logf = fopen(r->log_path, o->resume ? "ab" : "wb")))
         return cli_fail(1, "cannot write '%s': %s", r->log_path, strerror(errno));
     r->tstats = calloc((size_t)r->cfg.n_layers, sizeof *r->tstats);
-    r->counts = calloc((size_t)r->cfg.n_layers, sizeof *r->counts);
-    for (int l = 0; r->counts && l < r->cfg.n_layers; l++)
-        if (mattn_route_counts_init(r->cfg.attn.n_experts, r->cfg.vocab_size, 8, &r->counts[l]) != MATTN_OK)
-            return cli_fail(1, "route counts: %s", mattn_last_error());
+    if (!(r->counts = cli_route_counts(&r->cfg))) return 1;
     r->idx = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
     r->tgt = malloc(sizeof(int32_t) * (size_t)(o->batch * o->context));
     if (!r->idx || !r->tgt || !r->tstats || !r->counts) return cli_fail(1, "out of memory");
@@ -384,8 +381,7 @@ static void final_report(const train_run *r) {
 static void train_free(train_run *r) {
     if (r->logf) fclose(r->logf);
     free(r->tstats);
-    for (int l = 0; r->counts && l < r->cfg.n_layers; l++) mattn_route_counts_free(r->counts[l]);
-    free(r->counts);
+    cli_route_counts_free(r->counts, r->cfg.n_layers);
     free(r->idx);
     free(r->tgt);
     mattn_adamw_free(r->opt);
