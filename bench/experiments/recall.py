@@ -5,6 +5,7 @@ that predict a queried value need exact attention far back.
 
     python3 bench/experiments/recall.py --filler data/kjv.txt --out data/recall.txt \
         [--records 8192] [--length 257] [--facts 3] [--min-gap 160] [--seed 1]
+        [--drill [--query-sep :]]
 
 Each record is exactly LENGTH bytes (the file is RECORDS * LENGTH bytes, no
 separators; `metaattn train --records LENGTH` draws whole records):
@@ -13,13 +14,13 @@ separators; `metaattn train --records LENGTH` draws whole records):
     around), with the marker bytes '#', '@', '=' and ':' deleted from the
     whole text first, and every byte outside printable ASCII and newline
     replaced by a space;
-  * positions: FACTS fact starts, each uniform in
+  * positions: FACTS fact starts, each uniform among the starts in
     [0, min(LENGTH // 2 - 11, LENGTH - 21 - MIN_GAP)] (the first half, and
-    early enough for its query), drawn again while the 11 bytes overlap an
-    earlier fact; then, for the facts in a random order, a query start
-    uniform among the starts from MIN_GAP bytes after the end of its fact to
-    LENGTH - 10 whose 10 bytes overlap no fact or earlier query; when a
-    query has no such start, all positions are drawn again;
+    early enough for its query) whose 11 bytes overlap no earlier fact;
+    then, for the facts in a random order, a query start uniform among the
+    starts from MIN_GAP bytes after the end of its fact to LENGTH - 10
+    whose 10 bytes overlap no fact or earlier query; when a fact or a query
+    has no such start, all positions are drawn again;
   * then, fact by fact, KEY (4 upper-case letters A-Z, drawn again while it
     equals an earlier key of the record) and VALUE (4 digits 0-9): the fact
     "#KEY=VALUE#" (11 bytes) and its query "@KEY:VALUE" (10 bytes) are
@@ -58,10 +59,10 @@ def place(rng, length, n_facts, min_gap):
     used = [False] * length
     facts = []
     for _ in range(n_facts):
-        while True:
-            p = rng.randrange(0, last + 1)
-            if not any(used[p:p + 11]):
-                break
+        starts = [p for p in range(last + 1) if not any(used[p:p + 11])]
+        if not starts:
+            return None
+        p = rng.choice(starts)
         for i in range(p, p + 11):
             used[i] = True
         facts.append(p)
@@ -101,6 +102,23 @@ def make_record(rng, filler, length, n_facts, min_gap):
     return bytes(rec), facts, queries
 
 
+def make_drill(rng, length, sep):
+    """A record of facts and queries only (no filler): while shorter than
+    LENGTH, a new fact when there are fewer than 2 or with probability 1/2,
+    else a query of a uniformly chosen earlier fact; cut to LENGTH."""
+    rec, facts = "", []
+    while len(rec) < length:
+        if len(facts) < 2 or rng.random() < 0.5:
+            key = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
+            value = "".join(rng.choice(string.digits) for _ in range(4))
+            facts.append((key, value))
+            rec += f"#{key}={value}#"
+        else:
+            key, value = rng.choice(facts)
+            rec += f"@{key}{sep}{value}"
+    return rec[:length].encode()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--filler", required=True, help="filler text (e.g. data/kjv.txt)")
@@ -110,6 +128,9 @@ def main():
     ap.add_argument("--facts", type=int, default=3)
     ap.add_argument("--min-gap", type=int, default=160, help="bytes from a fact's end to its query")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--drill", action="store_true",
+                    help="the pilot's probe: facts and queries only, no filler (make_drill)")
+    ap.add_argument("--query-sep", default=":", help="the byte between a query's key and value (--drill)")
     a = ap.parse_args()
     filler = clean_filler(open(a.filler, "rb").read())
     if len(filler) < a.length:
@@ -117,11 +138,15 @@ def main():
     rng = random.Random(a.seed)
     with open(a.out + ".tmp", "wb") as f:
         for _ in range(a.records):
-            rec, _, _ = make_record(rng, filler, a.length, a.facts, a.min_gap)
+            if a.drill:
+                rec = make_drill(rng, a.length, a.query_sep)
+            else:
+                rec, _, _ = make_record(rng, filler, a.length, a.facts, a.min_gap)
             f.write(rec)
     import os
     os.replace(a.out + ".tmp", a.out)
-    print(f"recall.py: {a.records} records of {a.length} bytes, {a.facts} facts each -> {a.out}")
+    what = "facts and queries only" if a.drill else f"{a.facts} facts each"
+    print(f"recall.py: {a.records} records of {a.length} bytes, {what} -> {a.out}")
 
 
 if __name__ == "__main__":
