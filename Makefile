@@ -11,17 +11,21 @@ CMAKE_FLAGS ?=
 CTEST_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test train demo portable asan noblas clean
+.PHONY: all build quiet-build test train demo portable asan noblas clean
 RUN ?= runs/kjv-$(shell date +%Y%m%d-%H%M%S)
 TRAIN_FLAGS ?=
 all: build
 build:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
+# the main job builds quietly: the compiler's output only when the build fails
+quiet-build:
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null && \
+	  cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
 test: build
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_FLAGS)
-train: build
-	scripts/get-corpus.sh
+train: quiet-build
+	@scripts/get-corpus.sh
 	./$(BUILD)/metaattn train --data data/kjv.txt --out $(RUN) $(TRAIN_FLAGS)
 demo: build
 	./$(BUILD)/demo

@@ -206,7 +206,7 @@ sed 's/"dropout": 0.0}/"dropout": 0.0, "expert_costs": [1.0], "controller": "pri
 check "all-full train" 0 "checkpoint:" "$bin" train --config "$tmp/full.json" --data "$tmp/gen.txt" --batch 4 --context 64 --steps 5 --sample 0 --threads 2 --out "$tmp/F"
 check "all-full eval" 0 "E1=1.000" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --hard
 check "all-full generate" 0 "E1 1.000 / 100.0%" "$bin" generate --model "$tmp/F/model.safetensors" --tokens 5
-check "all-full force" 1 "the layer has 1 experts" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --context 64 --hard --force local
+check "all-full force" 1 "the model has no expert 'local'" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --context 64 --hard --force local
 check "bad beta0" 2 "--beta0: expected a number" "$bin" train --beta0 -1
 check "bad epsilon" 2 "--epsilon: expected a number" "$bin" train --epsilon 0
 # the prior's flags reach the saved config; the model loads (its prior buffer matches the config)
@@ -236,6 +236,16 @@ check "bad hard-train" 2 "--hard-train: expected gumbel or straight-through" "$b
 check "bad cost-target" 2 "--cost-target: expected a number in [0, 1]" "$bin" train --cost-target 2
 check "bad experts" 2 "unknown expert 'fast'" "$bin" train "${common[@]}" --experts full,fast --out "$tmp/EX"
 check "all-local train" 0 "checkpoint:" "$bin" train "${common[@]}" --experts local --steps 3 --out "$tmp/AL"
+
+# eval --compare: soft, hard and all-full passes in one summary; the all-full
+# pass equals eval --hard --force full, the hard pass eval --hard
+cmp_out=$("$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 8 --compare --threads 1 2>&1)
+hl=$("$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 8 --hard --threads 1 | sed -n 's/^loss \([0-9.]*\) .*/\1/p')
+fl=$("$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 8 --hard --force full --threads 1 | sed -n 's/^loss \([0-9.]*\) .*/\1/p')
+[[ "$cmp_out" == *"  hard     loss $hl nats/byte"* && "$cmp_out" == *"  all-full loss $fl nats/byte"* && "$cmp_out" == *"x the FLOPs and"* && "$cmp_out" == *"layer 1 hard routes: full "* ]] && ok \
+  || bad "eval --compare: hard $hl / all-full $fl not in: $cmp_out"
+check "compare without full" 0 "layer 0 hard routes: local 100.0%" "$bin" eval --model "$tmp/AL/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --compare
+check "compare and hard" 2 "--compare runs its own soft, hard and all-full passes" "$bin" eval --model "$tmp/Q/model.safetensors" --compare --hard
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

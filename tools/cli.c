@@ -165,3 +165,15 @@ void cli_route_counts_free(mattn_route_counts **c, int n_layers) {
     for (int l = 0; c && l < n_layers; l++) mattn_route_counts_free(c[l]);
     free(c);
 }
+
+static const char *const builtin_experts[] = {"full", "linear", "local"};
+
+const char *cli_expert_label(const mattn_config *a, int k) {
+    return a->experts[0][0] ? a->experts[k] : k >= 0 && k < 3 ? builtin_experts[k] : "?";
+}
+
+int cli_expert_index(const mattn_config *a, const char *name) {
+    for (int k = 0; k < a->n_experts; k++)
+        if (!strcmp(cli_expert_label(a, k), name)) return k;
+    return -1;
+}

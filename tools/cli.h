@@ -104,6 +104,11 @@ int cli_next_logits(mattn_model *m, mattn_model_cache *cache, const int32_t *seq
 /* One mattn_route_counts per layer of a model (8 position buckets), or NULL
  * after printing why; freed with cli_route_counts_free. */
 mattn_route_counts **cli_route_counts(const mattn_lm_config *cfg);
+
+/* The index of the expert called name in a layer's config (no expert list:
+ * the built-ins full, linear, local), or -1; and the name of expert k. */
+int cli_expert_index(const mattn_config *a, const char *name);
+const char *cli_expert_label(const mattn_config *a, int k);
 void cli_route_counts_free(mattn_route_counts **c, int n_layers);
 /* eval --task recall (eval_recall.c): n_win of the n_all windows of T+1
  * bytes at bytes, decoded with the cache; prints the report. */

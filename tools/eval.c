@@ -20,7 +20,7 @@ static const char *usage_eval =
     "  --model FILE     model.safetensors written by metaattn train (or PyTorch)\n"
     "  --data FILE      the text (default data/kjv.txt)\n"
     "  --context N      window length T (default: 128, at most max_seq_len)\n"
-    "  --split S        val (default): the last 10%% of the file, as in training;\n"
+    "  --split S        val (default): the last 10% of the file, as in training;\n"
     "                   all: the whole file.  Cut into consecutive windows of T+1\n"
     "                   bytes (a shorter tail is dropped); each predicts its last T\n"
     "  --hard           eval-mode hard routing (top-k, uncertainty-gated for the\n"
@@ -42,12 +42,16 @@ static const char *usage_eval =
     "  --max-windows N  score at most N windows, evenly spread (default: all)\n"
     "  --threads N      OpenMP threads (default: all cores)\n"
     "  --json           print one JSON object instead of the table\n"
+    "  --compare        score the windows three times — soft, hard, and hard with\n"
+    "                   every token forced to full — and print one summary: loss,\n"
+    "                   attention FLOPs and seconds against all-full, and per layer\n"
+    "                   the hard routes, MI(route; byte), MI(route; position)\n"
     "  -h, --help       show this help\n";
 
 typedef struct eval_opts {
     const char *model_path, *data_path, *split, *force, *task;
     long long context, batch, threads, max_windows, records;
-    int hard, json, force_k; /* force_k: the --force expert, or -1 */
+    int hard, json, compare;
     double eta;              /* --uncertainty-threshold, NAN: the model's */
 } eval_opts;
 
@@ -61,7 +65,7 @@ static int parse_threshold(const char *flag, const char *v, void *dst) {
 
 /* The options, checked; CLI_DONE after --help or in a dry run. */
 static int eval_args(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .context = 128, .batch = 16, .force_k = -1, .eta = NAN};
+    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .context = 128, .batch = 16, .eta = NAN};
     const cli_opt opts[] = {
         OPT_STRING("--model", &o->model_path),
         OPT_STRING("--data", &o->data_path),
@@ -76,6 +80,7 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
         OPT_CUSTOM("--uncertainty-threshold", &o->eta, parse_threshold),
         OPT_FLAG("--hard", &o->hard),
         OPT_FLAG("--json", &o->json),
+        OPT_FLAG("--compare", &o->compare),
         OPT_END};
     int rc = cli_parse("eval", usage_eval, opts, argc, argv);
     if (rc) return rc;
@@ -85,8 +90,11 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
     if (cli_choice("--split", o->split, splits, 2) < 0) return EXIT_USAGE;
     static const char *const tasks[] = {"recall"};
     if (o->task && cli_choice("--task", o->task, tasks, 1) < 0) return EXIT_USAGE;
+    if (o->compare && (o->hard || o->force || o->task || o->json))
+        return cli_fail(EXIT_USAGE, "--compare runs its own soft, hard and all-full passes: drop --hard, --force, "
+                                    "--task and --json");
     if (o->force) {
-        if ((o->force_k = cli_choice("--force", o->force, experts, 3)) < 0) return EXIT_USAGE;
+        if (cli_choice("--force", o->force, experts, 3) < 0) return EXIT_USAGE;
         if (!o->hard) return cli_fail(EXIT_USAGE, "--force %s needs --hard (forced routes are hard routes)", o->force);
     }
     return 0;
@@ -100,11 +108,13 @@ static int eval_routing(mattn_model *m, const eval_opts *o) {
     if (!isnan(o->eta)) knobs.uncertainty_threshold = o->eta;
     if (mattn_model_set_routing(m, &knobs) != MATTN_OK)
         return cli_fail(1, "--uncertainty-threshold: %s", mattn_model_errmsg(m));
-    if (o->force_k < 0) return 0;
+    if (!o->force) return 0;
+    const int k = cli_expert_index(&cfg->attn, o->force);
+    if (k < 0) return cli_fail(1, "--force %s: the model has no expert '%s'", o->force, o->force);
     const int T = (int)o->context;
     uint8_t *r = malloc((size_t)T);
     if (!r) return cli_fail(1, "out of memory");
-    memset(r, o->force_k, (size_t)T);
+    memset(r, k, (size_t)T);
     int rc = 0;
     for (int l = 0; l < cfg->n_layers && !rc; l++)
         if (mattn_layer_force_routes(mattn_model_layer(m, l), r, T) != MATTN_OK)
@@ -234,6 +244,68 @@ static void print_table(const eval_opts *o, const eval_result *r, int L, int K) 
     }
 }
 
+static double attn_seconds(const eval_result *r, int L) {
+    double s = 0.0;
+    for (int l = 0; l < L; l++) s += r->acc[l].seconds;
+    return s;
+}
+
+static double attn_flops(const eval_result *r, int L) {
+    double f = 0.0;
+    for (int l = 0; l < L; l++) f += r->acc[l].flops_total;
+    return f;
+}
+
+/* --compare: r[0] soft, r[1] hard, r[2] hard with every token on full. */
+static void print_compare(const eval_opts *o, const eval_result *r, const mattn_lm_config *cfg, int fk) {
+    const int L = cfg->n_layers, K = cfg->attn.n_experts;
+    static const char *const what[] = {"soft", "hard", "all-full"};
+    printf("%s on the %s split of %s, %lld windows of %lld bytes:\n", o->model_path, o->split, o->data_path,
+           (long long)r[0].n_win, o->context);
+    const int nr = fk >= 0 ? 3 : 2;
+    const double f_full = fk >= 0 ? attn_flops(&r[2], L) : 0, s_full = fk >= 0 ? attn_seconds(&r[2], L) : 0;
+    for (int i = 0; i < nr; i++) {
+        const double f = attn_flops(&r[i], L), sec = attn_seconds(&r[i], L);
+        printf("  %-8s loss %.4f nats/byte | attention %.3g GFLOP, %.3f s", what[i], r[i].loss, 1e-9 * f, sec);
+        if (i == 1 && fk >= 0) printf("  (%.2fx the FLOPs and %.2fx the time of all-full)", f / f_full, sec / s_full);
+        printf("\n");
+    }
+    printf("  hard - soft: %+.4f nats/byte\n", r[1].loss - r[0].loss);
+    for (int l = 0; l < L; l++) {
+        const mattn_stats *a = &r[1].acc[l];
+        printf("  layer %d hard routes:", l);
+        for (int k = 0; k < K; k++) printf(" %s %.1f%%", cli_expert_label(&cfg->attn, k), 100 * a->exec_frac[k]);
+        printf(" | MI(route; byte) %.3f, MI(route; position) %.3f nats", mattn_route_counts_mi_token(r[1].counts[l]),
+               mattn_route_counts_mi_position(r[1].counts[l]));
+        if (a->has_uncertainty) printf(" | uncertainty %.3f", a->uncertainty);
+        printf("\n");
+    }
+}
+
+static int eval_compare(mattn_model *m, const uint8_t *bytes, int64_t n_all, int64_t n_win, const eval_opts *o) {
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int fk = cli_expert_index(&cfg->attn, "full");
+    eval_result r[3] = {{0}};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (i == 2 && fk < 0) break; /* no full expert: no all-full pass */
+        eval_opts oi = *o;
+        oi.hard = i > 0;
+        oi.force = i == 2 ? "full" : NULL;
+        r[i] = (eval_result){.n_win = n_win, .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats))};
+        if (!r[i].acc) rc = cli_fail(1, "out of memory");
+        if (!rc && !(r[i].counts = cli_route_counts(cfg))) rc = 1;
+        if (!rc) rc = eval_routing(m, &oi);
+        if (!rc) rc = score(m, bytes, n_all, &oi, &r[i]);
+    }
+    if (!rc) print_compare(o, r, cfg, fk);
+    for (int i = 0; i < 3; i++) {
+        cli_route_counts_free(r[i].counts, cfg->n_layers);
+        free(r[i].acc);
+    }
+    return rc;
+}
+
 /* The split's windows, routing, scoring and the report. */
 static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
     const mattn_lm_config *cfg = mattn_model_config(m);
@@ -244,9 +316,10 @@ static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
     if (n_all < 1)
         return cli_fail(1, "--data %s: the %s split (%zu bytes) is shorter than one window of %lld bytes", o->data_path,
                         o->split, len, o->context + 1);
+    const int64_t n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all;
+    if (o->compare) return eval_compare(m, mattn_data_bytes(d) + lo, n_all, n_win, o);
     int rc = eval_routing(m, o);
     if (rc) return rc;
-    const int64_t n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all;
     if (o->task) return eval_recall(m, mattn_data_bytes(d) + lo, n_win, n_all, (int)o->context, o->json);
     eval_result r = {.n_win = n_win, .acc = calloc((size_t)cfg->n_layers, sizeof(mattn_stats))};
     if (!r.acc) rc = cli_fail(1, "out of memory");

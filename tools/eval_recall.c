@@ -35,16 +35,9 @@ static int value_positions(const int32_t *seq, int T, uint8_t *mask) {
     return n;
 }
 
-static int full_index(const mattn_config *a) {
-    if (!a->experts[0][0]) return 0; /* full, linear, local */
-    for (int k = 0; k < a->n_experts; k++)
-        if (!strcmp(a->experts[k], "full")) return k;
-    return -1;
-}
-
 int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_all, int T, int json) {
     const mattn_lm_config *cfg = mattn_model_config(m);
-    const int L = cfg->n_layers, V = cfg->vocab_size, fk = full_index(&cfg->attn);
+    const int L = cfg->n_layers, V = cfg->vocab_size, fk = cli_expert_index(&cfg->attn, "full");
     if (!cfg->position_norm) return cli_fail(1, "--task recall decodes with the cache: the model needs position_norm max_seq_len");
     mattn_model_cache *c = NULL;
     int32_t *seq = malloc(sizeof(int32_t) * (size_t)(T + 1));

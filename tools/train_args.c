@@ -15,7 +15,7 @@ static const char *usage_train =
     "\n"
     "data and model:\n"
     "  --data FILE        UTF-8 text to train on (default data/kjv.txt, written by\n"
-    "                     scripts/get-corpus.sh); the last 10%% is validation\n"
+    "                     scripts/get-corpus.sh); the last 10% is validation\n"
     "  --records L        the file is records of L bytes (bench/experiments/recall.py):\n"
     "                     windows start at record starts, the split at a record\n"
     "                     boundary (--context < L)\n"
