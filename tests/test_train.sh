@@ -245,6 +245,9 @@ fl=$("$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --cont
 [[ "$cmp_out" == *"  hard     loss $hl nats/byte"* && "$cmp_out" == *"  all-full loss $fl nats/byte"* && "$cmp_out" == *"x the FLOPs and"* && "$cmp_out" == *"layer 1 hard routes: full "* ]] && ok \
   || bad "eval --compare: hard $hl / all-full $fl not in: $cmp_out"
 check "compare without full" 0 "layer 0 hard routes: local 100.0%" "$bin" eval --model "$tmp/AL/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --compare
+check "train report" 0 "  hard - soft: " "$bin" train "${common[@]}" --steps 3 --report 16 --out "$tmp/RP"
+out=$("$bin" train "${common[@]}" --steps 3 --report 0 --out "$tmp/RP0" 2>&1)
+[[ "$out" != *"hard - soft"* ]] && ok || bad "--report 0 still printed the summary"
 check "compare and hard" 2 "--compare runs its own soft, hard and all-full passes" "$bin" eval --model "$tmp/Q/model.safetensors" --compare --hard
 
 echo "$pass passed, $fail failed"

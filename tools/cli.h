@@ -110,6 +110,12 @@ mattn_route_counts **cli_route_counts(const mattn_lm_config *cfg);
 int cli_expert_index(const mattn_config *a, const char *name);
 const char *cli_expert_label(const mattn_config *a, int k);
 void cli_route_counts_free(mattn_route_counts **c, int n_layers);
+/* eval --compare (eval.c) on at most max_windows (0: all) of the validation
+ * windows of context+1 bytes of d: the soft, hard and all-full summary.
+ * Leaves the model hard-routed (and forced to full when it has that expert). */
+int cli_compare(mattn_model *m, const mattn_data *d, int context, int64_t max_windows, const char *model_path,
+                const char *data_path);
+
 /* eval --task recall (eval_recall.c): n_win of the n_all windows of T+1
  * bytes at bytes, decoded with the cache; prints the report. */
 int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_all, int T, int json);

@@ -332,6 +332,13 @@ static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
     return rc;
 }
 
+int cli_compare(mattn_model *m, const mattn_data *d, int context, int64_t max_windows, const char *model_path,
+                const char *data_path) {
+    const eval_opts o = {.model_path = model_path, .data_path = data_path, .split = "val", .context = context,
+                         .batch = 16, .max_windows = max_windows, .compare = 1, .eta = NAN};
+    return eval_model(m, d, &o);
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_opts o;
     int rc = eval_args(argc, argv, &o);

@@ -358,23 +358,19 @@ static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed
     free(buf);
 }
 
-/* After the run: the final model's sample and validation routing. */
+/* After the run: the final model's sample, and its validation loss and
+ * routes soft, hard and forced to all-full (eval --compare). */
 static void final_report(const train_run *r) {
     const train_opts *o = r->o;
-    printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
-    mattn_config k = r->cfg.attn;
-    mattn_model_set_routing(r->m, &k);
-    sample_text(r->m, "And God said", (int)o->sample_n, (uint64_t)o->seed, (int)o->context);
-    printf("\nrouting on the validation split (eval mode, soft):\n");
-    double v;
-    if (val_loss(r->m, r->data, (int)o->batch, (int)o->context, (int)o->eval_batches, &v)) return;
-    printf("  val_loss %.4f nats/byte (%.4f bits/byte)\n", v, v / log(2.0));
-    for (int l = 0; l < r->cfg.n_layers; l++) {
-        mattn_stats st;
-        char line[512];
-        mattn_model_layer_stats(r->m, l, &st);
-        mattn_stats_format(&st, line, sizeof line);
-        printf("  layer %d %s  projected hard cost=%.4f\n", l, line, st.hard_cost);
+    if (o->sample_n > 0) {
+        printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
+        mattn_config k = r->cfg.attn;
+        mattn_model_set_routing(r->m, &k);
+        sample_text(r->m, "And God said", (int)o->sample_n, (uint64_t)o->seed, (int)o->context);
+    }
+    if (o->report > 0) {
+        printf("\n");
+        cli_compare(r->m, r->data, (int)o->context, o->report, r->model_path, o->data_path);
     }
 }
 
@@ -420,7 +416,7 @@ int cmd_train(int argc, char **argv) {
             rc = 128 + g_stop;
         }
     }
-    if (!rc && o.sample_n > 0) final_report(&r);
+    if (!rc) final_report(&r);
     train_free(&r);
     return rc;
 }

@@ -15,7 +15,7 @@ typedef struct train_opts {
     const char *data_path, *preset, *config_path, *controller, *out_dir;
     const char *hard_train, *kl_mode, *uncertainty, *experts;
     long long steps, batch, context, warmup, seed, threads, layers, records;
-    long long eval_every, eval_batches, ckpt_every, sample_n, hard_from, top_k;
+    long long eval_every, eval_batches, ckpt_every, sample_n, report, hard_from, top_k;
     double lr, min_lr, wd, clip, entropy_coeff, beta0, epsilon;
     double cost_target, full_share, usage_floor, dual_lr, free_bits;
     int resume, quiet, skip_nonfinite, share_qkv;

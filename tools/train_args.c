@@ -72,6 +72,9 @@ static const char *usage_train =
     "  --eval-batches N   validation windows per evaluation, of --batch each (default 8)\n"
     "  --ckpt-every N     checkpoint every N steps (default 500; always at the end)\n"
     "  --sample N         bytes to generate from the final model (default 200, 0 = none)\n"
+    "  --report N         validation windows of the closing summary — loss soft, hard\n"
+    "                     and forced to all-full, attention FLOPs and time, routes and\n"
+    "                     MI per layer (eval --compare; default 1024, 0 = none)\n"
     "  --on-nonfinite A   stop (default): a NaN/Inf loss or gradient ends the run\n"
     "                     with an error, the last checkpoint kept as it was; skip:\n"
     "                     drop that step (no update) and go on, failing after 10\n"
@@ -117,7 +120,7 @@ static int parse_nonfinite(const char *flag, const char *v, void *dst) {
 int train_args(int argc, char **argv, train_opts *o) {
     *o = (train_opts){.data_path = "data/kjv.txt", .preset = "tiny", .out_dir = "runs/default", .steps = 1300,
                       .batch = 16, .context = 128, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
-                      .ckpt_every = 500, .sample_n = 200, .hard_from = -1, .top_k = 1, .lr = 2e-3, .min_lr = -1,
+                      .ckpt_every = 500, .sample_n = 200, .report = 1024, .hard_from = -1, .top_k = 1, .lr = 2e-3, .min_lr = -1,
                       .wd = 0.1, .clip = 1.0, .beta0 = -1, .epsilon = -1, .cost = {0, 0, 0, 0, 0},
                       .cost_target = -2, .full_share = -2, .usage_floor = -1, .dual_lr = -1, .free_bits = -1,
                       .elbo = {1, 1, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
@@ -138,6 +141,7 @@ int train_args(int argc, char **argv, train_opts *o) {
         OPT_INT("--eval-batches", &o->eval_batches, 1, 100000),
         OPT_INT("--ckpt-every", &o->ckpt_every, 1, 100000000),
         OPT_INT("--sample", &o->sample_n, 0, 100000),
+        OPT_INT("--report", &o->report, 0, 1LL << 40),
         OPT_INT("--hard-from", &o->hard_from, 0, 100000000),
         OPT_INT("--top-k", &o->top_k, 1, 8),
         OPT_DOUBLE("--lr", &o->lr, 0, 10),
