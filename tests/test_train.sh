@@ -233,7 +233,7 @@ if cmp -s <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") && cmp -s "$tm
 else bad "budgeted run resumed differs"; diff <(strip "$tmp/Q/log.jsonl") <(strip "$tmp/R/log.jsonl") | head -4; fi
 check "budget eval mi" 0 "MI(route; byte)=" "$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --hard
 check "bad hard-train" 2 "--hard-train: expected gumbel or straight-through" "$bin" train "${common[@]}" --hard-train sometimes --out "$tmp/U"
-check "bad cost-target" 2 "--cost-target: expected a number in [0, 1]" "$bin" train --cost-target 2
+check "bad cost-target" 2 "--cost-target: expected a number in [-1, 1]" "$bin" train --cost-target 2
 check "bad experts" 2 "unknown expert 'fast'" "$bin" train "${common[@]}" --experts full,fast --out "$tmp/EX"
 check "all-local train" 0 "checkpoint:" "$bin" train "${common[@]}" --experts local --steps 3 --out "$tmp/AL"
 
@@ -245,6 +245,11 @@ fl=$("$bin" eval --model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --cont
 [[ "$cmp_out" == *"  hard     loss $hl nats/byte"* && "$cmp_out" == *"  all-full loss $fl nats/byte"* && "$cmp_out" == *"x the FLOPs and"* && "$cmp_out" == *"layer 1 hard routes: full "* ]] && ok \
   || bad "eval --compare: hard $hl / all-full $fl not in: $cmp_out"
 check "compare without full" 0 "layer 0 hard routes: local 100.0%" "$bin" eval --model "$tmp/AL/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --compare
+# the defaults before 0.3 (results.md): soft training, per-expert projections, no budget
+check "old defaults" 0 "checkpoint:" "$bin" train --data "$tmp/gen.txt" --batch 4 --context 64 --steps 2 --sample 0 \
+  --report 0 --threads 2 --hard-from -1 --no-share-qkv --epsilon 0.01 --elbo-weight 1 --kl-mode token --cost-target -1 \
+  --full-share -1 --usage-floor 0 --hard-train gumbel --uncertainty entropy --out "$tmp/OLD"
+head -c 4096 "$tmp/OLD/model.safetensors" | grep -aq 'share_qkv\\":false' && ok || bad "--no-share-qkv: the saved config shares"
 check "train report" 0 "  hard - soft: " "$bin" train "${common[@]}" --steps 3 --report 16 --out "$tmp/RP"
 out=$("$bin" train "${common[@]}" --steps 3 --report 0 --out "$tmp/RP0" 2>&1)
 [[ "$out" != *"hard - soft"* ]] && ok || bad "--report 0 still printed the summary"

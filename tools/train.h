@@ -18,7 +18,7 @@ typedef struct train_opts {
     long long eval_every, eval_batches, ckpt_every, sample_n, report, hard_from, top_k;
     double lr, min_lr, wd, clip, entropy_coeff, beta0, epsilon;
     double cost_target, full_share, usage_floor, dual_lr, free_bits;
-    int resume, quiet, skip_nonfinite, share_qkv;
+    int resume, quiet, skip_nonfinite, share_qkv, no_share_qkv;
     sched cost, elbo, temp;
 } train_opts;
 

@@ -19,7 +19,8 @@ static const char *usage_train =
     "  --records L        the file is records of L bytes (bench/experiments/recall.py):\n"
     "                     windows start at record starts, the split at a record\n"
     "                     boundary (--context < L)\n"
-    "  --preset NAME      tiny (default) | small | base: model shape, see docs/cli.md\n"
+    "  --preset NAME      tiny (default) | small | base: model shape, see docs/cli.md;\n"
+    "                     tiny also sets the routing defaults marked (tiny) below\n"
     "  --config FILE      MetaLMConfig JSON instead of a preset\n"
     "  --layers N         override the number of layers\n"
     "  --controller C     bayesian (default) | prior-free\n"
@@ -30,7 +31,7 @@ static const char *usage_train =
     "optimisation:\n"
     "  --steps N          optimizer steps (default 1300)\n"
     "  --batch N          sequences per step (default 16)\n"
-    "  --context N        tokens per sequence (default 128)\n"
+    "  --context N        tokens per sequence (default 256)\n"
     "  --lr X             peak learning rate (default 2e-3)\n"
     "  --min-lr X         final learning rate of the cosine decay (default lr/10)\n"
     "  --warmup N         linear warmup steps (default 100)\n"
@@ -43,27 +44,33 @@ static const char *usage_train =
     "library's cosine_ramp/linear_ramp over steps):\n"
     "  --cost-lambda SCHED    cost penalty weight (default 0)\n"
     "  --entropy-coeff X      entropy bonus (prior-free, default 0)\n"
-    "  --elbo-weight SCHED    ELBO KL weight (Bayesian, default 1)\n"
+    "  --elbo-weight SCHED    ELBO KL weight (Bayesian, default 0.01; the paper: 1)\n"
     "  --beta0 X              prior strength beta_0: prior beta_i = eps + beta_0 (1 - cost_i)\n"
     "                         (Bayesian, default 1)\n"
-    "  --epsilon X            prior floor eps (Bayesian, default 0.01)\n"
+    "  --epsilon X            prior floor eps (Bayesian, default 0.01; tiny 1)\n"
     "  --temperature SCHED    router softmax temperature (prior-free, default 1)\n"
-    "  --hard-from STEP       switch from soft to hard routing at STEP\n"
+    "  --hard-from STEP       switch from soft to hard routing at STEP (default 100;\n"
+    "                         -1 = never: soft training)\n"
     "  --hard-train H         gumbel (the Python library's top-k Gumbel-softmax) |\n"
     "                         straight-through (trained as deployed: the top-k experts\n"
-    "                         run, the router learns through alpha); default gumbel\n"
+    "                         run, the router learns through alpha); default gumbel,\n"
+    "                         tiny straight-through\n"
     "  --top-k K              experts per token under hard routing (default 1)\n"
     "  --cost-target C        budget: each layer's mean routed cost <= C (Lagrange\n"
-    "                         multiplier, dual ascent); default off\n"
-    "  --full-share S         each layer sends a share S of its merge weight to full\n"
+    "                         multiplier, dual ascent); < 0 = off (default; tiny 0.35)\n"
+    "  --full-share S         each layer sends a share S of its merge weight to full;\n"
+    "                         < 0 = off (default; tiny 0.1)\n"
     "  --usage-floor U        every expert keeps a share >= U of the merge weight\n"
+    "                         (default 0; tiny 0.05)\n"
     "  --dual-lr X            step of the multipliers' dual ascent (default 0.05)\n"
     "  --kl-mode M            token (the paper: KL per token) | batch (KL of the batch's\n"
-    "                         mean posterior); Bayesian, default token\n"
+    "                         mean posterior); Bayesian, default token, tiny batch\n"
     "  --free-bits X          token mode: per-token KL below X nats is free (default 0)\n"
     "  --uncertainty U        entropy (the Python library's) | mutual_info (epistemic,\n"
-    "                         nats in [0, ln K]): what the Bayesian gate compares\n"
-    "  --share-qkv            one W_qkv / W_o for all experts (K/V computed once)\n"
+    "                         nats in [0, ln K]): what the Bayesian gate compares;\n"
+    "                         default entropy, tiny mutual_info\n"
+    "  --share-qkv            one W_qkv / W_o for all experts (K/V computed once; tiny)\n"
+    "  --no-share-qkv         per-expert W_qkv / W_o (the Python library's default)\n"
     "  --experts LIST         the layer's experts by name, e.g. local or full,local\n"
     "                         (their costs: the registry's); default full,linear,local\n"
     "\n"
@@ -119,11 +126,11 @@ static int parse_nonfinite(const char *flag, const char *v, void *dst) {
 
 int train_args(int argc, char **argv, train_opts *o) {
     *o = (train_opts){.data_path = "data/kjv.txt", .preset = "tiny", .out_dir = "runs/default", .steps = 1300,
-                      .batch = 16, .context = 128, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
-                      .ckpt_every = 500, .sample_n = 200, .report = 1024, .hard_from = -1, .top_k = 1, .lr = 2e-3, .min_lr = -1,
+                      .batch = 16, .context = 256, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
+                      .ckpt_every = 500, .sample_n = 200, .report = 1024, .hard_from = 100, .top_k = 1, .lr = 2e-3, .min_lr = -1,
                       .wd = 0.1, .clip = 1.0, .beta0 = -1, .epsilon = -1, .cost = {0, 0, 0, 0, 0},
                       .cost_target = -2, .full_share = -2, .usage_floor = -1, .dual_lr = -1, .free_bits = -1,
-                      .elbo = {1, 1, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
+                      .elbo = {0.01, 0.01, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
     const cli_opt opts[] = {
         OPT_STRING("--data", &o->data_path),
         OPT_STRING("--preset", &o->preset),
@@ -142,7 +149,7 @@ int train_args(int argc, char **argv, train_opts *o) {
         OPT_INT("--ckpt-every", &o->ckpt_every, 1, 100000000),
         OPT_INT("--sample", &o->sample_n, 0, 100000),
         OPT_INT("--report", &o->report, 0, 1LL << 40),
-        OPT_INT("--hard-from", &o->hard_from, 0, 100000000),
+        OPT_INT("--hard-from", &o->hard_from, -1, 100000000),
         OPT_INT("--top-k", &o->top_k, 1, 8),
         OPT_DOUBLE("--lr", &o->lr, 0, 10),
         OPT_DOUBLE("--min-lr", &o->min_lr, 0, 10),
@@ -160,12 +167,13 @@ int train_args(int argc, char **argv, train_opts *o) {
         OPT_STRING("--uncertainty", &o->uncertainty),
         OPT_STRING("--experts", &o->experts),
         OPT_INT("--records", &o->records, 2, 1 << 24),
-        OPT_DOUBLE("--cost-target", &o->cost_target, 0, 1),
-        OPT_DOUBLE("--full-share", &o->full_share, 0, 1),
+        OPT_DOUBLE("--cost-target", &o->cost_target, -1, 1),
+        OPT_DOUBLE("--full-share", &o->full_share, -1, 1),
         OPT_DOUBLE("--usage-floor", &o->usage_floor, 0, 1),
         OPT_DOUBLE("--dual-lr", &o->dual_lr, 1e-9, 1e6),
         OPT_DOUBLE("--free-bits", &o->free_bits, 0, 1e6),
         OPT_FLAG("--share-qkv", &o->share_qkv),
+        OPT_FLAG("--no-share-qkv", &o->no_share_qkv),
         OPT_FLAG("--resume", &o->resume),
         OPT_FLAG("--quiet", &o->quiet),
         OPT_END};
@@ -220,6 +228,7 @@ static int routing_config(const train_opts *o, mattn_config *a) {
     if (o->dual_lr > 0) a->dual_lr = o->dual_lr;
     if (o->free_bits >= 0) a->free_bits = o->free_bits;
     if (o->share_qkv) a->share_qkv = 1;
+    if (o->no_share_qkv) a->share_qkv = 0;
     return o->experts ? experts_config(o->experts, a) : 0;
 }
 

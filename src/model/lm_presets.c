@@ -23,6 +23,18 @@ mattn_status mattn_lm_config_preset(const char *name, mattn_lm_config *out) {
         c.attn.controller_hidden = 64;
         c.n_layers = 4;
         c.max_seq_len = 256;
+        /* a model that routes (docs/results.md §7): K/V computed once, the
+         * KL on the batch's routing under a prior that reaches every expert,
+         * a budget with a share for full and a floor for every expert,
+         * trained as deployed; uncertainty on the epistemic scale */
+        c.attn.share_qkv = 1;
+        c.attn.epsilon = 1.0;
+        c.attn.kl_mode = MATTN_KL_BATCH;
+        c.attn.cost_target = 0.35;
+        c.attn.full_share = 0.1;
+        c.attn.usage_floor = 0.05;
+        c.attn.hard_train = MATTN_HARD_STRAIGHT_THROUGH;
+        c.attn.uncertainty = MATTN_UNCERTAINTY_MUTUAL_INFO;
     } else if (!strcmp(name, "small") || !strcmp(name, "base")) {
         mattn_config_preset(name, &c.attn);
         c.attn.dropout = 0.1;
