@@ -32,7 +32,7 @@ cat > "$tmp/cfg.json" <<'EOF'
  "position_norm": "max_seq_len"}
 EOF
 common=(--config "$tmp/cfg.json" --data "$tmp/gen.txt" --batch 16 --context 64 --lr 3e-3 --warmup 20
-        --eval-every 50 --eval-batches 4 --sample 0 --threads 2)
+        --eval-every 50 --eval-batches 4 --sample 0 --report 0 --threads 2)
 
 # 1. learning: 300 steps
 check "train" 0 "checkpoint:" "$bin" train "${common[@]}" --steps 300 --out "$tmp/A" --ckpt-every 100

@@ -19,7 +19,8 @@ static const char *usage_eval =
     "\n"
     "  --model FILE     model.safetensors written by metaattn train (or PyTorch)\n"
     "  --data FILE      the text (default data/kjv.txt)\n"
-    "  --context N      window length T (default: 128, at most max_seq_len)\n"
+    "  --context N      window length T (default: 256, the default training context,\n"
+    "                   or the model's max_seq_len when smaller; at most max_seq_len)\n"
     "  --split S        val (default): the last 10% of the file, as in training;\n"
     "                   all: the whole file.  Cut into consecutive windows of T+1\n"
     "                   bytes (a shorter tail is dropped); each predicts its last T\n"
@@ -65,7 +66,7 @@ static int parse_threshold(const char *flag, const char *v, void *dst) {
 
 /* The options, checked; CLI_DONE after --help or in a dry run. */
 static int eval_args(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .context = 128, .batch = 16, .eta = NAN};
+    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .batch = 16, .eta = NAN}; /* context 0: the default */
     const cli_opt opts[] = {
         OPT_STRING("--model", &o->model_path),
         OPT_STRING("--data", &o->data_path),
@@ -346,6 +347,7 @@ int cmd_eval(int argc, char **argv) {
     cli_set_threads(o.threads);
     mattn_model *m;
     if (cli_load_model(o.model_path, &m)) return 1;
+    if (!o.context) o.context = mattn_model_config(m)->max_seq_len < 256 ? mattn_model_config(m)->max_seq_len : 256;
     if (o.context > mattn_model_config(m)->max_seq_len) {
         const int tmax = mattn_model_config(m)->max_seq_len; /* the config lives in m */
         mattn_model_free(m);
