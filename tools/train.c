@@ -360,7 +360,7 @@ static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed
 
 /* After the run: the final model's sample, and its validation loss and
  * routes soft, hard and forced to all-full (eval --compare). */
-static void final_report(const train_run *r) {
+static int final_report(const train_run *r) {
     const train_opts *o = r->o;
     if (o->sample_n > 0) {
         printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
@@ -368,10 +368,9 @@ static void final_report(const train_run *r) {
         mattn_model_set_routing(r->m, &k);
         sample_text(r->m, "And God said", (int)o->sample_n, (uint64_t)o->seed, (int)o->context);
     }
-    if (o->report > 0) {
-        printf("\n");
-        cli_compare(r->m, r->data, (int)o->context, o->report, r->model_path, o->data_path);
-    }
+    if (o->report <= 0) return 0;
+    printf("\n");
+    return cli_compare(r->m, r->data, (int)o->context, o->report, r->model_path, o->data_path);
 }
 
 static void train_free(train_run *r) {
@@ -416,7 +415,7 @@ int cmd_train(int argc, char **argv) {
             rc = 128 + g_stop;
         }
     }
-    if (!rc) final_report(&r);
+    if (!rc) rc = final_report(&r);
     train_free(&r);
     return rc;
 }
