@@ -417,10 +417,14 @@ MATTN_API void mattn_layer_free(mattn_layer *l);
 MATTN_API const char *mattn_layer_errmsg(const mattn_layer *l);
 MATTN_API const mattn_config *mattn_layer_config(const mattn_layer *l);
 
-/* Forced routes, for benchmarks and routing studies: in eval mode with
+/* Forced routes, for benchmarks, routing studies and fixed hybrids: with
  * hard routing, the token at position t of every sequence runs expert
  * expert[t] alone (weight 1) instead of the controller's choice; the
- * controller still runs (its statistics are reported).  Positions must stay
+ * controller still runs (its statistics are reported) but plays no part:
+ * no aux loss, no gradient (its parameters' gradients stay zero), its
+ * budget multipliers frozen.  In training mode every expert is still
+ * computed (the backward needs every row), the others with weight 0, so a
+ * forced layer trains exactly the expert it runs.  Positions must stay
  * below n: a forward with T > n or a decode step at position >= n fails with
  * MATTN_ERR_INVALID_ARG.  The layer keeps a copy; expert == NULL clears. */
 MATTN_API mattn_status mattn_layer_force_routes(mattn_layer *l, const uint8_t *expert, int n);

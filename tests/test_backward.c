@@ -310,7 +310,7 @@ static double lloss(void *ctx) {
 /* FD of the whole layer: every parameter tensor (coordinates + directions)
  * and x along directions orthogonal, token by token, to x_t (the norm
  * feature is stop-gradient, docs/bayes-math.md §10.2 "freeze the norm feature"). */
-enum { PLAIN, BUDGET, KL_BATCH, FREE_BITS };
+enum { PLAIN, BUDGET, KL_BATCH, FREE_BITS, FORCED };
 
 static void run_layer_case(int bayes, int causal, int share, int mode, int top_k, int variant) {
     mattn_config cfg = mattn_config_default();
@@ -329,7 +329,7 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     cfg.entropy_coeff = 0.05;
     cfg.temperature = 0.9;
     cfg.seed = 17;
-    if (variant == BUDGET) { /* every constraint on, with multipliers of both signs */
+    if (variant == BUDGET || variant == FORCED) { /* every constraint on, with multipliers of both signs */
         cfg.cost_target = 0.4;
         cfg.full_share = 0.2;
         cfg.usage_floor = 0.1;
@@ -340,7 +340,11 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     const int D = cfg.d_model, N = c.B * c.T;
     assert_int_equal(mattn_layer_init(&cfg, NULL, &c.l), MATTN_OK);
     mattn_layer_set_training(c.l, mode != 0);
-    if (variant == BUDGET) {
+    if (variant == FORCED) { /* a fixed hybrid: routes by position, the budget ignored */
+        const uint8_t f[6] = {0, 1, 2, 2, 0, 1};
+        assert_int_equal(mattn_layer_force_routes(c.l, f, 6), MATTN_OK);
+    }
+    if (variant == BUDGET || variant == FORCED) {
         assert_int_equal(mattn_layer_n_duals(c.l), 5);
         const double d[5] = {0.7, -0.4, 0.3, 0.0, 0.5};
         memcpy(mattn_layer_duals(c.l), d, sizeof d);
@@ -371,6 +375,16 @@ static void run_layer_case(int bayes, int causal, int share, int mode, int top_k
     float *gx = falloc((size_t)N * D);
     assert_int_equal(mattn_layer_zero_grad(c.l), MATTN_OK);
     assert_int_equal(mattn_layer_backward(c.l, c.x, &c.m, c.R, 1.0f, gx), MATTN_OK);
+    if (variant == FORCED) /* the controller plays no part: its gradients are exactly zero */
+        for (int i = 0; i < mattn_layer_n_params(c.l); i++) {
+            mattn_tensor t;
+            mattn_layer_param(c.l, i, &t);
+            if (strncmp(t.name, "controller.", 11)) continue;
+            size_t n = 1;
+            for (int d = 0; d < t.ndim; d++) n *= (size_t)t.shape[d];
+            for (size_t j = 0; j < n; j++)
+                if (t.grad[j] != 0.0f) fail_msg("forced routes: %s.grad[%zu] = %g, want 0", t.name, j, t.grad[j]);
+        }
     char what[160];
     snprintf(what, sizeof what, "layer %s causal=%d share=%d mode=%s k=%d variant=%d", bayes ? "bayesian" : "prior-free",
              causal, share, mode == 0 ? "eval-soft" : mode == 1 ? "train-soft" : "train-hard", top_k, variant);
@@ -429,6 +443,8 @@ static void test_layer_routing_terms(void **st) {
         run_layer_case(1, 1, 0, mode, 1, KL_BATCH);
         run_layer_case(1, 0, 1, mode, 1, FREE_BITS);
     }
+    for (int bayes = 0; bayes < 2; bayes++) /* forced routes in training (fixed hybrids) */
+        for (int share = 0; share < 2; share++) run_layer_case(bayes, 1, share, 2, 1, FORCED);
 }
 
 /* Straight-through hard routing: the training forward merges the top-1

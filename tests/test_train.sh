@@ -137,7 +137,9 @@ top1_f=$(echo "$jt" | grep -o '"executed_fraction": \[[^]]*\]' | head -1 | tr -d
 jf=$("$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --json --hard --force full 2>&1)
 [[ "$jf" == *'"forced": "full"'* && "$jf" == *'"executed_fraction": [1.000000, 0.000000, 0.000000]'* ]] && ok || bad "eval --force full: $jf"
 check "eval force without hard" 2 "needs --hard" "$bin" eval --model "$tmp/A/model.safetensors" --force local
-check "eval force name" 2 "expected full, linear or local" "$bin" eval --model "$tmp/A/model.safetensors" --hard --force fast
+check "eval force name" 1 "--force fast: the model has no expert 'fast'" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --hard --force fast
+check "eval force count" 2 "more names than the model's 2 layers" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --hard --force full,local,local
+check "eval force list" 2 "expected expert names separated by commas" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --hard --force full,
 check "eval bad threshold" 2 "--uncertainty-threshold: expected a number" "$bin" eval --model "$tmp/A/model.safetensors" --uncertainty-threshold high
 check "eval table" 0 "bits/byte" "$bin" eval --model "$tmp/A/model.safetensors" --data "$tmp/gen.txt" --context 64 --split all --max-windows 20
 check "eval no model" 2 "--model is required" "$bin" eval --data "$tmp/gen.txt"
@@ -253,6 +255,27 @@ head -c 4096 "$tmp/OLD/model.safetensors" | grep -aq 'share_qkv\\":false' && ok 
 check "train report" 0 "  hard - soft: " "$bin" train "${common[@]}" --steps 3 --report 16 --out "$tmp/RP"
 out=$("$bin" train "${common[@]}" --steps 3 --report 0 --out "$tmp/RP0" 2>&1)
 [[ "$out" != *"hard - soft"* ]] && ok || bad "--report 0 still printed the summary"
+# eval --gate-share: its three passes agree with eval's own (top-1 = --hard with the gate shut,
+# soft, gated = --hard at the threshold it found); a prior-free model has no gate
+ev=(--model "$tmp/Q/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 8 --threads 1)
+jg=$("$bin" eval "${ev[@]}" --gate-share 0.2 --json 2>&1)
+eta=$(sed -n 's/.*"threshold": \([^,]*\),.*/\1/p' <<<"$jg")
+vl() { "$bin" eval "${ev[@]}" --json "$@" | sed -n 's/^{"val_loss": \([0-9.]*\),.*/\1/p'; }
+gv() { sed -n "s/.*\"$1\": \([0-9.]*\),.*/\1/p" <<<"$jg"; }
+close() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && b != "" && (a - b) ^ 2 < 1e-8) }'; }
+close "$(gv loss_top1)" "$(vl --hard --uncertainty-threshold inf)" && close "$(gv loss_soft)" "$(vl)" \
+  && close "$(gv loss_gated)" "$(vl --hard --uncertainty-threshold "$eta")" && [[ "$jg" == *'"gap_kept": '* ]] && ok \
+  || bad "eval --gate-share: $jg"
+check "gate-share prior-free" 1 "prior-free, which has no uncertainty gate" "$bin" eval --model "$tmp/F/model.safetensors" --data "$tmp/gen.txt" --gate-share 0.1
+check "gate-share and hard" 2 "--gate-share runs its own top-1, soft and gated passes" "$bin" eval "${ev[@]}" --gate-share 0.1 --hard
+check "gate-share range" 2 "--gate-share: expected a number in [0, 1]" "$bin" eval "${ev[@]}" --gate-share 1.5
+# a fixed hybrid (train --force): layer 0 full, layer 1 local, from step 0; scored with the same routes
+check "fixed hybrid train" 0 "closing summary: not for forced routes" "$bin" train "${common[@]}" --steps 10 --report 4 --force full,local --out "$tmp/FH"
+jh=$("$bin" eval --model "$tmp/FH/model.safetensors" --data "$tmp/gen.txt" --context 64 --max-windows 4 --json --hard --force full,local 2>&1)
+[[ "$jh" == *'"forced": "full,local"'* && "$jh" == *'"executed_fraction": [1.000000, 0.000000, 0.000000]'*'"executed_fraction": [0.000000, 0.000000, 1.000000]'* ]] && ok || bad "eval --force full,local: $jh"
+grep -q '"step": 1, .*"aux_loss": 0.000000, .*"hard": 1' "$tmp/FH/log.jsonl" && ok || bad "train --force: step 1 not hard or with an aux loss"
+check "force and hard-from" 2 "routes hard from step 0: drop --hard-from 50" "$bin" train "${common[@]}" --force local --hard-from 50 --out "$tmp/FH2"
+check "train force count" 2 "more names than the model's 2 layers" "$bin" train "${common[@]}" --steps 2 --force full,local,local --out "$tmp/FH3"
 check "compare and hard" 2 "--compare runs its own soft, hard and all-full passes" "$bin" eval --model "$tmp/Q/model.safetensors" --compare --hard
 
 echo "$pass passed, $fail failed"

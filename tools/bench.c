@@ -180,7 +180,7 @@ static int run_train(void *p) {
     double gn;
     if (mattn_model_forward(c->m, c->idx, c->tgt, c->B, c->T, &loss, &ce) != MATTN_OK ||
         mattn_model_zero_grad(c->m) != MATTN_OK || mattn_model_backward(c->m) != MATTN_OK ||
-        mattn_adamw_step(c->o, c->m, 1e-3, &gn) != MATTN_OK)
+        mattn_adamw_step(c->o, c->m, 1e-3, &gn) != MATTN_OK || mattn_model_update_duals(c->m) != MATTN_OK)
         return cli_fail(1, "bench: training step: %s", mattn_model_errmsg(c->m));
     return 0;
 }
@@ -223,25 +223,45 @@ static int bench_generate(bench *b, mattn_model *m) {
     return rc;
 }
 
-static int bench_train(bench *b) {
-    mattn_lm_config cfg;
-    if (mattn_lm_config_preset("tiny", &cfg) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
-    train_ctx c = {.B = 16, .T = 128};
+/* The tiny model and its optimizer at batch B x context T (one batch of
+ * random printable bytes). */
+static int train_setup(train_ctx *c, const mattn_lm_config *cfg) {
     mattn_adamw_config oc = mattn_adamw_config_default();
-    if (mattn_model_init(&cfg, &c.m) != MATTN_OK || mattn_adamw_init(c.m, &oc, &c.o) != MATTN_OK)
+    if (mattn_model_init(cfg, &c->m) != MATTN_OK || mattn_adamw_init(c->m, &oc, &c->o) != MATTN_OK)
         return cli_fail(1, "bench: %s", mattn_last_error());
-    c.idx = malloc(sizeof(int32_t) * c.B * c.T), c.tgt = malloc(sizeof(int32_t) * c.B * c.T);
-    if (!c.idx || !c.tgt) return cli_fail(1, "bench: out of memory");
+    c->idx = malloc(sizeof(int32_t) * c->B * c->T), c->tgt = malloc(sizeof(int32_t) * c->B * c->T);
+    if (!c->idx || !c->tgt) return cli_fail(1, "bench: out of memory");
     uint64_t r = 9;
-    for (int i = 0; i < c.B * c.T; i++) c.idx[i] = (int32_t)(bench_rand(&r) % 96 + 32);
-    for (int i = 0; i < c.B * c.T; i++) c.tgt[i] = i + 1 < c.B * c.T ? c.idx[i + 1] : 32;
-    mattn_model_set_training(c.m, 1);
+    for (int i = 0; i < c->B * c->T; i++) c->idx[i] = (int32_t)(bench_rand(&r) % 96 + 32);
+    for (int i = 0; i < c->B * c->T; i++) c->tgt[i] = i + 1 < c->B * c->T ? c->idx[i + 1] : 32;
+    mattn_model_set_training(c->m, 1);
+    return 0;
+}
+
+static void train_teardown(train_ctx *c) { free(c->idx), free(c->tgt), mattn_adamw_free(c->o), mattn_model_free(c->m); }
+
+/* A training step of the tiny preset, with its budget (cost target, full
+ * share, usage floor: multipliers and their dual ascent) against the same
+ * model without one, measured alternately. */
+static int bench_train(bench *b) {
+    mattn_lm_config cfg, nob;
+    if (mattn_lm_config_preset("tiny", &cfg) != MATTN_OK) return cli_fail(1, "bench: %s", mattn_last_error());
+    nob = cfg;
+    nob.attn.cost_target = -1, nob.attn.full_share = -1, nob.attn.usage_floor = 0;
+    train_ctx c = {.B = 16, .T = 128}, d = c;
+    int rc = train_setup(&c, &cfg) || train_setup(&d, &nob);
     fprintf(b->tab, "training: the README's tiny model (4 layers, D=128, batch %d x context %d)\n", c.B, c.T);
-    double t = bench_best_time(b, run_train, &c);
-    int rc = t < 0;
+    double t = 0, tn = 0;
+    if (!rc) rc = bench_best_time2(b, run_train, &c, run_train, &d, &t, &tn);
     if (!rc) bench_report(b, "train", "training step (fwd+bwd+AdamW)", t, 0, "tokens_per_s", c.B * c.T / t);
+    if (!rc) bench_report(b, "train", "the same without the budget", tn, 0, "tokens_per_s", c.B * c.T / tn);
+    if (!rc) {
+        fprintf(b->tab, "  %-44s %.3f\n", "ratio: step with budget / without", t / tn);
+        if (b->js)
+            fprintf(b->js, ",\n    {\"group\": \"train\", \"name\": \"budget step ratio\", \"ratio\": %.6g}", t / tn);
+    }
     if (!rc) rc = bench_generate(b, c.m);
-    free(c.idx), free(c.tgt), mattn_adamw_free(c.o), mattn_model_free(c.m);
+    train_teardown(&c), train_teardown(&d);
     return rc;
 }
 

@@ -177,3 +177,38 @@ int cli_expert_index(const mattn_config *a, const char *name) {
         if (!strcmp(cli_expert_label(a, k), name)) return k;
     return -1;
 }
+
+int cli_force_routes(mattn_model *m, const char *flag, const char *list) {
+    const mattn_lm_config *cfg = mattn_model_config(m);
+    const int L = cfg->n_layers, T = cfg->max_seq_len;
+    int route[64], n = 0;
+    for (const char *p = list;; p++) { /* one name for every layer, or one per layer */
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[MATTN_EXPERT_NAME_LEN];
+        if (len == 0 || len >= sizeof name)
+            return cli_fail(EXIT_USAGE, "%s %s: expected expert names separated by commas", flag, list);
+        memcpy(name, p, len);
+        name[len] = 0;
+        if (n == L || n == 64)
+            return cli_fail(EXIT_USAGE, "%s %s: more names than the model's %d layers (give one, or one per layer)",
+                            flag, list, L);
+        if ((route[n++] = cli_expert_index(&cfg->attn, name)) < 0)
+            return cli_fail(1, "%s %s: the model has no expert '%s'", flag, list, name);
+        if (!e) break;
+        p = e;
+    }
+    if (n != 1 && n != L)
+        return cli_fail(EXIT_USAGE, "%s %s: %d names for a model of %d layers (give one, or one per layer)", flag,
+                        list, n, L);
+    uint8_t *r = malloc((size_t)T);
+    if (!r) return cli_fail(1, "out of memory");
+    int rc = 0;
+    for (int l = 0; l < L && !rc; l++) {
+        memset(r, route[n == 1 ? 0 : l], (size_t)T);
+        if (mattn_layer_force_routes(mattn_model_layer(m, l), r, T) != MATTN_OK)
+            rc = cli_fail(1, "%s: %s", flag, mattn_last_error());
+    }
+    free(r);
+    return rc;
+}

@@ -109,6 +109,11 @@ mattn_route_counts **cli_route_counts(const mattn_lm_config *cfg);
  * the built-ins full, linear, local), or -1; and the name of expert k. */
 int cli_expert_index(const mattn_config *a, const char *name);
 const char *cli_expert_label(const mattn_config *a, int k);
+/* flag LIST (eval/train --force): every layer's routes forced, for all of
+ * max_seq_len positions, to one expert named in the comma-separated LIST —
+ * one name for every layer, or one per layer.  0, or an exit code after
+ * printing. */
+int cli_force_routes(mattn_model *m, const char *flag, const char *list);
 void cli_route_counts_free(mattn_route_counts **c, int n_layers);
 /* eval --compare (eval.c) on at most max_windows (0: all) of the validation
  * windows of context+1 bytes of d: the soft, hard and all-full summary.
@@ -119,5 +124,10 @@ int cli_compare(mattn_model *m, const mattn_data *d, int context, int64_t max_wi
 /* eval --task recall (eval_recall.c): n_win of the n_all windows of T+1
  * bytes at bytes, decoded with the cache; prints the report. */
 int eval_recall(mattn_model *m, const uint8_t *bytes, int64_t n_win, int64_t n_all, int T, int json);
+
+/* eval --gate-share S (eval_gate.c): the uncertainty gate calibrated on
+ * n_win of the n_all windows of T+1 bytes at bytes; prints the report. */
+int eval_gate(mattn_model *m, const uint8_t *bytes, int64_t n_all, int64_t n_win, int T, int batch, double share,
+              int json);
 
 #endif

@@ -30,9 +30,11 @@ static const char *usage_eval =
     "                   Bayesian gate: tokens with uncertainty < X route hard, the\n"
     "                   rest soft (default: the model's, 1.0); 'inf' = every token\n"
     "                   hard (plain top-k)\n"
-    "  --force E        with --hard: every token runs expert E (full, linear or\n"
-    "                   local) instead of the controller's choice, e.g. the\n"
-    "                   all-full cost a routed model is compared with\n"
+    "  --force LIST     with --hard: every token runs the expert named instead of\n"
+    "                   the controller's choice — one name for every layer (e.g.\n"
+    "                   full: the all-full cost a routed model is compared with)\n"
+    "                   or one per layer (e.g. full,local: a fixed hybrid trained\n"
+    "                   with train --force)\n"
     "  --records L      the file is records of L bytes (bench/experiments/recall.py):\n"
     "                   the split falls on a record boundary; with --context L-1\n"
     "                   every window is one record\n"
@@ -47,6 +49,13 @@ static const char *usage_eval =
     "                   every token forced to full — and print one summary: loss,\n"
     "                   attention FLOPs and seconds against all-full, and per layer\n"
     "                   the hard routes, MI(route; byte), MI(route; position)\n"
+    "  --gate-share S   Bayesian controller: calibrate the uncertainty gate so that\n"
+    "                   a share S of the (layer, token) decisions merge softly\n"
+    "                   (the threshold: that quantile of the top-1 pass's\n"
+    "                   uncertainties) and report whether it is informative: the\n"
+    "                   top-1 vs soft loss gap of the tokens it keeps soft against\n"
+    "                   the rest's and an oracle's; three passes (top-1, soft,\n"
+    "                   gated)\n"
     "  -h, --help       show this help\n";
 
 typedef struct eval_opts {
@@ -54,6 +63,7 @@ typedef struct eval_opts {
     long long context, batch, threads, max_windows, records;
     int hard, json, compare;
     double eta;              /* --uncertainty-threshold, NAN: the model's */
+    double gate_share;       /* --gate-share, < 0: not asked */
 } eval_opts;
 
 static int parse_threshold(const char *flag, const char *v, void *dst) {
@@ -66,7 +76,7 @@ static int parse_threshold(const char *flag, const char *v, void *dst) {
 
 /* The options, checked; CLI_DONE after --help or in a dry run. */
 static int eval_args(int argc, char **argv, eval_opts *o) {
-    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .batch = 16, .eta = NAN}; /* context 0: the default */
+    *o = (eval_opts){.data_path = "data/kjv.txt", .split = "val", .batch = 16, .eta = NAN, .gate_share = -1}; /* context 0: the default */
     const cli_opt opts[] = {
         OPT_STRING("--model", &o->model_path),
         OPT_STRING("--data", &o->data_path),
@@ -79,6 +89,7 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
         OPT_INT("--threads", &o->threads, 1, 1024),
         OPT_INT("--max-windows", &o->max_windows, 1, 1LL << 40),
         OPT_CUSTOM("--uncertainty-threshold", &o->eta, parse_threshold),
+        OPT_DOUBLE("--gate-share", &o->gate_share, 0, 1),
         OPT_FLAG("--hard", &o->hard),
         OPT_FLAG("--json", &o->json),
         OPT_FLAG("--compare", &o->compare),
@@ -87,17 +98,18 @@ static int eval_args(int argc, char **argv, eval_opts *o) {
     if (rc) return rc;
     if (cli_dry_run) return CLI_DONE; /* fuzz/fuzz_cli.c: arguments only */
     if (!o->model_path) return cli_fail(EXIT_USAGE, "eval: --model is required (see metaattn eval --help)");
-    static const char *const splits[] = {"val", "all"}, *const experts[] = {"full", "linear", "local"};
+    static const char *const splits[] = {"val", "all"};
     if (cli_choice("--split", o->split, splits, 2) < 0) return EXIT_USAGE;
     static const char *const tasks[] = {"recall"};
     if (o->task && cli_choice("--task", o->task, tasks, 1) < 0) return EXIT_USAGE;
+    if (o->gate_share >= 0 && (o->compare || o->hard || o->force || o->task || !isnan(o->eta)))
+        return cli_fail(EXIT_USAGE, "--gate-share runs its own top-1, soft and gated passes: drop --compare, --hard, "
+                                    "--force, --task and --uncertainty-threshold");
     if (o->compare && (o->hard || o->force || o->task || o->json))
         return cli_fail(EXIT_USAGE, "--compare runs its own soft, hard and all-full passes: drop --hard, --force, "
                                     "--task and --json");
-    if (o->force) {
-        if (cli_choice("--force", o->force, experts, 3) < 0) return EXIT_USAGE;
-        if (!o->hard) return cli_fail(EXIT_USAGE, "--force %s needs --hard (forced routes are hard routes)", o->force);
-    }
+    if (o->force && !o->hard)
+        return cli_fail(EXIT_USAGE, "--force %s needs --hard (forced routes are hard routes)", o->force);
     return 0;
 }
 
@@ -109,19 +121,11 @@ static int eval_routing(mattn_model *m, const eval_opts *o) {
     if (!isnan(o->eta)) knobs.uncertainty_threshold = o->eta;
     if (mattn_model_set_routing(m, &knobs) != MATTN_OK)
         return cli_fail(1, "--uncertainty-threshold: %s", mattn_model_errmsg(m));
-    if (!o->force) return 0;
-    const int k = cli_expert_index(&cfg->attn, o->force);
-    if (k < 0) return cli_fail(1, "--force %s: the model has no expert '%s'", o->force, o->force);
-    const int T = (int)o->context;
-    uint8_t *r = malloc((size_t)T);
-    if (!r) return cli_fail(1, "out of memory");
-    memset(r, k, (size_t)T);
-    int rc = 0;
-    for (int l = 0; l < cfg->n_layers && !rc; l++)
-        if (mattn_layer_force_routes(mattn_model_layer(m, l), r, T) != MATTN_OK)
-            rc = cli_fail(1, "--force: %s", mattn_last_error());
-    free(r);
-    return rc;
+    if (!o->force) { /* clear earlier passes' routes (--compare) */
+        for (int l = 0; l < cfg->n_layers; l++) mattn_layer_force_routes(mattn_model_layer(m, l), NULL, 0);
+        return 0;
+    }
+    return cli_force_routes(m, "--force", o->force);
 }
 
 /* Add a forward's statistics of one layer: token-weighted means, summed FLOPs. */
@@ -319,6 +323,9 @@ static int eval_model(mattn_model *m, const mattn_data *d, const eval_opts *o) {
                         o->split, len, o->context + 1);
     const int64_t n_win = o->max_windows && o->max_windows < n_all ? o->max_windows : n_all;
     if (o->compare) return eval_compare(m, mattn_data_bytes(d) + lo, n_all, n_win, o);
+    if (o->gate_share >= 0)
+        return eval_gate(m, mattn_data_bytes(d) + lo, n_all, n_win, (int)o->context, (int)o->batch, o->gate_share,
+                         o->json);
     int rc = eval_routing(m, o);
     if (rc) return rc;
     if (o->task) return eval_recall(m, mattn_data_bytes(d) + lo, n_win, n_all, (int)o->context, o->json);

@@ -127,6 +127,8 @@ static int train_setup(train_run *r) {
                                "a save was interrupted", o->out_dir, r->start, (long long)mattn_adamw_model_step(r->opt));
         if (truncate_log(r->log_path, r->start)) return 1;
     }
+    const int frc = o->force ? cli_force_routes(r->m, "--force", o->force) : 0;
+    if (frc) return frc;
     if (!(r->logf = fopen(r->log_path, o->resume ? "ab" : "wb")))
         return cli_fail(1, "cannot write '%s': %s", r->log_path, strerror(errno));
     r->tstats = calloc((size_t)r->cfg.n_layers, sizeof *r->tstats);
@@ -363,13 +365,19 @@ static void sample_text(mattn_model *m, const char *prompt, int n, uint64_t seed
 static int final_report(const train_run *r) {
     const train_opts *o = r->o;
     if (o->sample_n > 0) {
-        printf("\nsample (eval mode, soft routing, temperature 0.8, top-k 40):\n");
+        printf("\nsample (eval mode, %s, temperature 0.8, top-k 40):\n", o->force ? "forced routes" : "soft routing");
         mattn_config k = r->cfg.attn;
+        k.hard_routing = o->force != NULL;
         mattn_model_set_routing(r->m, &k);
         sample_text(r->m, "And God said", (int)o->sample_n, (uint64_t)o->seed, (int)o->context);
     }
     if (o->report <= 0) return 0;
     printf("\n");
+    if (o->force) { /* the soft and routed passes would run the unused controller */
+        printf("closing summary: not for forced routes; score the model with metaattn eval --model %s --hard "
+               "--force %s\n", r->model_path, o->force);
+        return 0;
+    }
     return cli_compare(r->m, r->data, (int)o->context, o->report, r->model_path, o->data_path);
 }
 

@@ -13,7 +13,7 @@ typedef struct sched { double start, end; int kind; long long warmup, max; } sch
 
 typedef struct train_opts {
     const char *data_path, *preset, *config_path, *controller, *out_dir;
-    const char *hard_train, *kl_mode, *uncertainty, *experts;
+    const char *hard_train, *kl_mode, *uncertainty, *experts, *force;
     long long steps, batch, context, warmup, seed, threads, layers, records;
     long long eval_every, eval_batches, ckpt_every, sample_n, report, hard_from, top_k;
     double lr, min_lr, wd, clip, entropy_coeff, beta0, epsilon;

@@ -72,7 +72,10 @@ static const char *usage_train =
     "  --share-qkv            one W_qkv / W_o for all experts (K/V computed once; tiny)\n"
     "  --no-share-qkv         per-expert W_qkv / W_o (the Python library's default)\n"
     "  --experts LIST         the layer's experts by name, e.g. local or full,local\n"
-    "                         (their costs: the registry's); default full,linear,local\n"
+    "                         (their costs: the registry's); default full,linear,local\n"    "  --force LIST           a fixed hybrid: every token of layer l runs the expert\n"
+    "                         named, one name for every layer or one per layer (e.g.\n"
+    "                         full,local); hard routing from step 0, the controller\n"
+    "                         plays no part; score it with eval --hard --force LIST\n"
     "\n"
     "logging and checkpoints:\n"
     "  --eval-every N     validation loss every N steps (default 100)\n"
@@ -127,7 +130,7 @@ static int parse_nonfinite(const char *flag, const char *v, void *dst) {
 int train_args(int argc, char **argv, train_opts *o) {
     *o = (train_opts){.data_path = "data/kjv.txt", .preset = "tiny", .out_dir = "runs/default", .steps = 1300,
                       .batch = 16, .context = 256, .warmup = 100, .seed = 1337, .eval_every = 100, .eval_batches = 8,
-                      .ckpt_every = 500, .sample_n = 200, .report = 1024, .hard_from = 100, .top_k = 1, .lr = 2e-3, .min_lr = -1,
+                      .ckpt_every = 500, .sample_n = 200, .report = 1024, .hard_from = -2, .top_k = 1, .lr = 2e-3, .min_lr = -1,
                       .wd = 0.1, .clip = 1.0, .beta0 = -1, .epsilon = -1, .cost = {0, 0, 0, 0, 0},
                       .cost_target = -2, .full_share = -2, .usage_floor = -1, .dual_lr = -1, .free_bits = -1,
                       .elbo = {0.01, 0.01, 0, 0, 0}, .temp = {1, 1, 0, 0, 0}};
@@ -166,6 +169,7 @@ int train_args(int argc, char **argv, train_opts *o) {
         OPT_STRING("--kl-mode", &o->kl_mode),
         OPT_STRING("--uncertainty", &o->uncertainty),
         OPT_STRING("--experts", &o->experts),
+        OPT_STRING("--force", &o->force),
         OPT_INT("--records", &o->records, 2, 1 << 24),
         OPT_DOUBLE("--cost-target", &o->cost_target, -1, 1),
         OPT_DOUBLE("--full-share", &o->full_share, -1, 1),
@@ -181,6 +185,9 @@ int train_args(int argc, char **argv, train_opts *o) {
     if (rc) return rc;
     if (cli_dry_run) return CLI_DONE; /* fuzz/fuzz_cli.c: arguments only */
     if (o->min_lr < 0) o->min_lr = o->lr / 10;
+    if (o->force && o->hard_from != -2 && o->hard_from != 0)
+        return cli_fail(EXIT_USAGE, "--force %s routes hard from step 0: drop --hard-from %lld", o->force, o->hard_from);
+    if (o->hard_from == -2) o->hard_from = o->force ? 0 : 100;
     return 0;
 }
 

@@ -104,12 +104,14 @@ def model_config(model):
     return json.loads(model_metadata(model)["config"])
 
 
-def evaluations(cfg, conf):
-    """The `metaattn eval` flags of each score kept for a run: the group's
-    "evals" ({"name", "flags", optional "controller"}) or the default set."""
+def evaluations(cfg, conf, spec):
+    """The `metaattn eval` flags of each score kept for a run: the run's own
+    "evals" (e.g. a fixed hybrid's forced routes), else the group's
+    ({"name", "flags", optional "controller"}), else the default set."""
     kind = cfg["attn"]["controller"]
-    if "evals" in conf:
-        return {e["name"]: e["flags"] for e in conf["evals"] if e.get("controller", kind) == kind}
+    evals = spec.get("evals", conf.get("evals"))
+    if evals is not None:
+        return {e["name"]: e["flags"] for e in evals if e.get("controller", kind) == kind}
     ev = {"soft": [], "hard": ["--hard"], "all_full": ["--hard", "--force", "full"]}
     if kind == "bayesian":
         ev["top1"] = ["--hard", "--uncertainty-threshold", "inf"]
@@ -142,7 +144,7 @@ def run_one(group, spec, conf, a):
     if os.path.exists(done):
         with open(done) as f:
             info = json.load(f)
-        evals = evaluations(info["config"], conf)
+        evals = evaluations(info["config"], conf, spec)
         missing = [k for k in evals if k not in info["eval"]] or (["(--rescore)"] if a.rescore else [])
         if not missing:
             print(f"[{group}/{name}] done (results in {res})", flush=True)
@@ -181,7 +183,7 @@ def run_one(group, spec, conf, a):
             sh(train(phase))
     cfg = model_config(model)
     ev = conf.get("eval", []) + spec.get("eval", []) + ["--max-windows", str(a.windows)]
-    scores = score(a.bin, model, ev, evaluations(cfg, conf), a.threads)
+    scores = score(a.bin, model, ev, evaluations(cfg, conf, spec), a.threads)
     os.makedirs(os.path.join(ROOT, res), exist_ok=True)
     log = os.path.join(ROOT, out, "log.jsonl")
     thin_log(log, os.path.join(ROOT, res, "log.jsonl"))

@@ -322,6 +322,105 @@ def table_long(runs):
 
 
 # ----------------------------------------------------------------------------
+# Phase 1 and long context again, with the defaults that route (section 7)
+
+
+def ev_sum(ev, key):
+    return sum(l[key] for l in ev["layers"])
+
+
+def table_phase1v2(runs, old):
+    if not runs:
+        return "_Not run yet: `python3 bench/experiments/exp.py phase1v2`._\n"
+    head = ("| controller | defaults | runs | val loss soft | hard (as deployed) | hard − soft | forced all-full "
+            "| MI(route; byte), mean of layers | layers with MI ≥ 0.1 | `full` share, hard | hard / all-full FLOPs "
+            "| hard / all-full time | projected cost %: eval (paper) | norm. entropy %: eval (paper) |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    rows = []
+    for kind, label in (("prior-free", "prior-free"), ("bayesian", "Bayesian")):
+        for tag, group in (("old (§1)", old), ("new (§7)", runs)):
+            rs = [r for r in group.values() if controller(r) == kind and not r["name"].startswith("free-tuned")]
+            if not rs:
+                continue
+            soft = [r["eval"]["soft"]["val_loss"] for r in rs]
+            hard = [r["eval"]["hard"]["val_loss"] for r in rs]
+            gap = [h - s for h, s in zip(hard, soft)]
+            full = [r["eval"]["all_full"]["val_loss"] for r in rs if "all_full" in r["eval"]]
+            mi = [layer_mean(r["eval"]["hard"], "mi_token") for r in rs if "mi_token" in r["eval"]["hard"]["layers"][0]]
+            n_mi = [sum(l["mi_token"] >= 0.1 for l in r["eval"]["hard"]["layers"]) for r in rs
+                    if "mi_token" in r["eval"]["hard"]["layers"][0]]
+            fsh = \
+                  [100 * statistics.mean(l["executed_fraction"][0] for l in r["eval"]["hard"]["layers"]) for r in rs]
+            fr = [ev_sum(r["eval"]["hard"], "flops_total") / ev_sum(r["eval"]["all_full"], "flops_total")
+                  for r in rs if "all_full" in r["eval"]]
+            tr = [ev_sum(r["eval"]["hard"], "seconds") / ev_sum(r["eval"]["all_full"], "seconds")
+                  for r in rs if "all_full" in r["eval"]]
+            cost = [100 * layer_mean(r["eval"]["soft"], "projected_cost") for r in rs]
+            ent = [100 * layer_mean(r["eval"]["soft"], "norm_entropy") for r in rs]
+            rows.append(f"| {label} | {tag} | {len(rs)} | {mean_sd(soft)} | {mean_sd(hard)} | {mean_sd(gap, '{:+.3f}')} "
+                        f"| {mean_sd(full)} | {mean_sd(mi) if mi else '—'} | "
+                        f"{' / '.join(str(n) for n in n_mi) + ' of 4' if n_mi else '—'} | {mean_sd(fsh, '{:.1f}')} % "
+                        f"| {mean_sd(fr, '{:.2f}')} | {mean_sd(tr, '{:.2f}')} | {mean_sd(cost, '{:.1f}')} "
+                        f"({PAPER[kind]['cost']}) | {mean_sd(ent, '{:.1f}')} ({PAPER[kind]['entropy']}) |\n")
+    return head + "".join(rows)
+
+
+def table_phase1v2_runs(runs):
+    if not runs:
+        return "_Not run yet._\n"
+    out = ["| run | soft | hard | top-1 | MI(route; byte) per layer | hard routes full / linear / local % per layer |\n"
+           "|---|---:|---:|---:|---|---|\n"]
+    for name, r in sorted(runs.items()):
+        ev = r["eval"]
+        hard = ev["hard"]["layers"]
+        out.append(f"| {name} | {ev['soft']['val_loss']:.4f} | {ev['hard']['val_loss']:.4f} | "
+                   + (f"{ev['top1']['val_loss']:.4f}" if "top1" in ev else "—") + " | "
+                   + ", ".join(f"{l['mi_token']:.3f}" for l in hard) + " | "
+                   + "; ".join("/".join(f"{100 * x:.1f}" for x in l["executed_fraction"]) for l in hard) + " |\n")
+    return "".join(out)
+
+
+def table_long2(runs):
+    if not runs:
+        return "_Not run yet: `python3 bench/experiments/exp.py long2`._\n"
+    out = ["| model | T | routing | val loss | Δ loss vs all-full model | FLOPs vs all-full model "
+           "| attention time vs all-full model | `full` share per layer |\n"
+           "|---|---:|---|---:|---:|---:|---:|---|\n"]
+    ref = runs.get("all-full")
+    picks = (("all-full", "soft", "all-full model"), ("local", "soft", "sliding window (every token local)"),
+             ("hybrid", "hybrid", "fixed hybrid: layer 0 full, layer 1 local"), ("routed", "soft", "routed, soft"),
+             ("routed", "hard", "routed, hard (as deployed)"), ("routed", "all_full", "routed, forced all-full"))
+    for T in (4096, 8192):
+        base = ref["eval"].get(f"soft@{T}") if ref else None
+        for name, mode, label in picks:
+            r = runs.get(name)
+            ev = r["eval"].get(f"{mode}@{T}") if r else None
+            if not ev:
+                continue
+            dl = f"{ev['val_loss'] - base['val_loss']:+.3f}" if base else "—"
+            fr = f"{ev_sum(ev, 'flops_total') / ev_sum(base, 'flops_total'):.3f}" if base else "—"
+            tr = f"{ev_sum(ev, 'seconds') / ev_sum(base, 'seconds'):.3f}" if base else "—"
+            fk = 0 if r["config"]["attn"].get("experts", ["full"])[0] == "full" else None
+            fs = ", ".join(f"{100 * l['executed_fraction'][0]:.1f} %" for l in ev["layers"]) if fk == 0 else "0"
+            out.append(f"| {label} | {T} | {mode} | {ev['val_loss']:.3f} | {dl} | {fr} | {tr} | {fs} |\n")
+    return "".join(out)
+
+
+def table_recall_routes(rr):
+    """recall_routes.py's shares: per model, layer and kind of position, the executed experts."""
+    if not rr:
+        return "_Not run yet: `python3 bench/experiments/recall_routes.py --model M`._\n"
+    kinds = ("fact", "query key", "value", "filler")
+    out = ["| model | layer | " + " | ".join(f"{k}: full / linear / local %" for k in kinds) + " |\n"
+           "|---|---:|" + "---|" * len(kinds) + "\n"]
+    for name, r in sorted(rr.items()):
+        for li, layer in enumerate(r["shares"]):
+            cells = [" / ".join(f"{100 * layer[k].get(e, 0.0):.0f}" for e in ("E1", "E2", "E3")) for k in kinds]
+            out.append(f"| {name if li == 0 else ''} | {li} | " + " | ".join(cells) + " |\n")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------
 # Routing analysis and the second corpus
 
 
@@ -449,6 +548,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(FIG, exist_ok=True)
     phase1, frontier, long = load_group("phase1"), load_group("frontier"), load_group("long")
+    phase1v2, long2 = load_group("phase1v2"), load_group("long2")
     pts = frontier_points(phase1, frontier)
     analysis, corpus2 = load_dir("analysis"), load_dir("corpus2")
     blocks = {"phase1": table_phase1(phase1), "phase1-runs": table_phase1_runs(phase1),
@@ -456,6 +556,8 @@ def main():
               "transition": table_transition((("phase1", phase1), ("frontier", frontier))), "by-class": table_by(analysis, "chosen_by_class"),
               "by-position": table_by(analysis, "chosen_by_position"), "uncertainty": table_uncertainty(analysis),
               "corpus2": table_corpus2(corpus2, phase1, frontier),
+              "phase1v2": table_phase1v2(phase1v2, phase1), "phase1v2-runs": table_phase1v2_runs(phase1v2),
+              "long2": table_long2(long2), "recall-routes": table_recall_routes(load_dir("recall-routes")),
               "heatmaps": "".join(f"![{r['model']}](figures/heatmap-{tag}.png)\n\n" for tag, r in sorted(analysis.items())
                                   if "heatmap" in r) or "_Not run yet._\n"}
     with open(DOC) as f:

@@ -196,7 +196,7 @@ struct mattn_layer {
     int32_t *srows;                      /* shared: (N) token list */
     uint8_t *need;                       /* shared: (N) */
     int64_t N;                           /* tokens of the last forward */
-    int fB, fT, f_training;              /* shape and mode of the last forward */
+    int fB, fT, f_training, f_forced;    /* shape and mode of the last forward */
     int no_grad, f_no_grad;              /* gradients off (mattn_layer_set_grad) now / at the last forward */
     void *work_ng;                       /* no-grad: the workspace every expert shares */
     uint64_t f_step;                     /* its noise step */

@@ -68,7 +68,7 @@ void mattn_budget_backward(const mattn_layer *l, int64_t N, double g_aux, float 
 mattn_status mattn_layer_update_duals(mattn_layer *l) {
     if (!l) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_layer_update_duals: layer is NULL");
     const mattn_config *c = &l->cfg;
-    if (!mattn_budget_active(c)) return MATTN_OK;
+    if (!mattn_budget_active(c) || (l->forced && c->hard_routing)) return MATTN_OK; /* forced: frozen */
     if (!l->m_valid)
         return mattn_set_error_h(l->errmsg, MATTN_ERR_MISUSE, "mattn_layer_update_duals: no training forward since "
                                  "the last update");

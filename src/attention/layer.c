@@ -470,7 +470,9 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     if (st != MATTN_OK) return LERR(l, st, "%s", mattn_last_error());
     l->N = N;
     mattn_layer_route(l, N, T, 0);
-    aux += mattn_budget_forward(l, N);
+    const int forced = l->forced && l->cfg.hard_routing; /* the controller plays no part */
+    if (forced) aux = 0.0;
+    else aux += mattn_budget_forward(l, N);
     for (int k = 0; k < K; k++) { /* token lists per expert */
         int64_t c = 0;
         for (int64_t n = 0; n < N; n++)
@@ -502,6 +504,7 @@ mattn_status mattn_layer_forward(mattn_layer *l, const float *x, int B, int T,
     l->fB = B;
     l->fT = T;
     l->f_training = l->training;
+    l->f_forced = forced;
     l->f_no_grad = ng;
     l->f_step = step;
     if (l->training) l->step++;

@@ -147,6 +147,8 @@ mattn_status mattn_layer_backward(mattn_layer *l, const float *x, const mattn_ma
         if (gx) mattn_gemm(0, 0, (int)N, D, 3 * D, 1.0f, l->g_qkv, 3 * D, l->w_qkv, D, 1.0f, gx, D);
     }
 
+    if (l->f_forced) return MATTN_OK; /* forced routes: the weights are constants */
+
     /* routing weights: alpha itself (soft), or the Gumbel top-k of the logits */
     const float *galpha = l->gw, *glogits = NULL;
     mattn_budget_backward(l, N, g_aux, l->gw);

@@ -8,7 +8,11 @@
  *                    exact backward;
  *   hard, eval       each token's top-k experts only (Bayesian: tokens whose
  *                    uncertainty is not below eta merge softly instead);
- *   forced           a route per position (benchmarks, routing studies).
+ *   forced           a route per position, under hard routing in eval and in
+ *                    training (benchmarks, routing studies, fixed hybrids:
+ *                    in training every expert still runs, for the backward,
+ *                    and the controller plays no part: no aux loss, no
+ *                    gradient, its multipliers frozen).
  */
 #include <math.h>
 #include <string.h>
@@ -30,9 +34,9 @@ static void topk_weights(const float *al, int K, int k_top, float *w, uint8_t *e
 void mattn_layer_route(mattn_layer *l, int64_t N, int T, int t0) {
     const int K = l->K, k_top = l->cfg.hard_top_k;
     const float *alpha = l->act.alpha;
-    if (l->forced && l->cfg.hard_routing && !l->training) {
+    if (l->forced && l->cfg.hard_routing) {
         memset(l->weights, 0, (size_t)N * K * sizeof(float));
-        memset(l->exec, 0, (size_t)N * K);
+        memset(l->exec, l->training, (size_t)N * K);
         for (int64_t n = 0; n < N; n++) {
             const int k = l->forced[t0 + n % T];
             l->weights[n * K + k] = 1.0f;
