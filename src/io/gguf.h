@@ -14,12 +14,15 @@
  * The reader mmaps the file read-only and checks everything before anyone
  * touches a byte: magic, version, byte order; every count, string and array
  * length against the bytes left (so a hostile count cannot make it allocate
- * much); value types; bools 0 or 1; unique keys; general.alignment a
- * nonzero power of two; per tensor n_dims, each dim, the element count and
- * byte size without overflow, a supported type, a row length that is a
- * multiple of the block size, an aligned offset and a data range inside the
- * file; unique names; no two tensors' data overlapping.  Nothing is copied:
- * strings are views into the mapping, tensor data is a pointer into it.
+ * much); value types; bools 0 or 1; arrays nested at most 16 deep; unique
+ * keys; general.alignment a nonzero power of two; per tensor n_dims, each
+ * dim, the element count and byte size without overflow, a supported type,
+ * a row length that is a multiple of the block size, an aligned offset and
+ * a data range inside the file; unique names; no two tensors' data
+ * overlapping.  Like llama.cpp's
+ * mmap loader it allows tensors in any order, gaps between them, and a file
+ * that ends without the last tensor's padding.  Nothing is copied: strings
+ * are views into the mapping, tensor data is a pointer into it.
  *
  * Errors: mattn_gguf_open writes its message (naming the path and what is
  * wrong) into err; the accessors leave theirs in the thread-local buffer
