@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [--time S | --runs N] [TARGET...]
 #     --time S   run each target for S seconds (default 20: the CI run)
 #     --runs N   run each target for N executions (the long local run)
-#     TARGET     safetensors, config, corpus, cli (default: all four)
+#     TARGET     safetensors, gguf, config, corpus, cli (default: all five)
 # Crashes are written to build-fuzz/crashes/<target>/ and the script exits 1;
 # a crash found becomes a regression test: add the file to tests/regress/.
 set -euo pipefail
@@ -15,11 +15,11 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --time) limit=(-max_total_time="${2:?--time needs seconds}"); shift 2 ;;
     --runs) limit=(-runs="${2:?--runs needs a count}"); shift 2 ;;
-    safetensors|config|corpus|cli) targets+=("$1"); shift ;;
-    *) echo "fuzz.sh: unknown argument '$1' (--time S, --runs N, safetensors|config|corpus|cli)" >&2; exit 2 ;;
+    safetensors|gguf|config|corpus|cli) targets+=("$1"); shift ;;
+    *) echo "fuzz.sh: unknown argument '$1' (--time S, --runs N, safetensors|gguf|config|corpus|cli)" >&2; exit 2 ;;
   esac
 done
-[[ ${#targets[@]} -gt 0 ]] || targets=(safetensors config corpus cli)
+[[ ${#targets[@]} -gt 0 ]] || targets=(safetensors gguf config corpus cli)
 command -v clang >/dev/null || { echo "fuzz.sh: clang is not installed: run scripts/install-deps.sh" >&2; exit 1; }
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAATTN_FUZZ=ON -DMETAATTN_TESTS=OFF \

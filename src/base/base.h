@@ -1,8 +1,8 @@
 /*
  * base.h — the bottom floor, internal: errors and messages, logging,
  * invariants, allocation (with fault injection for the tests), the
- * non-finite scan and the RNG.  Includes nothing of the library but the
- * public header.
+ * non-finite scan, half/bfloat16 conversion and the RNG.  Includes nothing
+ * of the library but the public header.
  */
 #ifndef MATTN_BASE_H
 #define MATTN_BASE_H
@@ -85,6 +85,31 @@ static inline size_t mattn_find_nonfinite(const float *x, size_t n) {
                 if (!(x[i] - x[i] == 0.0f)) return i;
     }
     return n;
+}
+/* IEEE half (binary16) and bfloat16 bits to float, exactly (every half and
+ * bfloat16 value is a float; subnormal halves are normalised, NaN payloads
+ * kept).  The safetensors and GGUF readers and the quantised formats' scales
+ * use them. */
+static inline float mattn_f16_to_f32(uint16_t h) {
+    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023, bits;
+    if (e == 0) {
+        if (m == 0) bits = s;
+        else { /* subnormal: normalise */
+            e = 113;
+            while (!(m & 1024)) { m <<= 1; e--; }
+            bits = s | e << 23 | (m & 1023) << 13;
+        }
+    } else if (e == 31) bits = s | 0x7F800000u | m << 13;
+    else bits = s | (e + 112) << 23 | m << 13;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static inline float mattn_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
 }
 static inline size_t mattn_align_up(size_t n) { return (n + MATTN_ALIGN - 1) & ~(size_t)(MATTN_ALIGN - 1); }
 

@@ -77,4 +77,6 @@ typedef struct mattn_st_entry {
 mattn_status mattn_st_write(const char *path, const mattn_st_entry *t, int n,
                             const char *const *meta, int n_meta, char *err, size_t errlen);
 
+#include "io/gguf.h"   /* the GGUF reader */
+
 #endif

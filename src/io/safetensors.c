@@ -314,22 +314,6 @@ const char *mattn_st_meta(const mattn_st_file *f, const char *key) {
     return NULL;
 }
 
-static float half_to_f32(uint16_t h) {
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023, bits;
-    if (e == 0) {
-        if (m == 0) bits = s;
-        else { /* subnormal: normalise */
-            e = 113;
-            while (!(m & 1024)) { m <<= 1; e--; }
-            bits = s | e << 23 | (m & 1023) << 13;
-        }
-    } else if (e == 31) bits = s | 0x7F800000u | m << 13;
-    else bits = s | (e + 112) << 23 | m << 13;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 void mattn_st_to_f32(const mattn_st_tensor *t, float *dst) {
     const unsigned char *p = t->data;
     size_t es = DTYPES[t->dtype].size;
@@ -338,8 +322,8 @@ void mattn_st_to_f32(const mattn_st_tensor *t, float *dst) {
         switch (t->dtype) {
         case MATTN_ST_F32: memcpy(&v, p, 4); break;
         case MATTN_ST_F64: { double d; memcpy(&d, p, 8); v = (float)d; break; }
-        case MATTN_ST_F16: { uint16_t h; memcpy(&h, p, 2); v = half_to_f32(h); break; }
-        case MATTN_ST_BF16: { uint16_t h; memcpy(&h, p, 2); uint32_t b = (uint32_t)h << 16; memcpy(&v, &b, 4); break; }
+        case MATTN_ST_F16: { uint16_t h; memcpy(&h, p, 2); v = mattn_f16_to_f32(h); break; }
+        case MATTN_ST_BF16: { uint16_t h; memcpy(&h, p, 2); v = mattn_bf16_to_f32(h); break; }
         case MATTN_ST_I64: { int64_t x; memcpy(&x, p, 8); v = (float)x; break; }
         case MATTN_ST_I32: { int32_t x; memcpy(&x, p, 4); v = (float)x; break; }
         case MATTN_ST_I16: { int16_t x; memcpy(&x, p, 2); v = (float)x; break; }
