@@ -17,7 +17,7 @@
 #                                       pretrained models with
 set -euo pipefail
 
-pkgs=(gcc make cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox
+pkgs=(gcc make cmake pkg-config libcjson-dev libpcre2-dev libcmocka-dev libopenblas-dev libopenblas-openmp-dev bible-kjv gnuplot-nox
       clang libclang-rt-dev valgrind)
 if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
