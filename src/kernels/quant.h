@@ -10,21 +10,32 @@
  * fp32, row-major, K and N apart.  M = 1 is a GEMV (decoding one token),
  * M > 1 a GEMM (prefill).
  *
- * The products keep x in fp32 and dequantise W in registers (GEMV) or into
- * a per-thread fp32 panel the GEMM micro-kernel runs on; the dequantised
- * weights are exactly mattn_gguf_dequant_ref's, so the only difference from
- * the reference is the order and precision of the fp32 sums (quant.c says
- * why not 8-bit activations, docs/performance.md has the measurements).
+ * How x enters (quant.c has the arithmetic, docs/performance.md the
+ * measurements): with quantised weights x is quantised on the fly to 8-bit
+ * blocks of 32 with fp32 scales (llama.cpp's Q8_0/Q8_1 idea) and every block
+ * product is an exact integer dot product — 1.4–2× faster than fp32 x here;
+ * with float weights x stays fp32.  Either way the weights are used exactly
+ * as mattn_gguf_dequant_ref gives them.
  *
- * Error bound (tests/test_quant.c checks it on every shape): for every
- * output, |y - y_ref| <= 1e-5 · Σ_k |x_k| (|w_k| + |m_b|), with m_b the
- * block's offset for Q4_1 and 0 otherwise (fp32 sums of at most K/16 + 6
- * terms per lane for K <= 1536: (K/16 + 6) · 2^-24 < 1e-5).
+ * Error bound (tests/test_quant.c checks it on every output):
+ *   |y - y_ref| <= Σ_b (d_x,b / 2)(1 + 2^-12) Σ_{k in b} |w_k|  +  1e-5 Σ_k |x_k| (|w_k| + |c_b|)
+ * The first term is x's rounding to its 8-bit blocks, d_x,b = max_{k in b}
+ * |x_k| / 127 (quantised types only; at most 1/254 of Σ_k max_b|x| |w_k|,
+ * 0.6–1.6e-3 of Σ|x||w| measured on the model's matrices); the second the
+ * fp32 sums, with c_b the block's offset term (m for Q4_1, 8 d for Q4_0,
+ * 128 d for Q8_0, 0 for the float types).  Their worst case is γ_n = n 2^-24
+ * for sums of n terms — n = K/32 + 4 (quantised: exact integer blocks,
+ * 8 lanes), K / (2 MATTN_VL) + 5 (float GEMV), K (float GEMM) — which is
+ * below 1e-5 for the quantised types up to K = 5000; for long float rows
+ * 1e-5 is the tested tolerance (errors of random signs grow as √n: 3.3e-7
+ * at most over the tests).  x must be finite.
  *
- * Threads: OpenMP over rows of W (GEMV) or panels of NB rows (GEMM); every
- * output is computed by one thread in a fixed order, so y is bit-identical
- * whatever the number of threads.  The kernels never allocate: a GEMM
- * (M > 1) takes mattn_qmatmul_scratch() bytes from the caller, a GEMV none.
+ * Threads: OpenMP over rows of W (groups of 4; panels of NB for the float
+ * GEMM); every output is computed by one thread in a fixed order and x's
+ * blocks do not depend on the split, so y is bit-identical whatever the
+ * number of threads.  The kernels never allocate: the quantised types take
+ * mattn_qmatmul_scratch() bytes for x's blocks (any M), the float types
+ * for their per-thread panels (M > 1; a float GEMV needs none).
  *
  * The double build (MATTN_F64) compiles no quantised kernel: they multiply
  * fp32 activations by fp32-or-narrower weights, which float = double would
@@ -39,12 +50,15 @@
 #include "io/gguf.h" /* mattn_ggml_type and its block layouts; the reference dequantiser */
 
 /* Bytes of scratch mattn_qmatmul needs for an (M, K) x with weights of
- * `type` when `threads` threads may run (0 for M = 1: a GEMV needs none). */
+ * `type` when up to `threads` threads may run: quantised types M K +
+ * 8 M K / 32 (x's blocks, whatever the threads), float types 0 for M = 1,
+ * else threads panels of (K + M) * NB floats (NB = 16–64 by ISA). */
 size_t mattn_qmatmul_scratch(mattn_ggml_type type, int M, int K, int threads);
 
 /* y (M, N) = x (M, K) · Wᵀ, as the header says.  scratch: at least
- * mattn_qmatmul_scratch(type, M, K, 1) bytes (NULL with 0 for a GEMV), 64-byte
- * aligned; a call runs at most as many threads as it holds slots for.
+ * mattn_qmatmul_scratch(type, M, K, 1) bytes (NULL with 0 for a float GEMV),
+ * 64-byte aligned; a float GEMM runs at most as many threads as it holds
+ * panels for.  y must not overlap x, W or the scratch.
  * Returns 0, or -1 (nothing written) for an unsupported type, K not a
  * multiple of the type's block size, negative sizes, or too little scratch. */
 int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,

@@ -139,6 +139,11 @@ static inline mattn_vf vgelu_grad(mattn_vf x) {
 // half-precision loads and 8-bit dot products (the quantised kernels, quant.c).
 // Single precision only: the double build compiles no quantised kernel.
 #ifndef MATTN_F64
+/* The 32-byte vectors below are arguments of static inline functions only,
+ * never of a call across an ABI boundary: GCC's note that SSE-only builds
+ * pass them differently from AVX ones does not apply. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
@@ -198,11 +203,13 @@ static inline mattn_v8i vdot4_u8s8(mattn_v8i acc, mattn_v32u8 a, mattn_v32s8 b) 
 #elif defined(__AVXVNNI__)
     return (mattn_v8i)_mm256_dpbusd_avx_epi32((__m256i)acc, (__m256i)a, (__m256i)b);
 #else
-    const mattn_v8i ua = (mattn_v8i)a, sb = (mattn_v8i)b;
-    for (int j = 0; j < 4; j++) acc += ((ua >> (8 * j)) & 0xff) * ((sb << (24 - 8 * j)) >> 24);
+    typedef uint32_t v8u __attribute__((vector_size(32)));
+    const v8u ua = (v8u)a, ub = (v8u)b; /* byte j of each lane: a's zero-, b's sign-extended */
+    for (int j = 0; j < 4; j++) acc += (mattn_v8i)((ua >> (8 * j)) & 0xff) * ((mattn_v8i)(ub << (24 - 8 * j)) >> 24);
     return acc;
 #endif
 }
+#pragma GCC diagnostic pop
 #endif
 
 #endif
