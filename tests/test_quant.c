@@ -18,6 +18,9 @@
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
 
+/* 32-byte vectors pass between static inline functions only (simd.h) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -29,6 +29,9 @@
 #include "kernels/kernels.h"
 #include "kernels/microkernel.h"
 
+/* 32-byte vectors pass between static inline functions only (simd.h) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #define QK MATTN_GGML_QK           /* elements per block (and per GEMV step for every type) */
 #define NVB (QK / MATTN_VL)        /* vectors per block: 2 (AVX-512), 4 (AVX2), 8 (SSE) */
 #define GR 4                       /* rows of W per step (one load of x for GR rows) */
@@ -318,6 +321,7 @@ static int team_size(size_t slots, int tasks) {
 static void run_rows(rows_fn rf, job *j, int quantised) {
     const int groups = (j->N + GR - 1) / GR;
     const int team = j->rb * (size_t)j->N * j->M >= PAR_BYTES ? team_size((size_t)groups, groups) : 1;
+    (void)team; /* only read by OpenMP clauses */
     #pragma omp parallel num_threads(team)
     {
         int tid = 0, nt = 1;
@@ -340,6 +344,7 @@ static void run_rows(rows_fn rf, job *j, int quantised) {
 static void run_panels(panel_fn pf, const job *j, char *scratch, size_t slots) {
     const int M = j->M, N = j->N, K = j->K, panels = (N + NB - 1) / NB;
     const size_t slot = slot_bytes(M, K), pbytes = mattn_align_up((size_t)K * NB * sizeof(float));
+    (void)slots; /* only read by OpenMP clauses */
     #pragma omp parallel num_threads(team_size(slots, panels))
     {
         int tid = 0;
