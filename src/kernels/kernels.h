@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "base/base.h"
+#include "kernels/quant.h" /* products with GGUF-quantised weights */
 
 // ----------------------------------------------------------------------------
 // GEMM: C = alpha * op(A) op(B) + beta * C, row-major; sole CBLAS call site

@@ -135,4 +135,81 @@ static inline mattn_vf vgelu_grad(mattn_vf x) {
     return 0.5f * vone_plus_erf(x * 0.70710678118654752f) + x * vexp(-0.5f * x * x) * 0.3989422804014327f;
 }
 
+// ----------------------------------------------------------------------------
+// half-precision loads and 8-bit dot products (the quantised kernels, quant.c).
+// Single precision only: the double build compiles no quantised kernel.
+#ifndef MATTN_F64
+/* The 32-byte vectors below are arguments of static inline functions only,
+ * never of a call across an ABI boundary: GCC's note that SSE-only builds
+ * pass them differently from AVX ones does not apply. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512VNNI__) || defined(__AVXVNNI__)
+#include <immintrin.h>
+#endif
+
+typedef uint32_t mattn_vu __attribute__((vector_size(MATTN_VBYTES)));
+typedef uint16_t mattn_vh __attribute__((vector_size(MATTN_VBYTES / 2))); /* MATTN_VL halves */
+
+/* IEEE half bits (zero-extended to 32) to float, exactly: the exponent and
+ * mantissa moved into place and rescaled by 2^112 (subnormal halves become
+ * normal floats exactly), Inf/NaN given the all-ones exponent, the sign put
+ * back.  The portable path of vload_f16 and mattn_h2f. */
+static inline mattn_vf vhalf_bits_to_f32(mattn_vu h) {
+    const mattn_vu em = h & 0x7fff, sign = (h & 0x8000) << 16;
+    const mattn_vf f = (mattn_vf)(em << 13) * 0x1p112f;
+    const mattn_vu inf = (mattn_vu)(em >= 0x7c00);
+    return (mattn_vf)((((mattn_vu)f & ~inf) | (((em << 13) | 0x7f800000u) & inf)) | sign);
+}
+/* MATTN_VL halves from p (any alignment) as floats: F16C's vcvtph2ps where
+ * the ISA has it (AVX-512 always does), else vhalf_bits_to_f32. */
+static inline mattn_vf vload_f16(const void *p) {
+#if MATTN_VBYTES == 64
+    return (mattn_vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif MATTN_VBYTES == 32 && defined(__F16C__)
+    return (mattn_vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    mattn_vh h;
+    memcpy(&h, p, sizeof h);
+    return vhalf_bits_to_f32(__builtin_convertvector(h, mattn_vu));
+#endif
+}
+/* One half (bits h) to float. */
+static inline float mattn_h2f(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return vhalf_bits_to_f32((mattn_vu){0} + h)[0];
+#endif
+}
+
+/* 32 bytes: one quantised block of activations or of unpacked weights, and
+ * the 8 int32 / 8 float lanes its 4-byte dot products land in. */
+typedef uint8_t mattn_v32u8 __attribute__((vector_size(32)));
+typedef int8_t mattn_v32s8 __attribute__((vector_size(32)));
+typedef int32_t mattn_v8i __attribute__((vector_size(32)));
+typedef float mattn_v8f __attribute__((vector_size(32)));
+
+/* acc[i] += sum_{j<4} a[4i+j] * b[4i+j], a unsigned and b signed bytes,
+ * exact in int32 (no saturation): AVX512-VNNI / AVX-VNNI's vpdpbusd where
+ * the build has it, else the same sum from shifts and masks on 32-bit lanes
+ * (vector extensions, any ISA). */
+static inline mattn_v8i vdot4_u8s8(mattn_v8i acc, mattn_v32u8 a, mattn_v32s8 b) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return (mattn_v8i)_mm256_dpbusd_epi32((__m256i)acc, (__m256i)a, (__m256i)b);
+#elif defined(__AVXVNNI__)
+    return (mattn_v8i)_mm256_dpbusd_avx_epi32((__m256i)acc, (__m256i)a, (__m256i)b);
+#else
+    typedef uint32_t v8u __attribute__((vector_size(32)));
+    const v8u ua = (v8u)a, ub = (v8u)b; /* byte j of each lane: a's zero-, b's sign-extended */
+    for (int j = 0; j < 4; j++) acc += (mattn_v8i)((ua >> (8 * j)) & 0xff) * ((mattn_v8i)(ub << (24 - 8 * j)) >> 24);
+    return acc;
+#endif
+}
+#pragma GCC diagnostic pop
+#endif
+
 #endif
