@@ -54,7 +54,7 @@ def mean_sd(xs, fmt="{:.3f}"):
         return "—"
     if len(xs) == 1:
         return fmt.format(xs[0])
-    return (fmt + " ± " + fmt).format(statistics.mean(xs), statistics.stdev(xs))
+    return fmt.format(statistics.mean(xs)) + " ± " + fmt.replace("+", "").format(statistics.stdev(xs))
 
 
 def layer_mean(ev, key):
