@@ -36,6 +36,9 @@
  *     mattn_sampler_free(s); mattn_model_cache_free(c); mattn_adamw_free(o); mattn_data_free(d);
  *     mattn_model_free(m);
  *
+ *   A pretrained LLaMA-family model from GGUF: see "LLaMA-family decoders" below
+ *     (mattn_llama_open, mattn_llama_cache_init, mattn_llama_forward, mattn_llama_decode).
+ *
  *   Errors: every call returns mattn_status; mattn_layer_errmsg / mattn_model_errmsg /
  *   mattn_last_error() say what was wrong, mattn_status_str() names the code.
  *
@@ -625,6 +628,91 @@ MATTN_API mattn_status mattn_model_decode(mattn_model *m, mattn_model_cache *c, 
 /* The config stored in a saved model's safetensors metadata, without
  * loading its weights. */
 MATTN_API mattn_status mattn_model_file_config(const char *path, mattn_lm_config *out);
+
+/* ------------------------------------------------------------------------ */
+/* LLaMA-family decoders read from GGUF (docs/design.md §5)                 */
+/* ------------------------------------------------------------------------ */
+
+/* A pretrained LLaMA-style decoder (general.architecture "llama": SmolLM2,
+ * TinyLlama, ...) read from a GGUF file, for inference: token embedding, N
+ * blocks of x += Attn(RMSNorm(x)) and x += SwiGLU(RMSNorm(x)), a final
+ * RMSNorm and the output head (output.weight, or the token embedding when
+ * the file has none); attention with RoPE and grouped-query heads.  The
+ * weights stay in the memory-mapped file in their own types (F32, F16,
+ * BF16, Q8_0, Q4_0, Q4_1); nothing is converted up front.
+ *
+ * Quick start (one sequence):
+ *   mattn_llama *m;  mattn_llama_open("models/SmolLM2-135M-Instruct.Q4_1.gguf", &m);
+ *   mattn_llama_info info;  mattn_llama_get_info(m, &info);     // info.vocab_size = V
+ *   mattn_llama_cache *c;  mattn_llama_cache_init(m, 0, &c);    // 0: the model's context
+ *   mattn_llama_forward(m, c, prompt, n - 1, NULL);             // prefill, no logits needed
+ *   mattn_llama_decode(m, c, prompt[n - 1], logits);            // logits (V) of the next token
+ *   per token: mattn_sampler_sample(s, logits, V, &tok);  mattn_llama_decode(m, c, tok, logits);
+ *   mattn_llama_cache_free(c);  mattn_llama_free(m);
+ * Errors: mattn_llama_errmsg(m) (or mattn_last_error() when there is no
+ * handle) names the argument or key and the value.
+ *
+ * Thread safety: a model is read-only once open; distinct caches of one
+ * model may run forward/decode from distinct threads at once (error
+ * messages then race on the model's buffer: use mattn_last_error, per
+ * thread).  One cache must not be used from two threads at once. */
+typedef struct mattn_llama mattn_llama;
+
+typedef struct mattn_llama_info {
+    int n_layers;          /* llama.block_count */
+    int d_model;           /* llama.embedding_length */
+    int n_heads;           /* llama.attention.head_count */
+    int n_kv_heads;        /* llama.attention.head_count_kv (= n_heads without GQA) */
+    int head_dim;          /* d_model / n_heads */
+    int ffn_dim;           /* llama.feed_forward_length */
+    int vocab_size;        /* rows of token_embd.weight */
+    int context_length;    /* llama.context_length: the longest cache */
+    float rms_eps;         /* llama.attention.layer_norm_rms_epsilon */
+    float rope_base;       /* llama.rope.freq_base (10000 when absent) */
+    int tied_output;       /* 1: no output.weight, the head is token_embd.weight */
+    int64_t n_params;      /* scalars in all the weights */
+} mattn_llama_info;
+
+/* Open and check a GGUF file: general.architecture must be "llama"
+ * (another is MATTN_ERR_UNSUPPORTED, named), the hyper-parameters come from
+ * the llama.* keys, and every tensor a block needs must be there with the
+ * shape they imply (MATTN_ERR_FORMAT naming the tensor, its shape and the
+ * expected one).  Unsupported features are refused by name
+ * (MATTN_ERR_UNSUPPORTED): RoPE scaling, partial rotary dimensions, rope
+ * frequency factors, attention biases, experts.  MATTN_ERR_IO: cannot open
+ * or map.  The file stays mapped until mattn_llama_free; on failure *out =
+ * NULL and mattn_last_error() says why. */
+MATTN_API mattn_status mattn_llama_open(const char *path, mattn_llama **out);
+MATTN_API void mattn_llama_free(mattn_llama *m);
+MATTN_API const char *mattn_llama_errmsg(const mattn_llama *m);
+MATTN_API mattn_status mattn_llama_get_info(const mattn_llama *m, mattn_llama_info *out);
+
+/* A decode cache: one sequence's RoPE'd keys and values for every layer
+ * (float32, context x n_kv_heads*head_dim each, allocated up front; the
+ * memory is touched only as positions fill) and the activations of a
+ * forward.  context 0 takes the model's context_length; more than that is
+ * MATTN_ERR_INVALID_ARG. */
+typedef struct mattn_llama_cache mattn_llama_cache;
+MATTN_API mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cache **out);
+MATTN_API void mattn_llama_cache_free(mattn_llama_cache *c);
+MATTN_API void mattn_llama_cache_reset(mattn_llama_cache *c);          /* length 0 */
+MATTN_API int mattn_llama_cache_length(const mattn_llama_cache *c);    /* positions held */
+MATTN_API int mattn_llama_cache_context(const mattn_llama_cache *c);   /* positions it can hold */
+
+/* Run tokens[0..n) at positions length..length+n-1 of the cache (causal:
+ * each attends to the cache and to the tokens before it) and append them.
+ * logits (n, vocab_size): the next-token logits after each token, or NULL
+ * to skip the output head (a prompt's prefill).  Any n works: the tokens
+ * are processed in chunks, and calls of any lengths give what one call
+ * gives.  Errors leave the cache as it was: MATTN_ERR_INVALID_ARG for n < 1,
+ * a token outside [0, vocab_size) (its index and value named) or a cache
+ * that would overflow its context; MATTN_ERR_NUMERIC when the activations
+ * or the logits are not finite. */
+MATTN_API mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int32_t *tokens, int n,
+                                           float *logits);
+/* One token (generation): mattn_llama_forward of n = 1 through the decode
+ * step of the attention kernels; logits (vocab_size) must not be NULL. */
+MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits);
 
 /* ------------------------------------------------------------------------ */
 /* Training: AdamW, clipping, schedules                                      */

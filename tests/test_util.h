@@ -65,7 +65,7 @@ static __attribute__((unused)) double max_abs_diff(const float *a, const float *
 static __attribute__((unused)) void set_attn_scratch(mattn_attn_args *a) {
     static void *buf;
     static size_t cap;
-    size_t n = mattn_attn_softmax_scratch(a->T, a->dh, 0, 8), m;
+    size_t n = mattn_attn_softmax_scratch(a->Tk > a->T ? a->Tk : a->T, a->dh, 0, 8), m;
     if ((m = mattn_attn_softmax_scratch(a->T, a->dh, 1, 8)) > n) n = m;
     if ((m = mattn_attn_linear_scratch(0, 8)) > n) n = m;
     if ((m = mattn_attn_linear_scratch(1, 8)) > n) n = m;

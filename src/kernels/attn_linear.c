@@ -153,8 +153,14 @@ static double lin_head(const mattn_attn_args *a, int b, int h, float *ws) {
 /* FLOPs executed by one (batch, head). */
 static double lin_head_task(void *ctx, int b, int h, float *ws) { return lin_head(ctx, b, h, ws); }
 
+/* The linear core takes multi-head geometry only (kv_group, ldkv, Tk at
+ * their defaults: kernels.h). */
+static int mha_geometry(const mattn_attn_args *a) {
+    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld);
+}
+
 double mattn_attn_linear_forward(const mattn_attn_args *a) {
-    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
+    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM && mha_geometry(a));
     return mattn_for_heads(a->B, a->H, LIN_FLOATS, a->scratch, a->scratch_bytes, lin_head_task, (void *)a);
 }
 
@@ -181,6 +187,7 @@ static void ref_numden(const mattn_attn_args *a, int b, int h, int t, const floa
 }
 
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a) {
+    MATTN_ASSERT(mha_geometry(a));
     const int T = a->T, H = a->H, dh = a->dh;
     const int64_t n = a->rows ? a->n_rows : (int64_t)a->B * T;
     for (int64_t r = 0; r < n; r++) {
@@ -374,7 +381,7 @@ static double lin_bwd_task(void *ctx, int b, int h, float *ws) {
 }
 
 int mattn_attn_linear_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows && a->dh <= MATTN_MAX_HEAD_DIM);
+    MATTN_ASSERT(!a->rows && a->dh <= MATTN_MAX_HEAD_DIM && mha_geometry(a));
     lin_bwd_ctx c = {a, g};
     return mattn_for_heads(a->B, a->H, LINB_FLOATS, a->scratch, a->scratch_bytes, lin_bwd_task, &c) < 0 ? -1 : 0;
 }
@@ -386,7 +393,7 @@ size_t mattn_attn_linear_scratch(int backward, int threads) {
 /* Reference: the quadratic form in double.  A_ts = mattn_phi(q_t).mattn_phi(k_s) over
  * visible, unpadded s; gA_ts = <gnum_t, v_s> + gden_t. */
 void mattn_attn_linear_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows);
+    MATTN_ASSERT(!a->rows && mha_geometry(a));
     const int B = a->B, T = a->T, H = a->H, dh = a->dh;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)

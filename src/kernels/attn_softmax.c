@@ -11,7 +11,10 @@
  * are the plain formulas (three passes; P materialised in double) the tests
  * compare them against.  Dropout on the probabilities uses a counter-based
  * hash of (b, h, t, s), so every version draws the same mask whatever the
- * threads.
+ * threads.  The forwards and the decode step also take grouped-query heads
+ * (a query head reads K/V head h / kv_group) and a query chunk at the end of
+ * a longer key sequence (Tk keys, the queries their last T positions): a
+ * LLaMA-style model's prefill against its cache (kernels.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -28,25 +31,40 @@ static inline int64_t n_queries(const mattn_attn_args *a) {
     return a->rows ? a->n_rows : (int64_t)a->B * a->T;
 }
 
-/* Score of query q against key s, or -INFINITY when s is masked out. */
+/* The geometry fields with their defaults (kernels.h): keys per sequence,
+ * the K/V row stride, the position of query row 0, query head h's K/V head. */
+static inline int n_keys(const mattn_attn_args *a) { return a->Tk > 0 ? a->Tk : a->T; }
+static inline int ld_kv(const mattn_attn_args *a) { return a->ldkv > 0 ? a->ldkv : a->ld; }
+static inline int q_pos0(const mattn_attn_args *a) { return n_keys(a) - a->T; }
+static inline int kv_head(const mattn_attn_args *a, int h) { return a->kv_group > 1 ? h / a->kv_group : h; }
+
+static void check_geometry(const mattn_attn_args *a) {
+    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
+    MATTN_ASSERT(a->Tk == 0 || a->Tk >= a->T);
+    MATTN_ASSERT(a->kv_group <= 1 || a->H % a->kv_group == 0);
+}
+
+/* Score of query row t (q) against key s, or -INFINITY when s is masked out. */
 static inline float score(const mattn_attn_args *a, const float *q, int b, int t, int s, int h,
                           float scale) {
     const mattn_masks *m = a->masks;
-    if (m && m->key_padding && !m->key_padding[(size_t)b * a->T + s]) return -INFINITY;
-    const float *k = a->k + ((size_t)b * a->T + s) * a->ld + (size_t)h * a->dh;
+    const int Tk = n_keys(a);
+    if (m && m->key_padding && !m->key_padding[(size_t)b * Tk + s]) return -INFINITY;
+    const float *k = a->k + ((size_t)b * Tk + s) * ld_kv(a) + (size_t)kv_head(a, h) * a->dh;
     float d = mattn_dot(q, k, a->dh) * scale;
     if (m && m->additive) {
-        size_t off = m->additive_batched ? (size_t)b * a->T * a->T : 0;
-        d += m->additive[off + (size_t)t * a->T + s];
+        size_t off = m->additive_batched ? (size_t)b * a->T * Tk : 0;
+        d += m->additive[off + (size_t)t * Tk + s];
     }
     return d;
 }
 
-/* Dropout multiplier for probability (b,h,t,s): 0 or 1/(1-p). */
+/* Dropout multiplier for probability (b,h,t,s), t a query row: 0 or 1/(1-p).
+ * Hashed on the query's position, so a chunk draws what the whole would. */
 static inline float keep(const mattn_attn_args *a, int b, int h, int t, int s) {
     if (a->dropout <= 0.0f) return 1.0f;
     uint64_t key = a->dropout_key ^ mattn_mix64((uint64_t)b * (uint64_t)a->H + (uint64_t)h + 1);
-    double u = mattn_hash_u01(key, (uint64_t)t * (uint64_t)a->T + (uint64_t)s);
+    double u = mattn_hash_u01(key, (uint64_t)(t + q_pos0(a)) * (uint64_t)n_keys(a) + (uint64_t)s);
     return u < a->dropout ? 0.0f : 1.0f / (1.0f - a->dropout);
 }
 
@@ -54,7 +72,7 @@ static double flops(const mattn_attn_args *a) {
     double f = 0.0;
     for (int64_t r = 0; r < n_queries(a); r++) {
         int tok = a->rows ? a->rows[r] : (int)r, lo, hi;
-        mattn_attn_key_range(tok % a->T, a->T, a->causal, a->window, &lo, &hi);
+        mattn_attn_key_range(tok % a->T + q_pos0(a), n_keys(a), a->causal, a->window, &lo, &hi);
         if (hi >= lo) f += (double)(hi - lo + 1);
     }
     return f * 4.0 * a->H * a->dh; /* q.k and p*v: 2*dh each per key and head */
@@ -113,7 +131,8 @@ static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, in
     }
 }
 
-/* A tile's query rows: positions t[i] (ascending) of batch b, tokens tok[i]. */
+/* A tile's query rows: rows t[i] (ascending) of batch b, tokens tok[i]; the
+ * key range of each from its position t[i] + q_pos0. */
 typedef struct {
     int b, n;          /* batch, rows */
     int t[BQ], tok[BQ];
@@ -134,12 +153,13 @@ static void mask_scores(const mattn_attn_args *a, const qtile *q, int s0, int nb
             for (int j = 0; j < nb; j++)
                 if (s0 + j < q->lo[i] || s0 + j > q->hi[i]) row[j] = -INFINITY;
         if (m && m->additive) {
-            const float *add = m->additive + (m->additive_batched ? (size_t)q->b * a->T * a->T : 0) +
-                               (size_t)q->t[i] * a->T + s0;
+            const size_t Tk = (size_t)n_keys(a);
+            const float *add = m->additive + (m->additive_batched ? (size_t)q->b * a->T * Tk : 0) +
+                               (size_t)q->t[i] * Tk + s0;
             for (int j = 0; j < nb; j++) row[j] += add[j];
         }
         if (m && m->key_padding) {
-            const uint8_t *kp = m->key_padding + (size_t)q->b * a->T + s0;
+            const uint8_t *kp = m->key_padding + (size_t)q->b * n_keys(a) + s0;
             for (int j = 0; j < nb; j++)
                 if (!kp[j]) row[j] = -INFINITY;
         }
@@ -237,7 +257,7 @@ static void make_tile(const mattn_attn_args *a, int b, int64_t r, int64_t rend, 
     for (int i = 0; i < q->n; i++) {
         q->tok[i] = a->rows ? a->rows[r + i] : (int)(r + i);
         q->t[i] = q->tok[i] - b * a->T;
-        mattn_attn_key_range(q->t[i], a->T, a->causal, a->window, &q->lo[i], &q->hi[i]);
+        mattn_attn_key_range(q->t[i] + q_pos0(a), n_keys(a), a->causal, a->window, &q->lo[i], &q->hi[i]);
     }
 }
 
@@ -256,31 +276,34 @@ static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_p
     int klo = q.lo[0], khi;
     make_tile(a, b, r1 - 1, r1, &q);
     khi = q.hi[0];
-    const float *kb = a->k + (size_t)b * a->T * a->ld + (size_t)h * dh;
-    const float *vb = a->v + (size_t)b * a->T * a->ld + (size_t)h * dh;
+    const int ldkv = ld_kv(a);
+    const float *kb = a->k + (size_t)b * n_keys(a) * ldkv + (size_t)kv_head(a, h) * dh;
+    const float *vb = a->v + (size_t)b * n_keys(a) * ldkv + (size_t)kv_head(a, h) * dh;
     const int nk = khi - klo + 1, ncols = nk + BK; /* tiles read up to a vector past khi */
-    pack_kt(kb, a->ld, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
-    pack_rows(vb, a->ld, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
+    pack_kt(kb, ldkv, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
+    pack_rows(vb, ldkv, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
     for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
         fwd_tile(a, &q, h, scale, hp);
     }
 }
 
-/* One (batch, head) with its key/value pack in ws. */
+/* One (batch, query head) with its key/value pack in ws (a grouped K/V head
+ * is packed once per query head that reads it: one task per query head
+ * keeps the team busy when there are few K/V heads). */
 static double fwd_task(void *ctx, int b, int h, float *ws) {
     const mattn_attn_args *a = ctx;
     head_pack hp;
-    head_pack_floats(a->T, a->dh, &hp.ldk);
+    head_pack_floats(n_keys(a), a->dh, &hp.ldk);
     hp.Kt = ws, hp.V = ws + (size_t)pad_dh(a->dh) * hp.ldk;
     fwd_head(a, b, h, 1.0f / sqrtf((float)a->dh), &hp);
     return 0.0;
 }
 
 double mattn_attn_softmax_forward(const mattn_attn_args *a) {
-    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
+    check_geometry(a);
     int ldk;
-    if (mattn_for_heads(a->B, a->H, head_pack_floats(a->T, a->dh, &ldk), a->scratch, a->scratch_bytes, fwd_task,
+    if (mattn_for_heads(a->B, a->H, head_pack_floats(n_keys(a), a->dh, &ldk), a->scratch, a->scratch_bytes, fwd_task,
                         (void *)a) < 0)
         return -1.0;
     return flops(a);
@@ -381,8 +404,13 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
     return 0.0;
 }
 
+/* The backward passes take plain multi-head geometry only. */
+static int mha_geometry(const mattn_attn_args *a) {
+    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld);
+}
+
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM);
+    MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM && mha_geometry(a));
     bwd_ctx c = {a, g};
     return mattn_for_heads(a->B, a->H, BWD_FLOATS, a->scratch, a->scratch_bytes, bwd_task, &c) < 0 ? -1 : 0;
 }
@@ -396,12 +424,13 @@ size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads) {
 // reference: three passes over the visible keys
 
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
-    const int H = a->H, dh = a->dh, T = a->T;
+    check_geometry(a);
+    const int H = a->H, dh = a->dh, T = a->T, Tk = n_keys(a), ldkv = ld_kv(a);
     const float scale = 1.0f / sqrtf((float)dh);
     for (int64_t r = 0; r < n_queries(a); r++) {
         for (int h = 0; h < H; h++) {
             int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
-            mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
+            mattn_attn_key_range(t + q_pos0(a), Tk, a->causal, a->window, &lo, &hi);
             const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
             float *o = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
             double m = -INFINITY, l = 0.0;
@@ -415,7 +444,7 @@ double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
                 double acc = 0.0;
                 for (int s = lo; s <= hi && l > 0.0; s++) {
                     double p = exp(score(a, q, b, t, s, h, scale) - m) / l * keep(a, b, h, t, s);
-                    acc += p * a->v[((size_t)b * T + s) * a->ld + (size_t)h * dh + i];
+                    acc += p * a->v[((size_t)b * Tk + s) * ldkv + (size_t)kv_head(a, h) * dh + i];
                 }
                 o[i] = (float)acc;
             }
@@ -442,7 +471,7 @@ static inline float *grow(float *base, const mattn_attn_grad *g, int b, int T, i
 /* Reference: materialise P (T x T, double) per (b, h) and apply the matrix
  * formulas; recomputes everything from q, k, v (ignores lse and out). */
 void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows);
+    MATTN_ASSERT(!a->rows && mha_geometry(a));
     const int B = a->B, T = a->T, H = a->H, dh = a->dh;
     const float scale = 1.0f / sqrtf((float)dh);
     double *P = mattn_malloc(sizeof(double) * (size_t)T * T), *dS = mattn_malloc(sizeof(double) * (size_t)T * T);
@@ -503,14 +532,17 @@ void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_
 
 /* One query against cached keys [lo, hi] (ring: slot s % ring), every head:
  * blocks of 64 keys, scores by dot products, exp vectorised, online softmax
- * across blocks.  Heads run in parallel when the context is long enough to
- * pay for it. */
-double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
-                                 int hi, int ring, float *out) {
+ * across blocks.  Query head h reads K/V head h / kv_group.  Heads run in
+ * parallel when the context is long enough to pay for it. */
+double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
+                                     int dh, int lo, int hi, int ring, float *out) {
+    const int g = kv_group > 1 ? kv_group : 1;
+    MATTN_ASSERT(H % g == 0);
     const float scale = 1.0f / sqrtf((float)dh);
-    #pragma omp parallel for schedule(static) if ((double)(hi - lo + 1) * D > 65536.0)
+    #pragma omp parallel for schedule(static) if ((double)(hi - lo + 1) * H * dh > 65536.0)
     for (int h = 0; h < H; h++) {
         const float *qh = q + (size_t)h * dh;
+        const float *Kh = K + (size_t)(h / g) * dh, *Vh = V + (size_t)(h / g) * dh;
         float *o = out + (size_t)h * dh, m = -INFINITY, l = 0.0f;
         _Alignas(64) float sc[64];
         for (int i = 0; i < dh; i++) o[i] = 0.0f;
@@ -519,7 +551,7 @@ double mattn_attn_softmax_decode(const float *q, const float *K, const float *V,
             float bm = -INFINITY;
             for (int j = 0; j < nb; j++) {
                 const int s = s0 + j;
-                sc[j] = mattn_dot(qh, K + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh) * scale;
+                sc[j] = mattn_dot(qh, Kh + (size_t)(ring ? s % ring : s) * ldkv, dh) * scale;
                 bm = sc[j] > bm ? sc[j] : bm;
             }
             for (int j = nb; j < nc; j++) sc[j] = -INFINITY;
@@ -536,7 +568,7 @@ double mattn_attn_softmax_decode(const float *q, const float *K, const float *V,
             m = mn;
             for (int j = 0; j < nb; j++) {
                 const int s = s0 + j;
-                mattn_axpy(o, sc[j], V + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh, dh);
+                mattn_axpy(o, sc[j], Vh + (size_t)(ring ? s % ring : s) * ldkv, dh);
             }
         }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
@@ -547,20 +579,23 @@ double mattn_attn_softmax_decode(const float *q, const float *K, const float *V,
 
 /* The plain formula: every score, the max, the exponentials, the weighted
  * sum — in double. */
-double mattn_attn_softmax_decode_ref(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
-                                     int hi, int ring, float *out) {
+double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv, int H,
+                                         int kv_group, int dh, int lo, int hi, int ring, float *out) {
+    const int g = kv_group > 1 ? kv_group : 1;
+    MATTN_ASSERT(H % g == 0);
     const double scale = 1.0 / sqrt((double)dh);
     for (int h = 0; h < H; h++) {
+        const size_t col = (size_t)(h / g) * dh;
         double m = -INFINITY, l = 0.0, o[MATTN_MAX_HEAD_DIM] = {0};
         for (int s = lo; s <= hi; s++) {
-            const float *k = K + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh;
+            const float *k = K + (size_t)(ring ? s % ring : s) * ldkv + col;
             double sc = 0.0;
             for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * k[i];
             m = sc * scale > m ? sc * scale : m;
         }
         for (int s = lo; s <= hi; s++) {
-            const float *k = K + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh;
-            const float *v = V + (size_t)(ring ? s % ring : s) * D + (size_t)h * dh;
+            const float *k = K + (size_t)(ring ? s % ring : s) * ldkv + col;
+            const float *v = V + (size_t)(ring ? s % ring : s) * ldkv + col;
             double sc = 0.0;
             for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * k[i];
             const double p = exp(sc * scale - m);

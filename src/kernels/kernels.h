@@ -45,8 +45,20 @@ static inline void mattn_axpy(float *restrict y, float alpha, const float *restr
 // ----------------------------------------------------------------------------
 // attention kernels (one query row = one token; heads are column slices)
 
-/* Geometry of q/k/v inside a (B,T,ld) buffer: q at column offset 0, k at kofs,
- * v at vofs, head h at h*dh. */
+/* Geometry: q (B,T,ld) and out (B,T,ldo), query head h at column h*dh; k and
+ * v (B,Tk,ldkv), K/V head j at column j*dh (q, k, v may be column slices of
+ * one fused buffer).  The defaults of the last three fields (0) give plain
+ * multi-head attention of T queries over their own T keys.
+ *
+ * Grouped-query attention (kv_group = g > 1): H query heads share H/g K/V
+ * heads, query head h reading K/V head h / g (H a multiple of g).
+ * A query chunk against a cache (Tk > T): each sequence has Tk keys and its
+ * T queries are the last T positions, query row t at position Tk - T + t;
+ * causality and windows are in positions (query t sees keys <= Tk - T + t
+ * when causal).  Then key_padding is (B,Tk), the additive mask (T,Tk) or
+ * (B,T,Tk) (query rows by keys), lse stays (B,H,T), rows index the (B,T)
+ * query rows, and the scratch is sized for Tk keys.  The backward passes
+ * take the defaults only (MHA, Tk = T, ldkv = ld). */
 typedef struct mattn_attn_args {
     int B, T, H, dh;
     const float *q; const float *k; const float *v; int ld; /* row stride */
@@ -60,6 +72,9 @@ typedef struct mattn_attn_args {
     float *lse;            /* softmax: (B,H,T) log-sum-exp cache or NULL */
     void *scratch;         /* per-thread packing buffers (kernels never allocate): */
     size_t scratch_bytes;  /* mattn_attn_*_scratch() bytes for the team that runs */
+    int kv_group;          /* softmax: query heads per K/V head (0 or 1: multi-head) */
+    int ldkv;              /* softmax: row stride of k and v (0: ld) */
+    int Tk;                /* softmax: keys per sequence, >= T (0: T) */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
@@ -71,8 +86,9 @@ typedef struct mattn_attn_grad {
 } mattn_attn_grad;
 
 /* Bytes of scratch a call needs for a team of `threads` (the forward or the
- * backward of a (T, dh) problem); a call runs at most as many threads as its
- * scratch holds slots for, and fails (-1) when it holds none. */
+ * backward of a (T, dh) problem, T the keys per sequence: Tk when set); a
+ * call runs at most as many threads as its scratch holds slots for, and
+ * fails (-1) when it holds none. */
 size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads);
 size_t mattn_attn_linear_scratch(int backward, int threads);
 
@@ -92,15 +108,26 @@ size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
 
 /* Decoding: one new query per sequence against its cache.
  * softmax: q (H*dh) against keys/values of positions [lo, hi] stored as rows
- * of K and V with stride D (head h at column h*dh; ring > 0: position s at
- * row s % ring) -> out (H*dh).  linear: the running state of one sequence,
- * S (H, dh, dh) then z (H, dh) — update adds phi(k) v^T and phi(k), query
- * reads phi(q)^T S / (phi(q)^T z + 1e-6).  Each returns its FLOPs; the _ref
- * twins are the plain formulas in double. */
-double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
-                                 int hi, int ring, float *out);
-double mattn_attn_softmax_decode_ref(const float *q, const float *K, const float *V, int D, int H, int dh, int lo,
-                                     int hi, int ring, float *out);
+ * of K and V with stride ldkv (ring > 0: position s at row s % ring) -> out
+ * (H*dh); query head h reads K/V head h / kv_group at column
+ * (h / kv_group)*dh (kv_group 0 or 1: multi-head, K/V head h at h*dh; a
+ * grouped cache has rows of H/kv_group*dh).  mattn_attn_softmax_decode is
+ * the multi-head form with K/V rows of stride D.  linear: the running state
+ * of one sequence, S (H, dh, dh) then z (H, dh) — update adds phi(k) v^T and
+ * phi(k), query reads phi(q)^T S / (phi(q)^T z + 1e-6).  Each returns its
+ * FLOPs; the _ref twins are the plain formulas in double. */
+double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
+                                     int dh, int lo, int hi, int ring, float *out);
+double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv, int H,
+                                         int kv_group, int dh, int lo, int hi, int ring, float *out);
+static inline double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh,
+                                               int lo, int hi, int ring, float *out) {
+    return mattn_attn_softmax_decode_gqa(q, K, V, D, H, 1, dh, lo, hi, ring, out);
+}
+static inline double mattn_attn_softmax_decode_ref(const float *q, const float *K, const float *V, int D, int H,
+                                                   int dh, int lo, int hi, int ring, float *out) {
+    return mattn_attn_softmax_decode_gqa_ref(q, K, V, D, H, 1, dh, lo, hi, ring, out);
+}
 double mattn_attn_linear_decode_update(float *state, const float *k, const float *v, int H, int dh);
 double mattn_attn_linear_decode_update_ref(float *state, const float *k, const float *v, int H, int dh);
 double mattn_attn_linear_decode_query(const float *state, const float *q, float *out, int H, int dh);

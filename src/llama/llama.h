@@ -1,0 +1,121 @@
+/*
+ * llama.h — the LLaMA-family decoder, internal: the model's state (the
+ * GGUF mapping and views of its tensors), the cache, and the pieces the
+ * forward is made of — the one matmul every weight goes through, RMSNorm,
+ * RoPE, SwiGLU, the embedding lookup.  Public API: include/metaattn.h
+ * ("LLaMA-family decoders").
+ *
+ * Layout (GGUF, llama.cpp's names and ggml's dimension order, ne[0] the
+ * contiguous row length):
+ *   token_embd.weight      (D, V)         rows are tokens; the tied head
+ *   blk.i.attn_norm.weight (D)
+ *   blk.i.attn_q.weight    (D, H*dh)      rows are output features
+ *   blk.i.attn_k.weight    (D, Hkv*dh)
+ *   blk.i.attn_v.weight    (D, Hkv*dh)
+ *   blk.i.attn_output.weight (H*dh, D)
+ *   blk.i.ffn_norm.weight  (D)
+ *   blk.i.ffn_gate.weight  (D, F), blk.i.ffn_up.weight (D, F), blk.i.ffn_down.weight (F, D)
+ *   output_norm.weight     (D)
+ *   output.weight          (D, V)         optional
+ * Q and K rows are in GGUF's "llama" order: llama.cpp's converter permutes
+ * Hugging Face's q_proj/k_proj rows so that the rotation pairs of RoPE are
+ * the adjacent elements (2i, 2i+1) of each head (ggml's normal rope mode),
+ * where Hugging Face pairs i with i + dh/2 (rotate_half).
+ *
+ * Floor: includes kernels/ (the attention cores) and io/ (the GGUF reader).
+ */
+#ifndef MATTN_LLAMA_H
+#define MATTN_LLAMA_H
+
+#include "io/io.h"
+#include "kernels/kernels.h"
+
+// ----------------------------------------------------------------------------
+// the model
+
+typedef struct mattn_llama_layer {
+    const mattn_gguf_tensor *wq, *wk, *wv, *wo;          /* attention projections */
+    const mattn_gguf_tensor *w_gate, *w_up, *w_down;     /* SwiGLU */
+    const float *attn_norm, *ffn_norm;                   /* (D) fp32 copies */
+} mattn_llama_layer;
+
+struct mattn_llama {
+    mattn_gguf_file *f;
+    mattn_llama_info hp;
+    mattn_llama_layer *layers;                 /* (n_layers) */
+    const mattn_gguf_tensor *tok_embd, *output; /* output == tok_embd when tied */
+    float *norms;                               /* every norm weight, fp32: 2 per layer, then the final one */
+    const float *out_norm;
+    int kmax;                                   /* longest matrix row: the matmul's buffer */
+    char errmsg[MATTN_ERRMSG_LEN];
+};
+
+/* Errors of a call on model m: its message buffer and the thread's. */
+#define LLAMA_ERR(m, st, ...) mattn_set_error_h((m)->errmsg, st, __VA_ARGS__)
+
+// ----------------------------------------------------------------------------
+// the cache
+
+/* Tokens per chunk of a forward: the activations are sized for this many. */
+#define MATTN_LLAMA_CHUNK 64
+
+struct mattn_llama_cache {
+    const mattn_llama *m;
+    int n, cap;                 /* positions held, positions it can hold */
+    float *kv;                  /* per layer K (cap, Hkv*dh) then V (cap, Hkv*dh); RoPE'd keys */
+    /* one chunk's activations, carved from one allocation (x is its base) */
+    float *x;                   /* (C, D) the residual stream */
+    float *h;                   /* (C, D) normalised */
+    float *q;                   /* (C, H*dh) queries, RoPE'd */
+    float *att;                 /* (C, H*dh) attention output */
+    float *gate, *up;           /* (C, F) */
+    float *rope;                /* (C, dh) cos, sin of each pair at each position */
+    void *attn_ws;  size_t attn_ws_bytes;   /* the softmax core's scratch, for cap keys */
+    void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's per-thread rows */
+};
+
+/* K and V of layer l (rows of Hkv*dh, position s at row s). */
+static inline float *mattn_llama_cache_k(const mattn_llama_cache *c, int l) {
+    const size_t dkv = (size_t)c->m->hp.n_kv_heads * c->m->hp.head_dim;
+    return c->kv + (size_t)l * 2 * c->cap * dkv;
+}
+static inline float *mattn_llama_cache_v(const mattn_llama_cache *c, int l) {
+    const size_t dkv = (size_t)c->m->hp.n_kv_heads * c->m->hp.head_dim;
+    return c->kv + ((size_t)l * 2 + 1) * c->cap * dkv;
+}
+
+// ----------------------------------------------------------------------------
+// the matmul (llama_matmul.c): every weight matrix goes through it
+
+/* y (M, N) = x (M, K) W^T for a GGUF matrix W of ne = (K, N) in any type the
+ * reader supports: today each thread dequantises rows of W
+ * (mattn_gguf_dequant_ref, exact) into its slot of the scratch and takes
+ * float dot products (mattn_dot), OpenMP over the output rows; every y
+ * element is computed by one thread in a fixed order, so the result does
+ * not depend on the thread count.  The quantised kernels replace the body.
+ * scratch: mattn_llama_matmul_scratch(K, threads) bytes (at most that many
+ * threads run; none -> an assertion). */
+size_t mattn_llama_matmul_scratch(int64_t K, int threads);
+void mattn_llama_matmul(const mattn_gguf_tensor *W, const float *x, int M, float *y, void *scratch,
+                        size_t scratch_bytes);
+
+// ----------------------------------------------------------------------------
+// the blocks' pieces (llama_ops.c)
+
+/* y (M, D) = x / sqrt(mean(x^2) + eps) * w, row by row (sums in double);
+ * y may be x. */
+void mattn_llama_rmsnorm(float *y, const float *x, const float *w, int M, int D, float eps);
+/* The rotation of each pair at positions pos0 .. pos0+M-1: tab (M, dh) holds
+ * per position cos(theta_i) at 2i and sin(theta_i) at 2i+1, theta_i =
+ * pos * base^(-2i/dh), computed in double. */
+void mattn_llama_rope_table(float *tab, int pos0, int M, int dh, double base);
+/* Rotate every head of x (M rows of stride ld, n_heads heads of dh) by the
+ * table: pairs (2i, 2i+1) of each head (GGUF's llama layout),
+ *   x'[2i] = x[2i] cos - x[2i+1] sin,  x'[2i+1] = x[2i] sin + x[2i+1] cos. */
+void mattn_llama_rope(float *x, int M, int ld, int n_heads, int dh, const float *tab);
+/* g (n) = silu(g) * u, silu(a) = a / (1 + exp(-a)). */
+void mattn_llama_swiglu(float *g, const float *u, int64_t n);
+/* Row `row` of a GGUF matrix (ne[0] floats), dequantised into y. */
+void mattn_llama_row(const mattn_gguf_tensor *W, int64_t row, float *y);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * llama_forward.c — the LLaMA decoder's forward over a cache: a call runs
+ * its tokens in chunks of up to MATTN_LLAMA_CHUNK positions; per chunk the
+ * embedding rows, then per block
+ *
+ *   h = RMSNorm(x) * attn_norm
+ *   q = h Wq^T, k = h Wk^T, v = h Wv^T        (k, v straight into the cache rows)
+ *   RoPE on q and k at their positions        (the cache holds RoPE'd keys)
+ *   a = causal GQA softmax attention of q over the cache's positions [0, p+M)
+ *   x += a Wo^T
+ *   h = RMSNorm(x) * ffn_norm
+ *   x += (silu(h Wgate^T) * (h Wup^T)) Wdown^T
+ *
+ * and, when logits are wanted, RMSNorm(x) * output_norm times the head.
+ * The attention is the project's softmax core with grouped-query heads and
+ * a query chunk at the end of the keys (mattn_attn_softmax_forward, Tk =
+ * p + M); one token through mattn_llama_decode takes the decode step
+ * (mattn_attn_softmax_decode_gqa) instead.  Every matrix goes through
+ * mattn_llama_matmul.  The cache's length moves only when a call succeeds.
+ */
+#include <string.h>
+
+#include "llama/llama.h"
+
+// ----------------------------------------------------------------------------
+// the cache
+
+void mattn_llama_cache_free(mattn_llama_cache *c) {
+    if (!c) return;
+    mattn_afree(c->kv);
+    mattn_afree(c->x);
+    mattn_afree(c->attn_ws);
+    mattn_afree(c->mm_ws);
+    mattn_free(c);
+}
+
+/* One chunk's activations, carved from one allocation (c->x is its base). */
+static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_llama_info *hp) {
+    const size_t C = MATTN_LLAMA_CHUNK, D = (size_t)hp->d_model, Dq = (size_t)hp->n_heads * hp->head_dim;
+    const size_t F = (size_t)hp->ffn_dim, f = sizeof(float);
+    MATTN_CARVE(cv, c->x, C * D * f);
+    MATTN_CARVE(cv, c->h, C * D * f);
+    MATTN_CARVE(cv, c->q, C * Dq * f);
+    MATTN_CARVE(cv, c->att, C * Dq * f);
+    MATTN_CARVE(cv, c->gate, C * F * f);
+    MATTN_CARVE(cv, c->up, C * F * f);
+    MATTN_CARVE(cv, c->rope, C * (size_t)hp->head_dim * f);
+}
+
+mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cache **out) {
+    if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_cache_init: out is NULL");
+    *out = NULL;
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_cache_init: model is NULL");
+    const mattn_llama_info *hp = &m->hp;
+    if (context == 0) context = hp->context_length;
+    if (context < 1 || context > hp->context_length)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "context = %d is outside [1, %d] (the model's "
+                         "llama.context_length; 0 takes it)", context, hp->context_length);
+    mattn_llama_cache *c = mattn_calloc(1, sizeof *c);
+    if (!c) return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a cache");
+    c->m = m;
+    c->cap = context;
+    const int threads = mattn_max_threads();
+    const size_t dkv = (size_t)hp->n_kv_heads * hp->head_dim;
+    const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * sizeof(float);
+    c->kv = mattn_amalloc(kv_bytes); /* untouched until positions fill it */
+    mattn_carver cv = {NULL, 0};
+    chunk_layout(c, &cv, hp);
+    cv.base = mattn_amalloc(cv.off);
+    if (cv.base) {
+        cv.off = 0;
+        chunk_layout(c, &cv, hp);
+    }
+    c->attn_ws_bytes = mattn_attn_softmax_scratch(context, hp->head_dim, 0, threads);
+    c->attn_ws = mattn_amalloc(c->attn_ws_bytes);
+    c->mm_ws_bytes = mattn_llama_matmul_scratch(m->kmax, threads);
+    c->mm_ws = mattn_amalloc(c->mm_ws_bytes);
+    if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws) {
+        mattn_llama_cache_free(c);
+        return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a cache of %d positions (%.1f MB of keys and "
+                         "values)", context, (double)kv_bytes / 1e6);
+    }
+    *out = c;
+    return MATTN_OK;
+}
+
+void mattn_llama_cache_reset(mattn_llama_cache *c) {
+    if (c) c->n = 0;
+}
+int mattn_llama_cache_length(const mattn_llama_cache *c) { return c ? c->n : 0; }
+int mattn_llama_cache_context(const mattn_llama_cache *c) { return c ? c->cap : 0; }
+
+// ----------------------------------------------------------------------------
+// the forward
+
+static void add(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Attention of the chunk's M queries (positions p .. p+M-1) over the cache's
+ * positions [0, p+M) of layer l -> c->att. */
+static void attention(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int decode) {
+    const mattn_llama_info *hp = &m->hp;
+    const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
+    const int Dkv = hp->n_kv_heads * dh;
+    const float *K = mattn_llama_cache_k(c, l), *V = mattn_llama_cache_v(c, l);
+    if (decode) {
+        mattn_attn_softmax_decode_gqa(c->q, K, V, Dkv, H, g, dh, 0, p, 0, c->att);
+        return;
+    }
+    mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .k = K, .v = V,
+                         .ldkv = Dkv, .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
+                         .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
+    const double fl = mattn_attn_softmax_forward(&a);
+    MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
+}
+
+/* Tokens tok[0..M) at positions p.. (M <= MATTN_LLAMA_CHUNK); logits (M, V)
+ * or NULL.  MATTN_ERR_NUMERIC (message set) when not finite. */
+static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_t *tok, int M, int p, float *logits,
+                              int decode) {
+    const mattn_llama_info *hp = &m->hp;
+    const int D = hp->d_model, H = hp->n_heads, Hkv = hp->n_kv_heads, dh = hp->head_dim;
+    const int Dq = H * dh, Dkv = Hkv * dh, F = hp->ffn_dim;
+    void *ws = c->mm_ws;
+    const size_t wsb = c->mm_ws_bytes;
+    for (int i = 0; i < M; i++) mattn_llama_row(m->tok_embd, tok[i], c->x + (size_t)i * D);
+    mattn_llama_rope_table(c->rope, p, M, dh, (double)hp->rope_base);
+    for (int l = 0; l < hp->n_layers; l++) {
+        const mattn_llama_layer *ly = &m->layers[l];
+        float *K = mattn_llama_cache_k(c, l) + (size_t)p * Dkv, *V = mattn_llama_cache_v(c, l) + (size_t)p * Dkv;
+        mattn_llama_rmsnorm(c->h, c->x, ly->attn_norm, M, D, hp->rms_eps);
+        mattn_llama_matmul(ly->wq, c->h, M, c->q, ws, wsb);
+        mattn_llama_matmul(ly->wk, c->h, M, K, ws, wsb);
+        mattn_llama_matmul(ly->wv, c->h, M, V, ws, wsb);
+        mattn_llama_rope(c->q, M, Dq, H, dh, c->rope);
+        mattn_llama_rope(K, M, Dkv, Hkv, dh, c->rope);
+        attention(m, c, l, p, M, decode);
+        mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb);
+        add(c->x, c->h, (size_t)M * D);
+        mattn_llama_rmsnorm(c->h, c->x, ly->ffn_norm, M, D, hp->rms_eps);
+        mattn_llama_matmul(ly->w_gate, c->h, M, c->gate, ws, wsb);
+        mattn_llama_matmul(ly->w_up, c->h, M, c->up, ws, wsb);
+        mattn_llama_swiglu(c->gate, c->up, (int64_t)M * F);
+        mattn_llama_matmul(ly->w_down, c->gate, M, c->h, ws, wsb);
+        add(c->x, c->h, (size_t)M * D);
+    }
+    const size_t nx = (size_t)M * D, bad = mattn_find_nonfinite(c->x, nx);
+    if (bad < nx)
+        return LLAMA_ERR(m, MATTN_ERR_NUMERIC, "the hidden state is not finite (%g) at position %d after the last "
+                         "block: a weight is NaN/Inf or the activations overflowed", (double)c->x[bad],
+                         p + (int)(bad / D));
+    if (!logits) return MATTN_OK;
+    const size_t V = (size_t)hp->vocab_size, nl = (size_t)M * V;
+    mattn_llama_rmsnorm(c->h, c->x, m->out_norm, M, D, hp->rms_eps);
+    mattn_llama_matmul(m->output, c->h, M, logits, ws, wsb);
+    const size_t bl = mattn_find_nonfinite(logits, nl);
+    if (bl < nl)
+        return LLAMA_ERR(m, MATTN_ERR_NUMERIC, "logit %zu is not finite (%g) at position %d: a weight of the "
+                         "output head is NaN/Inf", bl % V, (double)logits[bl], p + (int)(bl / V));
+    return MATTN_OK;
+}
+
+static mattn_status check_call(mattn_llama *m, mattn_llama_cache *c, const int32_t *tokens, int n, const char *fn) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "%s: model is NULL", fn);
+    if (!c || !tokens) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: %s is NULL", fn, c ? "tokens" : "cache");
+    if (c->m != m) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: the cache belongs to another model", fn);
+    if (n < 1) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: n = %d tokens, must be >= 1", fn, n);
+    if (n > c->cap - c->n)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: %d tokens at position %d overflow the cache's context %d",
+                         fn, n, c->n, c->cap);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.vocab_size)
+            return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: tokens[%d] = %d is outside [0, %d)", fn, i, tokens[i],
+                             m->hp.vocab_size);
+    return MATTN_OK;
+}
+
+mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int32_t *tokens, int n,
+                                 float *logits) {
+    mattn_status st = check_call(m, c, tokens, n, "mattn_llama_forward");
+    if (st != MATTN_OK) return st;
+    for (int done = 0; done < n; done += MATTN_LLAMA_CHUNK) {
+        const int M = n - done < MATTN_LLAMA_CHUNK ? n - done : MATTN_LLAMA_CHUNK;
+        st = run_chunk(m, c, tokens + done, M, c->n + done,
+                       logits ? logits + (size_t)done * m->hp.vocab_size : NULL, 0);
+        if (st != MATTN_OK) return st; /* positions past c->n are rewritten by the next call */
+    }
+    c->n += n;
+    return MATTN_OK;
+}
+
+mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits) {
+    mattn_status st = check_call(m, c, &token, 1, "mattn_llama_decode");
+    if (st != MATTN_OK) return st;
+    if (!logits) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_decode: logits is NULL");
+    st = run_chunk(m, c, &token, 1, c->n, logits, 1);
+    if (st == MATTN_OK) c->n++;
+    return st;
+}
