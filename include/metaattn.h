@@ -714,6 +714,20 @@ MATTN_API mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c,
  * step of the attention kernels; logits (vocab_size) must not be NULL. */
 MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits);
 
+/* The model's tokenizer: byte-level BPE from the GGUF metadata (built on
+ * the first call; a file without one fails then, MATTN_ERR_FORMAT or
+ * MATTN_ERR_UNSUPPORTED naming what is missing).  tokenize encodes
+ * text[0..len) (any bytes) without adding BOS/EOS; special != 0 is chat
+ * mode, where the text of special tokens ("<|im_start|>") becomes their id.
+ * ids == NULL only counts; when cap is too small the first cap ids are
+ * written, *n_out is the number needed and MATTN_ERR_INVALID_ARG says so.
+ * token_piece gives the bytes of one id (not NUL-terminated, valid until
+ * mattn_llama_free; control tokens are empty unless special != 0). */
+MATTN_API mattn_status mattn_llama_tokenize(mattn_llama *m, const char *text, size_t len, int special,
+                                            int32_t *ids, size_t cap, size_t *n_out);
+MATTN_API mattn_status mattn_llama_token_piece(mattn_llama *m, int32_t id, int special, const char **bytes,
+                                               size_t *len);
+
 /* ------------------------------------------------------------------------ */
 /* Training: AdamW, clipping, schedules                                      */
 /* ------------------------------------------------------------------------ */

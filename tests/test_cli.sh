@@ -80,5 +80,23 @@ if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
   fi
 fi
 
+# tokenize: ids as llama.cpp's tokenizer gives them (vocab_only, add_bos False),
+# chat mode or not; errors name the file
+gg=models/SmolLM2-135M-Instruct.Q4_1.gguf
+check "tokenize no model" 2 "tokenize: --model is required" "$bin" tokenize
+check "tokenize not gguf" 1 "not a GGUF file" "$bin" tokenize --model README.md </dev/null
+check "tokenize no tokenizer" 1 "no metadata key 'tokenizer.ggml.model'" "$bin" tokenize --model tests/fixtures/llama_tiny_f32.gguf </dev/null
+if [[ -f "$gg" ]]; then
+  check "tokenize ids" 0 "19556 28 905 17 216 33 34 35 36 37 2067 108 306 79 3738 108 46" \
+    bash -c "printf 'Hello, world! 12345 <|im_start|>' | \"\$1\" tokenize --model $gg --ids" _ "$bin"
+  check "tokenize special" 0 "19556 28 905 17 216 33 34 35 36 37 216 1" \
+    bash -c "printf 'Hello, world! 12345 <|im_start|>' | \"\$1\" tokenize --model $gg --ids --special" _ "$bin"
+  check "tokenize pieces" 0 "$(printf '905\t world\n17\t!\n216\t \n33\t1')" \
+    bash -c "printf 'Hello, world! 1\n' | \"\$1\" tokenize --model $gg" _ "$bin"
+  check "tokenize escapes" 0 "$(printf '198\t\\n')" bash -c "printf '\n' | \"\$1\" tokenize --model $gg" _ "$bin"
+else
+  echo "SKIP tokenize on $gg (scripts/get-model.sh smollm2)"
+fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -84,6 +84,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_route(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 // ----------------------------------------------------------------------------
 // steps several commands take

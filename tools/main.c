@@ -21,6 +21,7 @@ static const char *usage_main =
     "  route     show each byte's expert and routing weights (terminal, TSV, HTML)\n"
     "  plot      draw PNG charts of a training log with gnuplot\n"
     "  bench     measure the layer, sparse routing, decoding and training\n"
+    "  tokenize  token ids and pieces of stdin under a GGUF model's tokenizer\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (or `metaattn <command> --help`)\n"
@@ -28,7 +29,8 @@ static const char *usage_main =
 
 static const struct { const char *name; int (*run)(int argc, char **argv); } commands[] = {
     {"layer", cmd_layer}, {"train", cmd_train}, {"eval", cmd_eval}, {"generate", cmd_generate},
-    {"route", cmd_route}, {"plot", cmd_plot},   {"bench", cmd_bench}};
+    {"route", cmd_route}, {"plot", cmd_plot},   {"bench", cmd_bench},
+    {"tokenize", cmd_tokenize}};
 
 int cli_main(int argc, char **argv) {
     if (argc < 2) {

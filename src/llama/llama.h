@@ -47,6 +47,7 @@ struct mattn_llama {
     float *norms;                               /* every norm weight, fp32: 2 per layer, then the final one */
     const float *out_norm;
     int kmax;                                   /* longest matrix row: the matmul's buffer */
+    struct mattn_tok *tok;                      /* built on first use (llama_tokenize.c), or NULL */
     char errmsg[MATTN_ERRMSG_LEN];
 };
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "llama/llama.h"
+#include "llama/tokenizer.h"
 
 // ----------------------------------------------------------------------------
 // hyper-parameters
@@ -241,6 +242,7 @@ static mattn_status load_tensors(mattn_llama *m) {
 
 void mattn_llama_free(mattn_llama *m) {
     if (!m) return;
+    mattn_tok_free(m->tok);
     mattn_gguf_close(m->f);
     mattn_free(m->layers);
     mattn_free(m->norms);
