@@ -687,6 +687,22 @@ MATTN_API void mattn_llama_free(mattn_llama *m);
 MATTN_API const char *mattn_llama_errmsg(const mattn_llama *m);
 MATTN_API mattn_status mattn_llama_get_info(const mattn_llama *m, mattn_llama_info *out);
 
+/* How the activations enter the products with quantised weights (Q8_0,
+ * Q4_0, Q4_1; float weights always take fp32 activations):
+ *   MATTN_LLAMA_ACT_Q8   (the default) quantised on the fly to 8-bit blocks
+ *                        of 32, as llama.cpp does: the fast path; logits
+ *                        then differ from an fp32 reference of the
+ *                        dequantised weights as llama.cpp's do (SmolLM2-135M
+ *                        Q4_1: both ~0.6-0.7 at most on logits up to 30,
+ *                        tests/test_llama_model.c);
+ *   MATTN_LLAMA_ACT_F32  kept in fp32, the weights dequantised in registers:
+ *                        the fp32 reference to rounding (2e-5), slower.
+ * It applies from the next call on; caches stay valid (their keys and
+ * values were computed under the setting of their time).  Not while another
+ * thread runs the model.  Another value: MATTN_ERR_INVALID_ARG. */
+typedef enum mattn_llama_act { MATTN_LLAMA_ACT_Q8 = 0, MATTN_LLAMA_ACT_F32 = 1 } mattn_llama_act;
+MATTN_API mattn_status mattn_llama_set_activations(mattn_llama *m, mattn_llama_act act);
+
 /* A decode cache: one sequence's RoPE'd keys and values for every layer
  * (float32, context x n_kv_heads*head_dim each, allocated up front; the
  * memory is touched only as positions fill) and the activations of a
@@ -727,6 +743,15 @@ MATTN_API mattn_status mattn_llama_tokenize(mattn_llama *m, const char *text, si
                                             int32_t *ids, size_t cap, size_t *n_out);
 MATTN_API mattn_status mattn_llama_token_piece(mattn_llama *m, int32_t id, int special, const char **bytes,
                                                size_t *len);
+/* The tokenizer's BOS and EOS ids (-1 when the file names none; either
+ * pointer may be NULL); the id of the special token whose text is text
+ * ("<|im_end|>"), -1 when there is none.  Errors: the tokenizer's. */
+MATTN_API mattn_status mattn_llama_special_tokens(mattn_llama *m, int32_t *bos, int32_t *eos);
+MATTN_API mattn_status mattn_llama_find_token(mattn_llama *m, const char *text, int32_t *id);
+/* tokenizer.chat_template, as the file has it (a Jinja template; not
+ * NUL-terminated, valid until mattn_llama_free); MATTN_ERR_NOT_FOUND when
+ * the file has none.  metaattn chat understands ChatML templates. */
+MATTN_API mattn_status mattn_llama_chat_template(mattn_llama *m, const char **text, size_t *len);
 
 /* ------------------------------------------------------------------------ */
 /* Training: AdamW, clipping, schedules                                      */

@@ -98,5 +98,34 @@ else
   echo "SKIP tokenize on $gg (scripts/get-model.sh smollm2)"
 fi
 
+# generate / chat / eval on a GGUF model: the exact (f32 activations) greedy
+# continuation is the reference's (tests/fixtures/gen_llama_model_ref.py,
+# prompt 0); usage errors name the flag
+check "generate gguf bad activations" 2 "--activations: expected q8 or f32, got 'fp8'" \
+  "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf --activations fp8
+check "generate gguf context" 2 "--context 129 exceeds the model's context 128" \
+  "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf --context 129
+check "generate gguf no tokenizer" 1 "tokenizer.ggml.model" "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf
+check "chat no template" 1 "tokenizer.ggml.model" "$bin" chat --model tests/fixtures/llama_tiny_f32.gguf --prompt hi
+check "eval gguf no data" 2 "eval: --data is required" "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf
+check "eval gguf stride" 2 "--stride 9 exceeds --context 8" \
+  "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf --data README.md --context 8 --stride 9
+if [[ -f "$gg" ]]; then
+  check "chat one-shot" 0 "The capital of France is Paris." \
+    "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --tokens 12
+  check "chat lines keep history" 0 "The capital of Italy is Rome." bash -c "printf 'What is the capital of France?\nAnd of Italy?\n' | \
+    \"\$1\" chat --model $gg --temperature 0 --activations f32 --tokens 12" _ "$bin"
+  check "generate gguf greedy" 0 "stop: --tokens" \
+    "$bin" generate --model $gg --prompt "The capital of France is" --temperature 0 --tokens 8
+  check "generate gguf json" 0 '"tokens": 8' "$bin" generate --model $gg --prompt "Hello" --tokens 8 --json
+  check "generate gguf seeded" 0 "" bash -c "a=\$(\"\$1\" generate --model $gg --tokens 12 --seed 7 2>/dev/null); \
+    b=\$(\"\$1\" generate --model $gg --tokens 12 --seed 7 2>/dev/null); [[ \"\$a\" == \"\$b\" && -n \"\$a\" ]]" _ "$bin"
+  check "eval gguf" 0 '"scored_tokens": 255' "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --json
+  check "eval gguf context" 2 "--context 9000 exceeds the model's context 8192" "$bin" eval --model $gg --data README.md --context 9000
+  check "eval gguf missing data" 1 "--data: cannot open 'nope.txt'" "$bin" eval --model $gg --data nope.txt
+else
+  echo "SKIP generate/chat/eval on $gg (scripts/get-model.sh smollm2)"
+fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -137,12 +137,13 @@ static uint8_t *random_weights(mattn_ggml_type t, int N, int K, int mode, uint64
 /* The bound of quant.h: |y - ref| <= A + 1e-5 B with
  *   A = Σ_b 0.5001 d_x,b Σ_{k in b} |w_k|   (quantised types: x's 8-bit blocks, d_x,b = max_b |x| / 127)
  *   B = Σ_k |x_k| (|w_k| + |c_b|)           (c_b = m_b for Q4_1, 8 d_b for Q4_0, 128 d_b for Q8_0, else 0)
+ * (f32x: mattn_qmatmul_f32x, x in fp32: A = 0 and c_b = 0 for every type.)
  * Returns the worst |y - ref| / (A + 1e-5 B) over the outputs (fails above 1)
  * and in *rel the worst |y - ref| / Σ|x||w|. */
-static double check_bound(mattn_ggml_type t, const uint8_t *W, const float *x, const float *y, const float *ref,
-                          int M, int N, int K, const char *what, double *rel) {
+static double check_bound(mattn_ggml_type t, int f32x, const uint8_t *W, const float *x, const float *y,
+                          const float *ref, int M, int N, int K, const char *what, double *rel) {
     const size_t rb = mattn_qmatmul_row_bytes(t, K), bb = mattn_gguf_block_bytes(t);
-    const int quant = mattn_gguf_block_size(t) > 1;
+    const int quant = mattn_gguf_block_size(t) > 1 && !f32x; /* fp32 x: the float types' bound */
     float *w = falloc((size_t)K), *wc = falloc((size_t)K), *dx = falloc((size_t)K / 32 + 1);
     double worst = 0.0;
     *rel = 0.0;
@@ -186,24 +187,30 @@ static double check_bound(mattn_ggml_type t, const uint8_t *W, const float *x, c
     return worst;
 }
 
-static void *scratch_for(mattn_ggml_type t, int M, int K, int threads, size_t *bytes) {
-    *bytes = mattn_qmatmul_scratch(t, M, K, threads);
+static void *scratch_for(mattn_ggml_type t, int f32x, int M, int K, int threads, size_t *bytes) {
+    *bytes = f32x ? mattn_qmatmul_scratch_f32x(t, M, K, threads) : mattn_qmatmul_scratch(t, M, K, threads);
     return *bytes ? mattn_amalloc(*bytes) : NULL;
 }
 
-/* fast vs ref on one shape; returns the worst error / bound, *rel the worst
- * error / Σ|x||w| */
-static double run_case(mattn_ggml_type t, int M, int N, int K, int mode, uint64_t seed, double *rel) {
+static int product(int f32x, float *y, const float *x, const void *W, mattn_ggml_type t, int M, int N, int K,
+                   void *s, size_t sb) {
+    return f32x ? mattn_qmatmul_f32x(y, x, W, t, M, N, K, s, sb) : mattn_qmatmul(y, x, W, t, M, N, K, s, sb);
+}
+
+/* fast vs ref on one shape, 8-bit x (f32x 0) or fp32 x (1); returns the
+ * worst error / bound, *rel the worst error / Σ|x||w| */
+static double run_case(mattn_ggml_type t, int f32x, int M, int N, int K, int mode, uint64_t seed, double *rel) {
     uint8_t *W = random_weights(t, N, K, mode, seed);
     float *x = falloc((size_t)M * K), *y = falloc((size_t)M * N), *ref = falloc((size_t)M * N);
     fill_uniform(x, (size_t)M * K, seed + 1, 1.0);
     size_t sb;
-    void *s = scratch_for(t, M, K, 8, &sb);
-    assert_int_equal(mattn_qmatmul(y, x, W, t, M, N, K, s, sb), 0);
+    void *s = scratch_for(t, f32x, M, K, 8, &sb);
+    assert_int_equal(product(f32x, y, x, W, t, M, N, K, s, sb), 0);
     assert_int_equal(mattn_qmatmul_ref(ref, x, W, t, M, N, K), 0);
     char what[96];
-    snprintf(what, sizeof what, "%s M=%d N=%d K=%d mode %d", mattn_gguf_type_name(t), M, N, K, mode);
-    const double worst = check_bound(t, W, x, y, ref, M, N, K, what, rel);
+    snprintf(what, sizeof what, "%s%s M=%d N=%d K=%d mode %d", mattn_gguf_type_name(t), f32x ? " f32x" : "", M, N,
+             K, mode);
+    const double worst = check_bound(t, f32x, W, x, y, ref, M, N, K, what, rel);
     mattn_afree(s);
     free(W), free(x), free(y), free(ref);
     return worst;
@@ -243,30 +250,32 @@ static void test_quantisers_match_gguf(void **st) {
 static void test_fast_vs_ref(void **st) {
     (void)st;
     static const int Ks[] = {32, 64, 576, 1536}, Ns[] = {1, 3, 17, 576, 1000}, Ms[] = {1, 2, 5, 64, 67};
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        const mattn_ggml_type t = all_types[ti];
-        double worst = 0.0, wrel = 0.0, rel;
-        int cases = 0;
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 5; b++)
-                for (int c = 0; c < 5; c++) {
-                    const int K = Ks[a], N = Ns[b], M = Ms[c];
-                    if ((double)M * N * K > 6e7) continue;
-                    for (int mode = 0; mode < (mattn_gguf_block_size(t) > 1 && M <= 5 ? 2 : 1); mode++) {
-                        const double w = run_case(t, M, N, K, mode, 100u * (unsigned)(a * 25 + b * 5 + c) + (unsigned)ti, &rel);
-                        worst = w > worst ? w : worst, wrel = rel > wrel ? rel : wrel;
-                        cases++;
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int f32x = 0; f32x < (mattn_gguf_block_size(all_types[ti]) > 1 ? 2 : 1); f32x++) {
+            const mattn_ggml_type t = all_types[ti];
+            double worst = 0.0, wrel = 0.0, rel;
+            int cases = 0;
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 5; b++)
+                    for (int c = 0; c < 5; c++) {
+                        const int K = Ks[a], N = Ns[b], M = Ms[c];
+                        if ((double)M * N * K > 6e7) continue;
+                        for (int mode = 0; mode < (mattn_gguf_block_size(t) > 1 && M <= 5 ? 2 : 1); mode++) {
+                            const unsigned seed = 100u * (unsigned)(a * 25 + b * 5 + c) + (unsigned)ti;
+                            const double w = run_case(t, f32x, M, N, K, mode, seed, &rel);
+                            worst = w > worst ? w : worst, wrel = rel > wrel ? rel : wrel;
+                            cases++;
+                        }
                     }
+            if (mattn_gguf_block_size(t) == 1) /* the float types take any K: tails shorter than a block */
+                for (int K = 1; K <= 100; K += 11) {
+                    const double w = run_case(t, 0, K % 3 ? 5 : 1, 7, K, 0, 7000u + (unsigned)K, &rel);
+                    worst = w > worst ? w : worst, wrel = rel > wrel ? rel : wrel;
+                    cases++;
                 }
-        if (mattn_gguf_block_size(t) == 1) /* the float types take any K: tails shorter than a block */
-            for (int K = 1; K <= 100; K += 11) {
-                const double w = run_case(t, K % 3 ? 5 : 1, 7, K, 0, 7000u + (unsigned)K, &rel);
-                worst = w > worst ? w : worst, wrel = rel > wrel ? rel : wrel;
-                cases++;
-            }
-        print_message("  %-5s %3d shapes: worst |y - ref| / bound = %.3f, / sum|x||w| = %.2e\n",
-                      mattn_gguf_type_name(t), cases, worst, wrel);
-    }
+            print_message("  %-5s%s %3d shapes: worst |y - ref| / bound = %.3f, / sum|x||w| = %.2e\n",
+                          mattn_gguf_type_name(t), f32x ? " f32x" : "     ", cases, worst, wrel);
+        }
 }
 
 static void set_threads(int n) {
@@ -282,25 +291,26 @@ static void set_threads(int n) {
 static void test_deterministic(void **st) {
     (void)st;
     static const int shapes[][3] = {{1, 1000, 576}, {1, 1536, 576}, {64, 576, 576}, {5, 577, 64}};
-    for (int ti = 0; ti < N_TYPES; ti++)
+    for (int ti = 0; ti < 2 * N_TYPES; ti++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            const mattn_ggml_type t = all_types[ti];
+            const mattn_ggml_type t = all_types[ti % N_TYPES];
+            const int f32x = ti >= N_TYPES; /* the second pass: fp32 x */
             const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
             uint8_t *W = random_weights(t, N, K, 0, 31 + s);
             float *x = falloc((size_t)M * K), *y[4];
             fill_normal(x, (size_t)M * K, 32 + s, 1.0);
             size_t sb;
-            void *scr = scratch_for(t, M, K, 2, &sb);
+            void *scr = scratch_for(t, f32x, M, K, 2, &sb);
             for (int r = 0; r < 4; r++) {
                 y[r] = falloc((size_t)M * N);
                 set_threads(r < 2 ? 1 : 2);
-                assert_int_equal(mattn_qmatmul(y[r], x, W, t, M, N, K, scr, sb), 0);
+                assert_int_equal(product(f32x, y[r], x, W, t, M, N, K, scr, sb), 0);
             }
             set_threads(mattn_max_threads());
             for (int r = 1; r < 4; r++)
                 if (memcmp(y[0], y[r], sizeof(float) * M * N))
-                    fail_msg("%s M=%d N=%d K=%d: run %d (%d threads) differs from run 0 (1 thread)",
-                             mattn_gguf_type_name(t), M, N, K, r, r < 2 ? 1 : 2);
+                    fail_msg("%s%s M=%d N=%d K=%d: run %d (%d threads) differs from run 0 (1 thread)",
+                             mattn_gguf_type_name(t), f32x ? " f32x" : "", M, N, K, r, r < 2 ? 1 : 2);
             for (int r = 0; r < 4; r++) free(y[r]);
             mattn_afree(scr);
             free(W), free(x);
@@ -375,7 +385,7 @@ static void test_vdot4(void **st) {
 
 static const char *g_model;
 
-static void model_case(mattn_gguf_file *f, const char *name, mattn_ggml_type type, int M) {
+static void model_case(mattn_gguf_file *f, const char *name, mattn_ggml_type type, int M, int f32x) {
     const mattn_gguf_tensor *t = mattn_gguf_find_tensor(f, name);
     if (!t) fail_msg("%s: no tensor %s", mattn_gguf_path(f), name);
     assert_int_equal(t->type, type);
@@ -383,16 +393,17 @@ static void model_case(mattn_gguf_file *f, const char *name, mattn_ggml_type typ
     float *x = falloc((size_t)M * K), *y = falloc((size_t)M * N), *ref = falloc((size_t)M * N);
     fill_normal(x, (size_t)M * K, 77, 1.0);
     size_t sb;
-    void *s = scratch_for(type, M, K, 8, &sb);
+    void *s = scratch_for(type, f32x, M, K, 8, &sb);
     const double t0 = mattn_now();
-    assert_int_equal(mattn_qmatmul(y, x, t->data, type, M, N, K, s, sb), 0);
+    assert_int_equal(product(f32x, y, x, t->data, type, M, N, K, s, sb), 0);
     const double t1 = mattn_now();
     assert_int_equal(mattn_qmatmul_ref(ref, x, t->data, type, M, N, K), 0);
     const double t2 = mattn_now();
     char what[96];
-    snprintf(what, sizeof what, "%s (%s %d x %d), M = %d", name, mattn_gguf_type_name(type), N, K, M);
+    snprintf(what, sizeof what, "%s (%s%s %d x %d), M = %d", name, mattn_gguf_type_name(type), f32x ? " f32x" : "",
+             N, K, M);
     double rel;
-    const double worst = check_bound(type, t->data, x, y, ref, M, N, K, what, &rel);
+    const double worst = check_bound(type, f32x, t->data, x, y, ref, M, N, K, what, &rel);
     print_message("  %s: worst |y - ref| / bound = %.3f, / sum|x||w| = %.2e; fast %.2f ms, ref %.0f ms\n", what,
                   worst, rel, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
     mattn_afree(s);
@@ -404,10 +415,12 @@ static void test_model(void **st) {
     char err[MATTN_ERRMSG_LEN];
     mattn_gguf_file *f = NULL;
     if (mattn_gguf_open(g_model, &f, err, sizeof err) != MATTN_OK) fail_msg("%s", err);
-    model_case(f, "blk.0.ffn_down.weight", MATTN_GGML_Q4_1, 1);
-    model_case(f, "blk.0.ffn_down.weight", MATTN_GGML_Q4_1, 5);
-    model_case(f, "blk.0.attn_q.weight", MATTN_GGML_Q4_1, 64);
-    model_case(f, "token_embd.weight", MATTN_GGML_Q8_0, 1);
+    for (int f32x = 0; f32x < 2; f32x++) {
+        model_case(f, "blk.0.ffn_down.weight", MATTN_GGML_Q4_1, 1, f32x);
+        model_case(f, "blk.0.ffn_down.weight", MATTN_GGML_Q4_1, 5, f32x);
+        model_case(f, "blk.0.attn_q.weight", MATTN_GGML_Q4_1, 64, f32x);
+        model_case(f, "token_embd.weight", MATTN_GGML_Q8_0, 1, f32x);
+    }
     mattn_gguf_close(f);
 }
 

@@ -85,6 +85,18 @@ int cmd_route(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+/* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the
+ * commands above hand over when --model names one. */
+int cmd_generate_llama(int argc, char **argv);
+int cmd_eval_llama(int argc, char **argv);
+/* 1 when argv has --model FILE and FILE starts with the GGUF magic. */
+int cli_model_is_gguf(int argc, char **argv);
+/* The sampling flags' parsers (OPT_CUSTOM): --top-k into an int, --top-p
+ * into a double in (0, 1], --seed into a uint64_t. */
+int cli_parse_top_k(const char *flag, const char *v, void *dst);
+int cli_parse_top_p(const char *flag, const char *v, void *dst);
+int cli_parse_seed(const char *flag, const char *v, void *dst);
 
 // ----------------------------------------------------------------------------
 // steps several commands take

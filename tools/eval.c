@@ -348,6 +348,7 @@ int cli_compare(mattn_model *m, const mattn_data *d, int context, int64_t max_wi
 }
 
 int cmd_eval(int argc, char **argv) {
+    if (cli_model_is_gguf(argc, argv)) return cmd_eval_llama(argc, argv);
     eval_opts o;
     int rc = eval_args(argc, argv, &o);
     if (rc) return rc == CLI_DONE ? 0 : rc;

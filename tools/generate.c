@@ -47,14 +47,14 @@ typedef struct gen_result {
     double *wsum; /* (L, K, 2) */
 } gen_result;
 
-static int parse_top_k(const char *flag, const char *v, void *dst) {
+int cli_parse_top_k(const char *flag, const char *v, void *dst) {
     long long k;
     if (cli_int(flag, v, 0, 1 << 20, &k)) return EXIT_USAGE;
     *(int *)dst = (int)k;
     return 0;
 }
 
-static int parse_top_p(const char *flag, const char *v, void *dst) {
+int cli_parse_top_p(const char *flag, const char *v, void *dst) {
     char *end;
     errno = 0;
     const double p = strtod(v, &end);
@@ -64,7 +64,7 @@ static int parse_top_p(const char *flag, const char *v, void *dst) {
     return 0;
 }
 
-static int parse_seed(const char *flag, const char *v, void *dst) {
+int cli_parse_seed(const char *flag, const char *v, void *dst) {
     long long s;
     if (cli_int(flag, v, 0, 1LL << 53, &s)) return EXIT_USAGE;
     *(uint64_t *)dst = (uint64_t)s;
@@ -78,9 +78,9 @@ static int gen_args(int argc, char **argv, gen_opts *o) {
         OPT_STRING("--model", &o->model_path),
         OPT_STRING("--prompt", &o->prompt),
         OPT_INT("--tokens", &o->n_tokens, 1, 1 << 24),
-        OPT_CUSTOM("--top-k", &o->sc.top_k, parse_top_k),
-        OPT_CUSTOM("--top-p", &o->sc.top_p, parse_top_p),
-        OPT_CUSTOM("--seed", &o->sc.seed, parse_seed),
+        OPT_CUSTOM("--top-k", &o->sc.top_k, cli_parse_top_k),
+        OPT_CUSTOM("--top-p", &o->sc.top_p, cli_parse_top_p),
+        OPT_CUSTOM("--seed", &o->sc.seed, cli_parse_seed),
         OPT_INT("--threads", &o->threads, 1, 1024),
         OPT_DOUBLE("--temperature", &o->sc.temperature, 0, 100),
         OPT_FLAG("--soft", &o->soft),
@@ -193,6 +193,7 @@ static void print_text(const gen_opts *o, const gen_result *g, int L, int K) {
 }
 
 int cmd_generate(int argc, char **argv) {
+    if (cli_model_is_gguf(argc, argv)) return cmd_generate_llama(argc, argv);
     gen_opts o;
     int rc = gen_args(argc, argv, &o);
     if (rc) return rc == CLI_DONE ? 0 : rc;

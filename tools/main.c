@@ -1,7 +1,8 @@
 /*
  * main.c — the command-line tool: dispatches `metaattn <command> ...` to the
  * subcommands, one file each (layer.c, train.c, eval.c, generate.c, route.c,
- * plot.c, bench.c), which share cli.c.
+ * plot.c, bench.c, tokenize.c; on GGUF models llama_cli.c and
+ * llama_eval.c), which share cli.c.
  *
  * Exit status: 0 success, 2 bad usage, 1 any other error; one line on stderr
  * naming the problem (docs/cli.md).
@@ -17,7 +18,10 @@ static const char *usage_main =
     "  layer     run one Meta-Attention layer on a safetensors input\n"
     "  train     train a byte-level Meta-Attention language model\n"
     "  eval      score a saved model on a text, with per-layer routing and FLOPs\n"
-    "  generate  sample text from a saved model (decode cache), with its routing\n"
+    "            (a GGUF model: perplexity over sliding windows)\n"
+    "  generate  sample text from a saved model (decode cache), with its routing,\n"
+    "            or from a GGUF model, streaming\n"
+    "  chat      talk with an instruction-tuned GGUF model (ChatML)\n"
     "  route     show each byte's expert and routing weights (terminal, TSV, HTML)\n"
     "  plot      draw PNG charts of a training log with gnuplot\n"
     "  bench     measure the layer, sparse routing, decoding and training\n"
@@ -30,7 +34,7 @@ static const char *usage_main =
 static const struct { const char *name; int (*run)(int argc, char **argv); } commands[] = {
     {"layer", cmd_layer}, {"train", cmd_train}, {"eval", cmd_eval}, {"generate", cmd_generate},
     {"route", cmd_route}, {"plot", cmd_plot},   {"bench", cmd_bench},
-    {"tokenize", cmd_tokenize}};
+    {"tokenize", cmd_tokenize}, {"chat", cmd_chat}};
 
 int cli_main(int argc, char **argv) {
     if (argc < 2) {

@@ -41,6 +41,7 @@
 
 typedef uint8_t q_vb __attribute__((vector_size(MATTN_VL)));  /* MATTN_VL bytes */
 typedef uint8_t q_v16u8 __attribute__((vector_size(16)));
+typedef uint8_t q_vlu8 __attribute__((vector_size(MATTN_VL)));   /* MATTN_VL bytes, one per lane */
 
 /* Little-endian 16 bits (the reader refuses big-endian files; x86 and ARM
  * Linux are little-endian). */
@@ -50,8 +51,24 @@ static inline uint16_t ld16(const uint8_t *p) {
     return v;
 }
 
-/* Elements 32b .. 32b+31 of a row of float type t as NVB vectors (exactly
- * mattn_gguf_dequant_ref's values: the conversions are exact). */
+static inline size_t block_bytes(int t) { return t == MATTN_GGML_Q8_0 ? 34 : t == MATTN_GGML_Q4_0 ? 18 : 20; }
+
+/* The 32 unsigned bytes u of a weight block (element j at byte j). */
+static inline __attribute__((always_inline)) mattn_v32u8 w_bytes(int t, const uint8_t *p) {
+    if (t == MATTN_GGML_Q8_0) {
+        mattn_v32u8 q;
+        memcpy(&q, p + 2, 32);
+        return q ^ 0x80;
+    }
+    q_v16u8 q; /* byte j: element j (low nibble), j + 16 (high) */
+    memcpy(&q, p + (t == MATTN_GGML_Q4_1 ? 4 : 2), 16);
+    return __builtin_shufflevector(q & 15, q >> 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+                                   19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+}
+
+/* Elements 32b .. 32b+31 of a row of type t as NVB vectors, exactly
+ * mattn_gguf_dequant_ref's values (the float conversions are exact, the
+ * quantised types round as the reference does). */
 static inline __attribute__((always_inline)) void deq_block(int t, const uint8_t *row, int b, mattn_vf *w) {
     switch (t) {
     case MATTN_GGML_F32:
@@ -67,6 +84,19 @@ static inline __attribute__((always_inline)) void deq_block(int t, const uint8_t
             w[v] = (mattn_vf)(__builtin_convertvector(h, mattn_vu) << 16);
         }
         break;
+    default: { /* quantised (the fp32-activation path): w = d (u - z) or d u + m, as the reference rounds */
+        const uint8_t *p = row + block_bytes(t) * (size_t)b;
+        const mattn_v32u8 u = w_bytes(t, p);
+        const float d = mattn_h2f(ld16(p)), m = t == MATTN_GGML_Q4_1 ? mattn_h2f(ld16(p + 2)) : 0.0f;
+        const int z = t == MATTN_GGML_Q4_1 ? 0 : t == MATTN_GGML_Q4_0 ? 8 : 128;
+        for (int v = 0; v < NVB; v++) {
+            q_vlu8 uv;
+            memcpy(&uv, (const uint8_t *)&u + v * MATTN_VL, sizeof uv);
+            const mattn_vf f = __builtin_convertvector(__builtin_convertvector(uv, mattn_vi) - z, mattn_vf);
+            w[v] = t == MATTN_GGML_Q4_1 ? f * d + m : f * d;
+        }
+        break;
+    }
     }
 }
 
@@ -176,21 +206,6 @@ static void quantize_row_x(const float *x, int K, int8_t *q, float *d, float *s)
     }
 }
 
-static inline size_t block_bytes(int t) { return t == MATTN_GGML_Q8_0 ? 34 : t == MATTN_GGML_Q4_0 ? 18 : 20; }
-
-/* The 32 unsigned bytes u of a weight block (element j at byte j). */
-static inline __attribute__((always_inline)) mattn_v32u8 w_bytes(int t, const uint8_t *p) {
-    if (t == MATTN_GGML_Q8_0) {
-        mattn_v32u8 q;
-        memcpy(&q, p + 2, 32);
-        return q ^ 0x80;
-    }
-    q_v16u8 q; /* byte j: element j (low nibble), j + 16 (high) */
-    memcpy(&q, p + (t == MATTN_GGML_Q4_1 ? 4 : 2), 16);
-    return __builtin_shufflevector(q & 15, q >> 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
-                                   19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
-}
-
 static inline float hsum8(mattn_v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
 /* y[i][n] for i in [i0, i0 + MI), n in [n0, n0 + NR): per block one integer
@@ -272,17 +287,21 @@ FLOAT_TYPE(bf16, MATTN_GGML_BF16)
 QUANT_TYPE(q8_0, MATTN_GGML_Q8_0)
 QUANT_TYPE(q4_0, MATTN_GGML_Q4_0)
 QUANT_TYPE(q4_1, MATTN_GGML_Q4_1)
+FLOAT_TYPE(q8_0_f32x, MATTN_GGML_Q8_0) /* fp32 activations: the weights dequantised in registers / panels */
+FLOAT_TYPE(q4_0_f32x, MATTN_GGML_Q4_0)
+FLOAT_TYPE(q4_1_f32x, MATTN_GGML_Q4_1)
 
-/* The type's row function and, for the float types, its panel function. */
-static int kernels_of(mattn_ggml_type t, rows_fn *rf, panel_fn *pf) {
+/* The type's row function and, for the float types (every type with fp32
+ * activations), its panel function. */
+static int kernels_of(mattn_ggml_type t, int f32x, rows_fn *rf, panel_fn *pf) {
     *pf = NULL;
     switch (t) {
     case MATTN_GGML_F32: *rf = rows_f32, *pf = panel_f32; return 0;
     case MATTN_GGML_F16: *rf = rows_f16, *pf = panel_f16; return 0;
     case MATTN_GGML_BF16: *rf = rows_bf16, *pf = panel_bf16; return 0;
-    case MATTN_GGML_Q8_0: *rf = rows_q8_0; return 0;
-    case MATTN_GGML_Q4_0: *rf = rows_q4_0; return 0;
-    case MATTN_GGML_Q4_1: *rf = rows_q4_1; return 0;
+    case MATTN_GGML_Q8_0: if (f32x) *rf = rows_q8_0_f32x, *pf = panel_q8_0_f32x; else *rf = rows_q8_0; return 0;
+    case MATTN_GGML_Q4_0: if (f32x) *rf = rows_q4_0_f32x, *pf = panel_q4_0_f32x; else *rf = rows_q4_0; return 0;
+    case MATTN_GGML_Q4_1: if (f32x) *rf = rows_q4_1_f32x, *pf = panel_q4_1_f32x; else *rf = rows_q4_1; return 0;
     }
     return -1;
 }
@@ -303,10 +322,16 @@ static size_t slot_bytes(int M, int K) {
     return mattn_align_up((size_t)K * NB * sizeof(float)) + mattn_align_up((size_t)M * NB * sizeof(float));
 }
 
-size_t mattn_qmatmul_scratch(mattn_ggml_type type, int M, int K, int threads) {
+static size_t scratch_bytes_of(mattn_ggml_type type, int M, int K, int threads, int f32x) {
     if (M <= 0 || K <= 0 || !mattn_gguf_type_supported(type)) return 0;
-    if (is_quantised(type)) return xq_bytes(M, K);
+    if (is_quantised(type) && !f32x) return xq_bytes(M, K);
     return M == 1 ? 0 : (size_t)(threads > 0 ? threads : 1) * slot_bytes(M, K);
+}
+size_t mattn_qmatmul_scratch(mattn_ggml_type type, int M, int K, int threads) {
+    return scratch_bytes_of(type, M, K, threads, 0);
+}
+size_t mattn_qmatmul_scratch_f32x(mattn_ggml_type type, int M, int K, int threads) {
+    return scratch_bytes_of(type, M, K, threads, 1);
 }
 
 static int team_size(size_t slots, int tasks) {
@@ -368,19 +393,19 @@ static void run_panels(panel_fn pf, const job *j, char *scratch, size_t slots) {
     }
 }
 
-int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
-                  void *scratch, size_t scratch_bytes) {
+static int qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K, void *scratch,
+                   size_t scratch_bytes, int f32x) {
     rows_fn rf;
     panel_fn pf;
     const size_t rb = mattn_qmatmul_row_bytes(type, K);
-    if (M < 0 || N < 0 || K < 0 || kernels_of(type, &rf, &pf) || (K > 0 && rb == 0)) return -1;
+    if (M < 0 || N < 0 || K < 0 || kernels_of(type, f32x, &rf, &pf) || (K > 0 && rb == 0)) return -1;
     if (M == 0 || N == 0) return 0;
     if (K == 0) {
         memset(y, 0, sizeof(float) * (size_t)M * N);
         return 0;
     }
     job j = {.W = W, .rb = rb, .x = x, .y = y, .M = M, .N = N, .K = K};
-    if (is_quantised(type)) {
+    if (is_quantised(type) && !f32x) {
         if (!scratch || scratch_bytes < xq_bytes(M, K)) return -1;
         xq_carve(scratch, M, K, &j.xq);
         run_rows(rf, &j, 1);
@@ -392,6 +417,16 @@ int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type,
         run_panels(pf, &j, scratch, slots);
     }
     return 0;
+}
+
+int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
+                  void *scratch, size_t scratch_bytes) {
+    return qmatmul(y, x, W, type, M, N, K, scratch, scratch_bytes, 0);
+}
+
+int mattn_qmatmul_f32x(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
+                       void *scratch, size_t scratch_bytes) {
+    return qmatmul(y, x, W, type, M, N, K, scratch, scratch_bytes, 1);
 }
 
 int mattn_qmatmul_ref(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K) {

@@ -14,8 +14,11 @@
  * measurements): with quantised weights x is quantised on the fly to 8-bit
  * blocks of 32 with fp32 scales (llama.cpp's Q8_0/Q8_1 idea) and every block
  * product is an exact integer dot product — 1.4–2× faster than fp32 x here;
- * with float weights x stays fp32.  Either way the weights are used exactly
- * as mattn_gguf_dequant_ref gives them.
+ * with float weights x stays fp32.  mattn_qmatmul_f32x keeps x in fp32 for
+ * every type (the quantised weights dequantised in registers for a GEMV,
+ * into per-thread panels for a GEMM, like the float types): slower, and
+ * then only the fp32 sums' term of the bound below applies.  Either way the
+ * weights are used exactly as mattn_gguf_dequant_ref gives them.
  *
  * Error bound (tests/test_quant.c checks it on every output):
  *   |y - y_ref| <= Σ_b (d_x,b / 2)(1 + 2^-12) Σ_{k in b} |w_k|  +  1e-5 Σ_k |x_k| (|w_k| + |c_b|)
@@ -23,7 +26,8 @@
  * |x_k| / 127 (quantised types only; at most 1/254 of Σ_k max_b|x| |w_k|,
  * 0.6–1.6e-3 of Σ|x||w| measured on the model's matrices); the second the
  * fp32 sums, with c_b the block's offset term (m for Q4_1, 8 d for Q4_0,
- * 128 d for Q8_0, 0 for the float types).  Their worst case is γ_n = n 2^-24
+ * 128 d for Q8_0, 0 for the float types and for mattn_qmatmul_f32x, whose
+ * bound is the float types' for every type).  Their worst case is γ_n = n 2^-24
  * for sums of n terms — n = K/32 + 4 (quantised: exact integer blocks,
  * 8 lanes), K / (2 MATTN_VL) + 5 (float GEMV), K (float GEMM) — which is
  * below 1e-5 for the quantised types up to K = 5000; for long float rows
@@ -63,6 +67,13 @@ size_t mattn_qmatmul_scratch(mattn_ggml_type type, int M, int K, int threads);
  * multiple of the type's block size, negative sizes, or too little scratch. */
 int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
                   void *scratch, size_t scratch_bytes);
+
+/* The same product with x in fp32 for every type (for the float types it is
+ * mattn_qmatmul); scratch mattn_qmatmul_scratch_f32x(type, M, K, 1) bytes or
+ * more (0 for a GEMV), the float types' panels for every type. */
+size_t mattn_qmatmul_scratch_f32x(mattn_ggml_type type, int M, int K, int threads);
+int mattn_qmatmul_f32x(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
+                       void *scratch, size_t scratch_bytes);
 
 /* The reference: every row of W dequantised with mattn_gguf_dequant_ref
  * (32 elements at a time, on the stack), a plain dot product accumulated in

@@ -47,6 +47,7 @@ struct mattn_llama {
     float *norms;                               /* every norm weight, fp32: 2 per layer, then the final one */
     const float *out_norm;
     int kmax;                                   /* longest matrix row: the matmul's buffer */
+    int f32x;                                   /* 1: fp32 activations (mattn_llama_set_activations) */
     struct mattn_tok *tok;                      /* built on first use (llama_tokenize.c), or NULL */
     char errmsg[MATTN_ERRMSG_LEN];
 };
@@ -72,7 +73,7 @@ struct mattn_llama_cache {
     float *gate, *up;           /* (C, F) */
     float *rope;                /* (C, dh) cos, sin of each pair at each position */
     void *attn_ws;  size_t attn_ws_bytes;   /* the softmax core's scratch, for cap keys */
-    void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's per-thread rows */
+    void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's scratch, for a chunk */
 };
 
 /* K and V of layer l (rows of Hkv*dh, position s at row s). */
@@ -89,16 +90,16 @@ static inline float *mattn_llama_cache_v(const mattn_llama_cache *c, int l) {
 // the matmul (llama_matmul.c): every weight matrix goes through it
 
 /* y (M, N) = x (M, K) W^T for a GGUF matrix W of ne = (K, N) in any type the
- * reader supports: today each thread dequantises rows of W
- * (mattn_gguf_dequant_ref, exact) into its slot of the scratch and takes
- * float dot products (mattn_dot), OpenMP over the output rows; every y
- * element is computed by one thread in a fixed order, so the result does
- * not depend on the thread count.  The quantised kernels replace the body.
- * scratch: mattn_llama_matmul_scratch(K, threads) bytes (at most that many
- * threads run; none -> an assertion). */
-size_t mattn_llama_matmul_scratch(int64_t K, int threads);
+ * reader supports: mattn_qmatmul (kernels/quant.h: 8-bit blocks of x for
+ * the quantised types, its error bound there) or with f32x != 0
+ * mattn_qmatmul_f32x (fp32 x for every type), threaded over the rows of W;
+ * every y element is computed by one thread in a fixed order, so the result
+ * depends neither on the thread count nor, for the 8-bit path, on M.
+ * scratch: mattn_llama_matmul_scratch(K, M, threads) bytes for up to M rows
+ * of x (too little -> an assertion). */
+size_t mattn_llama_matmul_scratch(int64_t K, int M, int threads);
 void mattn_llama_matmul(const mattn_gguf_tensor *W, const float *x, int M, float *y, void *scratch,
-                        size_t scratch_bytes);
+                        size_t scratch_bytes, int f32x);
 
 // ----------------------------------------------------------------------------
 // the blocks' pieces (llama_ops.c)

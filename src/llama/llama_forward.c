@@ -73,7 +73,7 @@ mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cac
     }
     c->attn_ws_bytes = mattn_attn_softmax_scratch(context, hp->head_dim, 0, threads);
     c->attn_ws = mattn_amalloc(c->attn_ws_bytes);
-    c->mm_ws_bytes = mattn_llama_matmul_scratch(m->kmax, threads);
+    c->mm_ws_bytes = mattn_llama_matmul_scratch(m->kmax, MATTN_LLAMA_CHUNK, threads);
     c->mm_ws = mattn_amalloc(c->mm_ws_bytes);
     if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws) {
         mattn_llama_cache_free(c);
@@ -124,25 +124,26 @@ static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_
     const int Dq = H * dh, Dkv = Hkv * dh, F = hp->ffn_dim;
     void *ws = c->mm_ws;
     const size_t wsb = c->mm_ws_bytes;
+    const int f32x = m->f32x;
     for (int i = 0; i < M; i++) mattn_llama_row(m->tok_embd, tok[i], c->x + (size_t)i * D);
     mattn_llama_rope_table(c->rope, p, M, dh, (double)hp->rope_base);
     for (int l = 0; l < hp->n_layers; l++) {
         const mattn_llama_layer *ly = &m->layers[l];
         float *K = mattn_llama_cache_k(c, l) + (size_t)p * Dkv, *V = mattn_llama_cache_v(c, l) + (size_t)p * Dkv;
         mattn_llama_rmsnorm(c->h, c->x, ly->attn_norm, M, D, hp->rms_eps);
-        mattn_llama_matmul(ly->wq, c->h, M, c->q, ws, wsb);
-        mattn_llama_matmul(ly->wk, c->h, M, K, ws, wsb);
-        mattn_llama_matmul(ly->wv, c->h, M, V, ws, wsb);
+        mattn_llama_matmul(ly->wq, c->h, M, c->q, ws, wsb, f32x);
+        mattn_llama_matmul(ly->wk, c->h, M, K, ws, wsb, f32x);
+        mattn_llama_matmul(ly->wv, c->h, M, V, ws, wsb, f32x);
         mattn_llama_rope(c->q, M, Dq, H, dh, c->rope);
         mattn_llama_rope(K, M, Dkv, Hkv, dh, c->rope);
         attention(m, c, l, p, M, decode);
-        mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb);
+        mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb, f32x);
         add(c->x, c->h, (size_t)M * D);
         mattn_llama_rmsnorm(c->h, c->x, ly->ffn_norm, M, D, hp->rms_eps);
-        mattn_llama_matmul(ly->w_gate, c->h, M, c->gate, ws, wsb);
-        mattn_llama_matmul(ly->w_up, c->h, M, c->up, ws, wsb);
+        mattn_llama_matmul(ly->w_gate, c->h, M, c->gate, ws, wsb, f32x);
+        mattn_llama_matmul(ly->w_up, c->h, M, c->up, ws, wsb, f32x);
         mattn_llama_swiglu(c->gate, c->up, (int64_t)M * F);
-        mattn_llama_matmul(ly->w_down, c->gate, M, c->h, ws, wsb);
+        mattn_llama_matmul(ly->w_down, c->gate, M, c->h, ws, wsb, f32x);
         add(c->x, c->h, (size_t)M * D);
     }
     const size_t nx = (size_t)M * D, bad = mattn_find_nonfinite(c->x, nx);
@@ -153,7 +154,7 @@ static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_
     if (!logits) return MATTN_OK;
     const size_t V = (size_t)hp->vocab_size, nl = (size_t)M * V;
     mattn_llama_rmsnorm(c->h, c->x, m->out_norm, M, D, hp->rms_eps);
-    mattn_llama_matmul(m->output, c->h, M, logits, ws, wsb);
+    mattn_llama_matmul(m->output, c->h, M, logits, ws, wsb, f32x);
     const size_t bl = mattn_find_nonfinite(logits, nl);
     if (bl < nl)
         return LLAMA_ERR(m, MATTN_ERR_NUMERIC, "logit %zu is not finite (%g) at position %d: a weight of the "

@@ -280,6 +280,15 @@ mattn_status mattn_llama_open(const char *path, mattn_llama **out) {
 
 const char *mattn_llama_errmsg(const mattn_llama *m) { return m ? m->errmsg : "model is NULL"; }
 
+mattn_status mattn_llama_set_activations(mattn_llama *m, mattn_llama_act act) {
+    if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_set_activations: model is NULL");
+    if (act != MATTN_LLAMA_ACT_Q8 && act != MATTN_LLAMA_ACT_F32)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_set_activations: act = %d is neither "
+                         "MATTN_LLAMA_ACT_Q8 (0) nor MATTN_LLAMA_ACT_F32 (1)", (int)act);
+    m->f32x = act == MATTN_LLAMA_ACT_F32;
+    return MATTN_OK;
+}
+
 mattn_status mattn_llama_get_info(const mattn_llama *m, mattn_llama_info *out) {
     if (!m || !out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_get_info: %s is NULL",
                                            m ? "out" : "the model");
