@@ -7,7 +7,9 @@
  * Exit status: 0 success, 2 bad usage, 1 any other error; one line on stderr
  * naming the problem (docs/cli.md).
  */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -57,5 +59,26 @@ int cli_main(int argc, char **argv) {
 }
 
 #ifndef METAATTN_NO_MAIN
-int main(int argc, char **argv) { return cli_main(argc, argv); }
+/* OpenMP threads that wait for work sleep rather than spin (libgomp's
+ * default spins for a while at every barrier, which on a loaded machine
+ * burns the time slice of a partner thread that is descheduled: decode 5x
+ * slower beside two busy processes, docs/performance.md).  libgomp — and
+ * OpenBLAS's OpenMP build — read OMP_WAIT_POLICY when they are loaded,
+ * before main, so the program sets it and starts itself again, once; a
+ * value the user set is kept. */
+static void passive_omp(char **argv) {
+#ifndef _OPENMP
+    (void)argv; /* no OpenMP, no threads waiting */
+    return;
+#endif
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 0) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc): carry on with libgomp's default */
+}
+
+int main(int argc, char **argv) {
+    passive_omp(argv);
+    return cli_main(argc, argv);
+}
 #endif
