@@ -671,6 +671,11 @@ typedef struct mattn_llama_info {
     float rope_base;       /* llama.rope.freq_base (10000 when absent) */
     int tied_output;       /* 1: no output.weight, the head is token_embd.weight */
     int64_t n_params;      /* scalars in all the weights */
+    size_t weight_bytes;   /* bytes of the matrices one token's forward reads, in their file
+                              types: every block's seven (q, k, v, output, gate, up, down)
+                              and the output head (token_embd.weight when tied); not the
+                              norms or the embedding row.  Times decode tokens/s: the
+                              weight bandwidth of decoding */
 } mattn_llama_info;
 
 /* Open and check a GGUF file: general.architecture must be "llama"

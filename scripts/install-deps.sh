@@ -6,9 +6,13 @@
 #   scripts/install-deps.sh             build + tests + demo
 #   scripts/install-deps.sh --fixtures  also python3-torch, to regenerate the
 #                                       PyTorch fixtures in tests/fixtures/
-#   scripts/install-deps.sh --bench     also GNU time and a
-#                                       virtualenv .venv-bench with PyTorch 2.x from
-#                                       pip, for bench/compare_torch.py
+#   scripts/install-deps.sh --bench     also GNU time, g++ and a virtualenv
+#                                       .venv-bench with, from pip, PyTorch 2.x
+#                                       (bench/compare_torch.py), llama-cpp-python
+#                                       0.3.36 built from source for this CPU
+#                                       (bench/compare_llamacpp.py), numpy and gguf
+#                                       (the fixture generators); each skipped when
+#                                       the venv already has it
 #   scripts/install-deps.sh --experiments  also python3 and the fortunes
 #                                       collection (the second corpus of
 #                                       bench/experiments)
@@ -23,7 +27,7 @@ if [[ "${1:-}" == "--fixtures" ]]; then
   pkgs+=(python3 python3-torch python3-numpy)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(python3 python3-venv time)
+  pkgs+=(python3 python3-venv time g++)  # g++ (and cmake): pip builds llama-cpp-python
 fi
 if [[ "${1:-}" == "--experiments" ]]; then
   pkgs+=(python3 fortunes)
@@ -35,18 +39,35 @@ case "${1:-}" in ""|--fixtures|--bench|--experiments|--model) ;;
   *) echo "install-deps: unknown option '$1' (--fixtures, --bench, --experiments, --model)" >&2; exit 2 ;;
 esac
 
+LLAMA_CPP_PYTHON=0.3.36
 bench_venv() {
-  local root venv
+  local root venv py
   root="$(cd "$(dirname "$0")/.." && pwd)"
   venv="$root/.venv-bench"
-  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import torch, sys; sys.exit(int(torch.__version__.split(".")[0]) < 2)' 2>/dev/null; then
-    echo "install-deps: $venv has PyTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
-    return
+  py="$venv/bin/python"
+  if [[ ! -x "$py" ]]; then
+    echo "install-deps: creating $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
   fi
-  echo "install-deps: creating $venv with PyTorch 2.x (pip)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q "torch>=2" numpy
+  if "$py" -c 'import torch, sys; sys.exit(int(torch.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+    echo "install-deps: $venv has PyTorch $("$py" -c 'import torch; print(torch.__version__)')"
+  else
+    echo "install-deps: installing PyTorch 2.x into $venv (pip)"
+    "$venv/bin/pip" install -q "torch>=2" numpy
+  fi
+  if "$py" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON')" 2>/dev/null; then
+    echo "install-deps: $venv has llama-cpp-python $LLAMA_CPP_PYTHON"
+  else
+    echo "install-deps: building llama-cpp-python $LLAMA_CPP_PYTHON into $venv (pip, from source: minutes)"
+    "$venv/bin/pip" install -q "llama-cpp-python==$LLAMA_CPP_PYTHON"
+  fi
+  if "$py" -c 'import gguf, numpy' 2>/dev/null; then
+    echo "install-deps: $venv has gguf $("$py" -c 'import gguf, importlib.metadata as m; print(m.version("gguf"))') and numpy"
+  else
+    echo "install-deps: installing gguf and numpy into $venv (pip)"
+    "$venv/bin/pip" install -q "gguf==0.19.0" numpy
+  fi
 }
 
 missing=()

@@ -127,5 +127,36 @@ else
   echo "SKIP generate/chat/eval on $gg (scripts/get-model.sh smollm2)"
 fi
 
+# bench --model: its flags checked before the model is opened (a missing
+# file is a runtime error), then a smoke run whose JSON has exactly the keys
+# docs/cli.md lists
+check "bench model bad context 0" 2 "--context: expected an integer" "$bin" bench --model "$gg" --context 0
+check "bench model bad context abc" 2 "--context: expected an integer in [1, 16777216], got 'abc'" "$bin" bench --model "$gg" --context abc
+check "bench model bad decode" 2 "--decode: expected an integer" "$bin" bench --model "$gg" --decode 0
+check "bench model with only" 2 "--only does not apply to --model" "$bin" bench --model "$gg" --only layer
+check "bench model with quick" 2 "--quick does not apply to --model" "$bin" bench --quick --model "$gg"
+check "bench context without model" 2 "--model FILE.gguf is required" "$bin" bench --context 16
+check "bench model missing file" 1 "--model: $tmp/nope.gguf: cannot open" "$bin" bench --model "$tmp/nope.gguf"
+if [[ -f "$gg" ]]; then
+  check "bench model context beyond" 2 "--context: 8193 is beyond the model's context length 8192" "$bin" bench --model "$gg" --context 8193
+  check "bench model context + decode beyond" 2 "--context 8190 + --decode 32 = 8222 positions" "$bin" bench --model "$gg" --context 8190
+  if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
+    "$bin" bench --model "$gg" --context 16 --decode 4 --threads 1 --json - >"$tmp/m.json" 2>"$tmp/m.txt"
+    check "bench model table" 0 "decode 4 tokens at context 16" cat "$tmp/m.txt"
+    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s peak_rss_mb"
+    if command -v python3 >/dev/null; then
+      check "bench model JSON" 0 "keys ok" python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+assert list(j) == sys.argv[2].split(), list(j)
+assert j["context"] == j["prefill_tokens"] == 16 and j["decode_tokens"] == 4 and j["decode_tok_s"] > 0, j
+print("keys ok")' "$tmp/m.json" "$keys"
+    else
+      for k in $keys; do check "bench model JSON key $k" 0 "\"$k\":" cat "$tmp/m.json"; done
+    fi
+  fi
+else
+  echo "SKIP bench --model on $gg (scripts/get-model.sh smollm2)"
+fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

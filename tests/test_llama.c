@@ -104,6 +104,10 @@ static void test_tiny_logits(void **st) {
         assert_int_equal(info.tied_output, !untied);
         assert_int_equal(info.n_params, 2 * (64 * 64 * 2 + 2 * 32 * 64 + 3 * 96 * 64 + 2 * 64) + 64 + 100 * 64 *
                                                                                                   (1 + untied));
+        /* the matrices a token reads (the head once, tied or not), bytes per 32 elements of each type */
+        static const int bytes32[NTYPES] = {128, 64, 64, 34, 18, 20, 34};
+        assert_int_equal(info.weight_bytes, (2 * (64 * 64 * 2 + 2 * 32 * 64 + 3 * 96 * 64) + 100 * 64) / 32 *
+                                                bytes32[ti]);
         mattn_llama_cache *c = NULL;
         assert_int_equal(mattn_llama_cache_init(m, 0, &c), MATTN_OK);
         assert_int_equal(mattn_llama_cache_context(c), 128);

@@ -112,6 +112,7 @@ static mattn_llama *open_model(mattn_llama_info *info) {
     assert_int_equal(info->context_length, 8192);
     assert_true(info->rope_base == 100000.0f && info->rms_eps == 1e-5f && info->tied_output);
     assert_int_equal(info->n_params, 134515008);
+    assert_int_equal(info->weight_bytes, 96436224); /* 210 Q4_1 matrices and the Q8_0 head (gguf package) */
     return m;
 }
 

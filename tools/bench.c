@@ -17,8 +17,9 @@
 #include "bench_harness.h"
 #include "cli.h"
 
-static const char *usage_bench =
+const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
+    "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -30,7 +31,23 @@ static const char *usage_bench =
     "  --min-time S   seconds each case repeats for (default 1.0)\n"
     "  --threads N    OpenMP threads (default: all cores)\n"
     "  --json FILE    also write the results as JSON ('-' = stdout, table to stderr)\n"
-    "  -h, --help     show this help\n";
+    "  -h, --help     show this help\n"
+    "\n"
+    "With --model, a pretrained GGUF model instead (bench/compare_llamacpp.py sets it\n"
+    "against llama.cpp): the prefill of N tokens into a fresh cache of N + decode\n"
+    "positions, then greedy decode steps from context N; prefill and decode tokens/s,\n"
+    "decode GB/s of weights (the bytes of every matrix a token reads, head included,\n"
+    "times tokens/s), peak RSS.  The prompt: N pseudo-random ids in [0, vocab) from\n"
+    "SplitMix64 seeded 1, the same every run.\n"
+    "\n"
+    "  --model FILE   a GGUF model (scripts/get-model.sh smollm2)\n"
+    "  --context N    prompt tokens (default 512; N + decode <= the model's context)\n"
+    "  --decode N     decode steps after the prompt (default 32)\n"
+    "  --min-time S   repeat prefill + decode while under S seconds, best kept\n"
+    "                 (default 0: once, after an untimed warm-up of 64 tokens)\n"
+    "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
+    "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
+    "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"peak_rss_mb\"} ('-' = stdout)\n";
 
 // ----------------------------------------------------------------------------
 // hard routing with forced routes (P3), long T (P6)
@@ -267,12 +284,25 @@ static int bench_train(bench *b) {
 
 // ----------------------------------------------------------------------------
 
+/* bench --model (bench_model.c): --model, --context or --decode as an
+ * option (not as another option's value) anywhere on the line. */
+static int wants_model(int argc, char **argv) {
+    static const char *const valued[] = {"--only", "--json", "--min-time", "--threads"};
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--context") || !strcmp(argv[i], "--decode")) return 1;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+            if (!strcmp(argv[i], valued[k])) i++;
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (wants_model(argc, argv)) return cmd_bench_model(argc, argv);
     static const bench_group groups[] = {
         {"layer", bench_layer_soft, 1}, {"hard", bench_hard, 1}, {"decode", bench_decode, 1},
         {"train", bench_train, 1},      {"long", bench_long, 0}};
     const bench_program p = {
-        .cmd = "bench", .title = "metaattn bench", .usage = usage_bench, .groups = groups, .n_groups = 5,
+        .cmd = "bench", .title = "metaattn bench", .usage = cli_bench_usage, .groups = groups, .n_groups = 5,
         .groups_note = "sgemm and kernels: build/bench_kernels"};
     return bench_main(&p, argc, argv);
 }

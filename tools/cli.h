@@ -84,6 +84,10 @@ int cmd_generate(int argc, char **argv);
 int cmd_route(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* bench --model FILE.gguf (bench_model.c), which cmd_bench hands over to;
+ * the help text both print (bench.c). */
+int cmd_bench_model(int argc, char **argv);
+extern const char cli_bench_usage[];
 int cmd_tokenize(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 /* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the

@@ -205,6 +205,7 @@ static mattn_status load_tensors(mattn_llama *m) {
     m->norms = mattn_malloc(sizeof(float) * (size_t)(2 * L + 1) * D);
     if (!m->layers || !m->norms) return mattn_set_error(MATTN_ERR_NOMEM, "out of memory for the model's tables");
     hp->n_params = te->n_elements + (hp->tied_output ? 0 : m->output->n_elements);
+    hp->weight_bytes = m->output->nbytes; /* the head, tied or not */
     for (int l = 0; l < L; l++) {
         mattn_llama_layer *ly = &m->layers[l];
         char name[96];
@@ -217,6 +218,7 @@ static mattn_status load_tensors(mattn_llama *m) {
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[i].suffix);
             if ((st = need(f, name, mats[i].ne0, mats[i].ne1, mats[i].t))) return st;
             hp->n_params += (*mats[i].t)->n_elements;
+            hp->weight_bytes += (*mats[i].t)->nbytes;
         }
         float *an = m->norms + (size_t)2 * l * D, *fn = an + D;
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);

@@ -1,0 +1,190 @@
+/*
+ * bench_model.c — `metaattn bench --model FILE.gguf`: a pretrained model's
+ * prefill and decoding speed through the public API (mattn_llama_*), the
+ * figures bench/compare_llamacpp.py sets against llama.cpp's.
+ *
+ * One repetition: a fresh cache of exactly context + decode positions, the
+ * prefill of `context` tokens (the first context - 1 without logits, the
+ * last through the decode step with its logits, as llama.cpp's prefill
+ * ends with the last token's logits), timed; then `decode` greedy steps,
+ * each feeding the argmax of the previous logits, timed.  Repetitions
+ * follow one untimed warm-up (a prefill of at most 64 tokens, which also
+ * pages in every matrix of the mapping) while the total time is under
+ * --min-time; the best prefill and the best decode are reported.
+ *
+ * The prompt is the same every run: pseudo-random ids in [0, vocab) from
+ * SplitMix64 seeded 1 (bench_rand), a generator bench/compare_llamacpp.py
+ * reimplements in five lines, so that both engines see identical ids
+ * without a tokenizer or a file between them; the table prints the first
+ * ids so that the script can check them.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "bench_harness.h"
+#include "cli.h"
+
+#define PROMPT_SEED 1
+#define WARMUP_TOKENS 64
+
+typedef struct {
+    mattn_llama *m;
+    mattn_llama_cache *c;
+    mattn_llama_info info;
+    int32_t *tokens; /* (context) the prompt */
+    float *logits;   /* (vocab) */
+    int N, D;
+} model_run;
+
+static int32_t argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) best = x[i] > x[best] ? i : best;
+    return best;
+}
+
+/* The first n prompt tokens into the (reset) cache, the logits of the last. */
+static int prefill(model_run *r, int n) {
+    mattn_llama_cache_reset(r->c);
+    if (n > 1 && mattn_llama_forward(r->m, r->c, r->tokens, n - 1, NULL) != MATTN_OK)
+        return cli_fail(1, "bench: prefill of %d tokens: %s", n, mattn_llama_errmsg(r->m));
+    if (mattn_llama_decode(r->m, r->c, r->tokens[n - 1], r->logits) != MATTN_OK)
+        return cli_fail(1, "bench: prefill, last token: %s", mattn_llama_errmsg(r->m));
+    return 0;
+}
+
+/* D greedy steps after the prefill. */
+static int decode(model_run *r) {
+    for (int i = 0; i < r->D; i++)
+        if (mattn_llama_decode(r->m, r->c, argmax(r->logits, r->info.vocab_size), r->logits) != MATTN_OK)
+            return cli_fail(1, "bench: decode step %d at position %d: %s", i, mattn_llama_cache_length(r->c),
+                            mattn_llama_errmsg(r->m));
+    return 0;
+}
+
+/* The warm-up, then repetitions while the total time is under min_time
+ * (at least one): the best prefill and decode times. */
+static int measure(model_run *r, double min_time, double *tp, double *td) {
+    if (prefill(r, r->N < WARMUP_TOKENS ? r->N : WARMUP_TOKENS)) return 1;
+    *tp = *td = INFINITY;
+    const double start = cli_now();
+    do {
+        const double t0 = cli_now();
+        if (prefill(r, r->N)) return 1;
+        const double t1 = cli_now();
+        if (decode(r)) return 1;
+        const double t2 = cli_now();
+        *tp = fmin(*tp, t1 - t0), *td = fmin(*td, t2 - t1);
+    } while (cli_now() - start < min_time);
+    return 0;
+}
+
+/* s as the contents of a JSON string. */
+static void json_str(FILE *f, const char *s) {
+    for (; *s; s++) {
+        const unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+}
+
+static void report(const model_run *r, const char *path, FILE *tab, FILE *js, int threads, double file_mb,
+                   double tp, double td) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double rss_mb = ru.ru_maxrss * 1024.0 * 1e-6; /* Linux: KiB */
+    const double wgb = (double)r->info.weight_bytes * 1e-9;
+    char name[64];
+    snprintf(name, sizeof name, "prefill %d tokens", r->N);
+    fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s\n", name, tp * 1e3, r->N / tp);
+    snprintf(name, sizeof name, "decode %d tokens at context %d", r->D, r->N);
+    fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights\n", name, td * 1e3, r->D / td,
+            wgb * r->D / td);
+    fprintf(tab, "  %-36s %10.1f MB\n", "peak RSS", rss_mb);
+    if (!js) return;
+    fprintf(js, "{\"model\": \"");
+    json_str(js, path);
+    fprintf(js, "\", \"file_mb\": %.6g, \"threads\": %d, \"context\": %d, \"prefill_tokens\": %d, "
+                "\"prefill_s\": %.6g, \"prefill_tok_s\": %.6g, \"decode_tokens\": %d, \"decode_s\": %.6g, "
+                "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"peak_rss_mb\": %.6g}\n",
+            file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td, rss_mb);
+}
+
+/* The header: the model, the threads, the prompt's first ids. */
+static void header(const model_run *r, const char *path, FILE *tab, int threads, double file_mb) {
+    const mattn_llama_info *h = &r->info;
+    fprintf(tab, "metaattn bench --model %s: %d thread%s, %.1f MB file, %d layers, d_model %d, vocab %d, "
+                 "%.1f MB of weights per token\n",
+            path, threads, threads == 1 ? "" : "s", file_mb, h->n_layers, h->d_model, h->vocab_size,
+            h->weight_bytes * 1e-6);
+    fprintf(tab, "  prompt: %d SplitMix64 ids in [0, %d), seed %d:", r->N, h->vocab_size, PROMPT_SEED);
+    for (int i = 0; i < r->N && i < 8; i++) fprintf(tab, " %d", r->tokens[i]);
+    fprintf(tab, "%s\n  context %d, then %d greedy decode steps (cache of %d positions)\n", r->N > 8 ? " ..." : "",
+            r->N, r->D, r->N + r->D);
+}
+
+/* The model, its checks against --context and --decode (usage errors:
+ * they name the flags), the cache and the prompt. */
+static int setup(model_run *r, const char *path) {
+    if (mattn_llama_open(path, &r->m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
+    mattn_llama_get_info(r->m, &r->info);
+    const int ctx = r->info.context_length, V = r->info.vocab_size;
+    if (r->N > ctx)
+        return cli_fail(EXIT_USAGE, "--context: %d is beyond the model's context length %d (%s)", r->N, ctx, path);
+    if ((long long)r->N + r->D > ctx)
+        return cli_fail(EXIT_USAGE, "--context %d + --decode %d = %lld positions: beyond the model's context length "
+                        "%d (%s)", r->N, r->D, (long long)r->N + r->D, ctx, path);
+    if (mattn_llama_cache_init(r->m, r->N + r->D, &r->c) != MATTN_OK)
+        return cli_fail(1, "bench: a cache of %d positions: %s", r->N + r->D, mattn_llama_errmsg(r->m));
+    r->tokens = malloc(sizeof *r->tokens * (size_t)r->N);
+    r->logits = malloc(sizeof *r->logits * (size_t)V);
+    if (!r->tokens || !r->logits) return cli_fail(1, "bench: out of memory for %d tokens", r->N);
+    uint64_t s = PROMPT_SEED;
+    for (int i = 0; i < r->N; i++) r->tokens[i] = (int32_t)(bench_rand(&s) % (uint64_t)V);
+    return 0;
+}
+
+int cmd_bench_model(int argc, char **argv) {
+    const char *path = NULL, *json = NULL, *only = NULL;
+    long long N = 512, D = 32, threads = 0;
+    double min_time = 0.0;
+    int quick = 0;
+    const cli_opt opts[] = {OPT_STRING("--model", &path),
+                            OPT_INT("--context", &N, 1, 1 << 24),
+                            OPT_INT("--decode", &D, 1, 1 << 24),
+                            OPT_INT("--threads", &threads, 1, 1024),
+                            OPT_DOUBLE("--min-time", &min_time, 0.0, 3600.0),
+                            OPT_STRING("--json", &json),
+                            OPT_STRING("--only", &only),
+                            OPT_FLAG("--quick", &quick),
+                            OPT_END};
+    int rc = cli_parse("bench", cli_bench_usage, opts, argc, argv);
+    if (rc) return rc == CLI_DONE ? 0 : rc;
+    if (!path) return cli_fail(EXIT_USAGE, "bench: --context and --decode measure a model: --model FILE.gguf is "
+                                           "required (see metaattn bench --help)");
+    if (only || quick)
+        return cli_fail(EXIT_USAGE, "bench: %s does not apply to --model (the model bench has no groups or quick "
+                        "shapes: --context and --decode size it)", only ? "--only" : "--quick");
+    if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
+    const int nthreads = cli_set_threads(threads);
+    struct stat st;
+    const double file_mb = stat(path, &st) == 0 ? st.st_size * 1e-6 : 0.0;
+    model_run r = {.N = (int)N, .D = (int)D};
+    FILE *tab = stdout, *js = NULL;
+    rc = setup(&r, path);
+    if (!rc && json) {
+        if (!strcmp(json, "-")) js = stdout, tab = stderr;
+        else if (!(js = fopen(json, "w"))) rc = cli_fail(1, "--json: cannot write '%s'", json);
+    }
+    double tp = 0, td = 0;
+    if (!rc) header(&r, path, tab, nthreads, file_mb);
+    if (!rc) rc = measure(&r, min_time, &tp, &td);
+    if (!rc) report(&r, path, tab, js, nthreads, file_mb, tp, td);
+    if (js && js != stdout && fclose(js) != 0 && !rc) rc = cli_fail(1, "--json: cannot write '%s'", json);
+    free(r.tokens), free(r.logits);
+    mattn_llama_cache_free(r.c), mattn_llama_free(r.m);
+    return rc;
+}
