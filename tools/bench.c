@@ -19,7 +19,8 @@
 
 const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
-    "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--threads N] [--json FILE]\n"
+    "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--activations A]\n"
+    "                      [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -45,9 +46,11 @@ const char cli_bench_usage[] =
     "  --decode N     decode steps after the prompt (default 32)\n"
     "  --min-time S   repeat prefill + decode while under S seconds, best kept\n"
     "                 (default 0: once, after an untimed warm-up of 64 tokens)\n"
+    "  --activations A  q8 (default, 8-bit as llama.cpp) or f32\n"
     "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
-    "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"peak_rss_mb\"} ('-' = stdout)\n";
+    "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"peak_rss_mb\",\n"
+    "                 \"activations\"} ('-' = stdout)\n";
 
 // ----------------------------------------------------------------------------
 // hard routing with forced routes (P3), long T (P6)

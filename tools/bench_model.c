@@ -37,6 +37,7 @@ typedef struct {
     int32_t *tokens; /* (context) the prompt */
     float *logits;   /* (vocab) */
     int N, D;
+    const char *act; /* "q8" or "f32" */
 } model_run;
 
 static int32_t argmax(const float *x, int n) {
@@ -109,8 +110,8 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
     json_str(js, path);
     fprintf(js, "\", \"file_mb\": %.6g, \"threads\": %d, \"context\": %d, \"prefill_tokens\": %d, "
                 "\"prefill_s\": %.6g, \"prefill_tok_s\": %.6g, \"decode_tokens\": %d, \"decode_s\": %.6g, "
-                "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"peak_rss_mb\": %.6g}\n",
-            file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td, rss_mb);
+                "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"peak_rss_mb\": %.6g, \"activations\": \"%s\"}\n",
+            file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td, rss_mb, r->act);
 }
 
 /* The header: the model, the threads, the prompt's first ids. */
@@ -122,8 +123,8 @@ static void header(const model_run *r, const char *path, FILE *tab, int threads,
             h->weight_bytes * 1e-6);
     fprintf(tab, "  prompt: %d SplitMix64 ids in [0, %d), seed %d:", r->N, h->vocab_size, PROMPT_SEED);
     for (int i = 0; i < r->N && i < 8; i++) fprintf(tab, " %d", r->tokens[i]);
-    fprintf(tab, "%s\n  context %d, then %d greedy decode steps (cache of %d positions)\n", r->N > 8 ? " ..." : "",
-            r->N, r->D, r->N + r->D);
+    fprintf(tab, "%s\n  context %d, then %d greedy decode steps (cache of %d positions), %s activations\n",
+            r->N > 8 ? " ..." : "", r->N, r->D, r->N + r->D, r->act);
 }
 
 /* The model, its checks against --context and --decode (usage errors:
@@ -148,7 +149,7 @@ static int setup(model_run *r, const char *path) {
 }
 
 int cmd_bench_model(int argc, char **argv) {
-    const char *path = NULL, *json = NULL, *only = NULL;
+    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL;
     long long N = 512, D = 32, threads = 0;
     double min_time = 0.0;
     int quick = 0;
@@ -158,6 +159,7 @@ int cmd_bench_model(int argc, char **argv) {
                             OPT_INT("--threads", &threads, 1, 1024),
                             OPT_DOUBLE("--min-time", &min_time, 0.0, 3600.0),
                             OPT_STRING("--json", &json),
+                            OPT_STRING("--activations", &act),
                             OPT_STRING("--only", &only),
                             OPT_FLAG("--quick", &quick),
                             OPT_END};
@@ -168,6 +170,8 @@ int cmd_bench_model(int argc, char **argv) {
     if (only || quick)
         return cli_fail(EXIT_USAGE, "bench: %s does not apply to --model (the model bench has no groups or quick "
                         "shapes: --context and --decode size it)", only ? "--only" : "--quick");
+    if (act && strcmp(act, "q8") && strcmp(act, "f32"))
+        return cli_fail(EXIT_USAGE, "--activations: expected q8 or f32, got '%s'", act);
     if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     const int nthreads = cli_set_threads(threads);
     struct stat st;
@@ -175,6 +179,8 @@ int cmd_bench_model(int argc, char **argv) {
     model_run r = {.N = (int)N, .D = (int)D};
     FILE *tab = stdout, *js = NULL;
     rc = setup(&r, path);
+    if (!rc && act && !strcmp(act, "f32")) mattn_llama_set_activations(r.m, MATTN_LLAMA_ACT_F32);
+    r.act = act ? act : "q8";
     if (!rc && json) {
         if (!strcmp(json, "-")) js = stdout, tab = stderr;
         else if (!(js = fopen(json, "w"))) rc = cli_fail(1, "--json: cannot write '%s'", json);
