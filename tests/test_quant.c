@@ -4,7 +4,9 @@
  * that follow ggml's quantize_row_*_ref (checked byte for byte against the
  * gguf package's, tests/fixtures/quant_ref.gguf), and random block bytes
  * (every nibble and int8 value, -128 too; shapes with M <= 5); ragged shapes; the error bound
- * of quant.h; bit-identical outputs across runs and thread counts; the -1
+ * of quant.h, with 8-bit and with fp32 activations (mattn_qmatmul_f32x);
+ * bit-identical outputs across runs and thread counts; several matrices of
+ * one x in one call (mattn_qmatmul_n) = their own calls; the -1
  * cases; simd.h's half loads (every half) and 8-bit dot product (every
  * byte pair).  `test_quant --model` (ctest quant_model, label model) runs a real
  * Q4_1 matrix and the Q8_0 token embedding of SmolLM2-135M-Instruct
@@ -320,6 +322,49 @@ static void test_deterministic(void **st) {
 #endif
 }
 
+/* mattn_qmatmul_n: three matrices of one x (q, k, v shapes, and ragged N)
+ * give the bits of three mattn_qmatmul / _f32x calls, 1 and 2 threads. */
+static void test_multi(void **st) {
+    (void)st;
+    static const int Ns[3] = {576, 192, 37};
+    const int K = 576;
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int f32x = 0; f32x < 2; f32x++)
+            for (int M = 1; M <= 5; M += 4) {
+                const mattn_ggml_type t = all_types[ti];
+                uint8_t *W[3];
+                float *y[3], *y1[3];
+                float *x = falloc((size_t)M * K);
+                fill_normal(x, (size_t)M * K, 90 + ti, 1.0);
+                for (int i = 0; i < 3; i++)
+                    W[i] = random_weights(t, Ns[i], K, 0, 80 + 3 * ti + i), y[i] = falloc((size_t)M * Ns[i]),
+                    y1[i] = falloc((size_t)M * Ns[i]);
+                size_t sb;
+                void *scr = scratch_for(t, f32x, M, K, 2, &sb);
+                for (int i = 0; i < 3; i++) assert_int_equal(product(f32x, y[i], x, W[i], t, M, Ns[i], K, scr, sb), 0);
+                for (int nt = 1; nt <= 2; nt++) {
+                    set_threads(nt);
+                    for (int i = 0; i < 3; i++) memset(y1[i], 0xff, sizeof(float) * M * Ns[i]);
+                    const void *Wc[3] = {W[0], W[1], W[2]};
+                    assert_int_equal(mattn_qmatmul_n(3, y1, Wc, Ns, t, x, M, K, scr, sb, f32x), 0);
+                    for (int i = 0; i < 3; i++)
+                        if (memcmp(y[i], y1[i], sizeof(float) * M * Ns[i]))
+                            fail_msg("%s%s M=%d, %d threads: matrix %d differs from its own call",
+                                     mattn_gguf_type_name(t), f32x ? " f32x" : "", M, nt, i);
+                }
+                set_threads(mattn_max_threads());
+                const void *Wc[3] = {W[0], W[1], W[2]};
+                assert_int_equal(mattn_qmatmul_n(0, y1, Wc, Ns, t, x, M, K, scr, sb, f32x), -1);
+                assert_int_equal(mattn_qmatmul_n(MATTN_QMATMUL_MAX + 1, y1, Wc, Ns, t, x, M, K, scr, sb, f32x), -1);
+                for (int i = 0; i < 3; i++) free(W[i]), free(y[i]), free(y1[i]);
+                mattn_afree(scr);
+                free(x);
+            }
+#ifdef _OPENMP
+    omp_set_num_threads(omp_get_num_procs());
+#endif
+}
+
 static void test_bad_args(void **st) {
     (void)st;
     float x[64] = {0}, y[4];
@@ -441,6 +486,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_quantisers_match_gguf),
         cmocka_unit_test(test_fast_vs_ref),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_multi),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -341,12 +341,19 @@ static int team_size(size_t slots, int tasks) {
     return team > 0 ? team : 1;
 }
 
-/* Rows of W in contiguous ranges of whole groups of GR (schedule(static)),
- * after the quantised types' x blocks (rows of x split the same way). */
-static void run_rows(rows_fn rf, job *j, int quantised) {
-    const int groups = (j->N + GR - 1) / GR;
-    const int team = j->rb * (size_t)j->N * j->M >= PAR_BYTES ? team_size((size_t)groups, groups) : 1;
+/* Rows of the nj matrices of js (one x, one K and type; their rows taken as
+ * one run) in contiguous ranges of whole groups of GR per matrix
+ * (schedule(static) over the groups of all of them), after the quantised
+ * types' x blocks (rows of x split the same way; js[0]'s, which every job
+ * shares).  One parallel region for the lot: a decode step's q, k, v (or
+ * gate, up) are one fork/join, and x is quantised once. */
+static void run_rows(rows_fn rf, job *js, int nj, int quantised) {
+    int groups = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < nj; i++) groups += (js[i].N + GR - 1) / GR, bytes += js[i].rb * (size_t)js[i].N * js[i].M;
+    const int team = bytes >= PAR_BYTES ? team_size((size_t)groups, groups) : 1;
     (void)team; /* only read by OpenMP clauses */
+    const job *j0 = &js[0];
     #pragma omp parallel num_threads(team)
     {
         int tid = 0, nt = 1;
@@ -354,15 +361,19 @@ static void run_rows(rows_fn rf, job *j, int quantised) {
         tid = omp_get_thread_num(), nt = omp_get_num_threads();
 #endif
         if (quantised) {
-            const int nb = j->K / QK;
+            const int nb = j0->K / QK;
             #pragma omp for schedule(static)
-            for (int i = 0; i < j->M; i++)
-                quantize_row_x(j->x + (size_t)i * j->K, j->K, j->xq.q + (size_t)i * j->K, j->xq.d + (size_t)i * nb,
-                               j->xq.s + (size_t)i * nb);
+            for (int i = 0; i < j0->M; i++)
+                quantize_row_x(j0->x + (size_t)i * j0->K, j0->K, j0->xq.q + (size_t)i * j0->K,
+                               j0->xq.d + (size_t)i * nb, j0->xq.s + (size_t)i * nb);
         }
         const int g0 = (int)((int64_t)groups * tid / nt), g1 = (int)((int64_t)groups * (tid + 1) / nt);
-        const int n1 = g1 * GR < j->N ? g1 * GR : j->N;
-        if (g0 * GR < n1) rf(j, g0 * GR, n1);
+        for (int i = 0, off = 0; i < nj; off += (js[i].N + GR - 1) / GR, i++) {
+            const int gi = (js[i].N + GR - 1) / GR;
+            const int lo = g0 > off ? g0 - off : 0, hi = g1 - off < gi ? g1 - off : gi;
+            const int n1 = hi * GR < js[i].N ? hi * GR : js[i].N;
+            if (lo < hi && lo * GR < n1) rf(&js[i], lo * GR, n1);
+        }
     }
 }
 
@@ -393,40 +404,56 @@ static void run_panels(panel_fn pf, const job *j, char *scratch, size_t slots) {
     }
 }
 
-static int qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K, void *scratch,
-                   size_t scratch_bytes, int f32x) {
+/* y_i = x W_iᵀ for nj matrices of one type and K (N_i rows each). */
+static int qmatmul(int nj, float *const *ys, const void *const *Ws, const int *Ns, mattn_ggml_type type,
+                   const float *x, int M, int K, void *scratch, size_t scratch_bytes, int f32x) {
     rows_fn rf;
     panel_fn pf;
     const size_t rb = mattn_qmatmul_row_bytes(type, K);
-    if (M < 0 || N < 0 || K < 0 || kernels_of(type, f32x, &rf, &pf) || (K > 0 && rb == 0)) return -1;
-    if (M == 0 || N == 0) return 0;
+    if (M < 0 || K < 0 || nj < 1 || nj > MATTN_QMATMUL_MAX || kernels_of(type, f32x, &rf, &pf) || (K > 0 && rb == 0))
+        return -1;
+    int rows = 0;
+    for (int i = 0; i < nj; i++) {
+        if (Ns[i] < 0) return -1;
+        rows += Ns[i];
+    }
+    if (M == 0 || rows == 0) return 0;
     if (K == 0) {
-        memset(y, 0, sizeof(float) * (size_t)M * N);
+        for (int i = 0; i < nj; i++) memset(ys[i], 0, sizeof(float) * (size_t)M * Ns[i]);
         return 0;
     }
-    job j = {.W = W, .rb = rb, .x = x, .y = y, .M = M, .N = N, .K = K};
+    job js[MATTN_QMATMUL_MAX];
+    for (int i = 0; i < nj; i++) js[i] = (job){.W = Ws[i], .rb = rb, .x = x, .y = ys[i], .M = M, .N = Ns[i], .K = K};
     if (is_quantised(type) && !f32x) {
         if (!scratch || scratch_bytes < xq_bytes(M, K)) return -1;
-        xq_carve(scratch, M, K, &j.xq);
-        run_rows(rf, &j, 1);
+        xq_carve(scratch, M, K, &js[0].xq);
+        for (int i = 1; i < nj; i++) js[i].xq = js[0].xq;
+        run_rows(rf, js, nj, 1);
     } else if (M == 1) {
-        run_rows(rf, &j, 0);
+        run_rows(rf, js, nj, 0);
     } else {
         const size_t slots = scratch ? scratch_bytes / slot_bytes(M, K) : 0;
         if (slots < 1) return -1;
-        run_panels(pf, &j, scratch, slots);
+        for (int i = 0; i < nj; i++)
+            if (js[i].N) run_panels(pf, &js[i], scratch, slots);
     }
     return 0;
 }
 
 int mattn_qmatmul(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
                   void *scratch, size_t scratch_bytes) {
-    return qmatmul(y, x, W, type, M, N, K, scratch, scratch_bytes, 0);
+    return qmatmul(1, &y, &W, &N, type, x, M, K, scratch, scratch_bytes, 0);
 }
 
 int mattn_qmatmul_f32x(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
                        void *scratch, size_t scratch_bytes) {
-    return qmatmul(y, x, W, type, M, N, K, scratch, scratch_bytes, 1);
+    return qmatmul(1, &y, &W, &N, type, x, M, K, scratch, scratch_bytes, 1);
+}
+
+int mattn_qmatmul_n(int n, float *const *ys, const void *const *Ws, const int *Ns, mattn_ggml_type type,
+                    const float *x, int M, int K, void *scratch, size_t scratch_bytes, int f32x) {
+    if (!ys || !Ws || !Ns) return -1;
+    return qmatmul(n, ys, Ws, Ns, type, x, M, K, scratch, scratch_bytes, f32x != 0);
 }
 
 int mattn_qmatmul_ref(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K) {

@@ -75,6 +75,16 @@ size_t mattn_qmatmul_scratch_f32x(mattn_ggml_type type, int M, int K, int thread
 int mattn_qmatmul_f32x(float *y, const float *x, const void *W, mattn_ggml_type type, int M, int N, int K,
                        void *scratch, size_t scratch_bytes);
 
+/* Several products of one x: y_i (M, Ns[i]) = x (M, K) · W_iᵀ for the n
+ * matrices Ws[i] of one type and K (1 <= n <= MATTN_QMATMUL_MAX), as
+ * mattn_qmatmul (f32x 0) or mattn_qmatmul_f32x (f32x 1) gives each — the
+ * same bits — but x quantised once and, for GEMVs and 8-bit x, one
+ * parallel region over all their rows (a decode step's q, k and v).
+ * Scratch as for one of them; the -1 cases as theirs, and n out of range. */
+#define MATTN_QMATMUL_MAX 4
+int mattn_qmatmul_n(int n, float *const *ys, const void *const *Ws, const int *Ns, mattn_ggml_type type,
+                    const float *x, int M, int K, void *scratch, size_t scratch_bytes, int f32x);
+
 /* The reference: every row of W dequantised with mattn_gguf_dequant_ref
  * (32 elements at a time, on the stack), a plain dot product accumulated in
  * double, rounded to float once.  Same arguments and -1 cases, no scratch. */

@@ -100,6 +100,11 @@ static inline float *mattn_llama_cache_v(const mattn_llama_cache *c, int l) {
 size_t mattn_llama_matmul_scratch(int64_t K, int M, int threads);
 void mattn_llama_matmul(const mattn_gguf_tensor *W, const float *x, int M, float *y, void *scratch,
                         size_t scratch_bytes, int f32x);
+/* The same for n matrices of one input (q, k, v; gate, up): one parallel
+ * region and x quantised once when they share a type and K (else one
+ * mattn_llama_matmul each); the same bits either way. */
+void mattn_llama_matmul_n(int n, const mattn_gguf_tensor *const *Ws, const float *x, int M, float *const *ys,
+                          void *scratch, size_t scratch_bytes, int f32x);
 
 // ----------------------------------------------------------------------------
 // the blocks' pieces (llama_ops.c)

@@ -34,8 +34,27 @@ size_t mattn_llama_matmul_scratch(int64_t K, int M, int threads) {
 
 void mattn_llama_matmul(const mattn_gguf_tensor *W, const float *x, int M, float *y, void *scratch,
                         size_t scratch_bytes, int f32x) {
-    const int rc = (f32x ? mattn_qmatmul_f32x : mattn_qmatmul)(y, x, W->data, W->type, M, (int)W->ne[1], (int)W->ne[0], scratch, scratch_bytes);
+    const int rc = (f32x ? mattn_qmatmul_f32x : mattn_qmatmul)(y, x, W->data, W->type, M, (int)W->ne[1],
+                                                               (int)W->ne[0], scratch, scratch_bytes);
     MATTN_ASSERT(rc == 0); /* type and shape were checked at open, the scratch sized by the cache */
+}
+
+void mattn_llama_matmul_n(int n, const mattn_gguf_tensor *const *Ws, const float *x, int M, float *const *ys,
+                          void *scratch, size_t scratch_bytes, int f32x) {
+    int same = n <= MATTN_QMATMUL_MAX;
+    const void *data[MATTN_QMATMUL_MAX];
+    int Ns[MATTN_QMATMUL_MAX];
+    for (int i = 0; i < n && same; i++) {
+        same = Ws[i]->type == Ws[0]->type && Ws[i]->ne[0] == Ws[0]->ne[0];
+        data[i] = Ws[i]->data, Ns[i] = (int)Ws[i]->ne[1];
+    }
+    if (!same) {
+        for (int i = 0; i < n; i++) mattn_llama_matmul(Ws[i], x, M, ys[i], scratch, scratch_bytes, f32x);
+        return;
+    }
+    const int rc =
+        mattn_qmatmul_n(n, ys, data, Ns, Ws[0]->type, x, M, (int)Ws[0]->ne[0], scratch, scratch_bytes, f32x);
+    MATTN_ASSERT(rc == 0);
 }
 
 #else /* MATTN_F64 */
@@ -84,6 +103,11 @@ void mattn_llama_matmul(const mattn_gguf_tensor *W, const float *x, int M, float
             }
         }
     }
+}
+
+void mattn_llama_matmul_n(int n, const mattn_gguf_tensor *const *Ws, const float *x, int M, float *const *ys,
+                          void *scratch, size_t scratch_bytes, int f32x) {
+    for (int i = 0; i < n; i++) mattn_llama_matmul(Ws[i], x, M, ys[i], scratch, scratch_bytes, f32x);
 }
 
 #endif
