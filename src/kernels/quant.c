@@ -38,6 +38,11 @@
 #define TM 4                       /* quantised: rows of x per tile */
 #define NB CW                      /* float GEMM: rows of W per panel = the micro-kernel's columns */
 #define PAR_BYTES (96 << 10)       /* one thread below this many weight bytes x rows of x */
+/* Weight bytes to prefetch ahead of each row's stream: a decode step reads
+ * every matrix once, cold, in GR streams the hardware prefetchers do not
+ * carry across 4 KiB pages; a page ahead took one thread's SmolLM2 decode
+ * from 50 to 80 tokens/s (512 B: 58, 2 KiB: 70, 8 KiB: 80). */
+#define QPF_AHEAD 4096
 
 typedef uint8_t q_vb __attribute__((vector_size(MATTN_VL)));  /* MATTN_VL bytes */
 typedef uint8_t q_v16u8 __attribute__((vector_size(16)));
@@ -125,6 +130,7 @@ static inline __attribute__((always_inline)) void gemv_step(int t, int R, const 
         for (int v = 0; v < NVB; v++) xv[v] = vload(x + QK * b + v * MATTN_VL);
         for (int r = 0; r < R; r++) {
             mattn_vf w[NVB];
+            __builtin_prefetch(W + (size_t)(n + r) * rb + (size_t)b * (rb / nb) + QPF_AHEAD);
             deq_block(t, W + (size_t)(n + r) * rb, b, w);
             for (int v = 0; v < NVB; v++) acc[r][v & 1] += w[v] * xv[v];
         }
@@ -224,6 +230,7 @@ static inline __attribute__((always_inline)) void qtile(int t, int MI, int NR, c
         float dw[GR], c[GR];
         for (int r = 0; r < NR; r++) {
             const uint8_t *p = W + (size_t)(n0 + r) * rb + bb * b;
+            __builtin_prefetch(p + QPF_AHEAD);
             u[r] = w_bytes(t, p);
             dw[r] = mattn_h2f(ld16(p));
             c[r] = t == MATTN_GGML_Q4_1 ? mattn_h2f(ld16(p + 2)) : (t == MATTN_GGML_Q4_0 ? -8.0f : -128.0f) * dw[r];
