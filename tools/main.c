@@ -59,26 +59,31 @@ int cli_main(int argc, char **argv) {
 }
 
 #ifndef METAATTN_NO_MAIN
-/* OpenMP threads that wait for work sleep rather than spin (libgomp's
- * default spins for a while at every barrier, which on a loaded machine
- * burns the time slice of a partner thread that is descheduled: decode 5x
- * slower beside two busy processes, docs/performance.md).  libgomp — and
- * OpenBLAS's OpenMP build — read OMP_WAIT_POLICY when they are loaded,
- * before main, so the program sets it and starts itself again, once; a
- * value the user set is kept. */
-static void passive_omp(char **argv) {
+/* OpenMP threads that wait for work spin only briefly before they sleep.
+ * libgomp's default spins 300000 rounds at every barrier, which on a loaded
+ * machine burns the time slice of a partner thread that is descheduled
+ * (a decode step 5x slower beside one busy process); OMP_WAIT_POLICY=PASSIVE
+ * (sleep at once) pays a futex wake per parallel region instead — a
+ * SmolLM2 decode step has ~150 of them: 3.4x slower on an idle machine.
+ * GOMP_SPINCOUNT=1000 keeps the idle speed (within 5 %) and most of
+ * PASSIVE's gain under load (docs/performance.md, bench/under_load.py).
+ * libgomp — and OpenBLAS's OpenMP build — read these variables when they
+ * are loaded, before main, so the program sets the count and starts itself
+ * again, once; either variable set by the user is kept. */
+#define CLI_SPINCOUNT "1000"
+static void short_spin(char **argv) {
 #ifndef _OPENMP
     (void)argv; /* no OpenMP, no threads waiting */
     return;
 #endif
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 0) != 0) return;
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", CLI_SPINCOUNT, 0) != 0) return;
     execv("/proc/self/exe", argv);
     /* exec failed (no /proc): carry on with libgomp's default */
 }
 
 int main(int argc, char **argv) {
-    passive_omp(argv);
+    short_spin(argv);
     return cli_main(argc, argv);
 }
 #endif
