@@ -40,6 +40,31 @@ echo '{"d_model": 32, "n_heads": 4}' > "$tmp/d32.json"
 check "wrong D" 1 "(B, T, 32)" "$bin" layer --config "$tmp/d32.json" --input $fx/cli_input.safetensors --output "$tmp/o.st"
 check "weights of another shape" 1 "shape" "$bin" layer --config "$tmp/d32.json" --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/o.st"
 check "input without x" 1 "no tensor named 'x'" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_weights.safetensors --output "$tmp/o.st"
+# x must be a float tensor (an integer or bool x is refused, not converted); the mask may be of any dtype
+st_file() { # path, header JSON, data bytes (zeros) then mask bytes (printf escapes)
+  local hdr=$2 n
+  while (( ${#hdr} % 8 )); do hdr+=" "; done
+  n=${#hdr}
+  printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8 & 255)))\\0\\0\\0\\0\\0\\0" > "$1"
+  printf '%s' "$hdr" >> "$1"
+  head -c "$3" /dev/zero >> "$1"
+  printf "${4:-}" >> "$1"
+}
+for dt in I32:4 BOOL:1 U8:1 I64:8; do
+  st_file "$tmp/x_${dt%:*}.st" "{\"x\":{\"dtype\":\"${dt%:*}\",\"shape\":[1,2,16],\"data_offsets\":[0,$((32 * ${dt#*:}))]}}" $((32 * ${dt#*:}))
+  check "layer x ${dt%:*}" 1 "--input $tmp/x_${dt%:*}.st: tensor 'x' has dtype ${dt%:*}, expected a float dtype (F32, F64, F16 or BF16)" \
+    "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/x_${dt%:*}.st" --output "$tmp/xo.st" --eval
+done
+[[ ! -e "$tmp/xo.st" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a refused x wrote an output"; }
+for dt in F16:2 BF16:2 F64:8; do
+  st_file "$tmp/x_${dt%:*}.st" "{\"x\":{\"dtype\":\"${dt%:*}\",\"shape\":[1,2,16],\"data_offsets\":[0,$((32 * ${dt#*:}))]}}" $((32 * ${dt#*:}))
+  check "layer x ${dt%:*}" 0 "RoutingStats(" "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/x_${dt%:*}.st" --output "$tmp/o.st" --eval
+done
+for dt in I32:4:'\1\0\0\0\0\0\0\0' BOOL:1:'\1\0' U8:1:'\1\1'; do
+  IFS=: read -r name size bytes <<< "$dt"
+  st_file "$tmp/m_$name.st" "{\"x\":{\"dtype\":\"F32\",\"shape\":[1,2,16],\"data_offsets\":[0,128]},\"key_padding_mask\":{\"dtype\":\"$name\",\"shape\":[1,2],\"data_offsets\":[128,$((128 + 2 * size))]}}" 128 "$bytes"
+  check "layer mask $name" 0 "RoutingStats(" "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/m_$name.st" --output "$tmp/o.st" --eval
+done
 check "unwritable output" 1 "--output" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output /nonexistent/dir/o.st
 
 # real runs: eval soft (parity is checked numerically by test_fixtures), eval hard, training mode
