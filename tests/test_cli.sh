@@ -111,6 +111,23 @@ gg=models/SmolLM2-135M-Instruct.Q4_1.gguf
 check "tokenize no model" 2 "tokenize: --model is required" "$bin" tokenize
 check "tokenize not gguf" 1 "not a GGUF file" "$bin" tokenize --model README.md </dev/null
 check "tokenize no tokenizer" 1 "no metadata key 'tokenizer.ggml.model'" "$bin" tokenize --model tests/fixtures/llama_tiny_f32.gguf </dev/null
+# hostile model files (docs/errors.md, "GGUF models"): each refused by name, exit 1
+printf 'GGUF\1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0' > "$tmp/v1.gguf"
+check "gguf version 1" 1 "$tmp/v1.gguf: GGUF version 1 is not supported (32-bit counts; versions 2 and 3 are)" \
+  "$bin" tokenize --model "$tmp/v1.gguf" </dev/null
+head -c 20000 $fx/llama_tok.gguf > "$tmp/cut.gguf"
+check "gguf truncated" 1 "$tmp/cut.gguf: tensor 'blk.0.ffn_up.weight': data [13760, 14848) exceeds the file (20000 bytes" \
+  "$bin" tokenize --model "$tmp/cut.gguf" </dev/null
+check "gguf architecture" 1 "general.architecture is 'qwen2': only 'llama' is supported" \
+  "$bin" tokenize --model $fx/llama_bad_arch.gguf </dev/null
+check "gguf missing tensor" 1 "tensor 'blk.0.ffn_down.weight' is missing" "$bin" tokenize --model $fx/llama_bad_no_ffn_down.gguf </dev/null
+check "gguf shape" 1 "tensor 'blk.0.attn_k.weight' has shape [32, 8] (ggml order), expected [32, 16]" \
+  "$bin" tokenize --model $fx/llama_bad_k_shape.gguf </dev/null
+check "gguf merge without a space" 1 "--model: tokenizer: $fx/llama_tok_bad_merge.gguf: merge 13 'abc' is not two tokens separated by a space" \
+  "$bin" tokenize --model $fx/llama_tok_bad_merge.gguf </dev/null
+check "gguf vocabulary size" 1 "tokenizer.ggml.tokens has 268 tokens but token_embd.weight has 269 rows (one per token)" \
+  "$bin" tokenize --model $fx/llama_tok_bad_vocab.gguf </dev/null
+check "tokenize small model" 0 "260 36 262" bash -c "printf 'abc xyz' | \"\$1\" tokenize --model $fx/llama_tok.gguf --ids" _ "$bin"
 if [[ -f "$gg" ]]; then
   check "tokenize ids" 0 "19556 28 905 17 216 33 34 35 36 37 2067 108 306 79 3738 108 46" \
     bash -c "printf 'Hello, world! 12345 <|im_start|>' | \"\$1\" tokenize --model $gg --ids" _ "$bin"
