@@ -14,7 +14,7 @@
  * decode step (finite logits or MATTN_ERR_NUMERIC) and tokenizes.  Seeds:
  * the fixtures of tests/fixtures/gen_gguf_fixtures.py, tok_tiny.gguf, two
  * llama_bad_*.gguf, and whole small models with a tokenizer
- * (fuzz/gen_seeds.py), in fuzz/seeds/gguf/.
+ * (tests/fixtures/gen_llama_tok_fixture.py), in fuzz/seeds/gguf/.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -347,6 +347,10 @@ static void test_faults(void **state) {
             if (mattn_alloc_live() != live0)
                 fail_msg("allocation %ld of %ld failing: %ld allocations leaked", n, total, mattn_alloc_live() - live0);
             if (st == MATTN_ERR_NOMEM) {
+                if (!strstr(mattn_last_error(), "out of memory"))
+                    fail_msg("allocation %ld failing: MATTN_ERR_NOMEM with the message '%s'", n, mattn_last_error());
+                if (!persistent && (n == 1 || n == total || n == total - 20))
+                    print_message("  allocation %2ld of %ld failing: %s\n", n, total, mattn_last_error());
                 nomem++;
                 continue;
             }
