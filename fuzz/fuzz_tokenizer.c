@@ -9,14 +9,16 @@
  *              vocabulary (49 152 tokens, 48 900 merges) when
  *              $METAATTN_GGUF_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf
  *              is there, else tok_tiny again.
- *   bit 3      also the short-buffer checks below (an encode and a decode more)
+ *   bit 3      also the counting and short-buffer checks below (two encodes
+ *              and a decode more)
  * The small vocabularies are built once, in memory, from GGUF bytes written
  * here (no file to find); the real one is loaded once.
  *
  * What must hold, beyond no crash and no sanitizer report:
- *  - encode counts (ids NULL) what it then writes; at most one id per byte;
- *    every id in range; a buffer one short gives MATTN_ERR_INVALID_ARG, the
- *    count needed, and the same first ids (bit 3);
+ *  - at most one id per byte, every id in range; encode counts (ids NULL)
+ *    what it writes, and a buffer one short gives MATTN_ERR_INVALID_ARG, the
+ *    count needed and the same first ids (bit 3: encoding is most of the
+ *    time, so these two more encodes run for an eighth of the inputs);
  *  - without chat mode no control token comes out of the text;
  *  - round trip: decode(encode(text)) with special text is the text minus
  *    the bytes that have no token (those are dropped, tokenizer.h), so the
@@ -123,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(ids != NULL);
     FUZZ_CHECK(mattn_tok_encode(t, text, len, flags, ids, len, &n) == MATTN_OK);
     FUZZ_CHECK(n <= len);
-    FUZZ_CHECK(mattn_tok_encode(t, text, len, flags, NULL, 0, &n2) == MATTN_OK && n2 == n);
+    if (short_buffer) FUZZ_CHECK(mattn_tok_encode(t, text, len, flags, NULL, 0, &n2) == MATTN_OK && n2 == n);
     const int32_t V = mattn_tok_n_vocab(t);
     for (size_t i = 0; i < n; i++) {
         FUZZ_CHECK(ids[i] >= 0 && ids[i] < V);
