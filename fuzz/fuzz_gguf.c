@@ -6,13 +6,22 @@
  * mmap path).  A file the reader accepts must be consistent: both ways give
  * the same answer; every metadata value and array element reads through
  * the accessors; every tensor's bytes lie inside the input, are findable by
- * name, do not overlap, and dequantise.  Seeds: the fixtures of
- * tests/fixtures/gen_gguf_fixtures.py (fuzz/seeds/gguf/).
+ * name, do not overlap, and dequantise.  Then what a model file goes on
+ * to: a file with a tokenizer builds one (mattn_tok_init_gguf) or is refused
+ * with a message, and a built one encodes and decodes a fixed text into ids
+ * in range; a "llama" file opens as a model (mattn_llama_open) or is refused
+ * with a message, and an opened one runs a forward of two tokens and a
+ * decode step (finite logits or MATTN_ERR_NUMERIC) and tokenizes.  Seeds:
+ * the fixtures of tests/fixtures/gen_gguf_fixtures.py, tok_tiny.gguf, two
+ * llama_bad_*.gguf, and whole small models with a tokenizer
+ * (tests/fixtures/gen_llama_tok_fixture.py), in fuzz/seeds/gguf/.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_util.h"
 #include "io/io.h"
+#include "llama/tokenizer.h"
 
 static volatile unsigned char g_sink;   /* bytes touched here are really read */
 
@@ -27,15 +36,41 @@ static void walk(const mattn_gguf_file *f, const mattn_gguf_value *v, long *budg
     double f64;
     int b;
     mattn_gguf_str s;
-    /* every getter on every value: each either converts or refuses cleanly */
-    (void)mattn_gguf_val_u32(f, v, &u32);
-    (void)mattn_gguf_val_i32(f, v, &i32);
-    (void)mattn_gguf_val_u64(f, v, &u64);
-    (void)mattn_gguf_val_i64(f, v, &i64);
-    (void)mattn_gguf_val_f32(f, v, &f32);
-    (void)mattn_gguf_val_f64(f, v, &f64);
-    (void)mattn_gguf_val_bool(f, v, &b);
-    if (mattn_gguf_val_str(f, v, &s) == MATTN_OK && s.len) g_sink ^= (unsigned char)(s.ptr[0] ^ s.ptr[s.len - 1]);
+    if (v->at < 8) {
+        /* every getter on every scalar and the first elements of an array:
+         * each either converts or refuses cleanly (a refusal formats a
+         * message, which is most of the time; the later elements of an array
+         * are of the same type and go through their own type's getter) */
+        (void)mattn_gguf_val_u32(f, v, &u32);
+        (void)mattn_gguf_val_i32(f, v, &i32);
+        (void)mattn_gguf_val_u64(f, v, &u64);
+        (void)mattn_gguf_val_i64(f, v, &i64);
+        (void)mattn_gguf_val_f32(f, v, &f32);
+        (void)mattn_gguf_val_f64(f, v, &f64);
+        (void)mattn_gguf_val_bool(f, v, &b);
+        (void)mattn_gguf_val_str(f, v, &s);
+    } else {
+        switch (v->type) {
+        case MATTN_GGUF_UINT8: case MATTN_GGUF_UINT16: case MATTN_GGUF_UINT32: case MATTN_GGUF_UINT64:
+            FUZZ_CHECK(mattn_gguf_val_u64(f, v, &u64) == MATTN_OK);
+            break;
+        case MATTN_GGUF_INT8: case MATTN_GGUF_INT16: case MATTN_GGUF_INT32: case MATTN_GGUF_INT64:
+            FUZZ_CHECK(mattn_gguf_val_i64(f, v, &i64) == MATTN_OK);
+            break;
+        case MATTN_GGUF_FLOAT32: case MATTN_GGUF_FLOAT64:
+            FUZZ_CHECK(mattn_gguf_val_f64(f, v, &f64) == MATTN_OK);
+            break;
+        case MATTN_GGUF_BOOL:
+            FUZZ_CHECK(mattn_gguf_val_bool(f, v, &b) == MATTN_OK);
+            break;
+        case MATTN_GGUF_STRING:
+            FUZZ_CHECK(mattn_gguf_val_str(f, v, &s) == MATTN_OK);
+            break;
+        default:
+            break;
+        }
+    }
+    if (v->type == MATTN_GGUF_STRING && mattn_gguf_val_str(f, v, &s) == MATTN_OK && s.len) g_sink ^= (unsigned char)(s.ptr[0] ^ s.ptr[s.len - 1]);
     if (v->type != MATTN_GGUF_ARRAY) return;
     for (uint64_t i = 0; i < v->n && (*budget)-- > 0; i++) {
         mattn_gguf_value e;
@@ -83,6 +118,73 @@ static void check(const mattn_gguf_file *f, const uint8_t *data, size_t size) {
     }
 }
 
+/* A tokenizer from f's metadata, when it has one: built or refused cleanly;
+ * a built one encodes a fixed text into ids in range that decode. */
+static void tokenizer(const mattn_gguf_file *f) {
+    if (!mattn_gguf_find_kv(f, "tokenizer.ggml.model")) return;
+    mattn_tok *t = (mattn_tok *)&t;
+    const mattn_status st = mattn_tok_init_gguf(f, &t);
+    FUZZ_CHECK((st == MATTN_OK) == (t != NULL));
+    if (st != MATTN_OK) {
+        FUZZ_CHECK(mattn_last_error()[0] != 0);
+        return;
+    }
+    static const char text[] = "<|im_start|>abc xyz  12\n\xc3\xa9\xff~<tool>";
+    const int32_t V = mattn_tok_n_vocab(t);
+    FUZZ_CHECK(V > 0);
+    for (int flags = 0; flags <= MATTN_TOK_SPECIAL; flags++) {
+        int32_t ids[sizeof text];
+        size_t n = 0, len = 0;
+        FUZZ_CHECK(mattn_tok_encode(t, text, sizeof text - 1, flags, ids, sizeof text, &n) == MATTN_OK);
+        FUZZ_CHECK(n <= sizeof text - 1);
+        for (size_t i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < V);
+        FUZZ_CHECK(mattn_tok_decode(t, ids, n, flags, NULL, 0, &len) == MATTN_OK);
+    }
+    for (int32_t id = 0; id < V && id < 4096; id++) {
+        const char *p;
+        size_t len;
+        FUZZ_CHECK(mattn_tok_piece(t, id, MATTN_TOK_SPECIAL, &p, &len) == MATTN_OK);
+        if (len) g_sink ^= (unsigned char)(p[0] ^ p[len - 1]);
+    }
+    mattn_tok_free(t);
+}
+
+/* A "llama" file as a model: opened or refused cleanly; an opened one runs
+ * a forward of two tokens, a decode step and the tokenizer. */
+static void model(const mattn_gguf_file *f, const char *path) {
+    mattn_gguf_str arch;
+    if (mattn_gguf_get_str(f, "general.architecture", &arch) != MATTN_OK || !mattn_gguf_str_eq(arch, "llama")) return;
+    mattn_llama *m = (mattn_llama *)&m;
+    mattn_status st = mattn_llama_open(path, &m);
+    FUZZ_CHECK((st == MATTN_OK) == (m != NULL));
+    if (st != MATTN_OK) {
+        FUZZ_CHECK(mattn_last_error()[0] != 0);
+        return;
+    }
+    mattn_llama_info info;
+    FUZZ_CHECK(mattn_llama_get_info(m, &info) == MATTN_OK);
+    FUZZ_CHECK(info.vocab_size > 0 && info.context_length > 0 && info.d_model > 0);
+    mattn_llama_cache *c = NULL;
+    st = mattn_llama_cache_init(m, info.context_length < 3 ? info.context_length : 3, &c);
+    float *lg = malloc(sizeof(float) * 2 * (size_t)info.vocab_size);
+    if (st == MATTN_OK && lg) {
+        const int32_t tok[2] = {0, info.vocab_size - 1};
+        const int n = mattn_llama_cache_context(c) < 2 ? 1 : 2;
+        st = mattn_llama_forward(m, c, tok, n, lg);
+        FUZZ_CHECK(st == MATTN_OK || st == MATTN_ERR_NUMERIC);
+        if (st == MATTN_OK && mattn_llama_cache_length(c) < mattn_llama_cache_context(c)) {
+            st = mattn_llama_decode(m, c, info.vocab_size / 2, lg);
+            FUZZ_CHECK(st == MATTN_OK || st == MATTN_ERR_NUMERIC);
+        }
+    }
+    free(lg);
+    mattn_llama_cache_free(c);
+    size_t n = 0;
+    st = mattn_llama_tokenize(m, "ab c", 4, 1, NULL, 0, &n);
+    FUZZ_CHECK(st == MATTN_OK || mattn_llama_errmsg(m)[0] != 0);
+    mattn_llama_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512], err2[512], path[64];
     mattn_gguf_file *f = NULL, *g = NULL;
@@ -97,6 +199,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (g) {
             FUZZ_CHECK(mattn_gguf_n_tensors(g) == mattn_gguf_n_tensors(f) && mattn_gguf_n_kv(g) == mattn_gguf_n_kv(f));
             check(g, NULL, 0);
+            tokenizer(g);
+            model(g, path);
         }
         mattn_gguf_close(g);
         close(fd);

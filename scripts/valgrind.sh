@@ -24,11 +24,12 @@ printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$PWD/$b/metaattn" > "$b/metaat
 chmod +x "$b/metaattn-vg"
 
 declare -A cmd
-for t in config dirichlet kernels backward nn layer model decode safetensors fixtures faults threads errors; do
+for t in config dirichlet kernels backward nn layer model decode safetensors fixtures faults threads errors \
+         gguf gguf_bad tokenizer_unit tok_bad llama llama_bad; do
   cmd[$t]="${vg[*]} $b/test_$t"
 done
 for t in backward nn model; do cmd[${t}_f64]="${vg[*]} $b/test_${t}_f64"; done
-for t in safetensors config corpus cli; do cmd[fuzz_replay_$t]="${vg[*]} $b/replay_$t fuzz/seeds/$t fuzz/regress/$t"; done
+for t in safetensors gguf tokenizer config corpus cli; do cmd[fuzz_replay_$t]="${vg[*]} $b/replay_$t fuzz/seeds/$t fuzz/regress/$t"; done
 cmd[custom_expert_example]="${vg[*]} $b/custom_expert"
 cmd[cli]="env METAATTN_TEST_NO_BENCH=1 tests/test_cli.sh $b/metaattn-vg"  # no timed benchmark run
 

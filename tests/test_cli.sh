@@ -40,6 +40,31 @@ echo '{"d_model": 32, "n_heads": 4}' > "$tmp/d32.json"
 check "wrong D" 1 "(B, T, 32)" "$bin" layer --config "$tmp/d32.json" --input $fx/cli_input.safetensors --output "$tmp/o.st"
 check "weights of another shape" 1 "shape" "$bin" layer --config "$tmp/d32.json" --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output "$tmp/o.st"
 check "input without x" 1 "no tensor named 'x'" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_weights.safetensors --output "$tmp/o.st"
+# x must be a float tensor (an integer or bool x is refused, not converted); the mask may be of any dtype
+st_file() { # path, header JSON, data bytes (zeros) then mask bytes (printf escapes)
+  local hdr=$2 n
+  while (( ${#hdr} % 8 )); do hdr+=" "; done
+  n=${#hdr}
+  printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8 & 255)))\\0\\0\\0\\0\\0\\0" > "$1"
+  printf '%s' "$hdr" >> "$1"
+  head -c "$3" /dev/zero >> "$1"
+  printf "${4:-}" >> "$1"
+}
+for dt in I32:4 BOOL:1 U8:1 I64:8; do
+  st_file "$tmp/x_${dt%:*}.st" "{\"x\":{\"dtype\":\"${dt%:*}\",\"shape\":[1,2,16],\"data_offsets\":[0,$((32 * ${dt#*:}))]}}" $((32 * ${dt#*:}))
+  check "layer x ${dt%:*}" 1 "--input $tmp/x_${dt%:*}.st: tensor 'x' has dtype ${dt%:*}, expected a float dtype (F32, F64, F16 or BF16)" \
+    "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/x_${dt%:*}.st" --output "$tmp/xo.st" --eval
+done
+[[ ! -e "$tmp/xo.st" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a refused x wrote an output"; }
+for dt in F16:2 BF16:2 F64:8; do
+  st_file "$tmp/x_${dt%:*}.st" "{\"x\":{\"dtype\":\"${dt%:*}\",\"shape\":[1,2,16],\"data_offsets\":[0,$((32 * ${dt#*:}))]}}" $((32 * ${dt#*:}))
+  check "layer x ${dt%:*}" 0 "RoutingStats(" "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/x_${dt%:*}.st" --output "$tmp/o.st" --eval
+done
+for dt in I32:4:'\1\0\0\0\0\0\0\0' BOOL:1:'\1\0' U8:1:'\1\1'; do
+  IFS=: read -r name size bytes <<< "$dt"
+  st_file "$tmp/m_$name.st" "{\"x\":{\"dtype\":\"F32\",\"shape\":[1,2,16],\"data_offsets\":[0,128]},\"key_padding_mask\":{\"dtype\":\"$name\",\"shape\":[1,2],\"data_offsets\":[128,$((128 + 2 * size))]}}" 128 "$bytes"
+  check "layer mask $name" 0 "RoutingStats(" "$bin" layer --weights $fx/cli_weights.safetensors --input "$tmp/m_$name.st" --output "$tmp/o.st" --eval
+done
 check "unwritable output" 1 "--output" "$bin" layer --weights $fx/cli_weights.safetensors --input $fx/cli_input.safetensors --output /nonexistent/dir/o.st
 
 # real runs: eval soft (parity is checked numerically by test_fixtures), eval hard, training mode
@@ -86,6 +111,23 @@ gg=models/SmolLM2-135M-Instruct.Q4_1.gguf
 check "tokenize no model" 2 "tokenize: --model is required" "$bin" tokenize
 check "tokenize not gguf" 1 "not a GGUF file" "$bin" tokenize --model README.md </dev/null
 check "tokenize no tokenizer" 1 "no metadata key 'tokenizer.ggml.model'" "$bin" tokenize --model tests/fixtures/llama_tiny_f32.gguf </dev/null
+# hostile model files (docs/errors.md, "GGUF models"): each refused by name, exit 1
+printf 'GGUF\1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0' > "$tmp/v1.gguf"
+check "gguf version 1" 1 "$tmp/v1.gguf: GGUF version 1 is not supported (32-bit counts; versions 2 and 3 are)" \
+  "$bin" tokenize --model "$tmp/v1.gguf" </dev/null
+head -c 20000 $fx/llama_tok.gguf > "$tmp/cut.gguf"
+check "gguf truncated" 1 "$tmp/cut.gguf: tensor 'blk.0.ffn_up.weight': data [13760, 14848) exceeds the file (20000 bytes" \
+  "$bin" tokenize --model "$tmp/cut.gguf" </dev/null
+check "gguf architecture" 1 "general.architecture is 'qwen2': only 'llama' is supported" \
+  "$bin" tokenize --model $fx/llama_bad_arch.gguf </dev/null
+check "gguf missing tensor" 1 "tensor 'blk.0.ffn_down.weight' is missing" "$bin" tokenize --model $fx/llama_bad_no_ffn_down.gguf </dev/null
+check "gguf shape" 1 "tensor 'blk.0.attn_k.weight' has shape [32, 8] (ggml order), expected [32, 16]" \
+  "$bin" tokenize --model $fx/llama_bad_k_shape.gguf </dev/null
+check "gguf merge without a space" 1 "--model: tokenizer: $fx/llama_tok_bad_merge.gguf: merge 13 'abc' is not two tokens separated by a space" \
+  "$bin" tokenize --model $fx/llama_tok_bad_merge.gguf </dev/null
+check "gguf vocabulary size" 1 "tokenizer.ggml.tokens has 268 tokens but token_embd.weight has 269 rows (one per token)" \
+  "$bin" tokenize --model $fx/llama_tok_bad_vocab.gguf </dev/null
+check "tokenize small model" 0 "260 36 262" bash -c "printf 'abc xyz' | \"\$1\" tokenize --model $fx/llama_tok.gguf --ids" _ "$bin"
 if [[ -f "$gg" ]]; then
   check "tokenize ids" 0 "19556 28 905 17 216 33 34 35 36 37 2067 108 306 79 3738 108 46" \
     bash -c "printf 'Hello, world! 12345 <|im_start|>' | \"\$1\" tokenize --model $gg --ids" _ "$bin"

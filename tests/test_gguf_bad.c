@@ -70,6 +70,7 @@ static mattn_gguf_file *open_built(const gbuf *g, mattn_status want, const char 
     } else {
         assert_null(f);
         assert_non_null(strstr(err, "built.gguf: "));
+        print_message("  %s\n", err);   /* docs/errors.md quotes them */
     }
     free(copy);
     const char *path = tmpdir_path("built.gguf");

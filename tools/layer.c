@@ -16,8 +16,9 @@ static const char *usage_layer =
     "Runs one Meta-Attention layer (docs/design.md §1) and prints its RoutingStats line\n"
     "and the FLOPs it executed.\n"
     "\n"
-    "  --input X      safetensors with 'x' (B,T,D) float and optionally\n"
-    "                 'key_padding_mask' (B,T), nonzero = real token\n"
+    "  --input X      safetensors with 'x' (B,T,D) of a float dtype (F32, F64, F16,\n"
+    "                 BF16) and optionally 'key_padding_mask' (B,T) of any dtype,\n"
+    "                 nonzero = real token\n"
     "  --output Y     safetensors to write: 'out' (B,T,D), 'alpha' (B,T,K), 'aux_loss' (1),\n"
     "                 'weights' (B,T,K, the merge weights used) and, for the Bayesian\n"
     "                 controller, 'beta_hat' (B,T,K) and 'uncertainty' (B,T)\n"
@@ -66,13 +67,16 @@ static int read_mask(const mattn_tensors *f, const char *in, layer_input *li) {
     float *mf = malloc(N * sizeof(float));
     li->kp = malloc(N);
     if (!mf || !li->kp) { free(mf); return cli_fail(1, "out of memory"); }
-    mattn_tensors_read_f32(f, "key_padding_mask", mf, tm.numel);
+    if (mattn_tensors_read_f32(f, "key_padding_mask", mf, tm.numel) != MATTN_OK) {
+        free(mf);
+        return cli_fail(1, "--input %s: %s", in, mattn_last_error());
+    }
     for (size_t i = 0; i < N; i++) li->kp[i] = mf[i] != 0.0f;
     free(mf);
     return 0;
 }
 
-/* x (B, T, D) of any dtype as float32, and the mask. */
+/* x (B, T, D) of a float dtype as float32, and the mask (any dtype). */
 static int read_input(const char *in, int D, layer_input *li) {
     mattn_tensors *f;
     if (mattn_tensors_open(in, &f) != MATTN_OK) return cli_fail(1, "--input: %s", mattn_last_error());
@@ -80,6 +84,9 @@ static int read_input(const char *in, int D, layer_input *li) {
     int rc = 0;
     if (mattn_tensors_find(f, "x", &tx) != MATTN_OK) {
         rc = cli_fail(1, "--input %s: no tensor named 'x'", in);
+    } else if (!mattn_dtype_is_float(tx.dtype)) { /* an integer or bool x would be converted silently */
+        rc = cli_fail(1, "--input %s: tensor 'x' has dtype %s, expected a float dtype (F32, F64, F16 or BF16)", in,
+                      mattn_dtype_name(tx.dtype));
     } else if (tx.ndim != 3 || tx.shape[2] != D || tx.shape[0] < 1 || tx.shape[1] < 1 ||
                tx.shape[0] * tx.shape[1] > (1 << 28)) {
         rc = cli_fail(1, "--input %s: 'x' must be (B, T, %d) with B, T >= 1, got %d dims [%lld, %lld, %lld]", in, D,
@@ -88,7 +95,8 @@ static int read_input(const char *in, int D, layer_input *li) {
     } else {
         li->B = (int)tx.shape[0], li->T = (int)tx.shape[1];
         if (!(li->x = malloc((size_t)tx.numel * sizeof(float)))) rc = cli_fail(1, "out of memory for the input");
-        else mattn_tensors_read_f32(f, "x", li->x, tx.numel);
+        else if (mattn_tensors_read_f32(f, "x", li->x, tx.numel) != MATTN_OK)
+            rc = cli_fail(1, "--input %s: %s", in, mattn_last_error());
         if (!rc) rc = read_mask(f, in, li);
     }
     mattn_tensors_free(f);

@@ -74,7 +74,7 @@ int cmd_tokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     rc = read_stdin(&text, &len);
     if (!rc && mattn_llama_tokenize(m, text, len, special, NULL, 0, &n) != MATTN_OK)
-        rc = cli_fail(1, "--model %s: %s", model_path, mattn_llama_errmsg(m));
+        rc = cli_fail(1, "--model: %s", mattn_llama_errmsg(m));
     if (!rc && !(ids = malloc(sizeof *ids * (n ? n : 1)))) rc = cli_fail(1, "tokenize: out of memory");
     if (!rc && mattn_llama_tokenize(m, text, len, special, ids, n, &n) != MATTN_OK)
         rc = cli_fail(1, "tokenize: %s", mattn_llama_errmsg(m));

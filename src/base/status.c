@@ -144,7 +144,9 @@ static int alloc_fails(void) {
     const long at = atomic_load_explicit(&g_fail_at, memory_order_relaxed);
     if (at <= 0) return 0;
     const long n = atomic_fetch_add(&g_alloc_count, 1) + 1;
-    return g_alloc_failed = n == at || (n > at && atomic_load(&g_fail_persist));
+    const int fails = n == at || (n > at && atomic_load(&g_fail_persist));
+    if (fails) g_alloc_failed = 1;   /* sticky: a later allocation that succeeds does not clear it */
+    return fails;
 }
 
 static void *counted(void *p) {

@@ -196,6 +196,12 @@ static mattn_status load_tensors(mattn_llama *m) {
         return mattn_set_error(MATTN_ERR_FORMAT, "%s: llama.vocab_size = %d but token_embd.weight has %d rows",
                                mattn_gguf_path(f), vocab_key, hp->vocab_size);
     if ((st = need(f, "token_embd.weight", D, hp->vocab_size, &m->tok_embd))) return st;
+    /* the tokenizer, built on first use, must give ids of this embedding */
+    const mattn_gguf_value *tokens = mattn_gguf_find_kv(f, "tokenizer.ggml.tokens");
+    if (tokens && tokens->type == MATTN_GGUF_ARRAY && tokens->n != (uint64_t)hp->vocab_size)
+        return mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu tokens but token_embd.weight "
+                               "has %d rows (one per token)", mattn_gguf_path(f), (unsigned long long)tokens->n,
+                               hp->vocab_size);
     m->output = mattn_gguf_find_tensor(f, "output.weight");
     hp->tied_output = m->output == NULL;
     if (m->output && (st = need(f, "output.weight", D, hp->vocab_size, &m->output))) return st;

@@ -60,7 +60,7 @@ mattn_status tok_regex_init(mattn_tok *t) {
     pcre2_compile_context *cc = NULL;
     if (!(t->gctx = pcre2_general_context_create(pcre_alloc, pcre_release, NULL)) ||
         !(cc = pcre2_compile_context_create(t->gctx)))
-        return mattn_set_error(MATTN_ERR_NOMEM, "tokenizer: out of memory for PCRE2 contexts");
+        return mattn_set_error(MATTN_ERR_NOMEM, "pre-tokenizer '%s': out of memory for PCRE2 contexts", t->pre->name);
     t->jit = 1;
     for (int i = 0; i < t->pre->n_regex; i++) {
         int err;
@@ -72,8 +72,9 @@ mattn_status tok_regex_init(mattn_tok *t) {
             pcre2_get_error_message(err, msg, sizeof msg);
             pcre2_compile_context_free(cc);
             if (err == PCRE2_ERROR_HEAP_FAILED)
-                return mattn_set_error(MATTN_ERR_NOMEM, "tokenizer: out of memory compiling a regex");
-            return mattn_set_error(MATTN_ERR_FORMAT, "tokenizer: pre type '%s': regex %d at offset %zu: %s",
+                return mattn_set_error(MATTN_ERR_NOMEM, "pre-tokenizer '%s': out of memory compiling regex %d",
+                                       t->pre->name, i);
+            return mattn_set_error(MATTN_ERR_FORMAT, "pre-tokenizer '%s': regex %d at offset %zu: %s",
                                    t->pre->name, i, (size_t)at, (const char *)msg);
         }
         if (pcre2_jit_compile(t->re[i], PCRE2_JIT_COMPLETE) != 0) t->jit = 0; /* interpreted */

@@ -147,9 +147,12 @@ static uint32_t token_bytes(int type, const char *p, uint32_t n, char *out) {
 
 static mattn_status read_vocab(mattn_tok *t, tok_build *b, const mattn_gguf_file *f, const mattn_gguf_value *tokens) {
     const mattn_gguf_value *types = mattn_gguf_find_kv(f, "tokenizer.ggml.token_type");
-    if (types && (types->type != MATTN_GGUF_ARRAY || types->n != tokens->n))
-        return mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.token_type is not an array of %d token types",
-                               b->path, t->n_vocab);
+    if (types && types->type != MATTN_GGUF_ARRAY)
+        return mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.token_type is %s, expected an array of %d token "
+                               "types", b->path, mattn_gguf_vtype_name(types->type), t->n_vocab);
+    if (types && types->n != tokens->n)
+        return mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.token_type has %llu entries for %d tokens (one "
+                               "type per token)", b->path, (unsigned long long)types->n, t->n_vocab);
     size_t total = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {
         mattn_gguf_str s;
@@ -356,8 +359,8 @@ mattn_status mattn_tok_init_gguf(const mattn_gguf_file *f, mattn_tok **out) {
     if (st == MATTN_OK) st = mattn_gguf_get_arr(f, "tokenizer.ggml.tokens", MATTN_GGUF_STRING, &tokens);
     if (st == MATTN_OK) st = mattn_gguf_get_arr(f, "tokenizer.ggml.merges", MATTN_GGUF_STRING, &merges);
     if (st == MATTN_OK && (tokens->n == 0 || tokens->n > INT32_MAX / 2))
-        st = mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu tokens", b.path,
-                             (unsigned long long)tokens->n);
+        st = mattn_set_error(MATTN_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu tokens (1 to %d allowed)", b.path,
+                             (unsigned long long)tokens->n, INT32_MAX / 2);
     if (st == MATTN_OK) {
         t->n_vocab = (int32_t)tokens->n;
         st = alloc_build(t, &b, f, merges);
