@@ -11,51 +11,117 @@
 #include "kernels/simd.h"
 
 
-/* One query against cached keys [lo, hi] (ring: slot s % ring), every head:
- * blocks of 64 keys, scores by dot products, exp vectorised, online softmax
- * across blocks.  Query head h reads K/V head h / kv_group.  Heads run in
- * parallel when the context is long enough to pay for it. */
-double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
-                                     int dh, int lo, int hi, int ring, float *out) {
-    const int g = kv_group > 1 ? kv_group : 1;
-    MATTN_ASSERT(H % g == 0);
-    const float scale = 1.0f / sqrtf((float)dh);
-    #pragma omp parallel for schedule(static) if ((double)(hi - lo + 1) * H * dh > 65536.0)
-    for (int h = 0; h < H; h++) {
-        const float *qh = q + (size_t)h * dh;
-        const float *Kh = K + (size_t)(h / g) * dh, *Vh = V + (size_t)(h / g) * dh;
-        float *o = out + (size_t)h * dh, m = -INFINITY, l = 0.0f;
-        _Alignas(64) float sc[64];
-        for (int i = 0; i < dh; i++) o[i] = 0.0f;
-        for (int s0 = lo; s0 <= hi; s0 += 64) {
-            const int nb = hi - s0 + 1 < 64 ? hi - s0 + 1 : 64, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+#define DEC_BLOCK 64         /* keys per online-softmax step */
+#define DEC_GROUP 8          /* query heads of one K/V head done together (K and V rows read once for them) */
+#define DEC_CHUNK_KEYS 256   /* a chunk of keys per work item at least ... */
+#define DEC_CHUNKS 8         /* ... and at most this many chunks */
+#define DEC_PART 16384       /* floats of the chunks' partial results (stack) */
+
+/* The g (<= DEC_GROUP) query heads q (g rows of dh) of one K/V head over
+ * keys [s_lo, s_hi]: blocks of 64 keys, each key's row read once for all g
+ * scores (dot products) and all g value updates; online softmax across
+ * blocks.  Out: per head the running max m, the sum l and the unnormalised
+ * o (g rows of dh). */
+static void decode_chunk(const float *q, const float *Kh, const float *Vh, int ldkv, int g, int dh, int s_lo,
+                         int s_hi, int ring, float scale, float *m, float *l, float *o) {
+    _Alignas(64) float sc[DEC_GROUP][DEC_BLOCK];
+    for (int h = 0; h < g; h++) {
+        m[h] = -INFINITY, l[h] = 0.0f;
+        for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] = 0.0f;
+    }
+    for (int s0 = s_lo; s0 <= s_hi; s0 += DEC_BLOCK) {
+        const int nb = s_hi - s0 + 1 < DEC_BLOCK ? s_hi - s0 + 1 : DEC_BLOCK;
+        const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
+        for (int j = 0; j < nb; j++) {
+            const int s = s0 + j;
+            const float *k = Kh + (size_t)(ring ? s % ring : s) * ldkv;
+            for (int h = 0; h < g; h++) sc[h][j] = mattn_dot(q + (size_t)h * dh, k, dh) * scale;
+        }
+        for (int h = 0; h < g; h++) {
             float bm = -INFINITY;
-            for (int j = 0; j < nb; j++) {
-                const int s = s0 + j;
-                sc[j] = mattn_dot(qh, Kh + (size_t)(ring ? s % ring : s) * ldkv, dh) * scale;
-                bm = sc[j] > bm ? sc[j] : bm;
-            }
-            for (int j = nb; j < nc; j++) sc[j] = -INFINITY;
-            const float mn = bm > m ? bm : m, corr = expf(m - mn); /* 0 when m == -inf */
-            l *= corr;
-            for (int i = 0; i < dh; i++) o[i] *= corr;
+            for (int j = 0; j < nb; j++) bm = sc[h][j] > bm ? sc[h][j] : bm;
+            for (int j = nb; j < nc; j++) sc[h][j] = -INFINITY;
+            const float mn = bm > m[h] ? bm : m[h], corr = expf(m[h] - mn); /* 0 when m == -inf */
+            l[h] *= corr;
+            for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] *= corr;
             mattn_vf vs = vset1(0.0f);
             for (int j = 0; j < nc; j += MATTN_VL) {
-                const mattn_vf p = vexp(vload(sc + j) - vset1(mn));
+                const mattn_vf p = vexp(vload(sc[h] + j) - vset1(mn));
                 vs += p;
-                vstore(sc + j, p);
+                vstore(sc[h] + j, p);
             }
-            l += vhsum(vs);
-            m = mn;
-            for (int j = 0; j < nb; j++) {
-                const int s = s0 + j;
-                mattn_axpy(o, sc[j], Vh + (size_t)(ring ? s % ring : s) * ldkv, dh);
+            l[h] += vhsum(vs);
+            m[h] = mn;
+        }
+        for (int j = 0; j < nb; j++) {
+            const int s = s0 + j;
+            const float *v = Vh + (size_t)(ring ? s % ring : s) * ldkv;
+            for (int h = 0; h < g; h++) mattn_axpy(o + (size_t)h * dh, sc[h][j], v, dh);
+        }
+    }
+}
+
+/* One query against cached keys [lo, hi] (ring: slot s % ring), every head.
+ * Query head h reads K/V head h / kv_group.  Work items are (a group of up
+ * to DEC_GROUP query heads of one K/V head, a chunk of the keys): the
+ * chunks (their number fixed by the context length alone, never by the
+ * thread count, so the result is the same bits for any thread count) keep
+ * both threads busy when there are few K/V heads (SmolLM2: 3) and the
+ * shared rows are read once per group; the chunks' partial softmaxes are
+ * combined in chunk order (flash-decoding).  Items run in parallel when
+ * the context is long enough to pay for it. */
+double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
+                                     int dh, int lo, int hi, int ring, float *out) {
+    const int g = kv_group > 1 ? kv_group : 1, n = hi - lo + 1;
+    MATTN_ASSERT(H % g == 0);
+    const float scale = 1.0f / sqrtf((float)dh);
+    const int sub = (g + DEC_GROUP - 1) / DEC_GROUP; /* head groups per K/V head */
+    int C = n / DEC_CHUNK_KEYS;
+    C = C < 1 ? 1 : C > DEC_CHUNKS ? DEC_CHUNKS : C;
+    while (C > 1 && (size_t)C * H * (dh + 2) > DEC_PART) C--;
+    float part[DEC_PART]; /* C > 1: per chunk and head m, l, o (dh) */
+    const int items = (H / g) * sub * C;
+    #pragma omp parallel for schedule(static) if ((double)n * H * dh > 65536.0)
+    for (int it = 0; it < items; it++) {
+        const int c = it % C, hg = it / C, hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
+        const int gn = hk * g + g - h0 < DEC_GROUP ? hk * g + g - h0 : DEC_GROUP;
+        const int s_lo = lo + (int)((int64_t)n * c / C), s_hi = lo + (int)((int64_t)n * (c + 1) / C) - 1;
+        float m[DEC_GROUP], l[DEC_GROUP];
+        float *o = C > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
+        if (C > 1) {
+            _Alignas(64) float ob[DEC_GROUP * MATTN_MAX_HEAD_DIM];
+            decode_chunk(q + (size_t)h0 * dh, K + (size_t)hk * dh, V + (size_t)hk * dh, ldkv, gn, dh, s_lo, s_hi,
+                         ring, scale, m, l, ob);
+            for (int h = 0; h < gn; h++) {
+                float *p = o + (size_t)h * (dh + 2);
+                p[0] = m[h], p[1] = l[h];
+                for (int i = 0; i < dh; i++) p[2 + i] = ob[(size_t)h * dh + i];
+            }
+        } else {
+            decode_chunk(q + (size_t)h0 * dh, K + (size_t)hk * dh, V + (size_t)hk * dh, ldkv, gn, dh, s_lo, s_hi,
+                         ring, scale, m, l, o);
+            for (int h = 0; h < gn; h++) {
+                const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+                for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] *= inv;
             }
         }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (int i = 0; i < dh; i++) o[i] *= inv;
     }
-    return 4.0 * (hi - lo + 1) * (double)H * dh;
+    for (int h = 0; C > 1 && h < H; h++) { /* the chunks' softmaxes into one, chunk by chunk */
+        float mx = -INFINITY, L = 0.0f, *oh = out + (size_t)h * dh;
+        for (int c = 0; c < C; c++) {
+            const float mc = part[((size_t)c * H + h) * (dh + 2)];
+            mx = mc > mx ? mc : mx;
+        }
+        for (int i = 0; i < dh; i++) oh[i] = 0.0f;
+        for (int c = 0; c < C; c++) {
+            const float *p = part + ((size_t)c * H + h) * (dh + 2), w = p[1] > 0.0f ? expf(p[0] - mx) : 0.0f;
+            L += p[1] * w;
+            for (int i = 0; i < dh; i++) oh[i] += w * p[2 + i];
+        }
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        for (int i = 0; i < dh; i++) oh[i] *= inv;
+    }
+    return 4.0 * n * (double)H * dh;
 }
 
 /* The plain formula: every score, the max, the exponentials, the weighted
