@@ -16,6 +16,7 @@
 #define DEC_CHUNK_KEYS 256   /* a chunk of keys per work item at least ... */
 #define DEC_CHUNKS 8         /* ... and at most this many chunks */
 #define DEC_PART 16384       /* floats of the chunks' partial results (stack) */
+#define DEC_AHEAD 16         /* keys ahead whose K and V rows are prefetched (32: the same) */
 
 /* The g (<= DEC_GROUP) query heads q (g rows of dh) of one K/V head over
  * keys [s_lo, s_hi]: blocks of 64 keys, each key's row read once for all g
@@ -35,7 +36,22 @@ static void decode_chunk(const float *q, const float *Kh, const float *Vh, int l
         for (int j = 0; j < nb; j++) {
             const int s = s0 + j;
             const float *k = Kh + (size_t)(ring ? s % ring : s) * ldkv;
-            for (int h = 0; h < g; h++) sc[h][j] = mattn_dot(q + (size_t)h * dh, k, dh) * scale;
+            if (!ring && s + DEC_AHEAD <= s_hi) /* rows ldkv apart: the hardware prefetchers stop at each page */
+                for (int i = 0; i < dh; i += 16) {
+                    __builtin_prefetch(Kh + (size_t)(s + DEC_AHEAD) * ldkv + i);
+                    __builtin_prefetch(Vh + (size_t)(s + DEC_AHEAD) * ldkv + i);
+                }
+            if (dh % MATTN_VL == 0) { /* one vector accumulator, a tree sum: mattn_dot's 16 partial sums end in
+                                       * a chain of 16 dependent adds, which dominated this loop */
+                for (int h = 0; h < g; h++) {
+                    const float *qh = q + (size_t)h * dh;
+                    mattn_vf acc = vset1(0.0f);
+                    for (int i = 0; i < dh; i += MATTN_VL) acc += vload(qh + i) * vload(k + i);
+                    sc[h][j] = vhsum(acc) * scale;
+                }
+            } else {
+                for (int h = 0; h < g; h++) sc[h][j] = mattn_dot(q + (size_t)h * dh, k, dh) * scale;
+            }
         }
         for (int h = 0; h < g; h++) {
             float bm = -INFINITY;
