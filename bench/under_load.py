@@ -46,7 +46,8 @@ def run(cmd, policy, key):
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
     if p.returncode:
-        sys.exit("under_load: %s failed (exit %d):\n%s" % (shlex.join(cmd), p.returncode, p.stderr[-2000:].decode(errors="replace")))
+        sys.exit("under_load: %s failed (exit %d):\n%s"
+                 % (shlex.join(cmd), p.returncode, p.stderr[-2000:].decode(errors="replace")))
     return json.loads(p.stdout)[key] if key else wall
 
 
