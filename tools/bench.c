@@ -294,7 +294,10 @@ static int wants_model(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--context") || !strcmp(argv[i], "--decode")) return 1;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
-            if (!strcmp(argv[i], valued[k])) i++;
+            if (!strcmp(argv[i], valued[k])) {
+                i++; /* its value; past the end when it is the last argument */
+                break;
+            }
     }
     return 0;
 }

@@ -22,6 +22,9 @@
  */
 #ifndef MATTN_F64
 
+#include <float.h>
+#include <math.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -198,6 +201,12 @@ static void quantize_row_x(const float *x, int K, int8_t *q, float *d, float *s)
         mattn_vf a = vset1(0.0f);
         for (int v = 0; v < NVB; v++) a = vmax(a, vmax(vload(x + v * MATTN_VL), -vload(x + v * MATTN_VL)));
         const float amax = vhmax(a), db = amax / 127, id = db != 0.0f ? 1.0f / db : 0.0f;
+        if (!(amax <= FLT_MAX)) { /* x not finite (an overflowing model): the block's products become NaN, which
+                                   * the caller's check reports, instead of undefined float-to-int conversions */
+            memset(q, 0, QK);
+            d[b] = s[b] = NAN;
+            continue;
+        }
         mattn_vi sum = {0};
         for (int v = 0; v < NVB; v++) {
             const mattn_vf r = (vload(x + v * MATTN_VL) * id + 0x1.8p23f) - 0x1.8p23f; /* nearest, |r| <= 127 */
