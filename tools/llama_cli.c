@@ -172,6 +172,7 @@ static int tokens_of(llm *r, const char *text, int special, int32_t **ids, size_
 
 /* Prefill ids[0..n) and leave the next token's logits in r->logits. */
 static int llm_prefill(llm *r, const int32_t *ids, size_t n) {
+    if (n == 0) return cli_fail(1, "--prompt: no tokens (its bytes have none in the vocabulary)");
     if (n > (size_t)(mattn_llama_cache_context(r->c) - mattn_llama_cache_length(r->c)))
         return cli_fail(1, "%zu tokens do not fit in the cache: %d of %d positions are left (--context)", n,
                         mattn_llama_cache_context(r->c) - mattn_llama_cache_length(r->c),
