@@ -198,18 +198,24 @@ static void xq_carve(char *scratch, int M, int K, xq_t *o) {
 static void quantize_row_x(const float *x, int K, int8_t *q, float *d, float *s) {
     typedef int8_t q_vsb __attribute__((vector_size(MATTN_VL)));
     for (int b = 0; b < K / QK; b++, x += QK, q += QK) {
-        mattn_vf a = vset1(0.0f);
-        for (int v = 0; v < NVB; v++) a = vmax(a, vmax(vload(x + v * MATTN_VL), -vload(x + v * MATTN_VL)));
+        mattn_vf a = vset1(0.0f), z = vset1(0.0f);
+        for (int v = 0; v < NVB; v++) {
+            const mattn_vf xv = vload(x + v * MATTN_VL);
+            a = vmax(a, vmax(xv, -xv));
+            z += xv - xv; /* 0 unless a lane is Inf or NaN (which vmax may drop) */
+        }
         const float amax = vhmax(a), db = amax / 127, id = db != 0.0f ? 1.0f / db : 0.0f;
-        if (!(amax <= FLT_MAX)) { /* x not finite (an overflowing model): the block's products become NaN, which
-                                   * the caller's check reports, instead of undefined float-to-int conversions */
+        if (vhsum(z) != 0.0f) { /* x not finite (an overflowing model): the block's products become NaN, which
+                                 * the caller's check reports, instead of undefined float-to-int conversions */
             memset(q, 0, QK);
             d[b] = s[b] = NAN;
             continue;
         }
         mattn_vi sum = {0};
         for (int v = 0; v < NVB; v++) {
-            const mattn_vf r = (vload(x + v * MATTN_VL) * id + 0x1.8p23f) - 0x1.8p23f; /* nearest, |r| <= 127 */
+            /* nearest, |r| <= 127; a block so small that 1 / d overflows (subnormal d) divides instead */
+            const mattn_vf xv = vload(x + v * MATTN_VL), xs = id <= FLT_MAX ? xv * id : xv / vset1(db);
+            const mattn_vf r = (xs + 0x1.8p23f) - 0x1.8p23f;
             const mattn_vi qi = __builtin_convertvector(r, mattn_vi);
             const q_vsb qb = __builtin_convertvector(qi, q_vsb);
             memcpy(q + v * MATTN_VL, &qb, sizeof qb);
