@@ -35,15 +35,7 @@ static const char *const TYPES[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"
 
 /* A tensor of the reference file as floats (n of them). */
 static float *ref_tensor(const char *name, int64_t n) {
-    mattn_tensors *f = NULL;
-    if (mattn_tensors_open(REF, &f) != MATTN_OK) fail_msg("%s", mattn_last_error());
-    mattn_tensor_info info;
-    if (mattn_tensors_find(f, name, &info) != MATTN_OK) fail_msg("%s: no tensor %s", REF, name);
-    assert_int_equal(info.numel, n);
-    float *x = falloc((size_t)n);
-    assert_int_equal(mattn_tensors_read_f32(f, name, x, n), MATTN_OK);
-    mattn_tensors_free(f);
-    return x;
+    return read_ref_tensor(REF, name, n);
 }
 
 static void ref_tokens(int32_t *tok) {

@@ -94,6 +94,20 @@ static __attribute__((unused)) float *falloc(size_t n) {
 
 /* Scratch directory of a test program: g_tmpdir, made by tmpdir_setup and
  * removed with its contents by tmpdir_teardown (cmocka group fixtures). */
+/* Tensor `name` of the safetensors file `path` as n floats (fails the test
+ * when the file, the tensor or its size is not as expected). */
+static __attribute__((unused)) float *read_ref_tensor(const char *path, const char *name, int64_t n) {
+    mattn_tensors *f = NULL;
+    if (mattn_tensors_open(path, &f) != MATTN_OK) fail_msg("%s", mattn_last_error());
+    mattn_tensor_info info;
+    if (mattn_tensors_find(f, name, &info) != MATTN_OK) fail_msg("%s: no tensor %s", path, name);
+    assert_int_equal(info.numel, n);
+    float *x = falloc((size_t)n);
+    assert_int_equal(mattn_tensors_read_f32(f, name, x, n), MATTN_OK);
+    mattn_tensors_free(f);
+    return x;
+}
+
 static char g_tmpdir[64];
 
 static __attribute__((unused)) int tmpdir_setup(void **state) {
