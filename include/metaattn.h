@@ -709,12 +709,23 @@ typedef enum mattn_llama_act { MATTN_LLAMA_ACT_Q8 = 0, MATTN_LLAMA_ACT_F32 = 1 }
 MATTN_API mattn_status mattn_llama_set_activations(mattn_llama *m, mattn_llama_act act);
 
 /* A decode cache: one sequence's RoPE'd keys and values for every layer
- * (float32, context x n_kv_heads*head_dim each, allocated up front; the
- * memory is touched only as positions fill) and the activations of a
- * forward.  context 0 takes the model's context_length; more than that is
- * MATTN_ERR_INVALID_ARG. */
+ * (context x n_kv_heads*head_dim each, allocated up front; the memory is
+ * touched only as positions fill) and the activations of a forward.
+ * context 0 takes the model's context_length; more than that is
+ * MATTN_ERR_INVALID_ARG.  How the keys and values are stored:
+ *   MATTN_LLAMA_KV_F16  (mattn_llama_cache_init) IEEE halves, rounded to
+ *                       nearest even, as llama.cpp's default cache: half
+ *                       the memory and half the bytes a decode step reads
+ *                       at long context; logits move by ~1e-3 (SmolLM2,
+ *                       tests/test_llama_model.c);
+ *   MATTN_LLAMA_KV_F32  floats: with MATTN_LLAMA_ACT_F32, the fp32
+ *                       reference to rounding.
+ * Another value: MATTN_ERR_INVALID_ARG. */
 typedef struct mattn_llama_cache mattn_llama_cache;
+typedef enum mattn_llama_kv { MATTN_LLAMA_KV_F16 = 0, MATTN_LLAMA_KV_F32 = 1 } mattn_llama_kv;
 MATTN_API mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cache **out);
+MATTN_API mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_kv kv,
+                                                 mattn_llama_cache **out);
 MATTN_API void mattn_llama_cache_free(mattn_llama_cache *c);
 MATTN_API void mattn_llama_cache_reset(mattn_llama_cache *c);          /* length 0 */
 MATTN_API int mattn_llama_cache_length(const mattn_llama_cache *c);    /* positions held */

@@ -140,11 +140,13 @@ else
   echo "SKIP tokenize on $gg (scripts/get-model.sh smollm2)"
 fi
 
-# generate / chat / eval on a GGUF model: the exact (f32 activations) greedy
-# continuation is the reference's (tests/fixtures/gen_llama_model_ref.py,
-# prompt 0); usage errors name the flag
+# generate / chat / eval on a GGUF model: the exact (f32 activations and
+# cache) greedy continuation is the reference's
+# (tests/fixtures/gen_llama_model_ref.py, prompt 0); usage errors name the flag
 check "generate gguf bad activations" 2 "--activations: expected q8 or f32, got 'fp8'" \
   "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf --activations fp8
+check "eval gguf bad kv" 2 "--kv: expected f16 or f32, got 'q8'" \
+  "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf --data README.md --kv q8
 check "generate gguf context" 2 "--context 129 exceeds the model's context 128" \
   "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf --context 129
 check "generate gguf no tokenizer" 1 "tokenizer.ggml.model" "$bin" generate --model tests/fixtures/llama_tiny_f32.gguf
@@ -154,9 +156,9 @@ check "eval gguf stride" 2 "--stride 9 exceeds --context 8" \
   "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf --data README.md --context 8 --stride 9
 if [[ -f "$gg" ]]; then
   check "chat one-shot" 0 "The capital of France is Paris." \
-    "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --tokens 12
+    "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --kv f32 --tokens 12
   check "chat lines keep history" 0 "The capital of Italy is Rome." bash -c "printf 'What is the capital of France?\nAnd of Italy?\n' | \
-    \"\$1\" chat --model $gg --temperature 0 --activations f32 --tokens 12" _ "$bin"
+    \"\$1\" chat --model $gg --temperature 0 --activations f32 --kv f32 --tokens 12" _ "$bin"
   check "generate gguf greedy" 0 "stop: --tokens" \
     "$bin" generate --model $gg --prompt "The capital of France is" --temperature 0 --tokens 8
   check "generate gguf json" 0 '"tokens": 8' "$bin" generate --model $gg --prompt "Hello" --tokens 8 --json
@@ -185,7 +187,7 @@ if [[ -f "$gg" ]]; then
   if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
     "$bin" bench --model "$gg" --context 16 --decode 4 --threads 1 --json - >"$tmp/m.json" 2>"$tmp/m.txt"
     check "bench model table" 0 "decode 4 tokens at context 16" cat "$tmp/m.txt"
-    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s peak_rss_mb activations"
+    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv"
     if command -v python3 >/dev/null; then
       check "bench model JSON" 0 "keys ok" python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))

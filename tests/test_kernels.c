@@ -558,6 +558,64 @@ static void test_softmax_decode_gqa(void **st) {
         }
 }
 
+/* Keys and values through a mattn_kv view — head by head (ld = dh,
+ * hstride = cap*dh), as floats or halves — against the same values (halves
+ * rounded back to floats) as rows: the decode step and the prefill forward
+ * give the same bits, and each is near its reference on the view. */
+static void test_softmax_kv_views(void **st) {
+    (void)st;
+    const int shapes[][3] = {{9, 3, 64}, {6, 2, 16}, {18, 1, 32}, {4, 2, 24}};
+    for (int si = 0; si < 4; si++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], g = H / Hkv, cap = 700;
+            const int Dq = H * dh, Dkv = Hkv * dh, T = 5;
+            const size_t n = (size_t)cap * Dkv, es = f16 ? 2 : 4;
+            float *K = falloc(n), *V = falloc(n), *q = falloc((size_t)T * Dq), *o = falloc((size_t)T * Dq);
+            float *r = falloc((size_t)T * Dq);
+            char *Kv = malloc(n * es), *Vv = malloc(n * es);
+            fill(K, n, 41 + si, 1.0f);
+            fill(V, n, 42 + si, 1.0f);
+            fill(q, (size_t)T * Dq, 43 + si, 1.0f);
+            for (int s = 0; s < cap; s++) /* rows (s, Dkv) -> heads (Hkv, cap, dh); rows keep what the view holds */
+                for (int j = 0; j < Hkv; j++)
+                    for (int i = 0; i < dh; i++) {
+                        const size_t row = (size_t)s * Dkv + (size_t)j * dh + i, hm = ((size_t)j * cap + s) * dh + i;
+                        if (f16) {
+                            ((uint16_t *)Kv)[hm] = mattn_f32_to_f16(K[row]);
+                            ((uint16_t *)Vv)[hm] = mattn_f32_to_f16(V[row]);
+                            K[row] = mattn_f16_to_f32(((uint16_t *)Kv)[hm]);
+                            V[row] = mattn_f16_to_f32(((uint16_t *)Vv)[hm]);
+                        } else {
+                            ((float *)Kv)[hm] = K[row], ((float *)Vv)[hm] = V[row];
+                        }
+                    }
+            const mattn_kv kv = {Kv, Vv, dh, (int64_t)cap * dh, f16};
+            const int spans[][2] = {{0, 0}, {0, 70}, {5, 300}, {0, 699}};
+            for (int sp = 0; sp < 4; sp++)
+                for (int ring = 0; ring <= 9; ring += 9) {
+                    int lo = spans[sp][0], hi = spans[sp][1];
+                    if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
+                    mattn_attn_softmax_decode_kv(q, &kv, H, g, dh, lo, hi, ring, o);
+                    mattn_attn_softmax_decode_gqa(q, K, V, Dkv, H, g, dh, lo, hi, ring, r);
+                    if (memcmp(o, r, sizeof(float) * Dq)) fail_msg("decode view != rows: shape %d f16 %d span %d ring %d", si, f16, sp, ring);
+                    mattn_attn_softmax_decode_kv_ref(q, &kv, H, g, dh, lo, hi, ring, r);
+                    assert_close(o, r, (size_t)Dq, 2e-5, "decode on a view vs ref");
+                }
+            for (int Tk = T; Tk <= cap; Tk += cap - T) { /* a chunk of T queries at the end of Tk keys */
+                mattn_attn_args a = {.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = K, .v = V,
+                                     .ldkv = Dkv, .kv_group = g, .out = r, .ldo = Dq, .causal = 1, .window = -1};
+                set_attn_scratch(&a);
+                mattn_attn_softmax_forward(&a);
+                a.k = a.v = NULL, a.ldkv = 0, a.kv = &kv, a.out = o;
+                mattn_attn_softmax_forward(&a);
+                assert_memory_equal(o, r, sizeof(float) * T * Dq);
+                mattn_attn_softmax_forward_ref(&a);
+                assert_close(o, r, (size_t)T * Dq, 2e-5, "prefill on a view vs ref");
+            }
+            free(K); free(V); free(q); free(o); free(r); free(Kv); free(Vv);
+        }
+}
+
 // ---------------------------------------------------------------- vector functions
 /* The SIMD exp, erf-based GELU, its derivative and phi against libm in
  * double, over [-30, 30] (every lane, tails included). */
@@ -619,6 +677,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
         cmocka_unit_test(test_softmax_gqa_equals_mha),
         cmocka_unit_test(test_softmax_decode_gqa),
+        cmocka_unit_test(test_softmax_kv_views),
         cmocka_unit_test(test_vector_functions_vs_libm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -408,6 +408,42 @@ static void test_half_loads(void **st) {
     }
 }
 
+/* mattn_f32_to_f16: every half back to itself; a million floats of every
+ * magnitude against the naive formula (the nearest multiple of the half's
+ * spacing at that binade, ties to even, in double) and, where the build has
+ * F16C, against vcvtps2ph. */
+static void test_half_store(void **st) {
+    (void)st;
+    for (uint32_t u = 0; u < 65536; u++) {
+        const float f = mattn_f16_to_f32((uint16_t)u);
+        const uint16_t back = mattn_f32_to_f16(f);
+        if (isnan(f) ? !isnan(mattn_f16_to_f32(back)) : back != u)
+            fail_msg("half 0x%04x -> %a -> 0x%04x", u, (double)f, back);
+    }
+    for (uint64_t b = 0; b < (1ull << 32); b += 4093) {
+        const uint32_t bits = (uint32_t)b;
+        float f;
+        memcpy(&f, &bits, 4);
+        const uint16_t h = mattn_f32_to_f16(f);
+        const float got = mattn_f16_to_f32(h);
+        if (isnan(f)) {
+            if (!isnan(got)) fail_msg("NaN %08x -> 0x%04x", bits, h);
+            continue;
+        }
+        const double a = fabs((double)f);
+        int e = a > 0.0 ? (int)floor(log2(a)) : -14;
+        e = e < -14 ? -14 : e;
+        double want = nearbyint(a / ldexp(1.0, e - 10)) * ldexp(1.0, e - 10);
+        if (want >= 65520.0 || isinf(a)) want = INFINITY;
+        want = signbit(f) ? -want : want;
+        if (got != (float)want || signbit(got) != signbit(f))
+            fail_msg("%a -> 0x%04x = %a, expected %a", (double)f, h, (double)got, want);
+#if defined(__F16C__)
+        if (h != _cvtss_sh(f, 0)) fail_msg("%a -> 0x%04x, vcvtps2ph 0x%04x", (double)f, h, _cvtss_sh(f, 0));
+#endif
+    }
+}
+
 /* vdot4_u8s8 (vpdpbusd, or its portable form) against the scalar sum, every
  * byte value on both sides. */
 static void test_vdot4(void **st) {
@@ -482,6 +518,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_half_loads),
+        cmocka_unit_test(test_half_store),
         cmocka_unit_test(test_vdot4),
         cmocka_unit_test(test_quantisers_match_gguf),
         cmocka_unit_test(test_fast_vs_ref),

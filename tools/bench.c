@@ -20,7 +20,7 @@
 const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
     "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--activations A]\n"
-    "                      [--threads N] [--json FILE]\n"
+    "                      [--kv T] [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -38,7 +38,8 @@ const char cli_bench_usage[] =
     "against llama.cpp): the prefill of N tokens into a fresh cache of N + decode\n"
     "positions, then greedy decode steps from context N; prefill and decode tokens/s,\n"
     "decode GB/s of weights (the bytes of every matrix a token reads, head included,\n"
-    "times tokens/s), peak RSS.  The prompt: N pseudo-random ids in [0, vocab) from\n"
+    "times tokens/s) and with the cache (plus the keys and values a step reads),\n"
+    "peak RSS.  The prompt: N pseudo-random ids in [0, vocab) from\n"
     "SplitMix64 seeded 1, the same every run.\n"
     "\n"
     "  --model FILE   a GGUF model (scripts/get-model.sh smollm2)\n"
@@ -47,10 +48,11 @@ const char cli_bench_usage[] =
     "  --min-time S   repeat prefill + decode while under S seconds, best kept\n"
     "                 (default 0: once, after an untimed warm-up of 64 tokens)\n"
     "  --activations A  q8 (default, 8-bit as llama.cpp) or f32\n"
+    "  --kv T         the cache: f16 (default, as llama.cpp) or f32\n"
     "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
-    "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"peak_rss_mb\",\n"
-    "                 \"activations\"} ('-' = stdout)\n";
+    "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"decode_total_gb_s\",\n"
+    "                 \"peak_rss_mb\", \"activations\", \"kv\"} ('-' = stdout)\n";
 
 // ----------------------------------------------------------------------------
 // hard routing with forced routes (P3), long T (P6)

@@ -38,6 +38,7 @@ typedef struct {
     float *logits;   /* (vocab) */
     int N, D;
     const char *act; /* "q8" or "f32" */
+    const char *kv;  /* "f16" or "f32" */
 } model_run;
 
 static int32_t argmax(const float *x, int n) {
@@ -102,16 +103,21 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
     snprintf(name, sizeof name, "prefill %d tokens", r->N);
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s\n", name, tp * 1e3, r->N / tp);
     snprintf(name, sizeof name, "decode %d tokens at context %d", r->D, r->N);
-    fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights\n", name, td * 1e3, r->D / td,
-            wgb * r->D / td);
+    /* the cache a step reads: K and V of every layer over the positions so far (N + D/2 on average) */
+    const double kvgb = 2.0 * r->info.n_layers * r->info.n_kv_heads * r->info.head_dim * (r->N + r->D / 2.0) *
+                        (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
+    fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights, %.2f GB/s with the cache\n", name,
+            td * 1e3, r->D / td, wgb * r->D / td, (wgb + kvgb) * r->D / td);
     fprintf(tab, "  %-36s %10.1f MB\n", "peak RSS", rss_mb);
     if (!js) return;
     fprintf(js, "{\"model\": \"");
     json_str(js, path);
     fprintf(js, "\", \"file_mb\": %.6g, \"threads\": %d, \"context\": %d, \"prefill_tokens\": %d, "
                 "\"prefill_s\": %.6g, \"prefill_tok_s\": %.6g, \"decode_tokens\": %d, \"decode_s\": %.6g, "
-                "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"peak_rss_mb\": %.6g, \"activations\": \"%s\"}\n",
-            file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td, rss_mb, r->act);
+                "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"decode_total_gb_s\": %.6g, "
+                "\"peak_rss_mb\": %.6g, \"activations\": \"%s\", \"kv\": \"%s\"}\n",
+            file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td,
+            (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv);
 }
 
 /* The header: the model, the threads, the prompt's first ids. */
@@ -123,8 +129,8 @@ static void header(const model_run *r, const char *path, FILE *tab, int threads,
             h->weight_bytes * 1e-6);
     fprintf(tab, "  prompt: %d SplitMix64 ids in [0, %d), seed %d:", r->N, h->vocab_size, PROMPT_SEED);
     for (int i = 0; i < r->N && i < 8; i++) fprintf(tab, " %d", r->tokens[i]);
-    fprintf(tab, "%s\n  context %d, then %d greedy decode steps (cache of %d positions), %s activations\n",
-            r->N > 8 ? " ..." : "", r->N, r->D, r->N + r->D, r->act);
+    fprintf(tab, "%s\n  context %d, then %d greedy decode steps (%s cache of %d positions), %s activations\n",
+            r->N > 8 ? " ..." : "", r->N, r->D, r->kv, r->N + r->D, r->act);
 }
 
 /* The model, its checks against --context and --decode (usage errors:
@@ -138,7 +144,7 @@ static int setup(model_run *r, const char *path) {
     if ((long long)r->N + r->D > ctx)
         return cli_fail(EXIT_USAGE, "--context %d + --decode %d = %lld positions: beyond the model's context length "
                         "%d (%s)", r->N, r->D, (long long)r->N + r->D, ctx, path);
-    if (mattn_llama_cache_init(r->m, r->N + r->D, &r->c) != MATTN_OK)
+    if (mattn_llama_cache_init_kv(r->m, r->N + r->D, cli_llama_kv(r->kv), &r->c) != MATTN_OK)
         return cli_fail(1, "bench: a cache of %d positions: %s", r->N + r->D, mattn_llama_errmsg(r->m));
     r->tokens = malloc(sizeof *r->tokens * (size_t)r->N);
     r->logits = malloc(sizeof *r->logits * (size_t)V);
@@ -149,7 +155,7 @@ static int setup(model_run *r, const char *path) {
 }
 
 int cmd_bench_model(int argc, char **argv) {
-    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL;
+    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL;
     long long N = 512, D = 32, threads = 0;
     double min_time = 0.0;
     int quick = 0;
@@ -159,7 +165,7 @@ int cmd_bench_model(int argc, char **argv) {
                             OPT_INT("--threads", &threads, 1, 1024),
                             OPT_DOUBLE("--min-time", &min_time, 0.0, 3600.0),
                             OPT_STRING("--json", &json),
-                            OPT_STRING("--activations", &act),
+                            OPT_STRING("--activations", &act), OPT_STRING("--kv", &kv),
                             OPT_STRING("--only", &only),
                             OPT_FLAG("--quick", &quick),
                             OPT_END};
@@ -170,13 +176,12 @@ int cmd_bench_model(int argc, char **argv) {
     if (only || quick)
         return cli_fail(EXIT_USAGE, "bench: %s does not apply to --model (the model bench has no groups or quick "
                         "shapes: --context and --decode size it)", only ? "--only" : "--quick");
-    if (act && strcmp(act, "q8") && strcmp(act, "f32"))
-        return cli_fail(EXIT_USAGE, "--activations: expected q8 or f32, got '%s'", act);
+    if ((rc = cli_llama_modes(act, kv))) return rc;
     if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     const int nthreads = cli_set_threads(threads);
     struct stat st;
     const double file_mb = stat(path, &st) == 0 ? st.st_size * 1e-6 : 0.0;
-    model_run r = {.N = (int)N, .D = (int)D};
+    model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16"};
     FILE *tab = stdout, *js = NULL;
     rc = setup(&r, path);
     if (!rc && act && !strcmp(act, "f32")) mattn_llama_set_activations(r.m, MATTN_LLAMA_ACT_F32);

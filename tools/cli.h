@@ -94,6 +94,11 @@ int cmd_chat(int argc, char **argv);
  * commands above hand over when --model names one. */
 int cmd_generate_llama(int argc, char **argv);
 int cmd_eval_llama(int argc, char **argv);
+/* --activations (NULL, q8 or f32) and --kv (NULL, f16 or f32) of the GGUF
+ * commands: 0, or a usage error naming the flag and the value. */
+int cli_llama_modes(const char *activations, const char *kv);
+/* The cache type --kv names (NULL: f16, the default). */
+mattn_llama_kv cli_llama_kv(const char *kv);
 /* 1 when argv has --model FILE and FILE starts with the GGUF magic. */
 int cli_model_is_gguf(int argc, char **argv);
 /* The sampling flags' parsers (OPT_CUSTOM): --top-k into an int, --top-p

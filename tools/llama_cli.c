@@ -29,7 +29,10 @@ static const char *usage_generate_llama =
     "  --seed N            sampling seed (default 1)\n"
     "  --context N         cache positions (default: the prompt plus N tokens, at\n"
     "                      most the model's context)\n"
-    "  --activations A     q8 (default: 8-bit, as llama.cpp) or f32 (exact, slower)\n"
+    "  --activations A     q8 (default: 8-bit, as llama.cpp) or f32 (slower; with\n"
+    "                      --kv f32 the fp32 reference to rounding)\n"
+    "  --kv T              the cache's keys and values: f16 (default, as llama.cpp)\n"
+    "                      or f32 (twice the memory)\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  --json              print one JSON object at the end instead of streaming\n"
     "  -h, --help          show this help\n";
@@ -49,11 +52,12 @@ static const char *usage_chat =
     "  --context N         cache positions for the whole chat (default: the model's)\n"
     "  --temperature X, --top-k K, --top-p P, --seed N   as for generate\n"
     "  --activations A     q8 (default) or f32\n"
+    "  --kv T              f16 (default) or f32 cache\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  -h, --help          show this help\n";
 
 typedef struct llm_opts {
-    const char *model_path, *prompt, *system, *activations;
+    const char *model_path, *prompt, *system, *activations, *kv;
     long long n_tokens, threads, context;
     mattn_sampler_config sc;
     int json;
@@ -85,12 +89,23 @@ int cli_model_is_gguf(int argc, char **argv) {
     return 0;
 }
 
+int cli_llama_modes(const char *activations, const char *kv) {
+    if (activations && strcmp(activations, "q8") && strcmp(activations, "f32"))
+        return cli_fail(EXIT_USAGE, "--activations: expected q8 or f32, got '%s'", activations);
+    if (kv && strcmp(kv, "f16") && strcmp(kv, "f32"))
+        return cli_fail(EXIT_USAGE, "--kv: expected f16 or f32, got '%s'", kv);
+    return 0;
+}
+
+mattn_llama_kv cli_llama_kv(const char *kv) { return kv && !strcmp(kv, "f32") ? MATTN_LLAMA_KV_F32 : MATTN_LLAMA_KV_F16; }
+
 static int parse_args(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
     const cli_opt opts[] = {
         OPT_STRING("--model", &o->model_path),
         OPT_STRING("--prompt", &o->prompt),
         OPT_STRING("--system", &o->system),
         OPT_STRING("--activations", &o->activations),
+        OPT_STRING("--kv", &o->kv),
         OPT_INT("--tokens", &o->n_tokens, 1, 1 << 20),
         OPT_INT("--context", &o->context, 1, 1 << 20),
         OPT_CUSTOM("--top-k", &o->sc.top_k, cli_parse_top_k),
@@ -110,8 +125,7 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
     mine[n] = (cli_opt)OPT_END;
     int rc = cli_parse(cmd, usage, mine, argc, argv);
     if (rc) return rc;
-    if (o->activations && strcmp(o->activations, "q8") && strcmp(o->activations, "f32"))
-        return cli_fail(EXIT_USAGE, "--activations: expected q8 or f32, got '%s'", o->activations);
+    if ((rc = cli_llama_modes(o->activations, o->kv))) return rc;
     if (cli_dry_run) return CLI_DONE;
     if (!o->model_path) return cli_fail(EXIT_USAGE, "%s: --model is required (see metaattn %s --help)", cmd, cmd);
     return 0;
@@ -148,7 +162,7 @@ static int llm_cache(llm *r, const llm_opts *o, long long want) {
     mattn_llama_info info;
     mattn_llama_get_info(r->m, &info);
     long long n = o->context ? o->context : want < info.context_length ? want : info.context_length;
-    if (mattn_llama_cache_init(r->m, (int)n, &r->c) != MATTN_OK)
+    if (mattn_llama_cache_init_kv(r->m, (int)n, cli_llama_kv(o->kv), &r->c) != MATTN_OK)
         return cli_fail(1, "--context %lld: %s", n, mattn_llama_errmsg(r->m));
     return 0;
 }

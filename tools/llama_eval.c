@@ -34,6 +34,7 @@ static const char *usage_eval_llama =
     "  --stride S          tokens between windows, in [1, N] (default N / 2)\n"
     "  --tokens N          score only the first N tokens of the text (default all)\n"
     "  --activations A     q8 (default) or f32\n"
+    "  --kv T              f16 (default) or f32 cache\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  --json              print one JSON object\n"
     "  -h, --help          show this help\n";
@@ -41,7 +42,7 @@ static const char *usage_eval_llama =
 #define EVAL_CHUNK 64
 
 typedef struct ev_opts {
-    const char *model_path, *data_path, *activations;
+    const char *model_path, *data_path, *activations, *kv;
     long long context, stride, max_tokens, threads;
     int json;
 } ev_opts;
@@ -115,7 +116,8 @@ static int eval_run(mattn_llama *m, const ev_opts *o, const int32_t *ids, long l
     float *lg = malloc(sizeof(float) * (size_t)EVAL_CHUNK * info.vocab_size);
     if (!lg) return cli_fail(1, "eval: out of memory");
     int rc = 0;
-    if (mattn_llama_cache_init(m, (int)o->context, &c) != MATTN_OK) rc = cli_fail(1, "eval: %s", mattn_llama_errmsg(m));
+    if (mattn_llama_cache_init_kv(m, (int)o->context, cli_llama_kv(o->kv), &c) != MATTN_OK)
+        rc = cli_fail(1, "eval: %s", mattn_llama_errmsg(m));
     const double t0 = cli_now();
     for (long long b = 0, done = 1; !rc && done < n; b += o->stride) {
         const long long e = b + o->context < n ? b + o->context : n;
@@ -132,13 +134,13 @@ static int eval_run(mattn_llama *m, const ev_opts *o, const int32_t *ids, long l
 int cmd_eval_llama(int argc, char **argv) {
     ev_opts o = {.context = 512};
     const cli_opt opts[] = {OPT_STRING("--model", &o.model_path), OPT_STRING("--data", &o.data_path),
-                            OPT_STRING("--activations", &o.activations), OPT_INT("--context", &o.context, 2, 1 << 20),
+                            OPT_STRING("--activations", &o.activations), OPT_STRING("--kv", &o.kv),
+                            OPT_INT("--context", &o.context, 2, 1 << 20),
                             OPT_INT("--stride", &o.stride, 1, 1 << 20), OPT_INT("--tokens", &o.max_tokens, 2, 1LL << 40),
                             OPT_INT("--threads", &o.threads, 1, 1024), OPT_FLAG("--json", &o.json), OPT_END};
     int rc = cli_parse("eval", usage_eval_llama, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
-    if (o.activations && strcmp(o.activations, "q8") && strcmp(o.activations, "f32"))
-        return cli_fail(EXIT_USAGE, "--activations: expected q8 or f32, got '%s'", o.activations);
+    if ((rc = cli_llama_modes(o.activations, o.kv))) return rc;
     if (!o.data_path) return cli_fail(EXIT_USAGE, "eval: --data is required (see metaattn eval --help)");
     if (!o.stride) o.stride = o.context / 2;
     if (o.stride > o.context) return cli_fail(EXIT_USAGE, "--stride %lld exceeds --context %lld", o.stride, o.context);
@@ -167,18 +169,19 @@ int cmd_eval_llama(int argc, char **argv) {
         const double npt = s.nats / (double)s.scored, npb = s.nats / (double)s.bytes;
         if (o.json)
             printf("{\"model\": \"%s\", \"data\": \"%s\", \"tokens\": %zu, \"scored_tokens\": %lld, \"bytes\": %lld, "
-                   "\"context\": %lld, \"stride\": %lld, \"windows\": %lld, \"activations\": \"%s\", "
+                   "\"context\": %lld, \"stride\": %lld, \"windows\": %lld, \"activations\": \"%s\", \"kv\": \"%s\", "
                    "\"nats_per_token\": %.6f, \"perplexity\": %.4f, \"nats_per_byte\": %.6f, \"bits_per_byte\": %.6f, "
                    "\"seconds\": %.3f, \"tokens_per_s\": %.1f}\n",
                    o.model_path, o.data_path, n, s.scored, s.bytes, o.context, o.stride, s.windows,
-                   o.activations ? o.activations : "q8", npt, exp(npt), npb, npb / log(2.0), s.seconds,
-                   s.scored / s.seconds);
+                   o.activations ? o.activations : "q8", o.kv ? o.kv : "f16", npt, exp(npt), npb, npb / log(2.0),
+                   s.seconds, s.scored / s.seconds);
         else
             printf("%s on %s: %zu tokens, %lld scored (%lld bytes) in %lld windows of %lld, stride %lld\n"
                    "  %.4f nats/token (perplexity %.3f)   %.4f nats/byte (%.4f bits/byte)\n"
-                   "  %.1f s, %.0f tokens/s scored (%s activations)\n",
+                   "  %.1f s, %.0f tokens/s scored (%s activations, %s cache)\n",
                    o.model_path, o.data_path, n, s.scored, s.bytes, s.windows, o.context, o.stride, npt, exp(npt),
-                   npb, npb / log(2.0), s.seconds, s.scored / s.seconds, o.activations ? o.activations : "q8");
+                   npb, npb / log(2.0), s.seconds, s.scored / s.seconds, o.activations ? o.activations : "q8",
+                   o.kv ? o.kv : "f16");
     }
     free(ids);
     free(text);

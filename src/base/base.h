@@ -105,6 +105,30 @@ static inline float mattn_f16_to_f32(uint16_t h) {
     memcpy(&f, &bits, 4);
     return f;
 }
+/* Float to IEEE half bits, rounded to nearest even as F16C's vcvtps2ph:
+ * overflow to Inf from 65520 up, subnormal halves below 2^-14 (rounded by
+ * one float addition of 0.5, whose unit in the last place is the half's
+ * 2^-24), NaN kept quiet with the payload's top bits.  The LLaMA decoder's
+ * half-precision KV cache stores its keys and values with it. */
+static inline uint16_t mattn_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000u) {
+        float a, half = 0.5f;
+        memcpy(&a, &ax, 4);
+        a += half;
+        uint32_t r, hb;
+        memcpy(&r, &a, 4);
+        memcpy(&hb, &half, 4);
+        return (uint16_t)(sign | (r - hb));
+    }
+    const uint32_t r = ax - 0x38000000u; /* exponent rebiased from 127 to 15 */
+    return (uint16_t)(sign | ((r + 0xfffu + ((r >> 13) & 1)) >> 13));
+}
 static inline float mattn_bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;

@@ -16,16 +16,32 @@
 #define DEC_CHUNK_KEYS 256   /* a chunk of keys per work item at least ... */
 #define DEC_CHUNKS 8         /* ... and at most this many chunks */
 #define DEC_PART 16384       /* floats of the chunks' partial results (stack) */
-#define DEC_AHEAD 16         /* keys ahead whose K and V rows are prefetched (32: the same) */
+#define DEC_AHEAD 16         /* keys ahead whose K and V rows are prefetched (64: slower) */
 
-/* The g (<= DEC_GROUP) query heads q (g rows of dh) of one K/V head over
- * keys [s_lo, s_hi]: blocks of 64 keys, each key's row read once for all g
- * scores (dot products) and all g value updates; online softmax across
- * blocks.  Out: per head the running max m, the sum l and the unnormalised
- * o (g rows of dh). */
-static void decode_chunk(const float *q, const float *Kh, const float *Vh, int ldkv, int g, int dh, int s_lo,
-                         int s_hi, int ring, float scale, float *m, float *l, float *o) {
-    _Alignas(64) float sc[DEC_GROUP][DEC_BLOCK];
+/* dh elements of a cache from element i as floats: in place, or halves
+ * converted into tmp. */
+static inline const float *row_f32(const void *p, int64_t i, int f16, int dh, float *tmp) {
+    if (!f16) return (const float *)p + i;
+    for (int d = 0; d < dh; d++) tmp[d] = mattn_kv_at(p, i + d, 1);
+    return tmp;
+}
+
+/* The g (<= DEC_GROUP) query heads q (g rows of dh) of one K/V head, whose
+ * keys and values start at Kh, Vh (floats or halves: f16, a constant where
+ * the two wrappers below inline it), over keys [s_lo, s_hi] (position s at
+ * element (ring ? s % ring : s) * ld): blocks of 64 keys, each key's row
+ * read once for all g scores (dot products) and all g value updates; online
+ * softmax across blocks.  Out: per head the running max m, the sum l and
+ * the unnormalised o (g rows of dh). */
+static inline __attribute__((always_inline)) void
+decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16, int g, int dh, int s_lo, int s_hi,
+             int ring, float scale, float *m, float *l, float *o) {
+    _Alignas(64) float sc[DEC_GROUP][DEC_BLOCK], tmp[MATTN_MAX_HEAD_DIM];
+    const int esz = f16 ? 2 : 4;
+    /* the hardware prefetchers stop at each page, so the rows DEC_AHEAD
+     * keys on are asked for, into L2 (prefetcht1: prefetcht0 into L1 stalled
+     * on the line-fill buffers, 1.15x slower at 4096 keys) */
+    const int ahead = !ring;
     for (int h = 0; h < g; h++) {
         m[h] = -INFINITY, l[h] = 0.0f;
         for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] = 0.0f;
@@ -35,22 +51,23 @@ static void decode_chunk(const float *q, const float *Kh, const float *Vh, int l
         const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
         for (int j = 0; j < nb; j++) {
             const int s = s0 + j;
-            const float *k = Kh + (size_t)(ring ? s % ring : s) * ldkv;
-            if (!ring && s + DEC_AHEAD <= s_hi) /* rows ldkv apart: the hardware prefetchers stop at each page */
-                for (int i = 0; i < dh; i += 16) {
-                    __builtin_prefetch(Kh + (size_t)(s + DEC_AHEAD) * ldkv + i);
-                    __builtin_prefetch(Vh + (size_t)(s + DEC_AHEAD) * ldkv + i);
+            const int64_t k = (int64_t)(ring ? s % ring : s) * ld;
+            if (ahead && s + DEC_AHEAD <= s_hi)
+                for (int i = 0; i < dh * esz; i += 64) {
+                    __builtin_prefetch((const char *)Kh + (k + (int64_t)DEC_AHEAD * ld) * esz + i, 0, 2);
+                    __builtin_prefetch((const char *)Vh + (k + (int64_t)DEC_AHEAD * ld) * esz + i, 0, 2);
                 }
             if (dh % MATTN_VL == 0) { /* one vector accumulator, a tree sum: mattn_dot's 16 partial sums end in
                                        * a chain of 16 dependent adds, which dominated this loop */
                 for (int h = 0; h < g; h++) {
                     const float *qh = q + (size_t)h * dh;
                     mattn_vf acc = vset1(0.0f);
-                    for (int i = 0; i < dh; i += MATTN_VL) acc += vload(qh + i) * vload(k + i);
+                    for (int i = 0; i < dh; i += MATTN_VL) acc += vload(qh + i) * vload_kv(Kh, k + i, f16);
                     sc[h][j] = vhsum(acc) * scale;
                 }
-            } else {
-                for (int h = 0; h < g; h++) sc[h][j] = mattn_dot(q + (size_t)h * dh, k, dh) * scale;
+            } else { /* the row as floats, then the same products for either storage */
+                const float *kr = row_f32(Kh, k, f16, dh, tmp);
+                for (int h = 0; h < g; h++) sc[h][j] = mattn_dot(q + (size_t)h * dh, kr, dh) * scale;
             }
         }
         for (int h = 0; h < g; h++) {
@@ -71,10 +88,29 @@ static void decode_chunk(const float *q, const float *Kh, const float *Vh, int l
         }
         for (int j = 0; j < nb; j++) {
             const int s = s0 + j;
-            const float *v = Vh + (size_t)(ring ? s % ring : s) * ldkv;
-            for (int h = 0; h < g; h++) mattn_axpy(o + (size_t)h * dh, sc[h][j], v, dh);
+            const int64_t v = (int64_t)(ring ? s % ring : s) * ld;
+            if (dh % MATTN_VL == 0) {
+                for (int i = 0; i < dh; i += MATTN_VL) {
+                    const mattn_vf vv = vload_kv(Vh, v + i, f16);
+                    for (int h = 0; h < g; h++) {
+                        float *oh = o + (size_t)h * dh + i;
+                        vstore(oh, vload(oh) + vset1(sc[h][j]) * vv);
+                    }
+                }
+            } else {
+                const float *vr = row_f32(Vh, v, f16, dh, tmp);
+                for (int h = 0; h < g; h++) mattn_axpy(o + (size_t)h * dh, sc[h][j], vr, dh);
+            }
         }
     }
+}
+static void decode_chunk_f32(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int s_lo,
+                             int s_hi, int ring, float scale, float *m, float *l, float *o) {
+    decode_chunk(q, Kh, Vh, ld, 0, g, dh, s_lo, s_hi, ring, scale, m, l, o);
+}
+static void decode_chunk_f16(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int s_lo,
+                             int s_hi, int ring, float scale, float *m, float *l, float *o) {
+    decode_chunk(q, Kh, Vh, ld, 1, g, dh, s_lo, s_hi, ring, scale, m, l, o);
 }
 
 /* One query against cached keys [lo, hi] (ring: slot s % ring), every head.
@@ -86,12 +122,15 @@ static void decode_chunk(const float *q, const float *Kh, const float *Vh, int l
  * shared rows are read once per group; the chunks' partial softmaxes are
  * combined in chunk order (flash-decoding).  Items run in parallel when
  * the context is long enough to pay for it. */
-double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
-                                     int dh, int lo, int hi, int ring, float *out) {
+double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo, int hi,
+                                    int ring, float *out) {
     const int g = kv_group > 1 ? kv_group : 1, n = hi - lo + 1;
     MATTN_ASSERT(H % g == 0);
     const float scale = 1.0f / sqrtf((float)dh);
     const int sub = (g + DEC_GROUP - 1) / DEC_GROUP; /* head groups per K/V head */
+    const int esz = kv->f16 ? 2 : 4;
+    void (*chunk)(const float *, const void *, const void *, int64_t, int, int, int, int, int, float, float *,
+                  float *, float *) = kv->f16 ? decode_chunk_f16 : decode_chunk_f32;
     int C = n / DEC_CHUNK_KEYS;
     C = C < 1 ? 1 : C > DEC_CHUNKS ? DEC_CHUNKS : C;
     while (C > 1 && (size_t)C * H * (dh + 2) > DEC_PART) C--;
@@ -102,20 +141,19 @@ double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float
         const int c = it % C, hg = it / C, hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
         const int gn = hk * g + g - h0 < DEC_GROUP ? hk * g + g - h0 : DEC_GROUP;
         const int s_lo = lo + (int)((int64_t)n * c / C), s_hi = lo + (int)((int64_t)n * (c + 1) / C) - 1;
+        const char *Kh = (const char *)kv->k + hk * kv->hstride * esz, *Vh = (const char *)kv->v + hk * kv->hstride * esz;
         float m[DEC_GROUP], l[DEC_GROUP];
         float *o = C > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
         if (C > 1) {
             _Alignas(64) float ob[DEC_GROUP * MATTN_MAX_HEAD_DIM];
-            decode_chunk(q + (size_t)h0 * dh, K + (size_t)hk * dh, V + (size_t)hk * dh, ldkv, gn, dh, s_lo, s_hi,
-                         ring, scale, m, l, ob);
+            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, s_lo, s_hi, ring, scale, m, l, ob);
             for (int h = 0; h < gn; h++) {
                 float *p = o + (size_t)h * (dh + 2);
                 p[0] = m[h], p[1] = l[h];
                 for (int i = 0; i < dh; i++) p[2 + i] = ob[(size_t)h * dh + i];
             }
         } else {
-            decode_chunk(q + (size_t)h0 * dh, K + (size_t)hk * dh, V + (size_t)hk * dh, ldkv, gn, dh, s_lo, s_hi,
-                         ring, scale, m, l, o);
+            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, s_lo, s_hi, ring, scale, m, l, o);
             for (int h = 0; h < gn; h++) {
                 const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
                 for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] *= inv;
@@ -142,28 +180,27 @@ double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float
 
 /* The plain formula: every score, the max, the exponentials, the weighted
  * sum — in double. */
-double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv, int H,
-                                         int kv_group, int dh, int lo, int hi, int ring, float *out) {
+double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo,
+                                        int hi, int ring, float *out) {
     const int g = kv_group > 1 ? kv_group : 1;
     MATTN_ASSERT(H % g == 0);
     const double scale = 1.0 / sqrt((double)dh);
     for (int h = 0; h < H; h++) {
-        const size_t col = (size_t)(h / g) * dh;
+        const int64_t head = (int64_t)(h / g) * kv->hstride;
         double m = -INFINITY, l = 0.0, o[MATTN_MAX_HEAD_DIM] = {0};
         for (int s = lo; s <= hi; s++) {
-            const float *k = K + (size_t)(ring ? s % ring : s) * ldkv + col;
+            const int64_t k = head + (int64_t)(ring ? s % ring : s) * kv->ld;
             double sc = 0.0;
-            for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * k[i];
+            for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * mattn_kv_at(kv->k, k + i, kv->f16);
             m = sc * scale > m ? sc * scale : m;
         }
         for (int s = lo; s <= hi; s++) {
-            const float *k = K + (size_t)(ring ? s % ring : s) * ldkv + col;
-            const float *v = V + (size_t)(ring ? s % ring : s) * ldkv + col;
+            const int64_t k = head + (int64_t)(ring ? s % ring : s) * kv->ld;
             double sc = 0.0;
-            for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * k[i];
+            for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * mattn_kv_at(kv->k, k + i, kv->f16);
             const double p = exp(sc * scale - m);
             l += p;
-            for (int i = 0; i < dh; i++) o[i] += p * v[i];
+            for (int i = 0; i < dh; i++) o[i] += p * mattn_kv_at(kv->v, k + i, kv->f16);
         }
         for (int i = 0; i < dh; i++) out[(size_t)h * dh + i] = l > 0.0 ? (float)(o[i] / l) : 0.0f;
     }

@@ -39,6 +39,16 @@ static inline int ld_kv(const mattn_attn_args *a) { return a->ldkv > 0 ? a->ldkv
 static inline int q_pos0(const mattn_attn_args *a) { return n_keys(a) - a->T; }
 static inline int kv_head(const mattn_attn_args *a, int h) { return a->kv_group > 1 ? h / a->kv_group : h; }
 
+/* Element i of query head h's key (v = 0) or value (v = 1) at position s of
+ * batch b: from the cache view a->kv when there is one, else from k/v rows. */
+static inline float kv_elem(const mattn_attn_args *a, int v, int b, int s, int h, int i) {
+    const int64_t pos = (int64_t)b * n_keys(a) + s;
+    if (a->kv)
+        return mattn_kv_at(v ? a->kv->v : a->kv->k, pos * a->kv->ld + kv_head(a, h) * a->kv->hstride + i,
+                           a->kv->f16);
+    return (v ? a->v : a->k)[pos * ld_kv(a) + (int64_t)kv_head(a, h) * a->dh + i];
+}
+
 static void check_geometry(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
     MATTN_ASSERT(a->Tk == 0 || a->Tk >= a->T);
@@ -51,8 +61,14 @@ static inline float score(const mattn_attn_args *a, const float *q, int b, int t
     const mattn_masks *m = a->masks;
     const int Tk = n_keys(a);
     if (m && m->key_padding && !m->key_padding[(size_t)b * Tk + s]) return -INFINITY;
-    const float *k = a->k + ((size_t)b * Tk + s) * ld_kv(a) + (size_t)kv_head(a, h) * a->dh;
-    float d = mattn_dot(q, k, a->dh) * scale;
+    float d;
+    if (a->kv) {
+        d = 0.0f;
+        for (int i = 0; i < a->dh; i++) d += q[i] * kv_elem(a, 0, b, s, h, i);
+        d *= scale;
+    } else {
+        d = mattn_dot(q, a->k + ((size_t)b * Tk + s) * ld_kv(a) + (size_t)kv_head(a, h) * a->dh, a->dh) * scale;
+    }
     if (m && m->additive) {
         size_t off = m->additive_batched ? (size_t)b * a->T * Tk : 0;
         d += m->additive[off + (size_t)t * Tk + s];
@@ -120,6 +136,40 @@ static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restr
     }
     for (int d = 0; d < dh; d++)
         for (int j = nb; j < ncols; j++) Kt[(size_t)d * ldt + j] = 0.0f;
+}
+/* pack_kt and pack_rows (mult 1) from a cache view's halves (kernels.h's
+ * mattn_kv): x holds position s at element s*ld. */
+static void pack_kt_f16(const uint16_t *k, int64_t ld, int s0, int nb, int dh, float *restrict Kt, int ldt,
+                        int ncols) {
+    _Alignas(64) float blk[16 * MATTN_MAX_HEAD_DIM];
+    int j0 = 0;
+    for (; j0 + 16 <= nb; j0 += 16) { /* 16 keys to floats, then transposed as pack_kt does */
+        for (int j = 0; j < 16; j++) {
+            const uint16_t *src = k + (int64_t)(s0 + j0 + j) * ld;
+            int d = 0;
+            for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(blk + (size_t)j * dh + d, vload_kv(src, d, 1));
+            for (; d < dh; d++) blk[(size_t)j * dh + d] = mattn_kv_at(src, d, 1);
+        }
+        for (int d = 0; d < dh; d++)
+            for (int j = 0; j < 16; j++) Kt[(size_t)d * ldt + j0 + j] = blk[(size_t)j * dh + d];
+    }
+    for (int j = j0; j < nb; j++)
+        for (int d = 0; d < dh; d++) Kt[(size_t)d * ldt + j] = mattn_kv_at(k, (int64_t)(s0 + j) * ld + d, 1);
+    for (int d = 0; d < dh; d++)
+        for (int j = nb; j < ncols; j++) Kt[(size_t)d * ldt + j] = 0.0f;
+}
+static void pack_rows_f16(const uint16_t *x, int64_t ld, int s0, int n, int dh, int dhp, int nmax,
+                          float *restrict X) {
+    for (int j = 0; j < nmax; j++) {
+        float *row = X + (size_t)j * dhp;
+        int d = 0;
+        if (j < n) {
+            const uint16_t *src = x + (int64_t)(s0 + j) * ld;
+            for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(row + d, vload_kv(src, d, 1));
+            for (; d < dh; d++) row[d] = mattn_kv_at(src, d, 1);
+        }
+        for (; d < dhp; d++) row[d] = 0.0f;
+    }
 }
 static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X,
                       float mult) {
@@ -277,12 +327,20 @@ static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_p
     int klo = q.lo[0], khi;
     make_tile(a, b, r1 - 1, r1, &q);
     khi = q.hi[0];
-    const int ldkv = ld_kv(a);
-    const float *kb = a->k + (size_t)b * n_keys(a) * ldkv + (size_t)kv_head(a, h) * dh;
-    const float *vb = a->v + (size_t)b * n_keys(a) * ldkv + (size_t)kv_head(a, h) * dh;
     const int nk = khi - klo + 1, ncols = nk + BK; /* tiles read up to a vector past khi */
-    pack_kt(kb, ldkv, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
-    pack_rows(vb, ldkv, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
+    const mattn_kv *kv = a->kv;
+    if (kv && kv->f16) {
+        const int64_t off = (int64_t)b * n_keys(a) * kv->ld + kv_head(a, h) * kv->hstride;
+        pack_kt_f16((const uint16_t *)kv->k + off, kv->ld, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
+        pack_rows_f16((const uint16_t *)kv->v + off, kv->ld, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp);
+    } else {
+        const int64_t ldkv = kv ? kv->ld : ld_kv(a), hs = kv ? kv->hstride : dh;
+        const int64_t off = (int64_t)b * n_keys(a) * ldkv + kv_head(a, h) * hs;
+        const float *kb = (kv ? (const float *)kv->k : a->k) + off, *vb = (kv ? (const float *)kv->v : a->v) + off;
+        MATTN_ASSERT(ldkv <= INT32_MAX);
+        pack_kt(kb, (int)ldkv, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
+        pack_rows(vb, (int)ldkv, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
+    }
     for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
         fwd_tile(a, &q, h, scale, hp);
@@ -407,7 +465,7 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
 
 /* The backward passes take plain multi-head geometry only. */
 static int mha_geometry(const mattn_attn_args *a) {
-    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld);
+    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld) && !a->kv;
 }
 
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
@@ -426,7 +484,7 @@ size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads) {
 
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
     check_geometry(a);
-    const int H = a->H, dh = a->dh, T = a->T, Tk = n_keys(a), ldkv = ld_kv(a);
+    const int H = a->H, dh = a->dh, T = a->T, Tk = n_keys(a);
     const float scale = 1.0f / sqrtf((float)dh);
     for (int64_t r = 0; r < n_queries(a); r++) {
         for (int h = 0; h < H; h++) {
@@ -445,7 +503,7 @@ double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
                 double acc = 0.0;
                 for (int s = lo; s <= hi && l > 0.0; s++) {
                     double p = exp(score(a, q, b, t, s, h, scale) - m) / l * keep(a, b, h, t, s);
-                    acc += p * a->v[((size_t)b * Tk + s) * ldkv + (size_t)kv_head(a, h) * dh + i];
+                    acc += p * kv_elem(a, 1, b, s, h, i);
                 }
                 o[i] = (float)acc;
             }

@@ -59,6 +59,17 @@ static inline void mattn_axpy(float *restrict y, float alpha, const float *restr
  * (B,T,Tk) (query rows by keys), lse stays (B,H,T), rows index the (B,T)
  * query rows, and the scratch is sized for Tk keys.  The backward passes
  * take the defaults only (MHA, Tk = T, ldkv = ld). */
+/* Where a cache keeps its keys and values, when not as the rows above:
+ * position s of K/V head j at element s*ld + j*hstride of k and of v, as
+ * floats or (f16 != 0) IEEE halves — a LLaMA-style model's cache, head by
+ * head (hstride = context*dh, ld = dh) so that a head's keys are one
+ * sequential stream. */
+typedef struct mattn_kv {
+    const void *k, *v;
+    int64_t ld, hstride;
+    int f16;
+} mattn_kv;
+
 typedef struct mattn_attn_args {
     int B, T, H, dh;
     const float *q; const float *k; const float *v; int ld; /* row stride */
@@ -75,6 +86,8 @@ typedef struct mattn_attn_args {
     int kv_group;          /* softmax: query heads per K/V head (0 or 1: multi-head) */
     int ldkv;              /* softmax: row stride of k and v (0: ld) */
     int Tk;                /* softmax: keys per sequence, >= T (0: T) */
+    const mattn_kv *kv;    /* softmax forwards: keys and values from this view (batch b's position s at
+                            * b*Tk + s) instead of k, v, ldkv (NULL: those) */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
@@ -111,15 +124,28 @@ size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
  * of K and V with stride ldkv (ring > 0: position s at row s % ring) -> out
  * (H*dh); query head h reads K/V head h / kv_group at column
  * (h / kv_group)*dh (kv_group 0 or 1: multi-head, K/V head h at h*dh; a
- * grouped cache has rows of H/kv_group*dh).  mattn_attn_softmax_decode is
- * the multi-head form with K/V rows of stride D.  linear: the running state
+ * grouped cache has rows of H/kv_group*dh); _decode_kv reads any mattn_kv
+ * view (position s at element s*ld, ring or not), _decode_gqa is it on rows
+ * of floats.  mattn_attn_softmax_decode is the multi-head form with K/V
+ * rows of stride D.  linear: the running state
  * of one sequence, S (H, dh, dh) then z (H, dh) — update adds phi(k) v^T and
  * phi(k), query reads phi(q)^T S / (phi(q)^T z + 1e-6).  Each returns its
  * FLOPs; the _ref twins are the plain formulas in double. */
-double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H, int kv_group,
-                                     int dh, int lo, int hi, int ring, float *out);
-double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv, int H,
-                                         int kv_group, int dh, int lo, int hi, int ring, float *out);
+double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo, int hi,
+                                    int ring, float *out);
+double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo,
+                                        int hi, int ring, float *out);
+static inline double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H,
+                                                   int kv_group, int dh, int lo, int hi, int ring, float *out) {
+    const mattn_kv kv = {K, V, ldkv, dh, 0};
+    return mattn_attn_softmax_decode_kv(q, &kv, H, kv_group, dh, lo, hi, ring, out);
+}
+static inline double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv,
+                                                       int H, int kv_group, int dh, int lo, int hi, int ring,
+                                                       float *out) {
+    const mattn_kv kv = {K, V, ldkv, dh, 0};
+    return mattn_attn_softmax_decode_kv_ref(q, &kv, H, kv_group, dh, lo, hi, ring, out);
+}
 static inline double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh,
                                                int lo, int hi, int ring, float *out) {
     return mattn_attn_softmax_decode_gqa(q, K, V, D, H, 1, dh, lo, hi, ring, out);

@@ -2,8 +2,10 @@
  * simd.h — the per-ISA vector layer of the fast kernels: one vector type of
  * MATTN_VL floats written with GCC/Clang vector extensions, so the same
  * source compiles to AVX-512 (16 lanes), AVX2 (8) or SSE2/NEON/scalar (4)
- * code with no intrinsics.  Only what the kernels need: unaligned load and
- * store, broadcast, horizontal max/sum, exp.
+ * code with no intrinsics (but for a horizontal sum and the half
+ * conversions, where the ISA's instruction is the point).  Only what the
+ * kernels need: unaligned load and store, broadcast, horizontal max/sum,
+ * exp.
  *
  * The double build of the gradient checks (float #defined to double, see
  * CMakeLists.txt) gets vectors of doubles and a lane-wise exp.
@@ -48,12 +50,31 @@ static inline float vhmax(mattn_vf v) {
     for (int i = 1; i < MATTN_VL; i++) m = v[i] > m ? v[i] : m;
     return m;
 }
-/* Pairwise tree sum: a fixed order, so results do not depend on threads. */
+/* Pairwise tree sum: a fixed order, so results do not depend on threads
+ * (the upper half added to the lower, down to one lane).  On AVX the same
+ * additions through lane extracts and shuffles: GCC compiles the lane loop
+ * to scalar adds through the stack, which made the decode step's score
+ * loop several times slower. */
+#if defined(__AVX__) && !defined(MATTN_F64)
+#include <immintrin.h>
+static inline float vhsum(mattn_vf v) {
+#if MATTN_VBYTES == 64
+    const __m512 z = (__m512)v;
+    const __m256 s8 = _mm512_castps512_ps256(z) + _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1));
+#else
+    const __m256 s8 = (__m256)v;
+#endif
+    const __m128 s4 = _mm256_castps256_ps128(s8) + _mm256_extractf128_ps(s8, 1);
+    const __m128 s2 = s4 + _mm_movehl_ps(s4, s4);
+    return _mm_cvtss_f32(s2 + _mm_shuffle_ps(s2, s2, 1));
+}
+#else
 static inline float vhsum(mattn_vf v) {
     for (int w = MATTN_VL / 2; w > 0; w /= 2)
         for (int i = 0; i < w; i++) v[i] += v[i + w];
     return v[0];
 }
+#endif
 
 #ifndef MATTN_F64
 /* exp(x) lane-wise, Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5
@@ -211,5 +232,27 @@ static inline mattn_v8i vdot4_u8s8(mattn_v8i acc, mattn_v32u8 a, mattn_v32s8 b) 
 }
 #pragma GCC diagnostic pop
 #endif
+
+/* Element i of a cache's keys or values: floats, or IEEE halves when f16
+ * (kernels.h's mattn_kv); a vector of MATTN_VL of them from i.  The double
+ * build converts the halves one by one. */
+static inline float mattn_kv_at(const void *p, int64_t i, int f16) {
+    if (!f16) return ((const float *)p)[i];
+#ifndef MATTN_F64
+    return mattn_h2f(((const uint16_t *)p)[i]);
+#else
+    return mattn_f16_to_f32(((const uint16_t *)p)[i]);
+#endif
+}
+static inline mattn_vf vload_kv(const void *p, int64_t i, int f16) {
+    if (!f16) return vload((const float *)p + i);
+#ifndef MATTN_F64
+    return vload_f16((const uint16_t *)p + i);
+#else
+    mattn_vf v;
+    for (int l = 0; l < MATTN_VL; l++) v[l] = mattn_f16_to_f32(((const uint16_t *)p)[i + l]);
+    return v;
+#endif
+}
 
 #endif

@@ -64,11 +64,14 @@ struct mattn_llama {
 struct mattn_llama_cache {
     const mattn_llama *m;
     int n, cap;                 /* positions held, positions it can hold */
-    float *kv;                  /* per layer K (cap, Hkv*dh) then V (cap, Hkv*dh); RoPE'd keys */
+    int f16;                    /* K and V stored as IEEE halves (MATTN_LLAMA_KV_F16), else floats */
+    void *kv;                   /* per layer K then V, each head by head (Hkv, cap, dh): a head's keys are one
+                                 * sequential stream for the decode step; RoPE'd keys */
     /* one chunk's activations, carved from one allocation (x is its base) */
     float *x;                   /* (C, D) the residual stream */
     float *h;                   /* (C, D) normalised */
     float *q;                   /* (C, H*dh) queries, RoPE'd */
+    float *k, *v;               /* (C, Hkv*dh) the chunk's keys (RoPE'd) and values, before the cache */
     float *att;                 /* (C, H*dh) attention output */
     float *gate, *up;           /* (C, F) */
     float *rope;                /* (C, dh) cos, sin of each pair at each position */
@@ -76,14 +79,14 @@ struct mattn_llama_cache {
     void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's scratch, for a chunk */
 };
 
-/* K and V of layer l (rows of Hkv*dh, position s at row s). */
-static inline float *mattn_llama_cache_k(const mattn_llama_cache *c, int l) {
-    const size_t dkv = (size_t)c->m->hp.n_kv_heads * c->m->hp.head_dim;
-    return c->kv + (size_t)l * 2 * c->cap * dkv;
-}
-static inline float *mattn_llama_cache_v(const mattn_llama_cache *c, int l) {
-    const size_t dkv = (size_t)c->m->hp.n_kv_heads * c->m->hp.head_dim;
-    return c->kv + ((size_t)l * 2 + 1) * c->cap * dkv;
+/* Layer l's keys and values as the attention kernels read them
+ * (kernels.h's mattn_kv: position s of K/V head j at element
+ * s*dh + j*cap*dh). */
+static inline mattn_kv mattn_llama_cache_view(const mattn_llama_cache *c, int l) {
+    const int64_t dh = c->m->hp.head_dim, half = (int64_t)c->m->hp.n_kv_heads * c->cap * dh;
+    const size_t esz = c->f16 ? 2 : 4;
+    const char *base = (const char *)c->kv + (size_t)l * 2 * (size_t)half * esz;
+    return (mattn_kv){base, base + (size_t)half * esz, dh, (int64_t)c->cap * dh, c->f16};
 }
 
 // ----------------------------------------------------------------------------

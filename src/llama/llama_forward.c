@@ -4,8 +4,8 @@
  * embedding rows, then per block
  *
  *   h = RMSNorm(x) * attn_norm
- *   q = h Wq^T, k = h Wk^T, v = h Wv^T        (k, v straight into the cache rows)
- *   RoPE on q and k at their positions        (the cache holds RoPE'd keys)
+ *   q = h Wq^T, k = h Wk^T, v = h Wv^T
+ *   RoPE on q and k at their positions        (k, v then into the cache: RoPE'd keys)
  *   a = causal GQA softmax attention of q over the cache's positions [0, p+M)
  *   x += a Wo^T
  *   h = RMSNorm(x) * ffn_norm
@@ -15,7 +15,8 @@
  * The attention is the project's softmax core with grouped-query heads and
  * a query chunk at the end of the keys (mattn_attn_softmax_forward, Tk =
  * p + M); one token through mattn_llama_decode takes the decode step
- * (mattn_attn_softmax_decode_gqa) instead.  Every matrix goes through
+ * (mattn_attn_softmax_decode_kv) instead; both read the cache through its
+ * mattn_kv view (head by head, halves or floats).  Every matrix goes through
  * mattn_llama_matmul.  The cache's length moves only when a call succeeds.
  */
 #include <string.h>
@@ -37,17 +38,20 @@ void mattn_llama_cache_free(mattn_llama_cache *c) {
 /* One chunk's activations, carved from one allocation (c->x is its base). */
 static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_llama_info *hp) {
     const size_t C = MATTN_LLAMA_CHUNK, D = (size_t)hp->d_model, Dq = (size_t)hp->n_heads * hp->head_dim;
+    const size_t Dkv = (size_t)hp->n_kv_heads * hp->head_dim;
     const size_t F = (size_t)hp->ffn_dim, f = sizeof(float);
     MATTN_CARVE(cv, c->x, C * D * f);
     MATTN_CARVE(cv, c->h, C * D * f);
     MATTN_CARVE(cv, c->q, C * Dq * f);
+    MATTN_CARVE(cv, c->k, C * Dkv * f);
+    MATTN_CARVE(cv, c->v, C * Dkv * f);
     MATTN_CARVE(cv, c->att, C * Dq * f);
     MATTN_CARVE(cv, c->gate, C * F * f);
     MATTN_CARVE(cv, c->up, C * F * f);
     MATTN_CARVE(cv, c->rope, C * (size_t)hp->head_dim * f);
 }
 
-mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cache **out) {
+mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_kv kv, mattn_llama_cache **out) {
     if (!out) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_cache_init: out is NULL");
     *out = NULL;
     if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_cache_init: model is NULL");
@@ -56,13 +60,17 @@ mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cac
     if (context < 1 || context > hp->context_length)
         return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "context = %d is outside [1, %d] (the model's "
                          "llama.context_length; 0 takes it)", context, hp->context_length);
+    if (kv != MATTN_LLAMA_KV_F16 && kv != MATTN_LLAMA_KV_F32)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_cache_init_kv: kv = %d is neither "
+                         "MATTN_LLAMA_KV_F16 (0) nor MATTN_LLAMA_KV_F32 (1)", (int)kv);
     mattn_llama_cache *c = mattn_calloc(1, sizeof *c);
     if (!c) return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a cache");
     c->m = m;
     c->cap = context;
+    c->f16 = kv == MATTN_LLAMA_KV_F16;
     const int threads = mattn_max_threads();
     const size_t dkv = (size_t)hp->n_kv_heads * hp->head_dim;
-    const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * sizeof(float);
+    const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * (c->f16 ? 2 : 4);
     c->kv = mattn_amalloc(kv_bytes); /* untouched until positions fill it */
     mattn_carver cv = {NULL, 0};
     chunk_layout(c, &cv, hp);
@@ -84,6 +92,10 @@ mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cac
     return MATTN_OK;
 }
 
+mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cache **out) {
+    return mattn_llama_cache_init_kv(m, context, MATTN_LLAMA_KV_F16, out);
+}
+
 void mattn_llama_cache_reset(mattn_llama_cache *c) {
     if (c) c->n = 0;
 }
@@ -97,19 +109,38 @@ static void add(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* The chunk's keys and values (c->k, c->v: M rows of Hkv*dh) into layer l's
+ * cache at positions p.. (head by head; halves rounded to nearest even). */
+static void store_kv(mattn_llama_cache *c, int l, int p, int M) {
+    const mattn_llama_info *hp = &c->m->hp;
+    const int dh = hp->head_dim, Dkv = hp->n_kv_heads * dh;
+    const mattn_kv kv = mattn_llama_cache_view(c, l);
+    for (int j = 0; j < hp->n_kv_heads; j++)
+        for (int t = 0; t < M; t++) {
+            const size_t at = (size_t)(j * kv.hstride + (int64_t)(p + t) * kv.ld);
+            const float *k = c->k + (size_t)t * Dkv + (size_t)j * dh, *v = c->v + (size_t)t * Dkv + (size_t)j * dh;
+            if (c->f16) {
+                uint16_t *K = (uint16_t *)kv.k + at, *V = (uint16_t *)kv.v + at;
+                for (int i = 0; i < dh; i++) K[i] = mattn_f32_to_f16(k[i]), V[i] = mattn_f32_to_f16(v[i]);
+            } else {
+                memcpy((float *)kv.k + at, k, sizeof(float) * dh);
+                memcpy((float *)kv.v + at, v, sizeof(float) * dh);
+            }
+        }
+}
+
 /* Attention of the chunk's M queries (positions p .. p+M-1) over the cache's
  * positions [0, p+M) of layer l -> c->att. */
 static void attention(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int decode) {
     const mattn_llama_info *hp = &m->hp;
     const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
-    const int Dkv = hp->n_kv_heads * dh;
-    const float *K = mattn_llama_cache_k(c, l), *V = mattn_llama_cache_v(c, l);
+    const mattn_kv kv = mattn_llama_cache_view(c, l);
     if (decode) {
-        mattn_attn_softmax_decode_gqa(c->q, K, V, Dkv, H, g, dh, 0, p, 0, c->att);
+        mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, 0, p, 0, c->att);
         return;
     }
-    mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .k = K, .v = V,
-                         .ldkv = Dkv, .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
+    mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
+                         .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
                          .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
     const double fl = mattn_attn_softmax_forward(&a);
     MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
@@ -129,13 +160,13 @@ static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_
     mattn_llama_rope_table(c->rope, p, M, dh, (double)hp->rope_base);
     for (int l = 0; l < hp->n_layers; l++) {
         const mattn_llama_layer *ly = &m->layers[l];
-        float *K = mattn_llama_cache_k(c, l) + (size_t)p * Dkv, *V = mattn_llama_cache_v(c, l) + (size_t)p * Dkv;
         mattn_llama_rmsnorm(c->h, c->x, ly->attn_norm, M, D, hp->rms_eps);
         const mattn_gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv}, *gu[2] = {ly->w_gate, ly->w_up};
-        float *qkv_out[3] = {c->q, K, V}, *gu_out[2] = {c->gate, c->up};
+        float *qkv_out[3] = {c->q, c->k, c->v}, *gu_out[2] = {c->gate, c->up};
         mattn_llama_matmul_n(3, qkv, c->h, M, qkv_out, ws, wsb, f32x);
         mattn_llama_rope(c->q, M, Dq, H, dh, c->rope);
-        mattn_llama_rope(K, M, Dkv, Hkv, dh, c->rope);
+        mattn_llama_rope(c->k, M, Dkv, Hkv, dh, c->rope);
+        store_kv(c, l, p, M);
         attention(m, c, l, p, M, decode);
         mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb, f32x);
         add(c->x, c->h, (size_t)M * D);
