@@ -18,11 +18,13 @@ Identical ids: both sides make the prompt themselves — N SplitMix64 ids in
 
 The machine's memory bandwidth is measured once (numpy sums of a 1 GiB
 float32 array, 1 and T threads, best of 5), to read decode GB/s of weights
-(weight_bytes of every matrix a token reads, times tokens/s) against.
+(weight_bytes of every matrix a token reads, times tokens/s) against, and
+GB/s with the cache (plus the keys and values a decode step reads: f16 in
+llama.cpp; metaattn's --kv, f16 by default).
 
     .venv-bench/bin/python bench/compare_llamacpp.py [--model F] [--metaattn build/metaattn]
         [--threads 2] [--decode 32] [--prefill-contexts 512,2048] [--decode-contexts 128,4096]
-        [--repeats 3] [--activations q8|f32] [--llama-flash-attn] [--json FILE]
+        [--repeats 3] [--activations q8|f32] [--kv f16|f32] [--llama-flash-attn] [--json FILE]
 
 Needs llama-cpp-python 0.3.36 and numpy: scripts/install-deps.sh --bench.
 Prints a markdown table on stdout (progress on stderr).
@@ -129,12 +131,12 @@ def measure(args, contexts):
     """Every (engine, context) measured --repeats times, the engines
     alternated; the weight bytes per token (from metaattn's JSON)."""
     runs = {(e, n): [] for e in ENGINES for n in contexts}
-    wbytes = None
+    wbytes = kvbytes = None
     for rep in range(args.repeats):
         for n in contexts:
             cmds = {"metaattn": [args.metaattn, "bench", "--model", args.model, "--context", str(n), "--decode",
                                  str(args.decode), "--threads", str(args.threads), "--activations",
-                                 args.activations, "--json", "-"],
+                                 args.activations, "--kv", args.kv, "--json", "-"],
                     "llama.cpp": [sys.executable, os.path.abspath(__file__), "--child", args.model, str(n),
                                   str(args.decode), str(args.threads)]
                     + (["--llama-flash-attn"] if args.llama_flash_attn else [])}
@@ -144,13 +146,17 @@ def measure(args, contexts):
                     m = re.search(r"ids in \[0, (\d+)\), seed 1:((?: \d+)+)", err)
                     vocab, first = (int(m.group(1)), ints(m.group(2))) if m else (1, None)
                     wbytes = j["decode_weight_gb_s"] / j["decode_tok_s"] * 1e9
+                    kvbytes = (j["decode_total_gb_s"] - j["decode_weight_gb_s"]) / j["decode_tok_s"] * 1e9
+                    kvbytes_eng = kvbytes
                 else:
+                    kvbytes_eng = kvbytes if args.kv == "f16" else kvbytes / 2  # llama.cpp's cache: f16
                     first = j["first_ids"]
                 if first != prompt_ids(min(n, 8), vocab):
                     sys.exit("compare_llamacpp: %s's prompt does not start %s:\n%s"
                              % (eng, prompt_ids(min(n, 8), vocab), err))
                 j["child_peak_rss_mb"] = rss
                 j["decode_weight_gb_s"] = wbytes * j["decode_tok_s"] * 1e-9  # the same matrices for both
+                j["decode_total_gb_s"] = (wbytes + kvbytes_eng) * j["decode_tok_s"] * 1e-9
                 runs[(eng, n)].append(j)
                 print("round %d/%d, context %5d, %-9s prefill %8.1f tok/s, decode %6.1f tok/s, peak RSS %6.1f MB"
                       % (rep + 1, args.repeats, n, eng, j["prefill_tok_s"], j["decode_tok_s"], rss), file=sys.stderr)
@@ -173,6 +179,8 @@ def table(args, runs, contexts, rows):
     lines += [row("decode tok/s, context %d" % n, "decode_tok_s", n) for n in args.decode_contexts]
     lines += [row("decode weight GB/s, context %d" % n, "decode_weight_gb_s", n, fmt="%.2f")
               for n in args.decode_contexts]
+    lines += [row("decode GB/s with the cache, context %d" % n, "decode_total_gb_s", n, fmt="%.2f")
+              for n in args.decode_contexts]
     lines += [row("peak RSS MB, context %d" % n, "child_peak_rss_mb", n, best=min) for n in contexts]
     return lines
 
@@ -188,6 +196,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--activations", choices=("q8", "f32"), default="q8",
                     help="metaattn's activations with quantised weights (q8: 8-bit, as llama.cpp)")
+    ap.add_argument("--kv", choices=("f16", "f32"), default="f16", help="metaattn's KV cache (llama.cpp's: f16)")
     ap.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp with flash attention (default off)")
     ap.add_argument("--json", default=None, help="also write the runs and the table here")
     ap.add_argument("--child", nargs=4, metavar=("MODEL", "N", "D", "T"), help=argparse.SUPPRESS)
@@ -208,10 +217,10 @@ def main():
 
     rows = []
     lines = ["# metaattn vs llama.cpp: %s" % os.path.basename(args.model), "", "`%s`" % command, "",
-             "metaattn with %s activations; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, n_batch = n_ubatch = 512); "
+             "metaattn with %s activations and an %s KV cache; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, n_batch = n_ubatch = 512); "
              "%d decode steps after each prompt; %d round(s), engines alternated, one process per measurement; "
              "prompt: SplitMix64 ids seeded 1 (identical, checked)."
-             % (args.activations, args.threads, "s" * (args.threads > 1), version, "on" if args.llama_flash_attn else "off",
+             % (args.activations, args.kv, args.threads, "s" * (args.threads > 1), version, "on" if args.llama_flash_attn else "off",
                 args.decode, args.repeats),
              "Memory bandwidth (numpy sum of 1 GiB, best of 5): %s; weights read per token %.1f MB; load average "
              "%.2f at the start, %.2f at the end (%d cores)." % (bws, wbytes * 1e-6, load[0], load[1], os.cpu_count()),
@@ -224,12 +233,16 @@ def main():
               "Decode weight GB/s against the %d-thread bandwidth %.1f GB/s: " % (args.threads, bwt)
               + "; ".join("context %d metaattn %.2f, llama.cpp %.2f" % (
                   r["context"], r["metaattn_best"] / bwt, r["llamacpp_best"] / bwt)
-                  for r in rows if r["what"].startswith("decode weight"))]
+                  for r in rows if r["what"].startswith("decode weight")),
+              "Decode GB/s with the cache against it: "
+              + "; ".join("context %d metaattn %.2f, llama.cpp %.2f" % (
+                  r["context"], r["metaattn_best"] / bwt, r["llamacpp_best"] / bwt)
+                  for r in rows if r["what"].startswith("decode GB/s with"))]
     print("\n".join(lines))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(dict(command=command, threads=args.threads, decode=args.decode, repeats=args.repeats,
+            json.dump(dict(command=command, threads=args.threads, decode=args.decode, repeats=args.repeats, kv=args.kv,
                            llama_cpp_python=version, llama_flash_attn=args.llama_flash_attn,
                            bandwidth_gb_s={str(t): v for t, v in bw.items()}, weight_bytes=wbytes,
                            python_llama_cpp_import_rss_mb=base_rss, load_average=load, table=lines, rows=rows,
