@@ -6,7 +6,10 @@ processes (each a `sh -c 'while :; do :; done'` in this session, so one
 scheduler group with the command), under three OpenMP waiting policies:
 
   cli       the CLI's default: it sets GOMP_SPINCOUNT=1000 for itself
-            (tools/main.c) — waiting threads spin briefly, then sleep;
+            (tools/main.c) — waiting threads spin briefly, then sleep —
+            and decode steps pick their team size (the full team or
+            half of it, whichever their own timing says is faster;
+            src/llama/llama_forward.c);
   passive   OMP_WAIT_POLICY=PASSIVE: waiting threads sleep at once;
   libgomp   OMP_WAIT_POLICY set empty, which keeps libgomp's own default:
             300000 spins before sleeping.
@@ -23,7 +26,8 @@ machine is min(1, c / (2 + k)) of its two cores, so it may take
 <= 2.5x with two, and no loss alone.  Each (policy, load) cell is the best
 of --repeats runs; the policies alternate within a load.
 
-    python3 bench/under_load.py [--metaattn build/metaattn] [--model M] [--repeats 2] [--json FILE]
+    python3 bench/under_load.py [--metaattn build/metaattn] [--model M] [--repeats 2] [--loads 0,1,2]
+        [--cases prefill,decode,train] [--json FILE]
 """
 import argparse
 import json
@@ -58,6 +62,7 @@ def main():
     ap.add_argument("--data", default="data/kjv.txt")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--loads", default="0,1,2")
+    ap.add_argument("--cases", default="prefill,decode,train", help="a subset of prefill,decode,train")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
@@ -69,6 +74,7 @@ def main():
                     "--json", "-"], "decode_s"),
         "train": (None, None),
     }
+    cases = {c: cases[c] for c in args.cases.split(",")}
     loads = [int(x) for x in args.loads.split(",")]
     res = {}
     command = shlex.join([sys.executable] + sys.argv)

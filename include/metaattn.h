@@ -744,7 +744,12 @@ MATTN_API int mattn_llama_cache_context(const mattn_llama_cache *c);   /* positi
 MATTN_API mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int32_t *tokens, int n,
                                            float *logits);
 /* One token (generation): mattn_llama_forward of n = 1 through the decode
- * step of the attention kernels; logits (vocab_size) must not be NULL. */
+ * step of the attention kernels; logits (vocab_size) must not be NULL.
+ * The step runs on the OpenMP team (omp_get_max_threads()) or, when
+ * another process competes for the cores and half of it was measured
+ * faster, on half of it: each cache times its steps and tries the other
+ * team size now and then (one step in 64).  The result is the same bits
+ * either way; the caller's thread count is restored before it returns. */
 MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits);
 
 /* The model's tokenizer: byte-level BPE from the GGUF metadata (built on

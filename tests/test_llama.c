@@ -307,6 +307,37 @@ static void test_matmul(void **st) {
     free(q); free(x); free(y); free(y1); free(w);
 }
 
+/* The decode step's team (llama_forward.c): whether a step ran on the full
+ * team or on half of it (the probes), 100 steps of 4, 2 and 1 threads give
+ * the same bits, and the caller's thread count is left as it was. */
+static void test_decode_team(void **st) {
+    (void)st;
+#ifdef _OPENMP
+    mattn_llama *m = open_tiny("q4_1");
+    const int n = 100, nt = omp_get_max_threads();
+    float *lg[3];
+    for (int i = 0; i < 3; i++) {
+        const int threads = 4 >> i;
+        omp_set_num_threads(threads);
+        mattn_llama_cache *c = NULL;
+        assert_int_equal(mattn_llama_cache_init(m, n, &c), MATTN_OK);
+        lg[i] = falloc((size_t)n * VOCAB);
+        for (int t = 0; t < n; t++) {
+            assert_int_equal(mattn_llama_decode(m, c, (int32_t)(t * 37 % VOCAB), lg[i] + (size_t)t * VOCAB), MATTN_OK);
+            assert_int_equal(omp_get_max_threads(), threads);
+        }
+        mattn_llama_cache_free(c);
+    }
+    omp_set_num_threads(nt);
+    assert_memory_equal(lg[0], lg[1], sizeof(float) * n * VOCAB);
+    assert_memory_equal(lg[0], lg[2], sizeof(float) * n * VOCAB);
+    for (int i = 0; i < 3; i++) free(lg[i]);
+    mattn_llama_free(m);
+#else
+    skip();
+#endif
+}
+
 // ---------------------------------------------------------------- refusals and misuse
 static void expect_refused(const char *file, mattn_status want, const char *text) {
     char path[256];
@@ -425,6 +456,7 @@ int main(void) {
         cmocka_unit_test(test_rope_vs_hf),
         cmocka_unit_test(test_gqa_vs_hf),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_decode_team),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_misuse),
         cmocka_unit_test(test_faults),

@@ -33,8 +33,11 @@ void mattn_abort(const char *file, int line, const char *fmt, ...)
 #define MATTN_ASSERT(x) \
     do { if (!(x)) MATTN_ABORT("MATTN_ASSERT(%s) failed", #x); } while (0)
 
-/* The OpenMP team size a parallel region would get now (1 without OpenMP). */
+/* The OpenMP team size a parallel region would get now (1 without OpenMP),
+ * and setting it for the calling thread's next regions (omp_set_num_threads;
+ * a no-op without OpenMP). */
 int mattn_max_threads(void);
+void mattn_set_max_threads(int n);
 
 /* Monotonic wall-clock time in seconds (for mattn_stats.seconds). */
 double mattn_now(void);

@@ -113,6 +113,14 @@ int mattn_max_threads(void) {
 #endif
 }
 
+void mattn_set_max_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 double mattn_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -61,8 +61,18 @@ struct mattn_llama {
 /* Tokens per chunk of a forward: the activations are sized for this many. */
 #define MATTN_LLAMA_CHUNK 64
 
+/* The team of a sequence's decode steps (llama_forward.c): the full team
+ * or half of it, whichever took less time per step lately. */
+typedef struct mattn_llama_team {
+    int steps;          /* decode steps taken */
+    int arm;            /* 0: the full team, 1: half of it */
+    int seen[2];
+    double ema[2];      /* seconds per step of each, smoothed */
+} mattn_llama_team;
+
 struct mattn_llama_cache {
     const mattn_llama *m;
+    mattn_llama_team team;
     int n, cap;                 /* positions held, positions it can hold */
     int f16;                    /* K and V stored as IEEE halves (MATTN_LLAMA_KV_F16), else floats */
     void *kv;                   /* per layer K then V, each head by head (Hkv, cap, dh): a head's keys are one

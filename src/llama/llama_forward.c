@@ -221,11 +221,51 @@ mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int
     return MATTN_OK;
 }
 
+// ----------------------------------------------------------------------------
+// the decode step's team
+//
+// A decode step is ~150 short parallel regions (a few per block), each
+// ending at a barrier.  When another process takes a core now and then,
+// every barrier waits for the thread it descheduled, and the step runs at
+// the pace of the two threads' shared time on CPU — slower than one thread
+// alone (decode is bound by memory bandwidth, which one thread gets 0.5 of).
+// So each sequence measures its steps' wall time with the full team and
+// with half of it and keeps the faster: every TEAM_PROBE steps (and once
+// early, at step TEAM_FIRST) one step tries the other, whose measurement
+// replaces that team's estimate; the team's own steps update its estimate
+// smoothly.  The kernels give the same bits for any team size, so this
+// changes the speed only.  On an idle machine a probe costs one step at
+// half speed in TEAM_PROBE (~1 %).
+
+#define TEAM_FIRST 2
+#define TEAM_PROBE 64
+
+static int team_pick(mattn_llama_team *t) {
+    const int s = t->steps;
+    const int probe = s == TEAM_FIRST || (s > TEAM_FIRST && (s - TEAM_FIRST) % TEAM_PROBE == 0);
+    if (!t->seen[0] || !t->seen[1]) return probe ? !t->seen[1] : 0;
+    const int best = t->ema[1] < t->ema[0];
+    return probe ? !best : best;
+}
+
+static void team_update(mattn_llama_team *t, int arm, double secs) {
+    const int own = arm == t->arm;
+    t->ema[arm] = t->seen[arm] && own ? 0.75 * t->ema[arm] + 0.25 * secs : secs;
+    t->seen[arm] = 1;
+    if (t->seen[0] && t->seen[1]) t->arm = t->ema[1] < t->ema[0];
+    t->steps++;
+}
+
 mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits) {
     mattn_status st = check_call(m, c, &token, 1, "mattn_llama_decode");
     if (st != MATTN_OK) return st;
     if (!logits) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_decode: logits is NULL");
+    const int full = mattn_max_threads(), arm = full > 1 ? team_pick(&c->team) : 0;
+    if (arm) mattn_set_max_threads(full / 2);
+    const double t0 = mattn_now();
     st = run_chunk(m, c, &token, 1, c->n, logits, 1);
+    if (arm) mattn_set_max_threads(full);
+    if (full > 1) team_update(&c->team, arm, mattn_now() - t0);
     if (st == MATTN_OK) c->n++;
     return st;
 }

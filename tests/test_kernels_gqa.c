@@ -1,0 +1,260 @@
+/*
+ * test_kernels_gqa.c — the softmax core with grouped-query heads and query
+ * chunks against a longer key sequence (a KV cache), forward and decode:
+ * against the references and against multi-head attention on repeated K/V
+ * heads; and keys and values through a mattn_kv view (head by head, floats
+ * or IEEE halves), which must give what rows of the same values give.
+ */
+#include "test_util.h"
+#include "kernels/simd.h"
+
+// ---------------------------------------------------------------- grouped-query attention
+/* q (B,T,H*dh), k and v (B,Tk,Hkv*dh) in separate buffers (their own row
+ * strides), or all three fused in rows of (H+2Hkv)*dh when T == Tk; the
+ * last T of the Tk key positions are the queries. */
+typedef struct {
+    int B, T, Tk, H, Hkv, dh, fused;
+    float *q, *kv, *out, *ref, *lse, *lse_ref;
+    uint8_t *kp;
+} gqa_t;
+
+static void gqa_init(gqa_t *c, int B, int T, int Tk, int H, int Hkv, int dh, int fused, uint64_t seed) {
+    *c = (gqa_t){.B = B, .T = T, .Tk = Tk, .H = H, .Hkv = Hkv, .dh = dh, .fused = fused};
+    const size_t Dq = (size_t)H * dh, Dkv = (size_t)Hkv * dh;
+    if (fused) {
+        c->q = falloc((size_t)B * T * (Dq + 2 * Dkv));
+        fill_normal(c->q, (size_t)B * T * (Dq + 2 * Dkv), seed, 1.0);
+    } else {
+        c->q = falloc((size_t)B * T * Dq);
+        c->kv = falloc((size_t)B * Tk * 2 * Dkv);
+        fill_normal(c->q, (size_t)B * T * Dq, seed, 1.0);
+        fill_normal(c->kv, (size_t)B * Tk * 2 * Dkv, seed + 1, 1.0);
+    }
+    c->out = falloc((size_t)B * T * Dq);
+    c->ref = falloc((size_t)B * T * Dq);
+    c->lse = falloc((size_t)B * H * T);
+    c->lse_ref = falloc((size_t)B * H * T);
+    c->kp = malloc((size_t)B * Tk);
+    for (size_t i = 0; i < (size_t)B * Tk; i++) c->kp[i] = (i * 7919 + seed) % 5 != 0;
+}
+
+static void gqa_free(gqa_t *c) {
+    free(c->q); free(c->kv); free(c->out); free(c->ref); free(c->lse); free(c->lse_ref); free(c->kp);
+}
+
+static mattn_attn_args gqa_args(gqa_t *c, float *out, float *lse, int causal, int window, const mattn_masks *m) {
+    const int Dq = c->H * c->dh, Dkv = c->Hkv * c->dh;
+    mattn_attn_args a = {.B = c->B, .T = c->T, .H = c->H, .dh = c->dh, .out = out, .ldo = Dq, .masks = m,
+                         .causal = causal, .window = window, .lse = lse, .kv_group = c->H / c->Hkv};
+    if (c->fused) {
+        a.q = c->q, a.k = c->q + Dq, a.v = c->q + Dq + Dkv, a.ld = Dq + 2 * Dkv; /* ldkv 0: ld */
+    } else {
+        a.q = c->q, a.ld = Dq, a.k = c->kv, a.v = c->kv + Dkv, a.ldkv = 2 * Dkv, a.Tk = c->Tk;
+    }
+    set_attn_scratch(&a);
+    return a;
+}
+
+/* Fast vs reference: H 9 / Hkv 3 with dh 64 (SmolLM2's heads), H 6 / Hkv 2
+ * with dh 16; T 1, 7, 129 queries over their own keys (fused rows) or at the
+ * end of 1, 5, 130 more keys (separate K/V); causal or not, a window, key
+ * padding. */
+static void test_softmax_gqa_vs_ref(void **st) {
+    (void)st;
+    const int shapes[][3] = {{9, 3, 64}, {6, 2, 16}}, Ts[] = {1, 7, 129}, pasts[] = {0, 1, 5, 130};
+    for (int si = 0; si < 2; si++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int pi = 0; pi < 4; pi++)
+                for (int mode = 0; mode < 4; mode++) {
+                    const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], T = Ts[ti];
+                    const int Tk = T + pasts[pi], causal = mode != 1, window = mode == 2 ? 6 : -1;
+                    /* the reference recomputes every score per output element: keep its big cases few */
+                    if (T == 129 && ((pasts[pi] != 0 && pasts[pi] != 130) || (mode == 1 && dh == 64))) continue;
+                    const int B = T == 129 ? 1 : 2;
+                    gqa_t c;
+                    gqa_init(&c, B, T, Tk, H, Hkv, dh, pasts[pi] == 0 && mode != 3, 100 + si * 10 + ti);
+                    mattn_masks m = {.key_padding = c.kp};
+                    mattn_attn_args a = gqa_args(&c, c.out, c.lse, causal, window, mode == 3 ? &m : NULL);
+                    mattn_attn_args r = gqa_args(&c, c.ref, c.lse_ref, causal, window, mode == 3 ? &m : NULL);
+                    char what[128];
+                    snprintf(what, sizeof what, "gqa H=%d Hkv=%d dh=%d T=%d Tk=%d mode=%d", H, Hkv, dh, T, Tk, mode);
+                    const double f = mattn_attn_softmax_forward(&a), fr = mattn_attn_softmax_forward_ref(&r);
+                    assert_true(f == fr && f > 0);
+                    assert_close(c.out, c.ref, (size_t)B * T * H * dh, 2e-5, what);
+                    for (size_t i = 0; i < (size_t)B * H * T; i++)
+                        if (isfinite(c.lse_ref[i])) assert_true(fabsf(c.lse[i] - c.lse_ref[i]) < 1e-4f);
+                        else assert_true(c.lse[i] == -INFINITY);
+                    gqa_free(&c);
+                }
+}
+
+/* GQA equals multi-head attention with each K/V head repeated for its
+ * group (bit for bit: the same keys packed the same way), and a query chunk
+ * at the end of the keys equals those rows of the whole causal forward. */
+static void test_softmax_gqa_equals_mha(void **st) {
+    (void)st;
+    const int shapes[][3] = {{9, 3, 64}, {6, 2, 16}}, Ts[] = {1, 7, 129};
+    for (int si = 0; si < 2; si++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], T = Ts[ti], g = H / Hkv;
+                const int Dq = H * dh, Dkv = Hkv * dh;
+                gqa_t c;
+                gqa_init(&c, 2, T, T, H, Hkv, dh, 0, 200 + si * 10 + ti);
+                mattn_attn_args a = gqa_args(&c, c.out, c.lse, causal, -1, NULL);
+                mattn_attn_softmax_forward(&a);
+                /* the multi-head problem: rows q | K repeated | V repeated */
+                float *qkv = falloc((size_t)2 * T * 3 * Dq), *o = falloc((size_t)2 * T * Dq);
+                float *lse = falloc((size_t)2 * H * T), *oref = falloc((size_t)2 * T * Dq);
+                for (int r = 0; r < 2 * T; r++)
+                    for (int h = 0; h < H; h++)
+                        for (int i = 0; i < dh; i++) {
+                            float *row = qkv + (size_t)r * 3 * Dq;
+                            row[h * dh + i] = c.q[(size_t)r * Dq + h * dh + i];
+                            row[Dq + h * dh + i] = c.kv[(size_t)r * 2 * Dkv + (h / g) * dh + i];
+                            row[2 * Dq + h * dh + i] = c.kv[(size_t)r * 2 * Dkv + Dkv + (h / g) * dh + i];
+                        }
+                mattn_attn_args m = {.B = 2, .T = T, .H = H, .dh = dh, .q = qkv, .k = qkv + Dq, .v = qkv + 2 * Dq,
+                                     .ld = 3 * Dq, .out = o, .ldo = Dq, .causal = causal, .window = -1, .lse = lse};
+                set_attn_scratch(&m);
+                mattn_attn_softmax_forward(&m);
+                assert_memory_equal(o, c.out, sizeof(float) * 2 * T * Dq);
+                assert_memory_equal(lse, c.lse, sizeof(float) * 2 * H * T);
+                if (T < 100) { /* the references alike (the big case is slow there) */
+                    mattn_attn_args rr = gqa_args(&c, c.ref, c.lse_ref, causal, -1, NULL);
+                    mattn_attn_softmax_forward_ref(&rr);
+                    m.out = oref;
+                    mattn_attn_softmax_forward_ref(&m);
+                    assert_memory_equal(oref, c.ref, sizeof(float) * 2 * T * Dq);
+                }
+                /* the last n queries of each sequence against all T keys == those rows of the whole */
+                for (int n = 1; causal && n <= T; n += n < 4 ? 1 : T / 3 + 1) {
+                    float *qc = falloc((size_t)2 * n * Dq), *oc = falloc((size_t)2 * n * Dq);
+                    for (int b = 0; b < 2; b++)
+                        memcpy(qc + (size_t)b * n * Dq, c.q + ((size_t)b * T + T - n) * Dq, sizeof(float) * n * Dq);
+                    mattn_attn_args ch = a;
+                    ch.T = n, ch.Tk = T, ch.q = qc, ch.out = oc, ch.lse = NULL;
+                    mattn_attn_softmax_forward(&ch);
+                    for (int b = 0; b < 2; b++)
+                        assert_close(oc + (size_t)b * n * Dq, c.out + ((size_t)b * T + T - n) * Dq, (size_t)n * Dq,
+                                     1e-6, "chunk at the end == rows of the whole");
+                    free(qc); free(oc);
+                }
+                free(qkv); free(o); free(lse); free(oref);
+                gqa_free(&c);
+            }
+}
+
+/* The decode step with grouped heads: vs its reference (flat and ring
+ * caches, spans), == multi-head decode on repeated K/V heads, and == the
+ * last row of the prefill forward over the same keys. */
+static void test_softmax_decode_gqa(void **st) {
+    (void)st;
+    /* SmolLM2's heads, a small GQA, one K/V head for 18 query heads (more than the kernel's group of 8);
+     * contexts past 512 keys take the chunked path (partial softmaxes combined) */
+    const int shapes[][3] = {{9, 3, 64}, {6, 2, 16}, {18, 1, 32}};
+    for (int si = 0; si < 3; si++)
+        for (int ring = 0; ring <= 9; ring += 9) {
+            const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], g = H / Hkv, cap = 1200;
+            const int Dq = H * dh, Dkv = Hkv * dh;
+            float *K = falloc((size_t)cap * Dkv), *V = falloc((size_t)cap * Dkv);
+            float *Kr = falloc((size_t)cap * Dq), *Vr = falloc((size_t)cap * Dq);
+            float *q = falloc(Dq), *o = falloc(Dq), *r = falloc(Dq), *om = falloc(Dq);
+            fill_normal(K, (size_t)cap * Dkv, 31 + si, 1.0f);
+            fill_normal(V, (size_t)cap * Dkv, 32 + si, 1.0f);
+            fill_normal(q, (size_t)Dq, 33 + si, 1.0f);
+            for (int s = 0; s < cap; s++)
+                for (int h = 0; h < H; h++) {
+                    memcpy(Kr + (size_t)s * Dq + h * dh, K + (size_t)s * Dkv + (h / g) * dh, sizeof(float) * dh);
+                    memcpy(Vr + (size_t)s * Dq + h * dh, V + (size_t)s * Dkv + (h / g) * dh, sizeof(float) * dh);
+                }
+            const int spans[][2] = {{0, 0}, {0, 6}, {3, 70}, {0, 128}, {0, 149}, {141, 149}, {0, 1199}, {7, 1003}};
+            for (int sp = 0; sp < 8; sp++) {
+                int lo = spans[sp][0], hi = spans[sp][1];
+                if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
+                const double f = mattn_attn_softmax_decode_gqa(q, K, V, Dkv, H, g, dh, lo, hi, ring, o);
+                const double fr = mattn_attn_softmax_decode_gqa_ref(q, K, V, Dkv, H, g, dh, lo, hi, ring, r);
+                assert_true(f == fr);
+                assert_close(o, r, (size_t)Dq, 2e-5, "gqa decode vs ref");
+                mattn_attn_softmax_decode(q, Kr, Vr, Dq, H, dh, lo, hi, ring, om);
+                assert_memory_equal(o, om, sizeof(float) * Dq);
+                if (!ring && lo == 0) { /* the prefill kernel's last query over keys [0, hi] */
+                    mattn_attn_args a = {.B = 1, .T = 1, .Tk = hi + 1, .H = H, .dh = dh, .q = q, .ld = Dq,
+                                         .k = K, .v = V, .ldkv = Dkv, .kv_group = g, .out = om, .ldo = Dq,
+                                         .causal = 1, .window = -1};
+                    set_attn_scratch(&a);
+                    mattn_attn_softmax_forward(&a);
+                    assert_close(o, om, (size_t)Dq, 2e-6, "gqa decode == prefill's last row");
+                }
+            }
+            free(K); free(V); free(Kr); free(Vr); free(q); free(o); free(r); free(om);
+        }
+}
+
+/* Keys and values through a mattn_kv view — head by head (ld = dh,
+ * hstride = cap*dh), as floats or halves — against the same values (halves
+ * rounded back to floats) as rows: the decode step and the prefill forward
+ * give the same bits, and each is near its reference on the view. */
+static void test_softmax_kv_views(void **st) {
+    (void)st;
+    const int shapes[][3] = {{9, 3, 64}, {6, 2, 16}, {18, 1, 32}, {4, 2, 24}};
+    for (int si = 0; si < 4; si++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], g = H / Hkv, cap = 700;
+            const int Dq = H * dh, Dkv = Hkv * dh, T = 5;
+            const size_t n = (size_t)cap * Dkv, es = f16 ? 2 : 4;
+            float *K = falloc(n), *V = falloc(n), *q = falloc((size_t)T * Dq), *o = falloc((size_t)T * Dq);
+            float *r = falloc((size_t)T * Dq);
+            char *Kv = malloc(n * es), *Vv = malloc(n * es);
+            fill_normal(K, n, 41 + si, 1.0f);
+            fill_normal(V, n, 42 + si, 1.0f);
+            fill_normal(q, (size_t)T * Dq, 43 + si, 1.0f);
+            for (int s = 0; s < cap; s++) /* rows (s, Dkv) -> heads (Hkv, cap, dh); rows keep what the view holds */
+                for (int j = 0; j < Hkv; j++)
+                    for (int i = 0; i < dh; i++) {
+                        const size_t row = (size_t)s * Dkv + (size_t)j * dh + i, hm = ((size_t)j * cap + s) * dh + i;
+                        if (f16) {
+                            ((uint16_t *)Kv)[hm] = mattn_f32_to_f16(K[row]);
+                            ((uint16_t *)Vv)[hm] = mattn_f32_to_f16(V[row]);
+                            K[row] = mattn_f16_to_f32(((uint16_t *)Kv)[hm]);
+                            V[row] = mattn_f16_to_f32(((uint16_t *)Vv)[hm]);
+                        } else {
+                            ((float *)Kv)[hm] = K[row], ((float *)Vv)[hm] = V[row];
+                        }
+                    }
+            const mattn_kv kv = {Kv, Vv, dh, (int64_t)cap * dh, f16};
+            const int spans[][2] = {{0, 0}, {0, 70}, {5, 300}, {0, 699}};
+            for (int sp = 0; sp < 4; sp++)
+                for (int ring = 0; ring <= 9; ring += 9) {
+                    int lo = spans[sp][0], hi = spans[sp][1];
+                    if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
+                    mattn_attn_softmax_decode_kv(q, &kv, H, g, dh, lo, hi, ring, o);
+                    mattn_attn_softmax_decode_gqa(q, K, V, Dkv, H, g, dh, lo, hi, ring, r);
+                    if (memcmp(o, r, sizeof(float) * Dq)) fail_msg("decode view != rows: shape %d f16 %d span %d ring %d", si, f16, sp, ring);
+                    mattn_attn_softmax_decode_kv_ref(q, &kv, H, g, dh, lo, hi, ring, r);
+                    assert_close(o, r, (size_t)Dq, 2e-5, "decode on a view vs ref");
+                }
+            for (int Tk = T; Tk <= cap; Tk += cap - T) { /* a chunk of T queries at the end of Tk keys */
+                mattn_attn_args a = {.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = K, .v = V,
+                                     .ldkv = Dkv, .kv_group = g, .out = r, .ldo = Dq, .causal = 1, .window = -1};
+                set_attn_scratch(&a);
+                mattn_attn_softmax_forward(&a);
+                a.k = a.v = NULL, a.ldkv = 0, a.kv = &kv, a.out = o;
+                mattn_attn_softmax_forward(&a);
+                assert_memory_equal(o, r, sizeof(float) * T * Dq);
+                mattn_attn_softmax_forward_ref(&a);
+                assert_close(o, r, (size_t)T * Dq, 2e-5, "prefill on a view vs ref");
+            }
+            free(K); free(V); free(q); free(o); free(r); free(Kv); free(Vv);
+        }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_softmax_gqa_vs_ref),
+        cmocka_unit_test(test_softmax_gqa_equals_mha),
+        cmocka_unit_test(test_softmax_decode_gqa),
+        cmocka_unit_test(test_softmax_kv_views),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
