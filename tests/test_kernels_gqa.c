@@ -2,8 +2,9 @@
  * test_kernels_gqa.c — the softmax core with grouped-query heads and query
  * chunks against a longer key sequence (a KV cache), forward and decode:
  * against the references and against multi-head attention on repeated K/V
- * heads; and keys and values through a mattn_kv view (head by head, floats
- * or IEEE halves), which must give what rows of the same values give.
+ * heads; keys and values through a mattn_kv view (head by head, floats or
+ * IEEE halves), which must give what rows of the same values give; and
+ * attention sinks beside a causal window.
  */
 #include "test_util.h"
 #include "kernels/simd.h"
@@ -228,10 +229,10 @@ static void test_softmax_kv_views(void **st) {
                 for (int ring = 0; ring <= 9; ring += 9) {
                     int lo = spans[sp][0], hi = spans[sp][1];
                     if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
-                    mattn_attn_softmax_decode_kv(q, &kv, H, g, dh, lo, hi, ring, o);
+                    mattn_attn_softmax_decode_kv(q, &kv, H, g, dh, 0, lo, hi, ring, o);
                     mattn_attn_softmax_decode_gqa(q, K, V, Dkv, H, g, dh, lo, hi, ring, r);
                     if (memcmp(o, r, sizeof(float) * Dq)) fail_msg("decode view != rows: shape %d f16 %d span %d ring %d", si, f16, sp, ring);
-                    mattn_attn_softmax_decode_kv_ref(q, &kv, H, g, dh, lo, hi, ring, r);
+                    mattn_attn_softmax_decode_kv_ref(q, &kv, H, g, dh, 0, lo, hi, ring, r);
                     assert_close(o, r, (size_t)Dq, 2e-5, "decode on a view vs ref");
                 }
             for (int Tk = T; Tk <= cap; Tk += cap - T) { /* a chunk of T queries at the end of Tk keys */
@@ -249,12 +250,66 @@ static void test_softmax_kv_views(void **st) {
         }
 }
 
+/* Attention sinks beside a causal window: keys [0, sinks) stay visible to
+ * every query.  The tiled forward against its reference; sinks covering
+ * every key against full causal attention; the decode step (sinks as a
+ * chunk of their own) against its reference and the forward's last row. */
+static void test_softmax_sinks(void **st) {
+    (void)st;
+    const int shapes[][3] = {{9, 3, 64}, {4, 4, 16}, {6, 2, 24}}, geo[][2] = {{7, 7}, {130, 130}, {5, 300}};
+    const int windows[] = {0, 3, 50}, sinks[] = {1, 4, 100};
+    for (int si = 0; si < 3; si++)
+        for (int gi = 0; gi < 3; gi++) {
+            const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], g = H / Hkv;
+            const int T = geo[gi][0], Tk = geo[gi][1], Dq = H * dh, Dkv = Hkv * dh;
+            float *q = falloc((size_t)T * Dq), *K = falloc((size_t)Tk * Dkv), *V = falloc((size_t)Tk * Dkv);
+            float *o = falloc((size_t)T * Dq), *r = falloc((size_t)T * Dq), *d = falloc(Dq);
+            fill_normal(q, (size_t)T * Dq, 51 + si, 1.0);
+            fill_normal(K, (size_t)Tk * Dkv, 52 + si, 1.0);
+            fill_normal(V, (size_t)Tk * Dkv, 53 + si, 1.0);
+            for (int wi = 0; wi < 3; wi++)
+                for (int ki = 0; ki < 3; ki++) {
+                    const int w = windows[wi], S = sinks[ki];
+                    mattn_attn_args a = {.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = K,
+                                         .v = V, .ldkv = Dkv, .kv_group = g, .out = o, .ldo = Dq, .causal = 1,
+                                         .window = w, .sinks = S};
+                    set_attn_scratch(&a);
+                    const double f = mattn_attn_softmax_forward(&a);
+                    a.out = r;
+                    assert_true(mattn_attn_softmax_forward_ref(&a) == f);
+                    if (max_abs_diff(o, r, (size_t)T * Dq, 2e-5, "sinks: forward vs ref") > 2e-5)
+                        fail_msg("H %d Hkv %d dh %d, T %d Tk %d, window %d, sinks %d", H, Hkv, dh, T, Tk, w, S);
+                    a.sinks = 0; /* without the sinks (into r): another result (a sink is out
+                                  * of some query's window), then r back to the reference */
+                    mattn_attn_softmax_forward(&a);
+                    if (w < Tk - 1) assert_true(memcmp(o, r, sizeof(float) * T * Dq) != 0);
+                    a.sinks = S;
+                    mattn_attn_softmax_forward_ref(&a);
+                    if (S >= Tk) { /* every key a sink: full causal attention */
+                        a.window = -1, a.sinks = 0;
+                        mattn_attn_softmax_forward(&a);
+                        assert_close(o, r, (size_t)T * Dq, 2e-5, "sinks over every key == full");
+                    }
+                    const int hi = Tk - 1, lo = hi - w > 0 ? hi - w : 0; /* the last query, decoded */
+                    const mattn_kv kv = {K, V, Dkv, dh, 0};
+                    const double fd = mattn_attn_softmax_decode_kv(q + (size_t)(T - 1) * Dq, &kv, H, g, dh, S, lo, hi,
+                                                                   0, d);
+                    assert_true(fd == mattn_attn_softmax_decode_kv_ref(q + (size_t)(T - 1) * Dq, &kv, H, g, dh, S,
+                                                                       lo, hi, 0, r));
+                    assert_close(d, r, (size_t)Dq, 2e-5, "sinks: decode vs ref");
+                    assert_close(d, o + (size_t)(T - 1) * Dq, (size_t)Dq, 2e-5, "sinks: decode == forward's last row");
+                }
+            free(q); free(K); free(V); free(o); free(r); free(d);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
         cmocka_unit_test(test_softmax_gqa_equals_mha),
         cmocka_unit_test(test_softmax_decode_gqa),
         cmocka_unit_test(test_softmax_kv_views),
+        cmocka_unit_test(test_softmax_sinks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

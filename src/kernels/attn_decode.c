@@ -122,29 +122,32 @@ static void decode_chunk_f16(const float *q, const void *Kh, const void *Vh, int
  * shared rows are read once per group; the chunks' partial softmaxes are
  * combined in chunk order (flash-decoding).  Items run in parallel when
  * the context is long enough to pay for it. */
-double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo, int hi,
-                                    int ring, float *out) {
-    const int g = kv_group > 1 ? kv_group : 1, n = hi - lo + 1;
-    MATTN_ASSERT(H % g == 0);
+double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int sinks,
+                                    int lo, int hi, int ring, float *out) {
+    const int g = kv_group > 1 ? kv_group : 1, n = hi - lo + 1, ns = sinks < lo ? sinks : lo;
+    MATTN_ASSERT(H % g == 0 && sinks >= 0 && !(sinks && ring));
     const float scale = 1.0f / sqrtf((float)dh);
     const int sub = (g + DEC_GROUP - 1) / DEC_GROUP; /* head groups per K/V head */
     const int esz = kv->f16 ? 2 : 4;
     void (*chunk)(const float *, const void *, const void *, int64_t, int, int, int, int, int, float, float *,
                   float *, float *) = kv->f16 ? decode_chunk_f16 : decode_chunk_f32;
+    /* chunks of [lo, hi], after a chunk of the sinks [0, ns) when there are any */
+    const int S = ns > 0;
     int C = n / DEC_CHUNK_KEYS;
     C = C < 1 ? 1 : C > DEC_CHUNKS ? DEC_CHUNKS : C;
-    while (C > 1 && (size_t)C * H * (dh + 2) > DEC_PART) C--;
-    float part[DEC_PART]; /* C > 1: per chunk and head m, l, o (dh) */
-    const int items = (H / g) * sub * C;
-    #pragma omp parallel for schedule(static) if ((double)n * H * dh > 65536.0)
+    while (C > 1 && (size_t)(C + S) * H * (dh + 2) > DEC_PART) C--;
+    float part[DEC_PART]; /* C + S > 1: per chunk and head m, l, o (dh) */
+    const int items = (H / g) * sub * (C + S);
+    #pragma omp parallel for schedule(static) if ((double)(n + ns) * H * dh > 65536.0)
     for (int it = 0; it < items; it++) {
-        const int c = it % C, hg = it / C, hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
+        const int c = it % (C + S), w = c - S, hg = it / (C + S), hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
         const int gn = hk * g + g - h0 < DEC_GROUP ? hk * g + g - h0 : DEC_GROUP;
-        const int s_lo = lo + (int)((int64_t)n * c / C), s_hi = lo + (int)((int64_t)n * (c + 1) / C) - 1;
+        const int s_lo = w < 0 ? 0 : lo + (int)((int64_t)n * w / C);
+        const int s_hi = w < 0 ? ns - 1 : lo + (int)((int64_t)n * (w + 1) / C) - 1;
         const char *Kh = (const char *)kv->k + hk * kv->hstride * esz, *Vh = (const char *)kv->v + hk * kv->hstride * esz;
         float m[DEC_GROUP], l[DEC_GROUP];
-        float *o = C > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
-        if (C > 1) {
+        float *o = C + S > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
+        if (C + S > 1) {
             _Alignas(64) float ob[DEC_GROUP * MATTN_MAX_HEAD_DIM];
             chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, s_lo, s_hi, ring, scale, m, l, ob);
             for (int h = 0; h < gn; h++) {
@@ -160,14 +163,14 @@ double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, i
             }
         }
     }
-    for (int h = 0; C > 1 && h < H; h++) { /* the chunks' softmaxes into one, chunk by chunk */
+    for (int h = 0; C + S > 1 && h < H; h++) { /* the chunks' softmaxes into one, chunk by chunk */
         float mx = -INFINITY, L = 0.0f, *oh = out + (size_t)h * dh;
-        for (int c = 0; c < C; c++) {
+        for (int c = 0; c < C + S; c++) {
             const float mc = part[((size_t)c * H + h) * (dh + 2)];
             mx = mc > mx ? mc : mx;
         }
         for (int i = 0; i < dh; i++) oh[i] = 0.0f;
-        for (int c = 0; c < C; c++) {
+        for (int c = 0; c < C + S; c++) {
             const float *p = part + ((size_t)c * H + h) * (dh + 2), w = p[1] > 0.0f ? expf(p[0] - mx) : 0.0f;
             L += p[1] * w;
             for (int i = 0; i < dh; i++) oh[i] += w * p[2 + i];
@@ -175,26 +178,26 @@ double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, i
         const float inv = L > 0.0f ? 1.0f / L : 0.0f;
         for (int i = 0; i < dh; i++) oh[i] *= inv;
     }
-    return 4.0 * n * (double)H * dh;
+    return 4.0 * (n + ns) * (double)H * dh;
 }
 
 /* The plain formula: every score, the max, the exponentials, the weighted
  * sum — in double. */
-double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo,
-                                        int hi, int ring, float *out) {
-    const int g = kv_group > 1 ? kv_group : 1;
-    MATTN_ASSERT(H % g == 0);
+double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int sinks,
+                                        int lo, int hi, int ring, float *out) {
+    const int g = kv_group > 1 ? kv_group : 1, ns = sinks < lo ? sinks : lo;
+    MATTN_ASSERT(H % g == 0 && sinks >= 0 && !(sinks && ring));
     const double scale = 1.0 / sqrt((double)dh);
     for (int h = 0; h < H; h++) {
         const int64_t head = (int64_t)(h / g) * kv->hstride;
         double m = -INFINITY, l = 0.0, o[MATTN_MAX_HEAD_DIM] = {0};
-        for (int s = lo; s <= hi; s++) {
+        for (int s = ns > 0 ? 0 : lo; s <= hi; s = s + 1 == ns ? lo : s + 1) { /* the sinks, then [lo, hi] */
             const int64_t k = head + (int64_t)(ring ? s % ring : s) * kv->ld;
             double sc = 0.0;
             for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * mattn_kv_at(kv->k, k + i, kv->f16);
             m = sc * scale > m ? sc * scale : m;
         }
-        for (int s = lo; s <= hi; s++) {
+        for (int s = ns > 0 ? 0 : lo; s <= hi; s = s + 1 == ns ? lo : s + 1) {
             const int64_t k = head + (int64_t)(ring ? s % ring : s) * kv->ld;
             double sc = 0.0;
             for (int i = 0; i < dh; i++) sc += (double)q[h * dh + i] * mattn_kv_at(kv->k, k + i, kv->f16);
@@ -204,5 +207,5 @@ double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int 
         }
         for (int i = 0; i < dh; i++) out[(size_t)h * dh + i] = l > 0.0 ? (float)(o[i] / l) : 0.0f;
     }
-    return 4.0 * (hi - lo + 1) * (double)H * dh;
+    return 4.0 * (hi - lo + 1 + ns) * (double)H * dh;
 }

@@ -49,8 +49,15 @@ static inline float kv_elem(const mattn_attn_args *a, int v, int b, int s, int h
     return (v ? a->v : a->k)[pos * ld_kv(a) + (int64_t)kv_head(a, h) * a->dh + i];
 }
 
+/* Sinks a query with key range [lo, hi] sees beside it: keys [0, that). */
+static inline int n_sinks(const mattn_attn_args *a, int lo) { return a->sinks < lo ? a->sinks : lo; }
+/* The keys a query sees in order: its sinks [0, ns), then [lo, hi]. */
+static inline int next_key(int s, int ns, int lo) { return s + 1 == ns ? lo : s + 1; }
+static inline int first_key(int ns, int lo) { return ns > 0 ? 0 : lo; }
+
 static void check_geometry(const mattn_attn_args *a) {
     MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
+    MATTN_ASSERT(a->sinks >= 0 && (a->sinks == 0 || a->causal));
     MATTN_ASSERT(a->Tk == 0 || a->Tk >= a->T);
     MATTN_ASSERT(a->kv_group <= 1 || a->H % a->kv_group == 0);
 }
@@ -90,7 +97,7 @@ static double flops(const mattn_attn_args *a) {
     for (int64_t r = 0; r < n_queries(a); r++) {
         int tok = a->rows ? a->rows[r] : (int)r, lo, hi;
         mattn_attn_key_range(tok % a->T + q_pos0(a), n_keys(a), a->causal, a->window, &lo, &hi);
-        if (hi >= lo) f += (double)(hi - lo + 1);
+        if (hi >= lo) f += (double)(hi - lo + 1 + n_sinks(a, lo));
     }
     return f * 4.0 * a->H * a->dh; /* q.k and p*v: 2*dh each per key and head */
 }
@@ -202,7 +209,8 @@ static void mask_scores(const mattn_attn_args *a, const qtile *q, int s0, int nb
         for (int j = nb; j < nc; j++) row[j] = -INFINITY;
         if (!inside)
             for (int j = 0; j < nb; j++)
-                if (s0 + j < q->lo[i] || s0 + j > q->hi[i]) row[j] = -INFINITY;
+                if ((s0 + j < q->lo[i] || s0 + j > q->hi[i]) && !(s0 + j < a->sinks && s0 + j <= q->hi[i]))
+                    row[j] = -INFINITY;
         if (m && m->additive) {
             const size_t Tk = (size_t)n_keys(a);
             const float *add = m->additive + (m->additive_batched ? (size_t)q->b * a->T * Tk : 0) +
@@ -252,8 +260,11 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
     memset(O, 0, sizeof(float) * (size_t)q->n * dhp);
     int klo, khi;
     tile_keys(q, &klo, &khi);
-    for (int s0 = klo; s0 <= khi; s0 += BK) {
-        const int nb = khi - s0 + 1 < BK ? khi - s0 + 1 : BK;
+    /* the sinks before the tile's keys, then its keys */
+    const int ns = a->sinks < klo ? a->sinks : klo, rlo[2] = {0, klo}, rhi[2] = {ns - 1, khi};
+    for (int r = ns > 0 ? 0 : 1; r < 2; r++)
+    for (int s0 = rlo[r]; s0 <= rhi[r]; s0 += BK) {
+        const int nb = rhi[r] - s0 + 1 < BK ? rhi[r] - s0 + 1 : BK;
         const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
         mk_xyt(q->n, dh, Qb, dhp, hp->Kt + s0, hp->ldk, nc, S, BK);
         mask_scores(a, q, s0, nb, nc, S);
@@ -324,7 +335,7 @@ static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_p
     if (r1 == r0) return;
     qtile q;
     make_tile(a, b, r0, r0 + 1, &q);
-    int klo = q.lo[0], khi;
+    int klo = a->sinks > 0 ? 0 : q.lo[0], khi;
     make_tile(a, b, r1 - 1, r1, &q);
     khi = q.hi[0];
     const int nk = khi - klo + 1, ncols = nk + BK; /* tiles read up to a vector past khi */
@@ -465,7 +476,8 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
 
 /* The backward passes take plain multi-head geometry only. */
 static int mha_geometry(const mattn_attn_args *a) {
-    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld) && !a->kv;
+    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld) && !a->kv &&
+           !a->sinks;
 }
 
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
@@ -490,18 +502,19 @@ double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
         for (int h = 0; h < H; h++) {
             int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
             mattn_attn_key_range(t + q_pos0(a), Tk, a->causal, a->window, &lo, &hi);
+            const int ns = hi >= lo ? n_sinks(a, lo) : 0, s1 = first_key(ns, lo);
             const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
             float *o = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
             double m = -INFINITY, l = 0.0;
-            for (int s = lo; s <= hi; s++) {
+            for (int s = s1; s <= hi; s = next_key(s, ns, lo)) {
                 double sc = score(a, q, b, t, s, h, scale);
                 if (sc > m) m = sc;
             }
-            for (int s = lo; s <= hi && m > -INFINITY; s++)
+            for (int s = s1; s <= hi && m > -INFINITY; s = next_key(s, ns, lo))
                 l += exp(score(a, q, b, t, s, h, scale) - m);
             for (int i = 0; i < dh; i++) {
                 double acc = 0.0;
-                for (int s = lo; s <= hi && l > 0.0; s++) {
+                for (int s = s1; s <= hi && l > 0.0; s = next_key(s, ns, lo)) {
                     double p = exp(score(a, q, b, t, s, h, scale) - m) / l * keep(a, b, h, t, s);
                     acc += p * kv_elem(a, 1, b, s, h, i);
                 }

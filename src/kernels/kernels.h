@@ -88,6 +88,8 @@ typedef struct mattn_attn_args {
     int Tk;                /* softmax: keys per sequence, >= T (0: T) */
     const mattn_kv *kv;    /* softmax forwards: keys and values from this view (batch b's position s at
                             * b*Tk + s) instead of k, v, ldkv (NULL: those) */
+    int sinks;             /* softmax forwards, causal: keys [0, sinks) stay visible beside the window
+                            * (attention sinks; 0: none) */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated
@@ -125,26 +127,27 @@ size_t mattn_attn_linear_backward_scratch(int B, int T, int H, int dh);
  * (H*dh); query head h reads K/V head h / kv_group at column
  * (h / kv_group)*dh (kv_group 0 or 1: multi-head, K/V head h at h*dh; a
  * grouped cache has rows of H/kv_group*dh); _decode_kv reads any mattn_kv
- * view (position s at element s*ld, ring or not), _decode_gqa is it on rows
- * of floats.  mattn_attn_softmax_decode is the multi-head form with K/V
+ * view (position s at element s*ld, ring or not) and also the attention
+ * sinks [0, min(sinks, lo)) beside [lo, hi] (not with a ring), _decode_gqa
+ * is it on rows of floats without sinks.  mattn_attn_softmax_decode is the multi-head form with K/V
  * rows of stride D.  linear: the running state
  * of one sequence, S (H, dh, dh) then z (H, dh) — update adds phi(k) v^T and
  * phi(k), query reads phi(q)^T S / (phi(q)^T z + 1e-6).  Each returns its
  * FLOPs; the _ref twins are the plain formulas in double. */
-double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo, int hi,
-                                    int ring, float *out);
-double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int lo,
-                                        int hi, int ring, float *out);
+double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int sinks,
+                                    int lo, int hi, int ring, float *out);
+double mattn_attn_softmax_decode_kv_ref(const float *q, const mattn_kv *kv, int H, int kv_group, int dh, int sinks,
+                                        int lo, int hi, int ring, float *out);
 static inline double mattn_attn_softmax_decode_gqa(const float *q, const float *K, const float *V, int ldkv, int H,
                                                    int kv_group, int dh, int lo, int hi, int ring, float *out) {
     const mattn_kv kv = {K, V, ldkv, dh, 0};
-    return mattn_attn_softmax_decode_kv(q, &kv, H, kv_group, dh, lo, hi, ring, out);
+    return mattn_attn_softmax_decode_kv(q, &kv, H, kv_group, dh, 0, lo, hi, ring, out);
 }
 static inline double mattn_attn_softmax_decode_gqa_ref(const float *q, const float *K, const float *V, int ldkv,
                                                        int H, int kv_group, int dh, int lo, int hi, int ring,
                                                        float *out) {
     const mattn_kv kv = {K, V, ldkv, dh, 0};
-    return mattn_attn_softmax_decode_kv_ref(q, &kv, H, kv_group, dh, lo, hi, ring, out);
+    return mattn_attn_softmax_decode_kv_ref(q, &kv, H, kv_group, dh, 0, lo, hi, ring, out);
 }
 static inline double mattn_attn_softmax_decode(const float *q, const float *K, const float *V, int D, int H, int dh,
                                                int lo, int hi, int ring, float *out) {

@@ -136,7 +136,7 @@ static void attention(const mattn_llama *m, mattn_llama_cache *c, int l, int p, 
     const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
     const mattn_kv kv = mattn_llama_cache_view(c, l);
     if (decode) {
-        mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, 0, p, 0, c->att);
+        mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, 0, 0, p, 0, c->att);
         return;
     }
     mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
