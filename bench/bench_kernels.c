@@ -18,7 +18,11 @@
  * decoding step's 211 distinct matrices in a row (the model's 96 MB), and
  * GEMM (M = 64) as GFLOP/s and % of an sgemm measured alternately with it.
  *
- *   build/bench_kernels [--only sgemm,kernels,layer,quant] [--quick] [--min-time S] [--threads N] [--json FILE]
+ * The "kvdecode" group (not by default either) times the decode step's
+ * attention alone over a SmolLM2-shaped cache of 4096 positions in its
+ * three layouts (bench_kvdecode).
+ *
+ *   build/bench_kernels [--only sgemm,kernels,layer,quant,kvdecode] [--quick] [--min-time S] [--threads N] [--json FILE]
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +37,8 @@ static const char *usage =
     "Measures metaattn's attention kernels and soft layer forward on this machine as\n"
     "percentages of OpenBLAS sgemm (2048^3) measured alternately with each of them.\n"
     "\n"
-    "  --only LIST    comma-separated groups: sgemm, kernels, layer, quant (default:\n"
-    "                 all but quant);\n"
+    "  --only LIST    comma-separated groups: sgemm, kernels, layer, quant, kvdecode\n"
+    "                 (default: all but quant and kvdecode);\n"
     "                 the sgemm baseline is measured and reported in any case\n"
     "  --quick        smaller shapes (T/4) and --min-time 0.2, for a smoke run\n"
     "  --min-time S   seconds each case repeats for (default 1.0)\n"
@@ -297,13 +301,57 @@ static int bench_quant(bench *b) {
 }
 
 // ----------------------------------------------------------------------------
+// the decode step over a LLaMA-style cache (group "kvdecode", not by default)
+
+/* One decode step's attention: 30 layers x 4096 keys of SmolLM2's heads (9
+ * query heads on 3 K/V heads of 64), the cache as rows of all heads (fp32),
+ * head by head (fp32) and head by head in halves (the LLaMA decoder's
+ * default), each layer's K and V its own memory (cap 8192 positions). */
+typedef struct { const void *K, *V; int f16, heads; const float *q; float *o; } kvd_ctx;
+enum { KVD_L = 30, KVD_N = 4096, KVD_CAP = 8192, KVD_H = 9, KVD_G = 3, KVD_DH = 64 };
+
+static int run_kvd(void *p) {
+    const kvd_ctx *c = p;
+    const int64_t dkv = (int64_t)KVD_H / KVD_G * KVD_DH, per = (int64_t)KVD_CAP * dkv, es = c->f16 ? 2 : 4;
+    for (int l = 0; l < KVD_L; l++) {
+        const mattn_kv kv = {(const char *)c->K + l * per * es, (const char *)c->V + l * per * es,
+                             c->heads ? KVD_DH : dkv, c->heads ? (int64_t)KVD_CAP * KVD_DH : KVD_DH, c->f16};
+        mattn_attn_softmax_decode_kv(c->q, &kv, KVD_H, KVD_G, KVD_DH, 0, 0, KVD_N - 1, 0, c->o);
+    }
+    return 0;
+}
+
+static int bench_kvdecode(bench *b) {
+    const size_t n = (size_t)KVD_L * KVD_CAP * (KVD_H / KVD_G) * KVD_DH;
+    float *K = bench_randn(n, 11, 1.0), *V = bench_randn(n, 12, 1.0), *q = bench_randn(KVD_H * KVD_DH, 13, 0.1);
+    float *o = bench_floats(KVD_H * KVD_DH);
+    uint16_t *Kh = malloc(n * 2), *Vh = malloc(n * 2);
+    if (!K || !V || !q || !o || !Kh || !Vh) return cli_fail(1, "bench: out of memory for kvdecode");
+    for (size_t i = 0; i < n; i++) Kh[i] = mattn_f32_to_f16(K[i]), Vh[i] = mattn_f32_to_f16(V[i]);
+    const kvd_ctx cases[3] = {{K, V, 0, 0, q, o}, {K, V, 0, 1, q, o}, {Kh, Vh, 1, 1, q, o}};
+    static const char *names[3] = {"30 x 4096 keys, fp32 rows of all heads", "30 x 4096 keys, fp32 head by head",
+                                   "30 x 4096 keys, f16 head by head"};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        const double t = bench_best_time(b, run_kvd, (void *)&cases[i]);
+        const double bytes = 2.0 * KVD_L * KVD_N * (KVD_H / KVD_G) * KVD_DH * (cases[i].f16 ? 2 : 4);
+        if (!(rc = t < 0)) {
+            b->sgemm = 0;
+            bench_report(b, "kvdecode", names[i], t, 4.0 * KVD_L * KVD_N * KVD_H * KVD_DH, "GB/s", bytes / t * 1e-9);
+        }
+    }
+    free(K), free(V), free(q), free(o), free(Kh), free(Vh);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     static const bench_group groups[] = {
         {"sgemm", group_sgemm, 1}, {"kernels", bench_kernels, 1}, {"layer", bench_layer_soft, 1},
-        {"quant", bench_quant, 0}};
+        {"quant", bench_quant, 0}, {"kvdecode", bench_kvdecode, 0}};
     const bench_program p = {
-        .cmd = NULL, .title = "bench_kernels", .usage = usage, .groups = groups, .n_groups = 4,
+        .cmd = NULL, .title = "bench_kernels", .usage = usage, .groups = groups, .n_groups = 5,
         .setup = bench_sgemm, .teardown = free_sgemm};
     cli_prog = "bench_kernels";
     return bench_main(&p, argc - 1, argv + 1);
