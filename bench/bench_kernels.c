@@ -22,7 +22,8 @@
  * attention alone over a SmolLM2-shaped cache of 4096 positions in its
  * three layouts (bench_kvdecode).
  *
- *   build/bench_kernels [--only sgemm,kernels,layer,quant,kvdecode] [--quick] [--min-time S] [--threads N] [--json FILE]
+ *   build/bench_kernels [--only sgemm,kernels,layer,quant,kvdecode] [--quick] [--min-time S] [--threads N]
+ *                       [--json FILE]
  */
 #include <stdlib.h>
 #include <string.h>

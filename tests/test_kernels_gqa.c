@@ -231,7 +231,8 @@ static void test_softmax_kv_views(void **st) {
                     if (ring && hi - lo + 1 > ring) lo = hi - ring + 1;
                     mattn_attn_softmax_decode_kv(q, &kv, H, g, dh, 0, lo, hi, ring, o);
                     mattn_attn_softmax_decode_gqa(q, K, V, Dkv, H, g, dh, lo, hi, ring, r);
-                    if (memcmp(o, r, sizeof(float) * Dq)) fail_msg("decode view != rows: shape %d f16 %d span %d ring %d", si, f16, sp, ring);
+                    if (memcmp(o, r, sizeof(float) * Dq))
+                        fail_msg("decode view != rows: shape %d f16 %d span %d ring %d", si, f16, sp, ring);
                     mattn_attn_softmax_decode_kv_ref(q, &kv, H, g, dh, 0, lo, hi, ring, r);
                     assert_close(o, r, (size_t)Dq, 2e-5, "decode on a view vs ref");
                 }

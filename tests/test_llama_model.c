@@ -88,6 +88,12 @@ static double lse(const float *x, int n) {
     return m + log(s);
 }
 
+/* A cache of each type for `context` positions (0: the model's). */
+static void open_caches(mattn_llama *m, int context, mattn_llama_cache **c32, mattn_llama_cache **c16) {
+    assert_int_equal(mattn_llama_cache_init_kv(m, context, MATTN_LLAMA_KV_F32, c32), MATTN_OK);
+    assert_int_equal(mattn_llama_cache_init(m, context, c16), MATTN_OK);
+}
+
 static mattn_llama *open_model(mattn_llama_info *info) {
     mattn_llama *m = NULL;
     const double t0 = mattn_now();
@@ -173,8 +179,7 @@ static void test_logits_256(void **st) {
     mattn_llama *m = open_model(&info);
     const int V = info.vocab_size;
     mattn_llama_cache *c32 = NULL, *c16 = NULL;
-    assert_int_equal(mattn_llama_cache_init_kv(m, 0, MATTN_LLAMA_KV_F32, &c32), MATTN_OK);
-    assert_int_equal(mattn_llama_cache_init(m, 0, &c16), MATTN_OK);
+    open_caches(m, 0, &c32, &c16);
     int32_t *tok = ref_ids("tokens", NPOS), *idx = ref_ids("top_idx", NPOS * TOPK);
     float *val = ref_tensor("top_val", NPOS * TOPK), *hf = ref_tensor("top_val_hf", NPOS * TOPK);
     float *lc = ref_tensor("top_val_lcpp", NPOS * TOPK);
@@ -310,8 +315,7 @@ static void test_perplexity(void **st) {
     mattn_llama *m = open_model(&info);
     const int V = info.vocab_size;
     mattn_llama_cache *c32 = NULL, *c16 = NULL;
-    assert_int_equal(mattn_llama_cache_init_kv(m, NPPL, MATTN_LLAMA_KV_F32, &c32), MATTN_OK);
-    assert_int_equal(mattn_llama_cache_init(m, NPPL, &c16), MATTN_OK);
+    open_caches(m, NPPL, &c32, &c16);
     int32_t *tok = ref_ids("ppl_tokens", NPPL);
     float *ref = ref_tensor("ppl_nll", NPPL - 1), *lc = ref_tensor("ppl_nll_lcpp", NPPL - 1), *lg = falloc((size_t)64 * V);
     double r = 0.0, l = 0.0;

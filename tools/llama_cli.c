@@ -97,7 +97,9 @@ int cli_llama_modes(const char *activations, const char *kv) {
     return 0;
 }
 
-mattn_llama_kv cli_llama_kv(const char *kv) { return kv && !strcmp(kv, "f32") ? MATTN_LLAMA_KV_F32 : MATTN_LLAMA_KV_F16; }
+mattn_llama_kv cli_llama_kv(const char *kv) {
+    return kv && !strcmp(kv, "f32") ? MATTN_LLAMA_KV_F32 : MATTN_LLAMA_KV_F16;
+}
 
 static int parse_args(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
     const cli_opt opts[] = {

@@ -144,7 +144,8 @@ double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, i
         const int gn = hk * g + g - h0 < DEC_GROUP ? hk * g + g - h0 : DEC_GROUP;
         const int s_lo = w < 0 ? 0 : lo + (int)((int64_t)n * w / C);
         const int s_hi = w < 0 ? ns - 1 : lo + (int)((int64_t)n * (w + 1) / C) - 1;
-        const char *Kh = (const char *)kv->k + hk * kv->hstride * esz, *Vh = (const char *)kv->v + hk * kv->hstride * esz;
+        const char *Kh = (const char *)kv->k + hk * kv->hstride * esz;
+        const char *Vh = (const char *)kv->v + hk * kv->hstride * esz;
         float m[DEC_GROUP], l[DEC_GROUP];
         float *o = C + S > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
         if (C + S > 1) {
