@@ -90,7 +90,7 @@ check "bench unwritable json" 1 "--json: cannot write" "$bin" bench --only layer
 bk=${2:-$(dirname "$bin")/bench_kernels}
 if [[ -x "$bk" ]]; then
   check "bench_kernels help" 0 "--only LIST" "$bk" --help
-  check "bench_kernels unknown group" 2 "unknown group 'hard' (sgemm, kernels, layer, quant)" "$bk" --only hard
+  check "bench_kernels unknown group" 2 "unknown group 'hard' (sgemm, kernels, layer, quant, kvdecode)" "$bk" --only hard
   check "bench_kernels bad flag" 2 "bench_kernels: unknown option '--bogus' (see bench_kernels --help)" "$bk" --bogus
 else
   echo "SKIP bench_kernels: no $bk"
