@@ -752,6 +752,60 @@ MATTN_API mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c,
  * either way; the caller's thread count is restored before it returns. */
 MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t token, float *logits);
 
+/* Routing (surgery, docs/design.md §5): a pretrained model's attention as a
+ * Meta-Attention layer.  Each block's experts share the pretrained Q/K/V/O
+ * and the cache's keys and values (one K/V per token for all experts):
+ *   MATTN_ROUTE_FULL    the original attention, exactly;
+ *   MATTN_ROUTE_LINEAR  linear attention over every earlier key through a
+ *                       learned feature map of the RoPE'd queries and keys,
+ *                       phi(x) = [softmax(x W), softmax(-x W)] per head
+ *                       (W: head_dim x feature_dim, identity-initialised as
+ *                       Hedgehog's), the cache keeping the running state;
+ *   MATTN_ROUTE_LOCAL   softmax over the keys [t - window, t] plus the
+ *                       attention sinks [0, sinks).
+ * Each token of each block takes one expert (hard routing): the argmax of
+ * the block's controller (features [RMSNorm(x); its norm; position], an
+ * MLP, as mattn_config's prior-free controller), or, for a block made
+ * token-independent by mattn_llama_routing_fix, an expert drawn with fixed
+ * probabilities from a hash of (seed, block, position).  The routing lives
+ * beside the model (mattn_llama_routing_save/load: a small safetensors
+ * file of the new weights and this config); the GGUF is never rewritten.
+ * Attach or drop routing only while no forward runs; caches made before
+ * are refused by the next forward (make new ones). */
+enum { MATTN_ROUTE_FULL = 0, MATTN_ROUTE_LINEAR = 1, MATTN_ROUTE_LOCAL = 2, MATTN_ROUTE_EXPERTS = 3 };
+typedef struct mattn_llama_routing_config {
+    int window;            /* local: keys [t - window, t], >= 1 (default 256) */
+    int sinks;             /* local: keys [0, sinks) as well, >= 0 (default 4) */
+    int controller_hidden; /* controller MLP width, >= 1 (default 32) */
+    int feature_dim;       /* linear: W is head_dim x feature_dim, 2 * feature_dim features (default head_dim) */
+    uint64_t seed;         /* controller init and token-independent draws (default 0) */
+} mattn_llama_routing_config;
+MATTN_API mattn_llama_routing_config mattn_llama_routing_default(void);
+/* Attach fresh routing (controllers initialised as mattn_config's, biases
+ * favouring full: every token goes to full until trained); a zero
+ * feature_dim takes head_dim.  Replaces any routing attached. */
+MATTN_API mattn_status mattn_llama_routing_new(mattn_llama *m, const mattn_llama_routing_config *cfg);
+/* Load a routing file made for this model's shape (n_layers, d_model, heads,
+ * head_dim are checked by name) and attach it. */
+MATTN_API mattn_status mattn_llama_routing_load(mattn_llama *m, const char *path);
+MATTN_API mattn_status mattn_llama_routing_save(mattn_llama *m, const char *path);
+MATTN_API void mattn_llama_routing_drop(mattn_llama *m);                  /* back to the original model */
+MATTN_API int mattn_llama_routing_attached(const mattn_llama *m);
+MATTN_API mattn_status mattn_llama_routing_get_config(const mattn_llama *m, mattn_llama_routing_config *out);
+/* Make block `layer` (-1: every block) token-independent: each token takes
+ * expert e with probability share[e] (MATTN_ROUTE_EXPERTS of them, >= 0,
+ * summing to 1; (1, 0, 0) is the original attention, (0, 0, 1) StreamingLLM's
+ * sinks + window).  Saved with the routing. */
+MATTN_API mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const double *share);
+/* What a cache executed since it was made or reset: counts (n_layers,
+ * MATTN_ROUTE_EXPERTS) tokens per block and expert, attention FLOPs and
+ * seconds (the attention cores only, every block); any pointer may be
+ * NULL.  routes: the expert of position t in block l at routes[t * n_layers
+ * + l] for the cache's positions (valid until the next call on the cache;
+ * NULL without routing). */
+MATTN_API mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int64_t *counts, double *attn_flops,
+                                                 double *attn_secs, const uint8_t **routes);
+
 /* The model's tokenizer: byte-level BPE from the GGUF metadata (built on
  * the first call; a file without one fails then, MATTN_ERR_FORMAT or
  * MATTN_ERR_UNSUPPORTED naming what is missing).  tokenize encodes

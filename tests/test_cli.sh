@@ -154,7 +154,35 @@ check "chat no template" 1 "tokenizer.ggml.model" "$bin" chat --model tests/fixt
 check "eval gguf no data" 2 "eval: --data is required" "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf
 check "eval gguf stride" 2 "--stride 9 exceeds --context 8" \
   "$bin" eval --model tests/fixtures/llama_tiny_f32.gguf --data README.md --context 8 --stride 9
+# surgery: routing files beside a GGUF model, loaded with --routing
+ty=tests/fixtures/llama_tiny_q8_0.gguf
+check "surgery help" 0 "--fixed SPEC" "$bin" surgery --help
+check "surgery no model" 2 "surgery: --model is required" "$bin" surgery --out "$tmp/r.st" --fixed 0,0,1
+check "surgery no fixed" 2 "surgery: --fixed is required" "$bin" surgery --model $ty --out "$tmp/r.st"
+check "surgery shares" 2 "--fixed '0.5,0.6': expected three shares F,N,L (full, linear, local) at '0.6'" \
+  "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0.5,0.6
+check "surgery shares sum" 2 "--fixed '0.5,0.6,0': mattn_llama_routing_fix: the shares sum to 1.1" \
+  "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0.5,0.6,0
+check "surgery blocks" 2 "--fixed '0-2:1,0,0': blocks '0-2' are not a block or a range A-B within [0, 2)" \
+  "$bin" surgery --model $ty --out "$tmp/r.st" --fixed '0-2:1,0,0'
+check "surgery trailing" 2 "unexpected 'x' after three shares" "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0,0,1x
+check "surgery bad window" 2 "--window: expected an integer in [1, 1048576], got '0'" \
+  "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0,0,1 --window 0
+check "surgery writes" 0 "wrote $tmp/r.st" "$bin" surgery --model $ty --out "$tmp/r.st" --fixed '0:1,0,0;1:0.2,0.3,0.5' --window 8
+check "surgery out unwritable" 1 "--out: " "$bin" surgery --model $ty --out "$tmp/none/r.st" --fixed 0,0,1
+check "routing missing" 1 "--routing: $tmp/nope.st: cannot open" "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/nope.st"
+check "routing not a routing file" 1 "not a routing file" "$bin" bench --model $ty --context 16 --decode 4 --routing $fx/cli_weights.safetensors
+check "bench routed" 0 "routed                               full 65.0 %, linear 12.5 %, local 22.5 %" \
+  "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/r.st"
+
 if [[ -f "$gg" ]]; then
+  check "routing of another model" 1 "made for n_layers = 2, the model has 30: a routing file of another model" \
+    "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --routing "$tmp/r.st"
+  "$bin" surgery --model $gg --out "$tmp/full.st" --fixed 1,0,0 2>/dev/null
+  check "eval gguf routed all full" 0 "$("$bin" eval --model $gg --data README.md --context 64 --tokens 256 | sed -n 2p)" \
+    "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --routing "$tmp/full.st"
+  check "generate gguf routed json" 0 '"share_full": 1.0000' \
+    "$bin" generate --model $gg --prompt "Hello" --tokens 8 --json --routing "$tmp/full.st"
   check "chat one-shot" 0 "The capital of France is Paris." \
     "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --kv f32 --tokens 12
   check "chat lines keep history" 0 "The capital of Italy is Rome." bash -c "printf 'What is the capital of France?\nAnd of Italy?\n' | \
@@ -187,7 +215,7 @@ if [[ -f "$gg" ]]; then
   if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
     "$bin" bench --model "$gg" --context 16 --decode 4 --threads 1 --json - >"$tmp/m.json" 2>"$tmp/m.txt"
     check "bench model table" 0 "decode 4 tokens at context 16" cat "$tmp/m.txt"
-    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv"
+    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv prefill_attention_s decode_attention_s"
     if command -v python3 >/dev/null; then
       check "bench model JSON" 0 "keys ok" python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))

@@ -431,22 +431,7 @@ static mattn_status op_all(void) {
 
 static void test_faults(void **st) {
     (void)st;
-    const long live0 = mattn_alloc_live();
-    mattn_fault_alloc(LONG_MAX, 0); /* count only */
-    assert_int_equal(op_all(), MATTN_OK);
-    const long total = mattn_alloc_count();
-    mattn_fault_alloc(0, 0);
-    assert_int_equal(mattn_alloc_live(), live0);
-    for (int persistent = 0; persistent <= 1; persistent++)
-        for (long n = 1; n <= total; n++) {
-            mattn_fault_alloc(n, persistent);
-            const mattn_status s = op_all();
-            mattn_fault_alloc(0, 0);
-            if (s != MATTN_ERR_NOMEM)
-                fail_msg("allocation %ld of %ld failing: status %d (%s)", n, total, s, mattn_last_error());
-            if (mattn_alloc_live() != live0) fail_msg("allocation %ld failing: %ld leaked", n, mattn_alloc_live() - live0);
-        }
-    print_message("  %ld allocations, each failing gives MATTN_ERR_NOMEM\n", total);
+    fault_sweep(op_all, 1);
 }
 
 int main(void) {

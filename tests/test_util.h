@@ -6,6 +6,7 @@
 #ifndef MATTN_TEST_UTIL_H
 #define MATTN_TEST_UTIL_H
 
+#include <limits.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -222,6 +223,28 @@ static __attribute__((unused)) double fd_check(fd_loss_fn loss, void *ctx, float
     free(save);
     free(v);
     return worst;
+}
+
+/* Every allocation of op failing in turn (persistent: and every one after
+ * it too, with persistent_too): each must give MATTN_ERR_NOMEM and leak
+ * nothing.  op must succeed without faults. */
+static __attribute__((unused)) void fault_sweep(mattn_status (*op)(void), int persistent_too) {
+    const long live0 = mattn_alloc_live();
+    mattn_fault_alloc(LONG_MAX, 0); /* count only */
+    assert_int_equal(op(), MATTN_OK);
+    const long total = mattn_alloc_count();
+    mattn_fault_alloc(0, 0);
+    assert_int_equal(mattn_alloc_live(), live0);
+    for (int persistent = 0; persistent <= persistent_too; persistent++)
+        for (long n = 1; n <= total; n++) {
+            mattn_fault_alloc(n, persistent);
+            const mattn_status s = op();
+            mattn_fault_alloc(0, 0);
+            if (s != MATTN_ERR_NOMEM)
+                fail_msg("allocation %ld of %ld failing: status %d (%s)", n, total, s, mattn_last_error());
+            if (mattn_alloc_live() != live0) fail_msg("allocation %ld failing: %ld leaked", n, mattn_alloc_live() - live0);
+        }
+    print_message("  %ld allocations, each failing gives MATTN_ERR_NOMEM\n", total);
 }
 
 #endif

@@ -20,7 +20,7 @@
 const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
     "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--activations A]\n"
-    "                      [--kv T] [--threads N] [--json FILE]\n"
+    "                      [--kv T] [--routing F] [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -49,6 +49,8 @@ const char cli_bench_usage[] =
     "                 (default 0: once, after an untimed warm-up of 64 tokens)\n"
     "  --activations A  q8 (default, 8-bit as llama.cpp) or f32\n"
     "  --kv T         the cache: f16 (default, as llama.cpp) or f32\n"
+    "  --routing F    route the model's blocks by this routing file (metaattn surgery):\n"
+    "                 the report adds the experts' shares\n"
     "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
     "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"decode_total_gb_s\",\n"

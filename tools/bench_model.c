@@ -39,6 +39,9 @@ typedef struct {
     int N, D;
     const char *act; /* "q8" or "f32" */
     const char *kv;  /* "f16" or "f32" */
+    const char *routing; /* --routing FILE or NULL */
+    double attn_p, attn_d;  /* seconds in attention of the best prefill, of the best decode */
+    double share[MATTN_ROUTE_EXPERTS]; /* the last repetition's experts, over every block */
 } model_run;
 
 static int32_t argmax(const float *x, int n) {
@@ -72,14 +75,23 @@ static int measure(model_run *r, double min_time, double *tp, double *td) {
     if (prefill(r, r->N < WARMUP_TOKENS ? r->N : WARMUP_TOKENS)) return 1;
     *tp = *td = INFINITY;
     const double start = cli_now();
+    double a1, a2;
     do {
         const double t0 = cli_now();
         if (prefill(r, r->N)) return 1;
         const double t1 = cli_now();
+        mattn_llama_cache_routing(r->c, NULL, NULL, &a1, NULL);
         if (decode(r)) return 1;
         const double t2 = cli_now();
-        *tp = fmin(*tp, t1 - t0), *td = fmin(*td, t2 - t1);
+        mattn_llama_cache_routing(r->c, NULL, NULL, &a2, NULL);
+        if (t1 - t0 < *tp) *tp = t1 - t0, r->attn_p = a1;
+        if (t2 - t1 < *td) *td = t2 - t1, r->attn_d = a2 - a1;
     } while (cli_now() - start < min_time);
+    int64_t *counts = calloc((size_t)r->info.n_layers * MATTN_ROUTE_EXPERTS, sizeof *counts);
+    if (!counts) return cli_fail(1, "bench: out of memory");
+    mattn_llama_cache_routing(r->c, counts, NULL, NULL, NULL);
+    cli_llama_shares(r->m, counts, r->share);
+    free(counts);
     return 0;
 }
 
@@ -108,6 +120,11 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
                         (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights, %.2f GB/s with the cache\n", name,
             td * 1e3, r->D / td, wgb * r->D / td, (wgb + kvgb) * r->D / td);
+    fprintf(tab, "  %-36s %10.3f ms in prefill (%.0f %%), %.3f ms per decode step (%.0f %%)\n", "attention",
+            r->attn_p * 1e3, 100 * r->attn_p / tp, r->attn_d / r->D * 1e3, 100 * r->attn_d / td);
+    if (r->routing)
+        fprintf(tab, "  %-36s full %.1f %%, linear %.1f %%, local %.1f %% of the blocks' tokens (%s)\n", "routed",
+                100 * r->share[0], 100 * r->share[1], 100 * r->share[2], r->routing);
     fprintf(tab, "  %-36s %10.1f MB\n", "peak RSS", rss_mb);
     if (!js) return;
     fprintf(js, "{\"model\": \"");
@@ -115,9 +132,17 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
     fprintf(js, "\", \"file_mb\": %.6g, \"threads\": %d, \"context\": %d, \"prefill_tokens\": %d, "
                 "\"prefill_s\": %.6g, \"prefill_tok_s\": %.6g, \"decode_tokens\": %d, \"decode_s\": %.6g, "
                 "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"decode_total_gb_s\": %.6g, "
-                "\"peak_rss_mb\": %.6g, \"activations\": \"%s\", \"kv\": \"%s\"}\n",
+                "\"peak_rss_mb\": %.6g, \"activations\": \"%s\", \"kv\": \"%s\", \"prefill_attention_s\": %.6g, "
+                "\"decode_attention_s\": %.6g",
             file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td,
-            (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv);
+            (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv, r->attn_p, r->attn_d);
+    if (r->routing) {
+        fprintf(js, ", \"routing\": \"");
+        json_str(js, r->routing);
+        fprintf(js, "\", \"share_full\": %.6g, \"share_linear\": %.6g, \"share_local\": %.6g", r->share[0],
+                r->share[1], r->share[2]);
+    }
+    fprintf(js, "}\n");
 }
 
 /* The header: the model, the threads, the prompt's first ids. */
@@ -137,6 +162,7 @@ static void header(const model_run *r, const char *path, FILE *tab, int threads,
  * they name the flags), the cache and the prompt. */
 static int setup(model_run *r, const char *path) {
     if (mattn_llama_open(path, &r->m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
+    if (cli_llama_routing(r->m, r->routing)) return 1;
     mattn_llama_get_info(r->m, &r->info);
     const int ctx = r->info.context_length, V = r->info.vocab_size;
     if (r->N > ctx)
@@ -155,7 +181,7 @@ static int setup(model_run *r, const char *path) {
 }
 
 int cmd_bench_model(int argc, char **argv) {
-    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL;
+    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL, *routing = NULL;
     long long N = 512, D = 32, threads = 0;
     double min_time = 0.0;
     int quick = 0;
@@ -166,7 +192,7 @@ int cmd_bench_model(int argc, char **argv) {
                             OPT_DOUBLE("--min-time", &min_time, 0.0, 3600.0),
                             OPT_STRING("--json", &json),
                             OPT_STRING("--activations", &act), OPT_STRING("--kv", &kv),
-                            OPT_STRING("--only", &only),
+                            OPT_STRING("--routing", &routing), OPT_STRING("--only", &only),
                             OPT_FLAG("--quick", &quick),
                             OPT_END};
     int rc = cli_parse("bench", cli_bench_usage, opts, argc, argv);
@@ -181,7 +207,7 @@ int cmd_bench_model(int argc, char **argv) {
     const int nthreads = cli_set_threads(threads);
     struct stat st;
     const double file_mb = stat(path, &st) == 0 ? st.st_size * 1e-6 : 0.0;
-    model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16"};
+    model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16", .routing = routing};
     FILE *tab = stdout, *js = NULL;
     rc = setup(&r, path);
     if (!rc && act && !strcmp(act, "f32")) mattn_llama_set_activations(r.m, MATTN_LLAMA_ACT_F32);

@@ -90,6 +90,7 @@ int cmd_bench_model(int argc, char **argv);
 extern const char cli_bench_usage[];
 int cmd_tokenize(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_surgery(int argc, char **argv);
 /* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the
  * commands above hand over when --model names one. */
 int cmd_generate_llama(int argc, char **argv);
@@ -99,6 +100,12 @@ int cmd_eval_llama(int argc, char **argv);
 int cli_llama_modes(const char *activations, const char *kv);
 /* The cache type --kv names (NULL: f16, the default). */
 mattn_llama_kv cli_llama_kv(const char *kv);
+/* --routing FILE (NULL: none) loaded beside the model: 0, or 1 after an
+ * error naming the flag and the file. */
+int cli_llama_routing(mattn_llama *m, const char *path);
+/* The shares of the experts a cache executed, over every block (counts of
+ * mattn_llama_cache_routing, summed into share[MATTN_ROUTE_EXPERTS]). */
+void cli_llama_shares(const mattn_llama *m, const int64_t *counts, double *share);
 /* 1 when argv has --model FILE and FILE starts with the GGUF magic. */
 int cli_model_is_gguf(int argc, char **argv);
 /* The sampling flags' parsers (OPT_CUSTOM): --top-k into an int, --top-p

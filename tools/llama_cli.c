@@ -33,6 +33,8 @@ static const char *usage_generate_llama =
     "                      --kv f32 the fp32 reference to rounding)\n"
     "  --kv T              the cache's keys and values: f16 (default, as llama.cpp)\n"
     "                      or f32 (twice the memory)\n"
+    "  --routing FILE      route each token of each block to full, linear or local\n"
+    "                      attention by this routing file (metaattn surgery)\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  --json              print one JSON object at the end instead of streaming\n"
     "  -h, --help          show this help\n";
@@ -53,11 +55,12 @@ static const char *usage_chat =
     "  --temperature X, --top-k K, --top-p P, --seed N   as for generate\n"
     "  --activations A     q8 (default) or f32\n"
     "  --kv T              f16 (default) or f32 cache\n"
+    "  --routing FILE      a routing file (metaattn surgery), as for generate\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  -h, --help          show this help\n";
 
 typedef struct llm_opts {
-    const char *model_path, *prompt, *system, *activations, *kv;
+    const char *model_path, *prompt, *system, *activations, *kv, *routing;
     long long n_tokens, threads, context;
     mattn_sampler_config sc;
     int json;
@@ -74,6 +77,7 @@ typedef struct llm {
     double prefill_s, decode_s;
     int n_prefill, n_decoded, n_sampled;
     int keep_last; /* 1: the last token of a reply cut by --tokens goes into the cache too (chat) */
+    int info_layers;
 } llm;
 
 int cli_model_is_gguf(int argc, char **argv) {
@@ -101,6 +105,22 @@ mattn_llama_kv cli_llama_kv(const char *kv) {
     return kv && !strcmp(kv, "f32") ? MATTN_LLAMA_KV_F32 : MATTN_LLAMA_KV_F16;
 }
 
+int cli_llama_routing(mattn_llama *m, const char *path) {
+    if (path && mattn_llama_routing_load(m, path) != MATTN_OK)
+        return cli_fail(1, "--routing: %s", mattn_llama_errmsg(m));
+    return 0;
+}
+
+void cli_llama_shares(const mattn_llama *m, const int64_t *counts, double *share) {
+    mattn_llama_info info;
+    mattn_llama_get_info(m, &info);
+    double n[MATTN_ROUTE_EXPERTS] = {0}, tot = 0.0;
+    for (int l = 0; l < info.n_layers; l++)
+        for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) n[e] += (double)counts[l * MATTN_ROUTE_EXPERTS + e];
+    for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) tot += n[e];
+    for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) share[e] = tot > 0 ? n[e] / tot : 0.0;
+}
+
 static int parse_args(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
     const cli_opt opts[] = {
         OPT_STRING("--model", &o->model_path),
@@ -108,6 +128,7 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
         OPT_STRING("--system", &o->system),
         OPT_STRING("--activations", &o->activations),
         OPT_STRING("--kv", &o->kv),
+        OPT_STRING("--routing", &o->routing),
         OPT_INT("--tokens", &o->n_tokens, 1, 1 << 20),
         OPT_INT("--context", &o->context, 1, 1 << 20),
         OPT_CUSTOM("--top-k", &o->sc.top_k, cli_parse_top_k),
@@ -149,9 +170,11 @@ static int llm_open(const llm_opts *o, llm *r) {
     mattn_llama_info info;
     mattn_llama_get_info(r->m, &info);
     r->V = info.vocab_size;
+    r->info_layers = info.n_layers;
     if (o->context > info.context_length)
         return cli_fail(EXIT_USAGE, "--context %lld exceeds the model's context %d", o->context, info.context_length);
     if (o->activations && !strcmp(o->activations, "f32")) mattn_llama_set_activations(r->m, MATTN_LLAMA_ACT_F32);
+    if (cli_llama_routing(r->m, o->routing)) return 1;
     if (mattn_llama_special_tokens(r->m, NULL, &r->eos) != MATTN_OK ||
         mattn_llama_find_token(r->m, "<|im_end|>", &r->im_end) != MATTN_OK)
         return cli_fail(1, "--model %s: %s", o->model_path, mattn_llama_errmsg(r->m));
@@ -277,6 +300,13 @@ int cmd_generate_llama(int argc, char **argv) {
         rc = llm_sample(&r, o.n_tokens, o.json ? NULL : stdout, &text, &tlen, &stop, &full);
     if (!rc) {
         const int gen = r.n_sampled;
+        double share[MATTN_ROUTE_EXPERTS] = {0};
+        int64_t *counts = o.routing ? calloc((size_t)r.info_layers * MATTN_ROUTE_EXPERTS, sizeof *counts) : NULL;
+        if (counts) {
+            mattn_llama_cache_routing(r.c, counts, NULL, NULL, NULL);
+            cli_llama_shares(r.m, counts, share);
+            free(counts);
+        }
         const char *why = stop >= 0 ? "end-of-text" : full ? "cache full" : "--tokens";
         if (o.json) {
             printf("{\"prompt\": ");
@@ -284,12 +314,18 @@ int cmd_generate_llama(int argc, char **argv) {
             printf(", \"text\": ");
             json_string(text ? text : "", tlen);
             printf(", \"prompt_tokens\": %d, \"tokens\": %d, \"stop\": \"%s\", \"prefill_tok_s\": %.1f, "
-                   "\"decode_tok_s\": %.1f}\n", r.n_prefill, gen, why, r.n_prefill / r.prefill_s,
+                   "\"decode_tok_s\": %.1f", r.n_prefill, gen, why, r.n_prefill / r.prefill_s,
                    r.n_decoded ? r.n_decoded / r.decode_s : 0.0);
+            if (o.routing) printf(", \"routing\": \"%s\", \"share_full\": %.4f, \"share_linear\": %.4f, "
+                                  "\"share_local\": %.4f", o.routing, share[0], share[1], share[2]);
+            printf("}\n");
         } else {
             putchar('\n');
             fprintf(stderr, "metaattn: %d tokens (stop: %s); prompt %d tokens at %.0f tokens/s, decode %.1f tokens/s\n",
                     gen, why, r.n_prefill, r.n_prefill / r.prefill_s, r.n_decoded ? r.n_decoded / r.decode_s : 0.0);
+            if (o.routing)
+                fprintf(stderr, "metaattn: routed (%s): full %.1f %%, linear %.1f %%, local %.1f %% of the blocks' "
+                        "tokens\n", o.routing, 100 * share[0], 100 * share[1], 100 * share[2]);
         }
         if (fflush(stdout) != 0) rc = cli_fail(1, "generate: cannot write standard output");
     }

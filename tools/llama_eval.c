@@ -35,6 +35,8 @@ static const char *usage_eval_llama =
     "  --tokens N          score only the first N tokens of the text (default all)\n"
     "  --activations A     q8 (default) or f32\n"
     "  --kv T              f16 (default) or f32 cache\n"
+    "  --routing FILE      route each block's tokens by this routing file (metaattn\n"
+    "                      surgery); the report adds the share of each expert\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  --json              print one JSON object\n"
     "  -h, --help          show this help\n";
@@ -42,14 +44,16 @@ static const char *usage_eval_llama =
 #define EVAL_CHUNK 64
 
 typedef struct ev_opts {
-    const char *model_path, *data_path, *activations, *kv;
+    const char *model_path, *data_path, *activations, *kv, *routing;
     long long context, stride, max_tokens, threads;
     int json;
 } ev_opts;
 
 typedef struct ev_sum {
-    double nats, seconds;
+    double nats, seconds, attn_secs;
     long long scored, bytes, windows;
+    int64_t *counts, *win; /* (n_layers, MATTN_ROUTE_EXPERTS) over every window, of one */
+    int n_counts;
 } ev_sum;
 
 static int read_file(const char *path, char **buf, size_t *n) {
@@ -105,6 +109,10 @@ static int score_window(mattn_llama *m, mattn_llama_cache *c, const int32_t *ids
         }
         sum->scored += n;
     }
+    double secs = 0.0;
+    mattn_llama_cache_routing(c, sum->win, NULL, &secs, NULL);
+    sum->attn_secs += secs;
+    for (int i = 0; i < sum->n_counts; i++) sum->counts[i] += sum->win[i];
     sum->windows++;
     return 0;
 }
@@ -114,7 +122,13 @@ static int eval_run(mattn_llama *m, const ev_opts *o, const int32_t *ids, long l
     mattn_llama_get_info(m, &info);
     mattn_llama_cache *c = NULL;
     float *lg = malloc(sizeof(float) * (size_t)EVAL_CHUNK * info.vocab_size);
-    if (!lg) return cli_fail(1, "eval: out of memory");
+    sum->n_counts = info.n_layers * MATTN_ROUTE_EXPERTS;
+    sum->counts = calloc((size_t)sum->n_counts, sizeof *sum->counts);
+    sum->win = calloc((size_t)sum->n_counts, sizeof *sum->win);
+    if (!lg || !sum->counts || !sum->win) {
+        free(lg);
+        return cli_fail(1, "eval: out of memory");
+    }
     int rc = 0;
     if (mattn_llama_cache_init_kv(m, (int)o->context, cli_llama_kv(o->kv), &c) != MATTN_OK)
         rc = cli_fail(1, "eval: %s", mattn_llama_errmsg(m));
@@ -135,7 +149,7 @@ int cmd_eval_llama(int argc, char **argv) {
     ev_opts o = {.context = 512};
     const cli_opt opts[] = {OPT_STRING("--model", &o.model_path), OPT_STRING("--data", &o.data_path),
                             OPT_STRING("--activations", &o.activations), OPT_STRING("--kv", &o.kv),
-                            OPT_INT("--context", &o.context, 2, 1 << 20),
+                            OPT_STRING("--routing", &o.routing), OPT_INT("--context", &o.context, 2, 1 << 20),
                             OPT_INT("--stride", &o.stride, 1, 1 << 20), OPT_INT("--tokens", &o.max_tokens, 2, 1LL << 40),
                             OPT_INT("--threads", &o.threads, 1, 1024), OPT_FLAG("--json", &o.json), OPT_END};
     int rc = cli_parse("eval", usage_eval_llama, opts, argc, argv);
@@ -153,7 +167,8 @@ int cmd_eval_llama(int argc, char **argv) {
     char *text = NULL;
     size_t len = 0, n = 0;
     int32_t *ids = NULL;
-    if (o.context > info.context_length)
+    rc = cli_llama_routing(m, o.routing);
+    if (!rc && o.context > info.context_length)
         rc = cli_fail(EXIT_USAGE, "--context %lld exceeds the model's context %d", o.context, info.context_length);
     if (!rc) rc = read_file(o.data_path, &text, &len);
     if (!rc && mattn_llama_tokenize(m, text, len, 0, NULL, 0, &n) != MATTN_OK)
@@ -167,22 +182,33 @@ int cmd_eval_llama(int argc, char **argv) {
     if (!rc) rc = eval_run(m, &o, ids, (long long)n, &s);
     if (!rc) {
         const double npt = s.nats / (double)s.scored, npb = s.nats / (double)s.bytes;
-        if (o.json)
+        double share[MATTN_ROUTE_EXPERTS];
+        cli_llama_shares(m, s.counts, share);
+        if (o.json) {
             printf("{\"model\": \"%s\", \"data\": \"%s\", \"tokens\": %zu, \"scored_tokens\": %lld, \"bytes\": %lld, "
                    "\"context\": %lld, \"stride\": %lld, \"windows\": %lld, \"activations\": \"%s\", \"kv\": \"%s\", "
                    "\"nats_per_token\": %.6f, \"perplexity\": %.4f, \"nats_per_byte\": %.6f, \"bits_per_byte\": %.6f, "
-                   "\"seconds\": %.3f, \"tokens_per_s\": %.1f}\n",
+                   "\"seconds\": %.3f, \"tokens_per_s\": %.1f, \"attention_s\": %.3f",
                    o.model_path, o.data_path, n, s.scored, s.bytes, o.context, o.stride, s.windows,
                    o.activations ? o.activations : "q8", o.kv ? o.kv : "f16", npt, exp(npt), npb, npb / log(2.0),
-                   s.seconds, s.scored / s.seconds);
-        else
+                   s.seconds, s.scored / s.seconds, s.attn_secs);
+            if (o.routing) printf(", \"routing\": \"%s\", \"share_full\": %.4f, \"share_linear\": %.4f, "
+                                  "\"share_local\": %.4f", o.routing, share[0], share[1], share[2]);
+            printf("}\n");
+        } else {
             printf("%s on %s: %zu tokens, %lld scored (%lld bytes) in %lld windows of %lld, stride %lld\n"
                    "  %.4f nats/token (perplexity %.3f)   %.4f nats/byte (%.4f bits/byte)\n"
-                   "  %.1f s, %.0f tokens/s scored (%s activations, %s cache)\n",
+                   "  %.1f s, %.0f tokens/s scored (%s activations, %s cache), %.1f s in attention\n",
                    o.model_path, o.data_path, n, s.scored, s.bytes, s.windows, o.context, o.stride, npt, exp(npt),
                    npb, npb / log(2.0), s.seconds, s.scored / s.seconds, o.activations ? o.activations : "q8",
-                   o.kv ? o.kv : "f16");
+                   o.kv ? o.kv : "f16", s.attn_secs);
+            if (o.routing)
+                printf("  routed by %s: full %.1f %%, linear %.1f %%, local %.1f %% of the blocks' tokens\n",
+                       o.routing, 100 * share[0], 100 * share[1], 100 * share[2]);
+        }
     }
+    free(s.counts);
+    free(s.win);
     free(ids);
     free(text);
     mattn_llama_free(m);

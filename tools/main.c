@@ -1,8 +1,8 @@
 /*
  * main.c — the command-line tool: dispatches `metaattn <command> ...` to the
  * subcommands, one file each (layer.c, train.c, eval.c, generate.c, route.c,
- * plot.c, bench.c, tokenize.c; on GGUF models llama_cli.c and
- * llama_eval.c), which share cli.c.
+ * plot.c, bench.c, tokenize.c; on GGUF models llama_cli.c,
+ * llama_eval.c and surgery.c), which share cli.c.
  *
  * Exit status: 0 success, 2 bad usage, 1 any other error; one line on stderr
  * naming the problem (docs/cli.md).
@@ -28,6 +28,7 @@ static const char *usage_main =
     "  plot      draw PNG charts of a training log with gnuplot\n"
     "  bench     measure the layer, sparse routing, decoding and training\n"
     "  tokenize  token ids and pieces of stdin under a GGUF model's tokenizer\n"
+    "  surgery   make a routing file for a GGUF model (full / linear / local per token)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (or `metaattn <command> --help`)\n"
@@ -36,7 +37,7 @@ static const char *usage_main =
 static const struct { const char *name; int (*run)(int argc, char **argv); } commands[] = {
     {"layer", cmd_layer}, {"train", cmd_train}, {"eval", cmd_eval}, {"generate", cmd_generate},
     {"route", cmd_route}, {"plot", cmd_plot},   {"bench", cmd_bench},
-    {"tokenize", cmd_tokenize}, {"chat", cmd_chat}};
+    {"tokenize", cmd_tokenize}, {"chat", cmd_chat}, {"surgery", cmd_surgery}};
 
 int cli_main(int argc, char **argv) {
     if (argc < 2) {

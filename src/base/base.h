@@ -165,7 +165,7 @@ typedef struct mattn_rng { uint64_t s[4]; } mattn_rng;
 
 enum { MATTN_PURPOSE_DIRICHLET = 1, MATTN_PURPOSE_GUMBEL = 2,
        MATTN_PURPOSE_CTRL_DROPOUT = 3, MATTN_PURPOSE_INIT = 4, MATTN_PURPOSE_LM_DROPOUT = 5,
-       MATTN_PURPOSE_DATA = 6, MATTN_PURPOSE_SAMPLE = 7,
+       MATTN_PURPOSE_DATA = 6, MATTN_PURPOSE_SAMPLE = 7, MATTN_PURPOSE_ROUTE = 8,
        MATTN_PURPOSE_ATTN_DROPOUT = 16 /* + expert index */ };
 
 uint64_t mattn_mix64(uint64_t z);

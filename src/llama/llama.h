@@ -22,11 +22,14 @@
  * the adjacent elements (2i, 2i+1) of each head (ggml's normal rope mode),
  * where Hugging Face pairs i with i + dh/2 (rotate_half).
  *
- * Floor: includes kernels/ (the attention cores) and io/ (the GGUF reader).
+ * Floor: includes kernels/ (the attention cores), io/ (the GGUF reader and
+ * safetensors) and attention/ (the controller routed blocks share with the
+ * Meta-Attention layer).
  */
 #ifndef MATTN_LLAMA_H
 #define MATTN_LLAMA_H
 
+#include "attention/attention.h" /* the controller of routed blocks */
 #include "io/io.h"
 #include "kernels/kernels.h"
 
@@ -39,6 +42,41 @@ typedef struct mattn_llama_layer {
     const float *attn_norm, *ffn_norm;                   /* (D) fp32 copies */
 } mattn_llama_layer;
 
+// ----------------------------------------------------------------------------
+// routing (llama_routing.c: the routes and the file; llama_routed.c: the experts)
+
+typedef struct mattn_llama_route_layer {
+    int fixed;                          /* 1: token-independent, by share; 0: the controller */
+    double share[MATTN_ROUTE_EXPERTS];  /* fixed: probability of each expert */
+    mattn_controller ctrl;              /* (D+2 -> Hc -> 3) prior-free */
+    float *fq;                          /* (H, dh, fd) query feature maps */
+    float *fk;                          /* (Hkv, dh, fd) key feature maps */
+} mattn_llama_route_layer;
+
+typedef struct mattn_llama_routing {
+    mattn_llama_routing_config cfg;     /* feature_dim resolved */
+    mattn_config ccfg;                  /* the controllers' config (prior-free, no dropout) */
+    int n_layers;
+    mattn_llama_route_layer *layers;
+    uint64_t serial;                    /* which attachment (caches remember it) */
+} mattn_llama_routing;
+
+/* The experts of a chunk's tokens at positions p.. in block l -> route (M);
+ * h (M, D) the block's normalised input, act the controller's scratch for
+ * MATTN_LLAMA_CHUNK rows. */
+mattn_status mattn_llama_route(const mattn_llama_routing *r, int l, const float *h, int M, int p, int pos_len,
+                               mattn_ctrl_act *act, uint8_t *route);
+void mattn_llama_routing_free(mattn_llama_routing *r);
+/* Does block l ever route to expert e (fixed share > 0, or a controller)? */
+int mattn_llama_routing_uses(const mattn_llama_routing *r, int l, int e);
+
+struct mattn_llama_cache;
+/* Block l's routed attention of the chunk in c (M queries at positions p..,
+ * RoPE'd q, k, v, the keys already in the cache; c->h the block's
+ * normalised input) -> c->att; the routes recorded, FLOPs added. */
+mattn_status mattn_llama_attention_routed(const mattn_llama *m, struct mattn_llama_cache *c, int l, int p, int M,
+                                          int decode, double *flops);
+
 struct mattn_llama {
     mattn_gguf_file *f;
     mattn_llama_info hp;
@@ -49,6 +87,8 @@ struct mattn_llama {
     int kmax;                                   /* longest matrix row: the matmul's buffer */
     int f32x;                                   /* 1: fp32 activations (mattn_llama_set_activations) */
     struct mattn_tok *tok;                      /* built on first use (llama_tokenize.c), or NULL */
+    mattn_llama_routing *routing;               /* attached routing, or NULL: the original model */
+    uint64_t routing_serial;                    /* attachments so far */
     char errmsg[MATTN_ERRMSG_LEN];
 };
 
@@ -86,6 +126,18 @@ struct mattn_llama_cache {
     float *gate, *up;           /* (C, F) */
     float *rope;                /* (C, dh) cos, sin of each pair at each position */
     void *attn_ws;  size_t attn_ws_bytes;   /* the softmax core's scratch, for cap keys */
+    /* what the attention executed (mattn_llama_cache_routing) */
+    int64_t *counts;            /* (n_layers, MATTN_ROUTE_EXPERTS) tokens per block and expert */
+    double attn_flops, attn_secs;
+    /* routing (when the model had it as the cache was made) */
+    uint64_t routing_serial;    /* 0: made for the original model */
+    int poisoned;               /* a call failed after the linear state took some of its tokens */
+    uint8_t *routes;            /* (cap, n_layers) the expert of each position in each block */
+    float *lin;                 /* per block the linear state: S (Hkv, 2fd, dh) then z (Hkv, 2fd) */
+    float *phq, *phk;           /* (C, H, 2fd), (C, Hkv, 2fd) a chunk's features */
+    int32_t *rows;              /* (C) a chunk's rows of one expert */
+    uint8_t *route;             /* (C) a chunk's experts in one block */
+    mattn_ctrl_act act;         /* the controller's activations for a chunk */
     void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's scratch, for a chunk */
 };
 

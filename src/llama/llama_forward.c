@@ -30,6 +30,9 @@ void mattn_llama_cache_free(mattn_llama_cache *c) {
     if (!c) return;
     mattn_afree(c->kv);
     mattn_afree(c->x);
+    mattn_free(c->counts);
+    mattn_afree(c->routes);
+    mattn_afree(c->lin);
     mattn_afree(c->attn_ws);
     mattn_afree(c->mm_ws);
     mattn_free(c);
@@ -49,6 +52,25 @@ static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_lla
     MATTN_CARVE(cv, c->gate, C * F * f);
     MATTN_CARVE(cv, c->up, C * F * f);
     MATTN_CARVE(cv, c->rope, C * (size_t)hp->head_dim * f);
+    if (!c->routing_serial) return;
+    const mattn_llama_routing *r = c->m->routing;
+    const size_t nf = 2 * (size_t)r->cfg.feature_dim, Hc = (size_t)r->cfg.controller_hidden, K = MATTN_ROUTE_EXPERTS;
+    MATTN_CARVE(cv, c->phq, (size_t)hp->n_heads * nf * f);
+    MATTN_CARVE(cv, c->phk, (size_t)hp->n_kv_heads * nf * f);
+    MATTN_CARVE(cv, c->rows, C * sizeof(int32_t));
+    MATTN_CARVE(cv, c->route, C);
+    MATTN_CARVE(cv, c->act.f, C * (D + 2) * f);
+    MATTN_CARVE(cv, c->act.z1, C * Hc * f);
+    MATTN_CARVE(cv, c->act.h, C * Hc * f);
+    MATTN_CARVE(cv, c->act.logits, C * K * f);
+    MATTN_CARVE(cv, c->act.alpha, C * K * f);
+}
+
+/* Bytes of a cache's linear state: per block S (Hkv, 2fd, dh) and z (Hkv, 2fd). */
+static size_t lin_bytes(const mattn_llama *m) {
+    const mattn_llama_info *hp = &m->hp;
+    return (size_t)hp->n_layers * hp->n_kv_heads * 2 * (size_t)m->routing->cfg.feature_dim *
+           ((size_t)hp->head_dim + 1) * sizeof(float);
 }
 
 mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_kv kv, mattn_llama_cache **out) {
@@ -68,6 +90,15 @@ mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_
     c->m = m;
     c->cap = context;
     c->f16 = kv == MATTN_LLAMA_KV_F16;
+    c->routing_serial = m->routing ? m->routing->serial : 0;
+    c->counts = mattn_calloc((size_t)hp->n_layers * MATTN_ROUTE_EXPERTS, sizeof *c->counts);
+    int routed_ok = 1;
+    if (m->routing) {
+        c->routes = mattn_amalloc((size_t)context * hp->n_layers);
+        c->lin = mattn_amalloc(lin_bytes(m));
+        routed_ok = c->routes && c->lin;
+        if (c->lin) memset(c->lin, 0, lin_bytes(m));
+    }
     const int threads = mattn_max_threads();
     const size_t dkv = (size_t)hp->n_kv_heads * hp->head_dim;
     const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * (c->f16 ? 2 : 4);
@@ -83,7 +114,7 @@ mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_
     c->attn_ws = mattn_amalloc(c->attn_ws_bytes);
     c->mm_ws_bytes = mattn_llama_matmul_scratch(m->kmax, MATTN_LLAMA_CHUNK, threads);
     c->mm_ws = mattn_amalloc(c->mm_ws_bytes);
-    if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws) {
+    if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws || !c->counts || !routed_ok) {
         mattn_llama_cache_free(c);
         return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a cache of %d positions (%.1f MB of keys and "
                          "values)", context, (double)kv_bytes / 1e6);
@@ -97,7 +128,22 @@ mattn_status mattn_llama_cache_init(mattn_llama *m, int context, mattn_llama_cac
 }
 
 void mattn_llama_cache_reset(mattn_llama_cache *c) {
-    if (c) c->n = 0;
+    if (!c) return;
+    c->n = 0;
+    c->poisoned = 0;
+    c->attn_flops = c->attn_secs = 0.0;
+    memset(c->counts, 0, (size_t)c->m->hp.n_layers * MATTN_ROUTE_EXPERTS * sizeof *c->counts);
+    if (c->lin) memset(c->lin, 0, lin_bytes(c->m));
+}
+
+mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int64_t *counts, double *attn_flops,
+                                       double *attn_secs, const uint8_t **routes) {
+    if (!c) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_llama_cache_routing: cache is NULL");
+    if (counts) memcpy(counts, c->counts, (size_t)c->m->hp.n_layers * MATTN_ROUTE_EXPERTS * sizeof *counts);
+    if (attn_flops) *attn_flops = c->attn_flops;
+    if (attn_secs) *attn_secs = c->attn_secs;
+    if (routes) *routes = c->routes;
+    return MATTN_OK;
 }
 int mattn_llama_cache_length(const mattn_llama_cache *c) { return c ? c->n : 0; }
 int mattn_llama_cache_context(const mattn_llama_cache *c) { return c ? c->cap : 0; }
@@ -130,20 +176,31 @@ static void store_kv(mattn_llama_cache *c, int l, int p, int M) {
 }
 
 /* Attention of the chunk's M queries (positions p .. p+M-1) over the cache's
- * positions [0, p+M) of layer l -> c->att. */
-static void attention(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int decode) {
+ * positions [0, p+M) of layer l -> c->att: the original attention, or the
+ * routed experts (llama_routed.c); its FLOPs and time into the cache's
+ * counters. */
+static mattn_status attention(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int decode) {
     const mattn_llama_info *hp = &m->hp;
     const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
     const mattn_kv kv = mattn_llama_cache_view(c, l);
-    if (decode) {
-        mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, 0, 0, p, 0, c->att);
-        return;
+    const double t0 = mattn_now();
+    double fl = 0.0;
+    mattn_status st = MATTN_OK;
+    if (m->routing) {
+        st = mattn_llama_attention_routed(m, c, l, p, M, decode, &fl);
+    } else if (decode) {
+        fl = mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, 0, 0, p, 0, c->att);
+    } else {
+        mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
+                             .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
+                             .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
+        fl = mattn_attn_softmax_forward(&a);
+        MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
     }
-    mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
-                         .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
-                         .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
-    const double fl = mattn_attn_softmax_forward(&a);
-    MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
+    if (!m->routing) c->counts[l * MATTN_ROUTE_EXPERTS + MATTN_ROUTE_FULL] += M;
+    c->attn_flops += fl;
+    c->attn_secs += mattn_now() - t0;
+    return st;
 }
 
 /* Tokens tok[0..M) at positions p.. (M <= MATTN_LLAMA_CHUNK); logits (M, V)
@@ -167,7 +224,8 @@ static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_
         mattn_llama_rope(c->q, M, Dq, H, dh, c->rope);
         mattn_llama_rope(c->k, M, Dkv, Hkv, dh, c->rope);
         store_kv(c, l, p, M);
-        attention(m, c, l, p, M, decode);
+        mattn_status st = attention(m, c, l, p, M, decode);
+        if (st != MATTN_OK) return LLAMA_ERR(m, st, "block %d at position %d: %s", l, p, mattn_last_error());
         mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb, f32x);
         add(c->x, c->h, (size_t)M * D);
         mattn_llama_rmsnorm(c->h, c->x, ly->ffn_norm, M, D, hp->rms_eps);
@@ -196,6 +254,13 @@ static mattn_status check_call(mattn_llama *m, mattn_llama_cache *c, const int32
     if (!m) return mattn_set_error(MATTN_ERR_INVALID_ARG, "%s: model is NULL", fn);
     if (!c || !tokens) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: %s is NULL", fn, c ? "tokens" : "cache");
     if (c->m != m) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: the cache belongs to another model", fn);
+    const uint64_t serial = m->routing ? m->routing->serial : 0;
+    if (c->routing_serial != serial)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: the cache was made %s; routing was attached or dropped since: "
+                         "make a new cache", fn, c->routing_serial ? "for other routing" : "without routing");
+    if (c->poisoned)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: a failed call left the cache's linear state ahead of its "
+                         "length: reset the cache", fn);
     if (n < 1) return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: n = %d tokens, must be >= 1", fn, n);
     if (n > c->cap - c->n)
         return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: %d tokens at position %d overflow the cache's context %d",
@@ -215,7 +280,10 @@ mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int
         const int M = n - done < MATTN_LLAMA_CHUNK ? n - done : MATTN_LLAMA_CHUNK;
         st = run_chunk(m, c, tokens + done, M, c->n + done,
                        logits ? logits + (size_t)done * m->hp.vocab_size : NULL, 0);
-        if (st != MATTN_OK) return st; /* positions past c->n are rewritten by the next call */
+        if (st != MATTN_OK) { /* positions past c->n are rewritten by the next call; a linear state is not */
+            c->poisoned = c->lin != NULL;
+            return st;
+        }
     }
     c->n += n;
     return MATTN_OK;
@@ -267,5 +335,6 @@ mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t to
     if (arm) mattn_set_max_threads(full);
     if (full > 1) team_update(&c->team, arm, mattn_now() - t0);
     if (st == MATTN_OK) c->n++;
+    else c->poisoned = c->lin != NULL;
     return st;
 }

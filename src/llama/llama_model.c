@@ -251,6 +251,7 @@ static mattn_status load_tensors(mattn_llama *m) {
 void mattn_llama_free(mattn_llama *m) {
     if (!m) return;
     mattn_tok_free(m->tok);
+    mattn_llama_routing_free(m->routing);
     mattn_gguf_close(m->f);
     mattn_free(m->layers);
     mattn_free(m->norms);

@@ -1,0 +1,112 @@
+/*
+ * surgery.c — `metaattn surgery`: make a routing file for a pretrained GGUF
+ * model (mattn_llama_routing_*): its blocks become Meta-Attention layers
+ * over the pretrained projections, routed token by token to full, linear
+ * or local attention.  --fixed makes token-independent routing, the
+ * baselines: StreamingLLM (every token local), a static per-block hybrid,
+ * random routing at given shares.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *usage_surgery =
+    "usage: metaattn surgery --model FILE.gguf --fixed SPEC --out FILE [options]\n"
+    "\n"
+    "Writes a routing file for a GGUF model: each block's attention becomes a\n"
+    "Meta-Attention layer whose experts share the pretrained projections and cache\n"
+    "- full (the original attention), linear (a learned feature map of the\n"
+    "queries and keys) and local (a window plus attention sinks) - and each token\n"
+    "of each block takes one of them.  Load it with --routing FILE on eval,\n"
+    "generate, chat and bench; the GGUF file is not touched.\n"
+    "\n"
+    "  --model FILE        the GGUF model\n"
+    "  --out FILE          the routing file to write (safetensors)\n"
+    "  --fixed SPEC        token-independent routing: each token of a block takes\n"
+    "                      full, linear, local with the probabilities F,N,L (a\n"
+    "                      hash of seed, block and position draws it); SPEC is\n"
+    "                      F,N,L for every block or BLOCKS:F,N,L;... with BLOCKS\n"
+    "                      a block or a range A-B, e.g. 0,0,1 (StreamingLLM) or\n"
+    "                      '0-3:1,0,0;4-29:0,0,1' (a static hybrid)\n"
+    "  --window W          local: the keys [t - W, t] (default 256)\n"
+    "  --sinks S           local: and the first S positions (default 4)\n"
+    "  --hidden H          the controllers' width (default 32)\n"
+    "  --feature-dim N     linear: the feature map's width (default: head_dim)\n"
+    "  --seed N            draws and initialisation (default 0)\n"
+    "  -h, --help          show this help\n";
+
+/* "F,N,L" -> share; 0 or a usage error naming --fixed and the text. */
+static int parse_shares(const char *spec, const char *s, double *share) {
+    char *end = NULL;
+    for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) {
+        errno = 0;
+        share[e] = strtod(s, &end);
+        if (errno || end == s || (e < MATTN_ROUTE_EXPERTS - 1 && *end != ','))
+            return cli_fail(EXIT_USAGE, "--fixed '%s': expected three shares F,N,L (full, linear, local) at '%s'",
+                            spec, s);
+        s = end + (e < MATTN_ROUTE_EXPERTS - 1);
+    }
+    if (*end && *end != ';')
+        return cli_fail(EXIT_USAGE, "--fixed '%s': unexpected '%s' after three shares", spec, end);
+    return 0;
+}
+
+/* Apply SPEC to the routing attached to m. */
+static int apply_fixed(mattn_llama *m, const char *spec) {
+    mattn_llama_info info;
+    mattn_llama_get_info(m, &info);
+    const char *s = spec;
+    while (*s) {
+        const char *colon = strchr(s, ':'), *semi = strchr(s, ';');
+        long a = -1, b = -1;
+        if (colon && (!semi || colon < semi)) {
+            char *end;
+            a = b = strtol(s, &end, 10);
+            if (end != s && *end == '-') b = strtol(end + 1, &end, 10);
+            if (end == s || end != colon || a < 0 || b < a || b >= info.n_layers)
+                return cli_fail(EXIT_USAGE, "--fixed '%s': blocks '%.*s' are not a block or a range A-B within "
+                                "[0, %d)", spec, (int)(colon - s), s, info.n_layers);
+            s = colon + 1;
+        }
+        double share[MATTN_ROUTE_EXPERTS];
+        if (parse_shares(spec, s, share)) return EXIT_USAGE;
+        for (long l = a; l <= b; l++)
+            if (mattn_llama_routing_fix(m, (int)l, share) != MATTN_OK)
+                return cli_fail(EXIT_USAGE, "--fixed '%s': %s", spec, mattn_llama_errmsg(m));
+        semi = strchr(s, ';');
+        if (!semi) break;
+        s = semi + 1;
+    }
+    return 0;
+}
+
+int cmd_surgery(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *fixed = NULL;
+    mattn_llama_routing_config cfg = mattn_llama_routing_default();
+    long long window = cfg.window, sinks = cfg.sinks, hidden = cfg.controller_hidden, fd = 0;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {OPT_STRING("--model", &model), OPT_STRING("--out", &out), OPT_STRING("--fixed", &fixed),
+                            OPT_INT("--window", &window, 1, 1 << 20), OPT_INT("--sinks", &sinks, 0, 1 << 20),
+                            OPT_INT("--hidden", &hidden, 1, 4096), OPT_INT("--feature-dim", &fd, 1, 4096),
+                            OPT_CUSTOM("--seed", &seed, cli_parse_seed), OPT_END};
+    int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
+    if (rc) return rc == CLI_DONE ? 0 : rc;
+    if (!model || !out || !fixed)
+        return cli_fail(EXIT_USAGE, "surgery: --%s is required (see metaattn surgery --help)",
+                        !model ? "model" : !out ? "out" : "fixed");
+    if (cli_dry_run) return 0;
+    mattn_llama *m = NULL;
+    if (mattn_llama_open(model, &m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
+    cfg.window = (int)window, cfg.sinks = (int)sinks, cfg.controller_hidden = (int)hidden;
+    cfg.feature_dim = (int)fd, cfg.seed = seed;
+    if (mattn_llama_routing_new(m, &cfg) != MATTN_OK) rc = cli_fail(1, "surgery: %s", mattn_llama_errmsg(m));
+    if (!rc) rc = apply_fixed(m, fixed);
+    if (!rc && mattn_llama_routing_save(m, out) != MATTN_OK) rc = cli_fail(1, "--out: %s", mattn_llama_errmsg(m));
+    if (!rc) fprintf(stderr, "metaattn: wrote %s (token-independent routing %s, window %lld, sinks %lld)\n", out,
+                     fixed, window, sinks);
+    mattn_llama_free(m);
+    return rc;
+}
