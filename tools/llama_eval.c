@@ -198,7 +198,7 @@ int cmd_eval_llama(int argc, char **argv) {
         } else {
             printf("%s on %s: %zu tokens, %lld scored (%lld bytes) in %lld windows of %lld, stride %lld\n"
                    "  %.4f nats/token (perplexity %.3f)   %.4f nats/byte (%.4f bits/byte)\n"
-                   "  %.1f s, %.0f tokens/s scored (%s activations, %s cache), %.1f s in attention\n",
+                   "  %.1f s, %.0f tokens/s scored (%s activations, %s cache), %.2f s in attention\n",
                    o.model_path, o.data_path, n, s.scored, s.bytes, s.windows, o.context, o.stride, npt, exp(npt),
                    npb, npb / log(2.0), s.seconds, s.scored / s.seconds, o.activations ? o.activations : "q8",
                    o.kv ? o.kv : "f16", s.attn_secs);

@@ -168,7 +168,7 @@ mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const double *sh
         sum += share[e];
     }
     if (fabs(sum - 1.0) > 1e-9)
-        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_routing_fix: the shares sum to %.17g, not 1", sum);
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_llama_routing_fix: the shares sum to %.12g, not 1", sum);
     for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? r->n_layers : layer + 1); l++) {
         r->layers[l].fixed = 1;
         memcpy(r->layers[l].share, share, sizeof r->layers[l].share);
