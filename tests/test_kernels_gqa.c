@@ -304,6 +304,55 @@ static void test_softmax_sinks(void **st) {
         }
 }
 
+/* The backward with sinks beside a causal window (multi-head, training's
+ * local expert over a pretrained model) against the same pattern as an
+ * additive mask on full causal attention — tiled and reference, so the
+ * sinks' handling is checked by another code path of each. */
+static void test_softmax_backward_sinks(void **st) {
+    (void)st;
+    const int H = 2, dh = 16, D = H * dh, Ts[] = {7, 70, 200}, windows[] = {0, 5, 40}, sinks[] = {1, 4, 33};
+    for (int ti = 0; ti < 3; ti++)
+        for (int wi = 0; wi < 3; wi++)
+            for (int si = 0; si < 3; si++) {
+                const int T = Ts[ti], w = windows[wi], S = sinks[si];
+                float *x = falloc((size_t)T * 3 * D), *go = falloc((size_t)T * D), *mask = falloc((size_t)T * T);
+                fill_normal(x, (size_t)T * 3 * D, 100 + ti * 9 + wi * 3 + si, 1.0);
+                fill_normal(go, (size_t)T * D, 7 + ti, 1.0);
+                for (int t = 0; t < T; t++)
+                    for (int u = 0; u < T; u++)
+                        mask[(size_t)t * T + u] = u <= t && (u >= t - w || u < S) ? 0.0f : -INFINITY;
+                const mattn_masks m = {.additive = mask};
+                float *g[4], *out[2], *lse[2];
+                for (int i = 0; i < 4; i++) g[i] = falloc((size_t)T * 3 * D);
+                for (int i = 0; i < 2; i++) out[i] = falloc((size_t)T * D), lse[i] = falloc((size_t)H * T);
+                for (int v = 0; v < 2; v++) { /* 0: window + sinks, 1: the mask */
+                    mattn_attn_args a = {.B = 1, .T = T, .H = H, .dh = dh, .q = x, .k = x + D, .v = x + 2 * D,
+                                         .ld = 3 * D, .out = out[v], .ldo = D, .causal = 1, .window = v ? -1 : w,
+                                         .sinks = v ? 0 : S, .masks = v ? &m : NULL, .lse = lse[v]};
+                    set_attn_scratch(&a);
+                    mattn_attn_softmax_forward(&a);
+                    a.scratch_bytes = mattn_attn_softmax_scratch(T, dh, 1, 4);
+                    a.scratch = falloc(a.scratch_bytes / sizeof(float));
+                    const mattn_attn_grad gt = {.gout = go, .ldgo = D, .gq = g[v], .gk = g[v] + D, .gv = g[v] + 2 * D,
+                                                .ldg = 3 * D};
+                    const mattn_attn_grad gr = {.gout = go, .ldgo = D, .gq = g[2 + v], .gk = g[2 + v] + D,
+                                                .gv = g[2 + v] + 2 * D, .ldg = 3 * D};
+                    assert_int_equal(mattn_attn_softmax_backward(&a, &gt), 0);
+                    mattn_attn_softmax_backward_ref(&a, &gr);
+                    free(a.scratch);
+                }
+                const size_t n = (size_t)T * 3 * D;
+                if (max_abs_diff(out[0], out[1], (size_t)T * D, 2e-5, "sinks vs mask: forward") > 2e-5 ||
+                    max_abs_diff(g[0], g[1], n, 5e-5, "sinks vs mask: tiled backward") > 5e-5 ||
+                    max_abs_diff(g[2], g[3], n, 5e-5, "sinks vs mask: reference backward") > 5e-5 ||
+                    max_abs_diff(g[0], g[2], n, 5e-5, "sinks: tiled vs reference") > 5e-5)
+                    fail_msg("T %d, window %d, sinks %d", T, w, S);
+                for (int i = 0; i < 4; i++) free(g[i]);
+                for (int i = 0; i < 2; i++) free(out[i]), free(lse[i]);
+                free(x), free(go), free(mask);
+            }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
@@ -311,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_decode_gqa),
         cmocka_unit_test(test_softmax_kv_views),
         cmocka_unit_test(test_softmax_sinks),
+        cmocka_unit_test(test_softmax_backward_sinks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

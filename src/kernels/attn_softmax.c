@@ -411,7 +411,7 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
         /* query rows that can see a key of [s0, s0+nb) */
         int t_lo = 0, t_hi = T - 1;
         if (a->causal) t_lo = s0;
-        if (a->window >= 0) {
+        if (a->window >= 0 && s0 >= a->sinks) { /* every later query sees a sink */
             t_hi = s0 + nb - 1 + a->window < T - 1 ? s0 + nb - 1 + a->window : T - 1;
             if (!a->causal) t_lo = s0 - a->window > 0 ? s0 - a->window : 0;
         }
@@ -474,10 +474,10 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
     return 0.0;
 }
 
-/* The backward passes take plain multi-head geometry only. */
+/* The backward passes take plain multi-head geometry only (sinks: causal). */
 static int mha_geometry(const mattn_attn_args *a) {
     return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld) && !a->kv &&
-           !a->sinks;
+           a->sinks >= 0 && (!a->sinks || a->causal);
 }
 
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
@@ -556,7 +556,7 @@ void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_
                 for (int s = 0; s < T; s++) {
                     int lo, hi;
                     mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
-                    double sc = s >= lo && s <= hi ? score(a, q, b, t, s, h, scale) : -INFINITY;
+                    double sc = (s >= lo || s < a->sinks) && s <= hi ? score(a, q, b, t, s, h, scale) : -INFINITY;
                     P[(size_t)t * T + s] = sc;
                     if (sc > m) m = sc;
                 }

@@ -58,7 +58,7 @@ static inline void mattn_axpy(float *restrict y, float alpha, const float *restr
  * when causal).  Then key_padding is (B,Tk), the additive mask (T,Tk) or
  * (B,T,Tk) (query rows by keys), lse stays (B,H,T), rows index the (B,T)
  * query rows, and the scratch is sized for Tk keys.  The backward passes
- * take the defaults only (MHA, Tk = T, ldkv = ld). */
+ * take the defaults only (MHA, Tk = T, ldkv = ld) and sinks. */
 /* Where a cache keeps its keys and values, when not as the rows above:
  * position s of K/V head j at element s*ld + j*hstride of k and of v, as
  * floats or (f16 != 0) IEEE halves — a LLaMA-style model's cache, head by
@@ -88,7 +88,7 @@ typedef struct mattn_attn_args {
     int Tk;                /* softmax: keys per sequence, >= T (0: T) */
     const mattn_kv *kv;    /* softmax forwards: keys and values from this view (batch b's position s at
                             * b*Tk + s) instead of k, v, ldkv (NULL: those) */
-    int sinks;             /* softmax forwards, causal: keys [0, sinks) stay visible beside the window
+    int sinks;             /* softmax, causal: keys [0, sinks) stay visible beside the window
                             * (attention sinks; 0: none) */
 } mattn_attn_args;
 
