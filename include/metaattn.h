@@ -806,6 +806,56 @@ MATTN_API mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const 
 MATTN_API mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int64_t *counts, double *attn_flops,
                                                  double *attn_secs, const uint8_t **routes);
 
+/* Distillation of the routing (docs/design.md §5.3): the new weights
+ * (controllers, feature maps) trained so that the routed model imitates the
+ * original, the base frozen.  Per step, one sequence of n tokens: the
+ * teacher is the original model (every token on full), the student the
+ * routed one, each block running its tokens through their routes (hard
+ * routing with straight-through gradients: trained as deployed); the loss
+ *   KL(teacher || student) of the next-token distributions, mean over positions
+ *   + map_weight * mean over blocks of |a_linear - a_full|^2 / |a_full|^2
+ *     (the feature maps imitate each block's softmax attention: the
+ *     layer-local attention transfer of Hedgehog and LoLCATs)
+ *   + dual * (share of full over blocks and tokens - full_share)
+ * with the multiplier dual >= 0 raised by dual_lr per step while the share
+ * is above the budget (dual ascent); Adam on the new weights.  The model's
+ * routing (mattn_llama_routing_new/load) is what is trained, in place. */
+typedef struct mattn_distill mattn_distill;
+typedef struct mattn_distill_config {
+    double full_share;   /* budget: the mean share of full over blocks and tokens, in [0, 1]; < 0: none (-1) */
+    double lr;           /* Adam's step of the controllers (default 1e-3) */
+    double map_lr;       /* of the feature maps (default 1e-3) */
+    double map_weight;   /* weight of the attention-transfer term (default 1) */
+    double kl_weight;    /* weight of the KL (default 1; 0: the layer-local stage, maps only) */
+    double dual_lr;      /* dual ascent step per unit of excess share (default 1) */
+    int soft;            /* 1: merge the experts by the controller's softmax (the gradient checks); 0: hard */
+} mattn_distill_config;
+typedef struct mattn_distill_stats {
+    double loss, kl, map_mse, dual;
+    double share[MATTN_ROUTE_EXPERTS];   /* executed share of each expert over blocks and tokens */
+    double grad_norm;                    /* of the new weights, before the update */
+} mattn_distill_stats;
+MATTN_API mattn_distill_config mattn_distill_default(void);
+/* A trainer of m's attached routing for sequences of up to max_tokens
+ * (>= 2) tokens: it copies the model's matrices to fp32 (4 bytes per
+ * weight) and keeps every block's activations (about 1 MB per token for
+ * SmolLM2-135M). */
+MATTN_API mattn_status mattn_distill_new(mattn_llama *m, const mattn_distill_config *cfg, int max_tokens,
+                                         mattn_distill **out);
+MATTN_API void mattn_distill_free(mattn_distill *d);
+MATTN_API const char *mattn_distill_errmsg(const mattn_distill *d);
+/* Change the config between steps (a stage to the next); checked as by new. */
+MATTN_API mattn_status mattn_distill_set_config(mattn_distill *d, const mattn_distill_config *cfg);
+/* One step on tokens[0..n): forward, backward, update. */
+MATTN_API mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st);
+/* The loss of tokens[0..n) without an update (held-out evaluation). */
+MATTN_API mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st);
+/* The optimiser's state (Adam's moments, step, the multiplier) to and from
+ * a safetensors file, for exact resume beside the routing file. */
+MATTN_API mattn_status mattn_distill_save_state(mattn_distill *d, const char *path);
+MATTN_API mattn_status mattn_distill_load_state(mattn_distill *d, const char *path);
+MATTN_API int64_t mattn_distill_steps(const mattn_distill *d);
+
 /* The model's tokenizer: byte-level BPE from the GGUF metadata (built on
  * the first call; a file without one fails then, MATTN_ERR_FORMAT or
  * MATTN_ERR_UNSUPPORTED naming what is missing).  tokenize encodes

@@ -158,7 +158,7 @@ check "eval gguf stride" 2 "--stride 9 exceeds --context 8" \
 ty=tests/fixtures/llama_tiny_q8_0.gguf
 check "surgery help" 0 "--fixed SPEC" "$bin" surgery --help
 check "surgery no model" 2 "surgery: --model is required" "$bin" surgery --out "$tmp/r.st" --fixed 0,0,1
-check "surgery no fixed" 2 "surgery: --fixed is required" "$bin" surgery --model $ty --out "$tmp/r.st"
+check "surgery no fixed" 2 "surgery: --data (or --fixed) is required" "$bin" surgery --model $ty --out "$tmp/r.st"
 check "surgery shares" 2 "--fixed '0.5,0.6': expected three shares F,N,L (full, linear, local) at '0.6'" \
   "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0.5,0.6
 check "surgery shares sum" 2 "--fixed '0.5,0.6,0': mattn_llama_routing_fix: the shares sum to 1.1" \
@@ -170,6 +170,21 @@ check "surgery bad window" 2 "--window: expected an integer in [1, 1048576], got
   "$bin" surgery --model $ty --out "$tmp/r.st" --fixed 0,0,1 --window 0
 check "surgery writes" 0 "wrote $tmp/r.st" "$bin" surgery --model $ty --out "$tmp/r.st" --fixed '0:1,0,0;1:0.2,0.3,0.5' --window 8
 check "surgery out unwritable" 1 "--out: " "$bin" surgery --model $ty --out "$tmp/none/r.st" --fixed 0,0,1
+# distillation on the small model with a tokenizer: progress, log, checkpoint, exact resume
+tk=$fx/llama_tok.gguf
+sg=(--model $tk --data README.md --context 16 --stage1 1 --checkpoint 2 --window 4 --feature-dim 8 --lr 1e-2)
+check "surgery data and fixed" 2 "--fixed and --data exclude each other" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --fixed 0,0,1
+check "surgery budget" 2 "--budget: -0.5 is neither in [0, 1] nor -1" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --budget -0.5
+check "surgery context" 2 "--context 17 exceeds the model's context 16" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --context 17
+check "surgery no data file" 1 "--data: cannot open '$tmp/none.txt'" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --data "$tmp/none.txt"
+check "surgery trains" 0 "step 4/4 | stage 2" "$bin" surgery "${sg[@]}" --out "$tmp/a.st" --steps 4
+check "surgery log" 0 '"step": 4, "kind": "train", "stage": 2' cat "$tmp/a.st.log.jsonl"
+check "surgery refuses to overwrite" 1 "--out '$tmp/a.st' exists: --resume continues it" "$bin" surgery "${sg[@]}" --out "$tmp/a.st" --steps 4
+check "surgery resume needs a checkpoint" 1 "--resume: '$tmp/c.st' and '$tmp/c.st.state' are needed" \
+  "$bin" surgery "${sg[@]}" --out "$tmp/c.st" --steps 4 --resume
+"$bin" surgery "${sg[@]}" --out "$tmp/b.st" --steps 2 --quiet
+check "surgery resume is exact" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${sg[@]}") --out $tmp/b.st --steps 4 --resume --quiet && \
+  cmp $tmp/a.st $tmp/b.st && [[ \$(wc -l < $tmp/b.st.log.jsonl) == 4 ]]" _ "$bin"
 check "routing missing" 1 "--routing: $tmp/nope.st: cannot open" "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/nope.st"
 check "routing not a routing file" 1 "not a routing file" "$bin" bench --model $ty --context 16 --decode 4 --routing $fx/cli_weights.safetensors
 check "bench routed" 0 "routed                               full 65.0 %, linear 12.5 %, local 22.5 %" \

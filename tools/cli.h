@@ -91,6 +91,15 @@ extern const char cli_bench_usage[];
 int cmd_tokenize(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_surgery(int argc, char **argv);
+/* metaattn surgery --data (surgery_train.c): its options, parsed by surgery.c. */
+typedef struct cli_surgery_opts {
+    const char *model, *out, *data, *held_out;
+    long long context, steps, stage1, every;
+    double budget, lr, map_lr, map_weight, dual_lr;
+    uint64_t seed;
+    int resume, quiet;
+} cli_surgery_opts;
+int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_config *rcfg);
 /* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the
  * commands above hand over when --model names one. */
 int cmd_generate_llama(int argc, char **argv);

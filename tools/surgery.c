@@ -2,7 +2,8 @@
  * surgery.c — `metaattn surgery`: make a routing file for a pretrained GGUF
  * model (mattn_llama_routing_*): its blocks become Meta-Attention layers
  * over the pretrained projections, routed token by token to full, linear
- * or local attention.  --fixed makes token-independent routing, the
+ * or local attention.  --data distils the routers and feature maps
+ * (surgery_train.c); --fixed makes token-independent routing, the
  * baselines: StreamingLLM (every token local), a static per-block hybrid,
  * random routing at given shares.
  */
@@ -14,7 +15,8 @@
 #include "cli.h"
 
 static const char *usage_surgery =
-    "usage: metaattn surgery --model FILE.gguf --fixed SPEC --out FILE [options]\n"
+    "usage: metaattn surgery --model FILE.gguf --data FILE --out FILE [options]   (distil)\n"
+    "       metaattn surgery --model FILE.gguf --fixed SPEC --out FILE [options]  (baselines)\n"
     "\n"
     "Writes a routing file for a GGUF model: each block's attention becomes a\n"
     "Meta-Attention layer whose experts share the pretrained projections and cache\n"
@@ -23,8 +25,30 @@ static const char *usage_surgery =
     "of each block takes one of them.  Load it with --routing FILE on eval,\n"
     "generate, chat and bench; the GGUF file is not touched.\n"
     "\n"
+    "With --data the routers and feature maps are distilled from the original model\n"
+    "(its weights frozen): stage 1 fits each block's feature maps to its softmax\n"
+    "attention, stage 2 minimises the KL of the next-token distributions under the\n"
+    "budget on full, hard routes with straight-through gradients.  One sequence of\n"
+    "--context tokens per step; OUT.log.jsonl logs every step, OUT and OUT.state\n"
+    "are the checkpoint (--resume continues it exactly).\n"
+    "\n"
     "  --model FILE        the GGUF model\n"
     "  --out FILE          the routing file to write (safetensors)\n"
+    "  --data FILE         training text (tokenized whole; at most 1 GiB)\n"
+    "  --held-out FILE     text no step trains on: its first --context tokens are\n"
+    "                      scored at each checkpoint\n"
+    "  --context T         tokens per step (default 1024)\n"
+    "  --steps N           steps in all (default 200)\n"
+    "  --stage1 N          of them the layer-local stage (default 50)\n"
+    "  --budget S          the share of full over blocks and tokens <= S, in [0, 1]\n"
+    "                      (default 0.25; -1: no budget)\n"
+    "  --lr X              the controllers' Adam step (default 1e-3)\n"
+    "  --map-lr X          the feature maps' (default 1e-3)\n"
+    "  --map-weight X      the attention transfer's weight in stage 2 (default 1)\n"
+    "  --dual-lr X         the budget multiplier's ascent step (default 1)\n"
+    "  --checkpoint N      write the checkpoint every N steps (default 25)\n"
+    "  --resume            continue OUT from OUT.state\n"
+    "  --quiet             no progress line\n"
     "  --fixed SPEC        token-independent routing: each token of a block takes\n"
     "                      full, linear, local with the probabilities F,N,L (a\n"
     "                      hash of seed, block and position draws it); SPEC is\n"
@@ -88,20 +112,37 @@ int cmd_surgery(int argc, char **argv) {
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
     long long window = cfg.window, sinks = cfg.sinks, hidden = cfg.controller_hidden, fd = 0;
     uint64_t seed = 0;
+    cli_surgery_opts so = {.context = 1024, .steps = 200, .stage1 = 50, .every = 25, .budget = 0.25, .lr = 1e-3,
+                           .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0};
     const cli_opt opts[] = {OPT_STRING("--model", &model), OPT_STRING("--out", &out), OPT_STRING("--fixed", &fixed),
                             OPT_INT("--window", &window, 1, 1 << 20), OPT_INT("--sinks", &sinks, 0, 1 << 20),
                             OPT_INT("--hidden", &hidden, 1, 4096), OPT_INT("--feature-dim", &fd, 1, 4096),
-                            OPT_CUSTOM("--seed", &seed, cli_parse_seed), OPT_END};
+                            OPT_CUSTOM("--seed", &seed, cli_parse_seed), OPT_STRING("--data", &so.data),
+                            OPT_STRING("--held-out", &so.held_out), OPT_INT("--context", &so.context, 2, 1 << 20),
+                            OPT_INT("--steps", &so.steps, 1, 100000000), OPT_INT("--stage1", &so.stage1, 0, 100000000),
+                            OPT_DOUBLE("--budget", &so.budget, -1.0, 1.0), OPT_DOUBLE("--lr", &so.lr, 0.0, 1.0),
+                            OPT_DOUBLE("--map-lr", &so.map_lr, 0.0, 1.0),
+                            OPT_DOUBLE("--map-weight", &so.map_weight, 0.0, 1e6),
+                            OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6),
+                            OPT_INT("--checkpoint", &so.every, 0, 100000000), OPT_FLAG("--resume", &so.resume),
+                            OPT_FLAG("--quiet", &so.quiet), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
-    if (!model || !out || !fixed)
+    if (!model || !out || (!fixed && !so.data))
         return cli_fail(EXIT_USAGE, "surgery: --%s is required (see metaattn surgery --help)",
-                        !model ? "model" : !out ? "out" : "fixed");
+                        !model ? "model" : !out ? "out" : "data (or --fixed)");
+    if (fixed && so.data) return cli_fail(EXIT_USAGE, "surgery: --fixed and --data exclude each other");
+    if (so.budget < 0.0 && so.budget != -1.0)
+        return cli_fail(EXIT_USAGE, "--budget: %g is neither in [0, 1] nor -1 (none)", so.budget);
     if (cli_dry_run) return 0;
-    mattn_llama *m = NULL;
-    if (mattn_llama_open(model, &m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
     cfg.window = (int)window, cfg.sinks = (int)sinks, cfg.controller_hidden = (int)hidden;
     cfg.feature_dim = (int)fd, cfg.seed = seed;
+    if (so.data) {
+        so.model = model, so.out = out, so.seed = seed;
+        return cli_surgery_train(&so, &cfg);
+    }
+    mattn_llama *m = NULL;
+    if (mattn_llama_open(model, &m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
     if (mattn_llama_routing_new(m, &cfg) != MATTN_OK) rc = cli_fail(1, "surgery: %s", mattn_llama_errmsg(m));
     if (!rc) rc = apply_fixed(m, fixed);
     if (!rc && mattn_llama_routing_save(m, out) != MATTN_OK) rc = cli_fail(1, "--out: %s", mattn_llama_errmsg(m));

@@ -70,6 +70,10 @@ void mattn_llama_routing_free(mattn_llama_routing *r);
 /* Does block l ever route to expert e (fixed share > 0, or a controller)? */
 int mattn_llama_routing_uses(const mattn_llama_routing *r, int l, int e);
 
+/* Hedgehog's feature map of one head: phi (2 fd) = [softmax(u), softmax(-u)],
+ * u = x W for x (dh), W (dh, fd) row-major (llama_routed.c). */
+void mattn_llama_feature_map(const float *x, const float *W, int dh, int fd, float *phi);
+
 struct mattn_llama_cache;
 /* Block l's routed attention of the chunk in c (M queries at positions p..,
  * RoPE'd q, k, v, the keys already in the cache; c->h the block's
@@ -146,7 +150,7 @@ struct mattn_llama_cache {
  * s*dh + j*cap*dh). */
 static inline mattn_kv mattn_llama_cache_view(const mattn_llama_cache *c, int l) {
     const int64_t dh = c->m->hp.head_dim, half = (int64_t)c->m->hp.n_kv_heads * c->cap * dh;
-    const size_t esz = c->f16 ? 2 : 4;
+    const size_t esz = c->f16 ? 2 : sizeof(float);
     const char *base = (const char *)c->kv + (size_t)l * 2 * (size_t)half * esz;
     return (mattn_kv){base, base + (size_t)half * esz, dh, (int64_t)c->cap * dh, c->f16};
 }

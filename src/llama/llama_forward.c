@@ -101,7 +101,7 @@ mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_
     }
     const int threads = mattn_max_threads();
     const size_t dkv = (size_t)hp->n_kv_heads * hp->head_dim;
-    const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * (c->f16 ? 2 : 4);
+    const size_t kv_bytes = (size_t)hp->n_layers * 2 * (size_t)context * dkv * (c->f16 ? 2 : sizeof(float)); /* sizeof: 8 in the double build */
     c->kv = mattn_amalloc(kv_bytes); /* untouched until positions fill it */
     mattn_carver cv = {NULL, 0};
     chunk_layout(c, &cv, hp);

@@ -21,8 +21,7 @@
 
 #include "llama/llama.h"
 
-/* phi (2 fd) = [softmax(u), softmax(-u)], u = x W for x (dh), W (dh, fd). */
-static void feature_map(const float *x, const float *W, int dh, int fd, float *phi) {
+void mattn_llama_feature_map(const float *x, const float *W, int dh, int fd, float *phi) {
     float *u = phi; /* u in the first half, then overwritten in place */
     for (int j = 0; j < fd; j++) u[j] = 0.0f;
     for (int i = 0; i < dh; i++) mattn_axpy(u, x[i], W + (size_t)i * fd, fd);
@@ -65,7 +64,7 @@ static double linear_chunk(const mattn_llama *m, mattn_llama_cache *c, int l, in
         float *phk = c->phk + (size_t)j * F, *phq = c->phq + (size_t)j * g * F;
         for (int t = 0; t < M; t++) {
             const float *k = c->k + (size_t)t * Dkv + (size_t)j * dh, *v = c->v + (size_t)t * Dkv + (size_t)j * dh;
-            feature_map(k, ly->fk + (size_t)j * dh * fd, dh, fd, phk);
+            mattn_llama_feature_map(k, ly->fk + (size_t)j * dh * fd, dh, fd, phk);
             for (int f = 0; f < F; f++) {
                 mattn_axpy(S + (size_t)f * dh, phk[f], v, dh);
                 z[f] += phk[f];
@@ -73,7 +72,7 @@ static double linear_chunk(const mattn_llama *m, mattn_llama_cache *c, int l, in
             if (c->route[t] != MATTN_ROUTE_LINEAR) continue;
             for (int h = j * g; h < (j + 1) * g; h++) {
                 float *o = c->att + (size_t)t * Dq + (size_t)h * dh;
-                feature_map(c->q + (size_t)t * Dq + (size_t)h * dh, ly->fq + (size_t)h * dh * fd, dh, fd, phq);
+                mattn_llama_feature_map(c->q + (size_t)t * Dq + (size_t)h * dh, ly->fq + (size_t)h * dh * fd, dh, fd, phq);
                 for (int d = 0; d < dh; d++) o[d] = 0.0f;
                 for (int f = 0; f < F; f++) mattn_axpy(o, phq[f], S + (size_t)f * dh, dh);
                 const float inv = 1.0f / mattn_dot(phq, z, F); /* > 0: softmax features, z holds this key */
