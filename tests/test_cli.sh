@@ -185,6 +185,7 @@ check "surgery resume needs a checkpoint" 1 "--resume: '$tmp/c.st' and '$tmp/c.s
 "$bin" surgery "${sg[@]}" --out "$tmp/b.st" --steps 2 --quiet
 check "surgery resume is exact" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${sg[@]}") --out $tmp/b.st --steps 4 --resume --quiet && \
   cmp $tmp/a.st $tmp/b.st && [[ \$(wc -l < $tmp/b.st.log.jsonl) == 4 ]]" _ "$bin"
+check "eval bad task" 2 "--task: expected passkey or copy, got 'recall'" "$bin" eval --model $ty --data README.md --task recall
 check "routing missing" 1 "--routing: $tmp/nope.st: cannot open" "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/nope.st"
 check "routing not a routing file" 1 "not a routing file" "$bin" bench --model $ty --context 16 --decode 4 --routing $fx/cli_weights.safetensors
 check "bench routed" 0 "routed                               full 65.0 %, linear 12.5 %, local 22.5 %" \
@@ -198,6 +199,12 @@ if [[ -f "$gg" ]]; then
     "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --routing "$tmp/full.st"
   check "generate gguf routed json" 0 '"share_full": 1.0000' \
     "$bin" generate --model $gg --prompt "Hello" --tokens 8 --json --routing "$tmp/full.st"
+  check "eval passkey" 0 '"task": "passkey", "context": 300, "prompts": 2' \
+    "$bin" eval --model $gg --data README.md --task passkey --context 300 --prompts 2 --json
+  check "eval copy routes" 0 "copy at 200 tokens: accuracy" "$bin" eval --model $gg --data README.md --task copy --context 200 \
+    --prompts 1 --routing "$tmp/full.st" --routes "$tmp/routes.tsv"
+  check "eval copy routes file" 0 "" bash -c "[[ \$(wc -l < $tmp/routes.tsv) -gt 200 && \$(head -1 $tmp/routes.tsv | wc -w) == 31 ]]"
+  check "eval task context" 1 "--context 40 leaves" "$bin" eval --model $gg --data README.md --task passkey --context 40
   check "chat one-shot" 0 "The capital of France is Paris." \
     "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --kv f32 --tokens 12
   check "chat lines keep history" 0 "The capital of Italy is Rome." bash -c "printf 'What is the capital of France?\nAnd of Italy?\n' | \

@@ -100,6 +100,15 @@ typedef struct cli_surgery_opts {
     int resume, quiet;
 } cli_surgery_opts;
 int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_config *rcfg);
+/* metaattn eval --task (llama_recall.c): retrieval prompts from a filler text. */
+typedef struct cli_recall_opts {
+    const char *task, *routes;
+    long long context, prompts;
+    uint64_t seed;
+    mattn_llama_kv kv;
+    int json, verbose;
+} cli_recall_opts;
+int cli_llama_recall(mattn_llama *m, const cli_recall_opts *o, const int32_t *filler, size_t n_filler);
 /* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the
  * commands above hand over when --model names one. */
 int cmd_generate_llama(int argc, char **argv);

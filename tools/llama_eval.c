@@ -39,6 +39,16 @@ static const char *usage_eval_llama =
     "                      surgery); the report adds the share of each expert\n"
     "  --threads N         OpenMP threads (default: all cores)\n"
     "  --json              print one JSON object\n"
+    "\n"
+    "Long-range retrieval instead (greedy answers; --data is the filler text):\n"
+    "  --task T            passkey (a 5-digit number at a depth, asked for at the\n"
+    "                      end) or copy (16 words at a depth, later their first 4:\n"
+    "                      the share of the other 12 continued in place)\n"
+    "  --prompts N         prompts of --context tokens each (default 10), depths\n"
+    "                      10 %, 30 %, ... 90 % in turn\n"
+    "  --seed N            the prompts' draws (default 0)\n"
+    "  --routes FILE       the last prompt's routes as TSV (position, expert per block)\n"
+    "  --verbose           each prompt's score and answer on standard error\n"
     "  -h, --help          show this help\n";
 
 #define EVAL_CHUNK 64
@@ -47,6 +57,7 @@ typedef struct ev_opts {
     const char *model_path, *data_path, *activations, *kv, *routing;
     long long context, stride, max_tokens, threads;
     int json;
+    cli_recall_opts rc;
 } ev_opts;
 
 typedef struct ev_sum {
@@ -151,11 +162,16 @@ int cmd_eval_llama(int argc, char **argv) {
                             OPT_STRING("--activations", &o.activations), OPT_STRING("--kv", &o.kv),
                             OPT_STRING("--routing", &o.routing), OPT_INT("--context", &o.context, 2, 1 << 20),
                             OPT_INT("--stride", &o.stride, 1, 1 << 20), OPT_INT("--tokens", &o.max_tokens, 2, 1LL << 40),
-                            OPT_INT("--threads", &o.threads, 1, 1024), OPT_FLAG("--json", &o.json), OPT_END};
+                            OPT_INT("--threads", &o.threads, 1, 1024), OPT_FLAG("--json", &o.json),
+                            OPT_STRING("--task", &o.rc.task), OPT_INT("--prompts", &o.rc.prompts, 1, 1000000),
+                            OPT_CUSTOM("--seed", &o.rc.seed, cli_parse_seed), OPT_STRING("--routes", &o.rc.routes),
+                            OPT_FLAG("--verbose", &o.rc.verbose), OPT_END};
     int rc = cli_parse("eval", usage_eval_llama, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if ((rc = cli_llama_modes(o.activations, o.kv))) return rc;
     if (!o.data_path) return cli_fail(EXIT_USAGE, "eval: --data is required (see metaattn eval --help)");
+    if (o.rc.task && strcmp(o.rc.task, "passkey") && strcmp(o.rc.task, "copy"))
+        return cli_fail(EXIT_USAGE, "--task: expected passkey or copy, got '%s'", o.rc.task);
     if (!o.stride) o.stride = o.context / 2;
     if (o.stride > o.context) return cli_fail(EXIT_USAGE, "--stride %lld exceeds --context %lld", o.stride, o.context);
     cli_set_threads(o.threads);
@@ -178,6 +194,14 @@ int cmd_eval_llama(int argc, char **argv) {
         rc = cli_fail(1, "eval: %s", mattn_llama_errmsg(m));
     if (!rc && n < 2) rc = cli_fail(1, "--data '%s': %zu token%s, at least 2 are needed", o.data_path, n, n == 1 ? "" : "s");
     if (!rc && o.max_tokens && (long long)n > o.max_tokens) n = (size_t)o.max_tokens;
+    if (!rc && o.rc.task) {
+        o.rc.context = o.context, o.rc.kv = cli_llama_kv(o.kv), o.rc.json = o.json;
+        if (!o.rc.prompts) o.rc.prompts = 10;
+        rc = cli_llama_recall(m, &o.rc, ids, n);
+        free(ids), free(text);
+        mattn_llama_free(m);
+        return rc;
+    }
     ev_sum s = {0};
     if (!rc) rc = eval_run(m, &o, ids, (long long)n, &s);
     if (!rc) {
