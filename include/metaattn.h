@@ -764,7 +764,7 @@ MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, 
  *   MATTN_ROUTE_LOCAL   softmax over the keys [t - window, t] plus the
  *                       attention sinks [0, sinks).
  * Each token of each block takes one expert (hard routing): the argmax of
- * the block's controller (features [RMSNorm(x); its norm; position], an
+ * the block's controller (features [RMSNorm(x); its norm; position or 0], an
  * MLP, as mattn_config's prior-free controller), or, for a block made
  * token-independent by mattn_llama_routing_fix, an expert drawn with fixed
  * probabilities from a hash of (seed, block, position).  The routing lives
@@ -779,6 +779,8 @@ typedef struct mattn_llama_routing_config {
     int controller_hidden; /* controller MLP width, >= 1 (default 32) */
     int feature_dim;       /* linear: W is head_dim x feature_dim, 2 * feature_dim features (default head_dim) */
     uint64_t seed;         /* controller init and token-independent draws (default 0) */
+    int position;          /* 1: the controllers see the position t / (context_length - 1); 0 (default): not
+                            * (routes trained at one length then hold at others) */
 } mattn_llama_routing_config;
 MATTN_API mattn_llama_routing_config mattn_llama_routing_default(void);
 /* Attach fresh routing (controllers initialised as mattn_config's, biases

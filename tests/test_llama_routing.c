@@ -203,7 +203,7 @@ static int ref_route(const mattn_controller *c, const double *h, int D, int pos,
     double ss = 0.0;
     for (int i = 0; i < D; i++) ss += h[i] * h[i];
     f[D] = sqrt(ss) / sqrt((double)D);
-    f[D + 1] = (double)pos / (ctx - 1);
+    f[D + 1] = c->pos_len > 0 ? (double)pos / (ctx - 1) : 0.0;
     for (int k = 0; k < 3; k++) z2[k] = c->b2[k];
     for (int j = 0; j < c->Hc; j++) {
         double z = c->b1[j];
@@ -302,7 +302,7 @@ static void ref_forward(const ref_model *r, const mattn_llama_routing *rt, const
  * identity plus noise. */
 static void mixed_routing(mattn_llama *m, int fd) {
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
-    cfg.window = 8, cfg.sinks = 2, cfg.controller_hidden = 8, cfg.feature_dim = fd, cfg.seed = 5;
+    cfg.window = 8, cfg.sinks = 2, cfg.controller_hidden = 8, cfg.feature_dim = fd, cfg.seed = 5, cfg.position = fd == 8;
     assert_int_equal(mattn_llama_routing_new(m, &cfg), MATTN_OK);
     const double share[3] = {0.4, 0.3, 0.3};
     assert_int_equal(mattn_llama_routing_fix(m, 0, share), MATTN_OK);
@@ -433,10 +433,10 @@ static void copy_edit(const char *src, const char *dst, edit_kind kind, const ch
     }
     static const char *const keys[] = {"format", "format_version", "window", "sinks", "controller_hidden",
                                        "feature_dim", "seed", "n_layers", "d_model", "n_heads", "n_kv_heads",
-                                       "head_dim"};
-    const char *meta[24];
+                                       "head_dim", "position"};
+    const char *meta[26];
     int nm = 0;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 13; i++) {
         const char *v = kind == EDIT_META && strcmp(keys[i], name) == 0 ? val : mattn_st_meta(f, keys[i]);
         if (!v) continue; /* val NULL: the key dropped */
         meta[2 * nm] = keys[i], meta[2 * nm + 1] = v, nm++;
@@ -463,7 +463,7 @@ static void test_file(void **st) {
     mattn_llama_routing_config cfg;
     assert_int_equal(mattn_llama_routing_get_config(m, &cfg), MATTN_OK);
     assert_true(cfg.window == 8 && cfg.sinks == 2 && cfg.controller_hidden == 8 && cfg.feature_dim == 8 &&
-                cfg.seed == 5);
+                cfg.seed == 5 && cfg.position == 1);
     run(m, MATTN_LLAMA_KV_F16, tok, NTOK, 0, b);
     assert_memory_equal(a, b, sizeof(float) * NTOK * V);
     /* bad files: refused by name, the routing attached left as it was */
@@ -475,6 +475,7 @@ static void test_file(void **st) {
         {EDIT_META, "window", "0", "window = '0' is not an integer in [1,", MATTN_ERR_FORMAT},
         {EDIT_META, "sinks", "2x", "sinks = '2x'", MATTN_ERR_FORMAT},
         {EDIT_META, "feature_dim", NULL, "'feature_dim' is missing", MATTN_ERR_FORMAT},
+        {EDIT_META, "position", "2", "position = '2' is not an integer in [0, 1]", MATTN_ERR_FORMAT},
         {EDIT_DROP, "blk.1.fmap_k.weight", NULL, "'blk.1.fmap_k.weight' is missing", MATTN_ERR_FORMAT},
         {EDIT_NAN, "blk.0.controller.net.0.weight", NULL, "'blk.0.controller.net.0.weight' holds nan",
          MATTN_ERR_NUMERIC},

@@ -59,7 +59,10 @@ static const char *usage_surgery =
     "  --sinks S           local: and the first S positions (default 4)\n"
     "  --hidden H          the controllers' width (default 32)\n"
     "  --feature-dim N     linear: the feature map's width (default: head_dim)\n"
-    "  --seed N            draws and initialisation (default 0)\n"
+    "  --seed N            draws, initialisation and training sequences (default 0)\n"
+    "  --position          the controllers also see the position t / (context - 1)\n"
+    "                      (default: not, so that routes trained at one length hold\n"
+    "                      at others)\n"
     "  -h, --help          show this help\n";
 
 /* "F,N,L" -> share; 0 or a usage error naming --fixed and the text. */
@@ -112,6 +115,7 @@ int cmd_surgery(int argc, char **argv) {
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
     long long window = cfg.window, sinks = cfg.sinks, hidden = cfg.controller_hidden, fd = 0;
     uint64_t seed = 0;
+    int pos = 0;
     cli_surgery_opts so = {.context = 1024, .steps = 200, .stage1 = 50, .every = 25, .budget = 0.25, .lr = 1e-3,
                            .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0};
     const cli_opt opts[] = {OPT_STRING("--model", &model), OPT_STRING("--out", &out), OPT_STRING("--fixed", &fixed),
@@ -125,7 +129,7 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_DOUBLE("--map-weight", &so.map_weight, 0.0, 1e6),
                             OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6),
                             OPT_INT("--checkpoint", &so.every, 0, 100000000), OPT_FLAG("--resume", &so.resume),
-                            OPT_FLAG("--quiet", &so.quiet), OPT_END};
+                            OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if (!model || !out || (!fixed && !so.data))
@@ -136,7 +140,7 @@ int cmd_surgery(int argc, char **argv) {
         return cli_fail(EXIT_USAGE, "--budget: %g is neither in [0, 1] nor -1 (none)", so.budget);
     if (cli_dry_run) return 0;
     cfg.window = (int)window, cfg.sinks = (int)sinks, cfg.controller_hidden = (int)hidden;
-    cfg.feature_dim = (int)fd, cfg.seed = seed;
+    cfg.feature_dim = (int)fd, cfg.seed = seed, cfg.position = pos;
     if (so.data) {
         so.model = model, so.out = out, so.seed = seed;
         return cli_surgery_train(&so, &cfg);

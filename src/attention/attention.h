@@ -79,7 +79,7 @@ typedef struct mattn_controller {
     float *w2;    /* (K, Hc)    controller.net.3.weight */
     float *b2;    /* (K)        controller.net.3.bias */
     float *g_w1, *g_b1, *g_w2, *g_b2;     /* gradients, allocated on first backward */
-    int pos_len;      /* > 0: pos_t = (t + pos_offset)/(pos_len - 1); 0: t/(T - 1) */
+    int pos_len;      /* > 0: pos_t = (t + pos_offset)/(pos_len - 1); 0: t/(T - 1); < 0: pos_t = 0 */
     int pos_offset;   /* decoding: absolute position of the first row */
     int freeze_norm;  /* gradient checks only (docs/bayes-math.md §10.2): the forward keeps
                          the norm column of the previous forward's features, so finite

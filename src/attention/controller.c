@@ -120,7 +120,7 @@ mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_con
             ss += (double)xt[d] * xt[d];
         }
         if (!c->freeze_norm) f[D] = (float)(sqrt(ss) / sqrt((double)D));
-        f[D + 1] = pos_den > 1 ? (float)(n % T + c->pos_offset) / (float)(pos_den - 1) : 0.0f;
+        f[D + 1] = pos_den > 1 && c->pos_len >= 0 ? (float)(n % T + c->pos_offset) / (float)(pos_den - 1) : 0.0f;
     }
 
     /* z1 = f W1^T + b1;  h = dropout(GELU(z1)) */
