@@ -216,8 +216,16 @@ int cmd_eval_llama(int argc, char **argv) {
                    o.model_path, o.data_path, n, s.scored, s.bytes, o.context, o.stride, s.windows,
                    o.activations ? o.activations : "q8", o.kv ? o.kv : "f16", npt, exp(npt), npb, npb / log(2.0),
                    s.seconds, s.scored / s.seconds, s.attn_secs);
-            if (o.routing) printf(", \"routing\": \"%s\", \"share_full\": %.4f, \"share_linear\": %.4f, "
-                                  "\"share_local\": %.4f", o.routing, share[0], share[1], share[2]);
+            if (o.routing) {
+                printf(", \"routing\": \"%s\", \"share_full\": %.4f, \"share_linear\": %.4f, \"share_local\": %.4f, "
+                       "\"blocks\": [", o.routing, share[0], share[1], share[2]);
+                for (int l = 0; l < info.n_layers; l++) { /* each block's shares */
+                    const int64_t *c = s.counts + (size_t)l * MATTN_ROUTE_EXPERTS;
+                    const double n = (double)(c[0] + c[1] + c[2]) + 1e-300;
+                    printf("%s[%.4f, %.4f, %.4f]", l ? ", " : "", c[0] / n, c[1] / n, c[2] / n);
+                }
+                printf("]");
+            }
             printf("}\n");
         } else {
             printf("%s on %s: %zu tokens, %lld scored (%lld bytes) in %lld windows of %lld, stride %lld\n"

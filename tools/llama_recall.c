@@ -1,7 +1,8 @@
 /*
  * llama_recall.c — `metaattn eval --model FILE.gguf --task passkey|copy`:
  * long-range retrieval, greedy answers, on prompts built from a filler text
- * (--data) at exactly --context tokens:
+ * (--data), the prompt and its greedy answer (8 tokens, copy 36) filling
+ * --context tokens:
  *
  *   passkey  an intro, filler, "The pass key is NNNNN. Remember it. NNNNN is
  *            the pass key." at a depth, filler, "What is the pass key? The
@@ -37,6 +38,8 @@ static const char *const WORDS[] = {
 #define N_WORDS (int)(sizeof WORDS / sizeof WORDS[0])
 #define RUN 16
 #define GIVEN 4
+#define PASSKEY_OUT 8              /* tokens of the answers: prompt + answer = --context */
+#define COPY_OUT (3 * (RUN - GIVEN))
 
 typedef struct {
     mattn_llama *m;
@@ -91,8 +94,8 @@ static int build(rc_run *r, uint64_t *rng, int i, const char *head, const char *
         rc = 1;
     const int nf = N - nh - nn - nt;
     if (!rc && (nf < 10 || (size_t)nf > r->n_filler))
-        rc = cli_fail(1, "eval --task: --context %d leaves %d filler tokens (the filler text has %zu)", N, nf,
-                      r->n_filler);
+        rc = cli_fail(1, "eval --task: a prompt of %d tokens (--context less the answer's) leaves %d filler tokens "
+                      "(the filler text has %zu)", N, nf, r->n_filler);
     if (!rc) {
         const size_t off = (size_t)(bench_rand(rng) % (uint64_t)(r->n_filler - (size_t)nf + 1));
         const int at = (int)(nf * ((i % 5) + 0.5) / 5.0);
@@ -119,8 +122,9 @@ static int one_prompt(rc_run *r, int copy, uint64_t seed, int i, int N, double *
         const int key = 10000 + (int)(bench_rand(&rng) % 90000);
         snprintf(needle, sizeof needle, "\nThe pass key is %d. Remember it. %d is the pass key.\n", key, key);
         rc = build(r, &rng, i, "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
-                   "I will quiz you about the pass key.\n", needle, "\nWhat is the pass key? The pass key is", ids, N, &n);
-        if (!rc) rc = answer(r, ids, n, 8, got, cap);
+                   "I will quiz you about the pass key.\n", needle, "\nWhat is the pass key? The pass key is", ids,
+                   N - PASSKEY_OUT, &n);
+        if (!rc) rc = answer(r, ids, n, PASSKEY_OUT, got, cap);
         const char *p = got;
         while (*p && !isdigit((unsigned char)*p)) p++;
         *score = !rc && atoi(p) == key;
@@ -142,8 +146,8 @@ static int one_prompt(rc_run *r, int copy, uint64_t seed, int i, int N, double *
         at += (size_t)snprintf(tail + at, sizeof tail - at, "\n");
         for (int k = 0; k < GIVEN; k++)
             at += (size_t)snprintf(tail + at, sizeof tail - at, "%s%s", k ? " " : "", WORDS[idx[k]]);
-        rc = build(r, &rng, i, "", needle, tail, ids, N, &n);
-        if (!rc) rc = answer(r, ids, n, 3 * (RUN - GIVEN), got, cap);
+        rc = build(r, &rng, i, "", needle, tail, ids, N - COPY_OUT, &n);
+        if (!rc) rc = answer(r, ids, n, COPY_OUT, got, cap);
         int hit = 0;
         const char *p = got;
         for (int k = GIVEN; k < RUN && !rc; k++) { /* word k of the run at word k - GIVEN of the answer */
@@ -166,7 +170,7 @@ int cli_llama_recall(mattn_llama *m, const cli_recall_opts *o, const int32_t *fi
     const int copy = !strcmp(o->task, "copy"), N = (int)o->context;
     r.logits = malloc(sizeof(float) * (size_t)r.V);
     if (!r.logits) return cli_fail(1, "eval: out of memory");
-    int rc = mattn_llama_cache_init_kv(m, N + 3 * RUN, o->kv, &r.c) != MATTN_OK
+    int rc = mattn_llama_cache_init_kv(m, N, o->kv, &r.c) != MATTN_OK
                  ? cli_fail(1, "eval: %s", mattn_llama_errmsg(m)) : 0;
     double sum = 0.0, sum2 = 0.0, t0 = cli_now();
     int done = 0;
