@@ -203,7 +203,8 @@ if [[ -f "$gg" ]]; then
     "$bin" eval --model $gg --data README.md --task passkey --context 300 --prompts 2 --json
   check "eval copy routes" 0 "copy at 200 tokens: accuracy" "$bin" eval --model $gg --data README.md --task copy --context 200 \
     --prompts 1 --routing "$tmp/full.st" --routes "$tmp/routes.tsv"
-  check "eval copy routes file" 0 "" bash -c "[[ \$(wc -l < $tmp/routes.tsv) -ge 190 && \$(head -1 $tmp/routes.tsv | wc -w) == 31 ]]"
+  check "eval copy routes file" 0 "" bash -c "[[ \$(wc -l < $tmp/routes.tsv) -ge 190 && \$(sed -n 2p $tmp/routes.tsv | wc -w) == 31 ]]"
+  check "eval copy routes spans" 0 "# copy prompt 0 of 200 tokens: needle [" head -1 "$tmp/routes.tsv"
   check "eval task context" 1 "a prompt of 32 tokens (--context less the answer's) leaves" "$bin" eval --model $gg --data README.md --task passkey --context 40
   check "chat one-shot" 0 "The capital of France is Paris." \
     "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --kv f32 --tokens 12
@@ -237,7 +238,7 @@ if [[ -f "$gg" ]]; then
   if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
     "$bin" bench --model "$gg" --context 16 --decode 4 --threads 1 --json - >"$tmp/m.json" 2>"$tmp/m.txt"
     check "bench model table" 0 "decode 4 tokens at context 16" cat "$tmp/m.txt"
-    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv prefill_attention_s decode_attention_s"
+    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv prefill_attention_s decode_attention_s prefill_attention_flops decode_attention_flops"
     if command -v python3 >/dev/null; then
       check "bench model JSON" 0 "keys ok" python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))

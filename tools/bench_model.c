@@ -41,6 +41,7 @@ typedef struct {
     const char *kv;  /* "f16" or "f32" */
     const char *routing; /* --routing FILE or NULL */
     double attn_p, attn_d;  /* seconds in attention of the best prefill, of the best decode */
+    double flops_p, flops_d; /* their attention FLOPs */
     double share[MATTN_ROUTE_EXPERTS]; /* the last repetition's experts, over every block */
 } model_run;
 
@@ -75,17 +76,17 @@ static int measure(model_run *r, double min_time, double *tp, double *td) {
     if (prefill(r, r->N < WARMUP_TOKENS ? r->N : WARMUP_TOKENS)) return 1;
     *tp = *td = INFINITY;
     const double start = cli_now();
-    double a1, a2;
+    double a1, a2, f1, f2;
     do {
         const double t0 = cli_now();
         if (prefill(r, r->N)) return 1;
         const double t1 = cli_now();
-        mattn_llama_cache_routing(r->c, NULL, NULL, &a1, NULL);
+        mattn_llama_cache_routing(r->c, NULL, &f1, &a1, NULL);
         if (decode(r)) return 1;
         const double t2 = cli_now();
-        mattn_llama_cache_routing(r->c, NULL, NULL, &a2, NULL);
-        if (t1 - t0 < *tp) *tp = t1 - t0, r->attn_p = a1;
-        if (t2 - t1 < *td) *td = t2 - t1, r->attn_d = a2 - a1;
+        mattn_llama_cache_routing(r->c, NULL, &f2, &a2, NULL);
+        if (t1 - t0 < *tp) *tp = t1 - t0, r->attn_p = a1, r->flops_p = f1;
+        if (t2 - t1 < *td) *td = t2 - t1, r->attn_d = a2 - a1, r->flops_d = f2 - f1;
     } while (cli_now() - start < min_time);
     int64_t *counts = calloc((size_t)r->info.n_layers * MATTN_ROUTE_EXPERTS, sizeof *counts);
     if (!counts) return cli_fail(1, "bench: out of memory");
@@ -120,8 +121,9 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
                         (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights, %.2f GB/s with the cache\n", name,
             td * 1e3, r->D / td, wgb * r->D / td, (wgb + kvgb) * r->D / td);
-    fprintf(tab, "  %-36s %10.3f ms in prefill (%.0f %%), %.3f ms per decode step (%.0f %%)\n", "attention",
-            r->attn_p * 1e3, 100 * r->attn_p / tp, r->attn_d / r->D * 1e3, 100 * r->attn_d / td);
+    fprintf(tab, "  %-36s %10.3f ms in prefill (%.0f %%, %.1f GFLOP/s), %.3f ms per decode step (%.0f %%, %.1f "
+                 "GFLOP/s)\n", "attention", r->attn_p * 1e3, 100 * r->attn_p / tp, r->flops_p / r->attn_p * 1e-9,
+            r->attn_d / r->D * 1e3, 100 * r->attn_d / td, r->flops_d / r->attn_d * 1e-9);
     if (r->routing)
         fprintf(tab, "  %-36s full %.1f %%, linear %.1f %%, local %.1f %% of the blocks' tokens (%s)\n", "routed",
                 100 * r->share[0], 100 * r->share[1], 100 * r->share[2], r->routing);
@@ -133,9 +135,9 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
                 "\"prefill_s\": %.6g, \"prefill_tok_s\": %.6g, \"decode_tokens\": %d, \"decode_s\": %.6g, "
                 "\"decode_tok_s\": %.6g, \"decode_weight_gb_s\": %.6g, \"decode_total_gb_s\": %.6g, "
                 "\"peak_rss_mb\": %.6g, \"activations\": \"%s\", \"kv\": \"%s\", \"prefill_attention_s\": %.6g, "
-                "\"decode_attention_s\": %.6g",
+                "\"decode_attention_s\": %.6g, \"prefill_attention_flops\": %.6g, \"decode_attention_flops\": %.6g",
             file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td,
-            (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv, r->attn_p, r->attn_d);
+            (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv, r->attn_p, r->attn_d, r->flops_p, r->flops_d);
     if (r->routing) {
         fprintf(js, ", \"routing\": \"");
         json_str(js, r->routing);

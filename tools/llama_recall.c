@@ -15,7 +15,8 @@
  * ((i % 5 + 0.5) / 5 of the filler: 10 %, 30 %, ... 90 %) from SplitMix64
  * seeded (seed, i), so that two models see the same prompts.  Reports the
  * accuracy with its standard error over prompts; --routes FILE writes the
- * last prompt's routes (position, then the expert of each block) as TSV.
+ * last prompt's routes (position, then the expert of each block) as TSV,
+ * after a comment line with the needle's and the question's spans.
  */
 #include <ctype.h>
 #include <math.h>
@@ -48,6 +49,7 @@ typedef struct {
     size_t n_filler;
     float *logits;
     int V;
+    int needle[2], tail[2]; /* the last prompt's spans [a, b) of the needle and of the question */
 } rc_run;
 
 /* Append the tokens of text to ids (n so far, room for cap). */
@@ -104,7 +106,9 @@ static int build(rc_run *r, uint64_t *rng, int i, const char *head, const char *
         memcpy(ids + n, r->filler + off, sizeof *ids * (size_t)at), n += at;
         memcpy(ids + n, nd, sizeof *ids * (size_t)nn), n += nn;
         memcpy(ids + n, r->filler + off + at, sizeof *ids * (size_t)(nf - at)), n += nf - at;
+        r->needle[0] = nh + at, r->needle[1] = nh + at + nn;
         memcpy(ids + n, tl, sizeof *ids * (size_t)nt), n += nt;
+        r->tail[0] = n - nt, r->tail[1] = n;
         *n_out = n;
     }
     free(fixed);
@@ -203,6 +207,9 @@ int cli_llama_recall(mattn_llama *m, const cli_recall_opts *o, const int32_t *fi
             FILE *f = fopen(o->routes, "w");
             mattn_llama_cache_routing(r.c, NULL, NULL, NULL, &routes);
             if (!f) rc = cli_fail(1, "--routes: cannot write '%s'", o->routes);
+            if (f) fprintf(f, "# %s prompt %lld of %d tokens: needle [%d, %d), question [%d, %d), answer from %d; "
+                           "columns: position, the expert of each block (0 full, 1 linear, 2 local)\n", o->task,
+                           o->prompts - 1, N, r.needle[0], r.needle[1], r.tail[0], r.tail[1], r.tail[1]);
             for (int t = 0; f && routes && t < mattn_llama_cache_length(r.c); t++) {
                 fprintf(f, "%d", t);
                 for (int l = 0; l < info.n_layers; l++) fprintf(f, "\t%d", routes[(size_t)t * info.n_layers + l]);
