@@ -820,7 +820,10 @@ MATTN_API mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int
  *     layer-local attention transfer of Hedgehog and LoLCATs)
  *   + dual * (share of full over blocks and tokens - full_share)
  * with the multiplier dual >= 0 raised by dual_lr per step while the share
- * is above the budget (dual ascent); Adam on the new weights.  The model's
+ * is above the budget (dual ascent), or with calibrate the full bias of the
+ * controllers set after each step so that the share is the budget (the
+ * routers learn which tokens go to full, the calibration how many); Adam
+ * on the new weights.  The model's
  * routing (mattn_llama_routing_new/load) is what is trained, in place. */
 typedef struct mattn_distill mattn_distill;
 typedef struct mattn_distill_config {
@@ -831,6 +834,9 @@ typedef struct mattn_distill_config {
     double kl_weight;    /* weight of the KL (default 1; 0: the layer-local stage, maps only) */
     double dual_lr;      /* dual ascent step per unit of excess share (default 1) */
     int soft;            /* 1: merge the experts by the controller's softmax (the gradient checks); 0: hard */
+    int calibrate;       /* 1: after each step, shift every controller's full bias so that the step's share
+                          * of full would have been full_share exactly (the margins' quantile); the multiplier
+                          * then stays 0 unless dual_lr > 0 (default 0: dual ascent only) */
 } mattn_distill_config;
 typedef struct mattn_distill_stats {
     double loss, kl, map_mse, dual;

@@ -194,6 +194,17 @@ static void test_training(void **st) {
                   "multiplier %.3f\n", s0.share[0], s.share[0], s0.kl, s.kl, s.dual);
     assert_true(s.share[0] <= 0.12 && s.kl < 0.2 * s0.kl);
     mattn_distill_free(d);
+    /* calibrated: each step's share of full lands near the budget (exactly on it for the margins the
+     * calibration saw; the blocks' inputs move with the routes below them) */
+    dc.calibrate = 1, dc.dual_lr = 0.0, dc.full_share = 0.3;
+    assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_OK);
+        if (i > 0 && fabs(s.share[0] - 0.3) > 0.1) fail_msg("step %d: share of full %.4f, budget 0.3", i, s.share[0]);
+    }
+    print_message("  calibrated to 0.3: share of full %.3f at the 10th step, dual %.3f\n", s.share[0], s.dual);
+    assert_true(s.dual == 0.0);
+    mattn_distill_free(d);
     mattn_llama_free(m);
 }
 

@@ -97,7 +97,7 @@ typedef struct cli_surgery_opts {
     long long context, steps, stage1, every;
     double budget, lr, map_lr, map_weight, dual_lr;
     uint64_t seed;
-    int resume, quiet;
+    int resume, quiet, calibrate;
 } cli_surgery_opts;
 int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_config *rcfg);
 /* metaattn eval --task (llama_recall.c): retrieval prompts from a filler text. */

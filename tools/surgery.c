@@ -40,12 +40,15 @@ static const char *usage_surgery =
     "  --context T         tokens per step (default 1024)\n"
     "  --steps N           steps in all (default 200)\n"
     "  --stage1 N          of them the layer-local stage (default 50)\n"
-    "  --budget S          the share of full over blocks and tokens <= S, in [0, 1]\n"
+    "  --budget S          the share of full over blocks and tokens, in [0, 1]\n"
     "                      (default 0.25; -1: no budget)\n"
+    "  --budget-mode M     calibrate (default): after each step the controllers'\n"
+    "                      full bias is set so that the step's share is S; dual: a\n"
+    "                      Lagrange multiplier keeps it <= S (dual ascent)\n"
     "  --lr X              the controllers' Adam step (default 1e-3)\n"
     "  --map-lr X          the feature maps' (default 1e-3)\n"
     "  --map-weight X      the attention transfer's weight in stage 2 (default 1)\n"
-    "  --dual-lr X         the budget multiplier's ascent step (default 1)\n"
+    "  --dual-lr X         the multiplier's ascent step (default 1; dual mode)\n"
     "  --checkpoint N      write the checkpoint every N steps (default 25)\n"
     "  --resume            continue OUT from OUT.state\n"
     "  --quiet             no progress line\n"
@@ -111,7 +114,7 @@ static int apply_fixed(mattn_llama *m, const char *spec) {
 }
 
 int cmd_surgery(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *fixed = NULL;
+    const char *model = NULL, *out = NULL, *fixed = NULL, *bmode = NULL;
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
     long long window = cfg.window, sinks = cfg.sinks, hidden = cfg.controller_hidden, fd = 0;
     uint64_t seed = 0;
@@ -127,7 +130,7 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_DOUBLE("--budget", &so.budget, -1.0, 1.0), OPT_DOUBLE("--lr", &so.lr, 0.0, 1.0),
                             OPT_DOUBLE("--map-lr", &so.map_lr, 0.0, 1.0),
                             OPT_DOUBLE("--map-weight", &so.map_weight, 0.0, 1e6),
-                            OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6),
+                            OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6), OPT_STRING("--budget-mode", &bmode),
                             OPT_INT("--checkpoint", &so.every, 0, 100000000), OPT_FLAG("--resume", &so.resume),
                             OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
@@ -136,6 +139,10 @@ int cmd_surgery(int argc, char **argv) {
         return cli_fail(EXIT_USAGE, "surgery: --%s is required (see metaattn surgery --help)",
                         !model ? "model" : !out ? "out" : "data (or --fixed)");
     if (fixed && so.data) return cli_fail(EXIT_USAGE, "surgery: --fixed and --data exclude each other");
+    if (bmode && strcmp(bmode, "calibrate") && strcmp(bmode, "dual"))
+        return cli_fail(EXIT_USAGE, "--budget-mode: expected calibrate or dual, got '%s'", bmode);
+    so.calibrate = !bmode || !strcmp(bmode, "calibrate");
+    if (so.calibrate) so.dual_lr = 0.0;
     if (so.budget < 0.0 && so.budget != -1.0)
         return cli_fail(EXIT_USAGE, "--budget: %g is neither in [0, 1] nor -1 (none)", so.budget);
     if (cli_dry_run) return 0;

@@ -62,7 +62,7 @@ static size_t offset_of(const run *r, long long s) {
 static mattn_distill_config stage_config(const cli_surgery_opts *o, int stage) {
     mattn_distill_config c = mattn_distill_default();
     c.full_share = o->budget, c.lr = o->lr, c.map_lr = o->map_lr, c.map_weight = o->map_weight;
-    c.dual_lr = o->dual_lr;
+    c.dual_lr = o->dual_lr, c.calibrate = o->calibrate;
     if (stage == 1) c.kl_weight = 0.0;
     return c;
 }

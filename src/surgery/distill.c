@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "surgery/surgery.h"
@@ -66,7 +67,8 @@ static void layout(mattn_distill *d, mattn_carver *cv) {
     MATTN_CARVE(cv, d->gz2, T * K * f);
     MATTN_CARVE(cv, d->ghc, T * Hc * f);
     MATTN_CARVE(cv, d->lg, (size_t)LOSS_ROWS * d->V * f);
-    MATTN_CARVE(cv, d->lt, (size_t)LOSS_ROWS * d->V * f);
+    const size_t nlt = (size_t)LOSS_ROWS * d->V, ncal = (size_t)d->L * T; /* the loss's rows; calibrate()'s */
+    MATTN_CARVE(cv, d->lt, (nlt > ncal ? nlt : ncal) * f);
     MATTN_CARVE(cv, d->rope, T * d->dh * f);
     MATTN_CARVE(cv, d->rope_inv, T * d->dh * f);
     MATTN_CARVE(cv, d->lin_ws, sg_linear_ws_floats(d->Hkv, d->dh, d->m->routing->cfg.feature_dim) * f);
@@ -350,6 +352,39 @@ mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, int n, 
     return s != MATTN_OK ? s : sg_run(d, tokens, n, 0, st);
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Shift the full bias of every controller by -tau, tau between the k-th and
+ * (k+1)-th largest margin z_full - max(z_linear, z_local) of the step's
+ * tokens in the controlled blocks, k the full tokens the budget leaves them
+ * beside the fixed blocks': the step's routes would have had the budget's
+ * share of full.  The margins are the step's (before its update). */
+static void calibrate(mattn_distill *d, int T) {
+    const mattn_llama_routing *r = d->m->routing;
+    float *mg = d->lt; /* L * T floats of scratch */
+    int64_t n = 0, fixed_full = 0;
+    for (int l = 0; l < d->L; l++) {
+        const sg_acts *A = &d->acts[l];
+        for (int t = 0; t < T; t++) {
+            if (r->layers[l].fixed) {
+                fixed_full += A->w[t * MATTN_ROUTE_EXPERTS + MATTN_ROUTE_FULL] != 0.0f;
+                continue;
+            }
+            const float *z = A->act.logits + (size_t)t * MATTN_ROUTE_EXPERTS;
+            mg[n++] = z[MATTN_ROUTE_FULL] - (z[1] > z[2] ? z[1] : z[2]);
+        }
+    }
+    if (n == 0) return;
+    qsort(mg, (size_t)n, sizeof *mg, cmp_desc);
+    int64_t k = (int64_t)llround(d->cfg.full_share * (double)d->L * T) - fixed_full;
+    const float tau = k <= 0 ? mg[0] + 1e-3f : k >= n ? mg[n - 1] - 1e-3f : 0.5f * (mg[k - 1] + mg[k]);
+    for (int l = 0; l < d->L; l++)
+        if (!r->layers[l].fixed) r->layers[l].ctrl.b2[MATTN_ROUTE_FULL] -= tau;
+}
+
 #define ADAM_B1 0.9
 #define ADAM_B2 0.999
 #define ADAM_EPS 1e-8
@@ -391,6 +426,7 @@ mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, int n, 
         }
         off += k;
     }
+    if (d->cfg.calibrate && d->cfg.full_share >= 0.0 && d->cfg.kl_weight > 0.0 && !d->cfg.soft) calibrate(d, n);
     if (d->cfg.full_share >= 0.0 && d->cfg.kl_weight > 0.0) { /* the layer-local stage routes nothing */
         d->dual += d->cfg.dual_lr * (st->share[MATTN_ROUTE_FULL] - d->cfg.full_share);
         if (d->dual < 0.0) d->dual = 0.0;
