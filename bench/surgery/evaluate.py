@@ -144,7 +144,9 @@ def main():
             if not a.skip_speed and name in ("original", "routed", "streaming"):
                 b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32"] + ra, log)
                 rec.update(decode_tok_s=b["decode_tok_s"], prefill_s=b["prefill_s"],
-                           prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"])
+                           prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"],
+                           prefill_attention_flops=b["prefill_attention_flops"],
+                           decode_attention_flops=b["decode_attention_flops"])
             record(**rec)
     log.close()
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Tables of a surgery evaluation (bench/surgery/evaluate.py's OUT.jsonl) in
+markdown: quality (perplexity, passkey, copy) per context length and model,
+speed (decode tokens/s, prefill attention time) and the sparse execution's
+wall time against its FLOPs, the routed model's shares per block.
+
+  bench/surgery/report.py bench/results/surgery.jsonl [--llamacpp FILE.json]
+
+--llamacpp: bench/compare_llamacpp.py --json output at the same contexts
+(decode tokens/s of llama.cpp), for the speed table's last columns.
+"""
+import argparse
+import json
+import math
+
+
+def pm(x, se):
+    return "%.3f ± %.3f" % (x, se)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("jsonl")
+    ap.add_argument("--llamacpp")
+    a = ap.parse_args()
+    recs = [json.loads(l) for l in open(a.jsonl) if l.strip()]
+    ev = [r for r in recs if r["kind"] == "eval"]
+    lengths = sorted({r["context"] for r in ev})
+    by = {(r["model"], r["context"]): r for r in ev}
+    lc = {}
+    if a.llamacpp:
+        for r in json.load(open(a.llamacpp)):
+            lc[r["context"]] = r["decode_tok_s"]
+    print("#### Quality (held-out KJV; greedy retrieval)\n")
+    print("| context | model | share of full | nats/token | Δ vs original | passkey | copy |")
+    print("|---|---|---|---|---|---|---|")
+    for N in lengths:
+        o = by.get(("original", N))
+        for m in ("original", "routed", "streaming", "random", "static"):
+            r = by.get((m, N))
+            if not r:
+                continue
+            d = r["nats_per_token"] - o["nats_per_token"] if o else float("nan")
+            name = m + (" (window %d)" % r["window"] if m == "streaming" else "")
+            print("| %d | %s | %.3f | %.4f | %+.4f | %s (%d) | %s (%d) |" % (
+                N, name, r["share_full"], r["nats_per_token"], d, pm(r["passkey"], r["passkey_se"]),
+                r["passkey_prompts"], pm(r["copy"], r["copy_se"]), r["copy_prompts"]))
+    print("\n#### Speed (2 threads; decode 32 tokens after the context)\n")
+    print("| context | original decode tok/s | routed | × | streaming | prefill attention s: original | routed | × |"
+          + (" llama.cpp decode tok/s | routed × llama.cpp |" if lc else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if lc else ""))
+    for N in lengths:
+        o, r, s = by.get(("original", N)), by.get(("routed", N)), by.get(("streaming", N))
+        if not (o and r and "decode_tok_s" in o):
+            continue
+        row = "| %d | %.1f | %.1f | %.2f | %s | %.3f | %.3f | %.2f |" % (
+            N, o["decode_tok_s"], r["decode_tok_s"], r["decode_tok_s"] / o["decode_tok_s"],
+            "%.1f" % s["decode_tok_s"] if s and "decode_tok_s" in s else "-", o["prefill_attention_s"],
+            r["prefill_attention_s"], r["prefill_attention_s"] / o["prefill_attention_s"])
+        if lc:
+            row += " %s | %s |" % (("%.1f" % lc[N], "%.2f" % (r["decode_tok_s"] / lc[N])) if N in lc else ("-", "-"))
+        print(row)
+    print("\n#### Sparse execution: attention wall time against executed FLOPs, routed / original\n")
+    print("| context | prefill: time × | FLOPs × | wall/FLOP | decode: time × | FLOPs × | wall/FLOP |")
+    print("|---|---|---|---|---|---|---|")
+    for N in lengths:
+        o, r = by.get(("original", N)), by.get(("routed", N))
+        if not (o and r and "prefill_attention_flops" in o):
+            continue
+        tp, fp = r["prefill_attention_s"] / o["prefill_attention_s"], r["prefill_attention_flops"] / o["prefill_attention_flops"]
+        td, fd = r["decode_attention_s"] / o["decode_attention_s"], r["decode_attention_flops"] / o["decode_attention_flops"]
+        print("| %d | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |" % (N, tp, fp, tp / fp, td, fd, td / fd))
+    sh = [r for r in recs if r["kind"] == "shares"]
+    if sh:
+        print("\n#### The routed model's shares per block (held-out text)\n")
+        print("| block | " + " | ".join(str(l) for l in range(len(sh[0]["blocks"]))) + " |")
+        print("|---|" + "---|" * len(sh[0]["blocks"]))
+        for e, name in enumerate(("full", "linear", "local")):
+            print("| %s | " % name + " | ".join("%.2f" % b[e] for b in sh[0]["blocks"]) + " |")
+    st = [r for r in recs if r["kind"] == "static_choice"]
+    if st:
+        print("\nstatic baseline: blocks kept full %s (by the perplexity rise of each alone local)" % st[0]["full_blocks"])
+
+
+if __name__ == "__main__":
+    main()
