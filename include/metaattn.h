@@ -756,7 +756,7 @@ MATTN_API mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, 
  * Meta-Attention layer.  Each block's experts share the pretrained Q/K/V/O
  * and the cache's keys and values (one K/V per token for all experts):
  *   MATTN_ROUTE_FULL    the original attention, exactly;
- *   MATTN_ROUTE_LINEAR  linear attention over every earlier key through a
+ *   MATTN_ROUTE_LINEAR  linear attention over every key up to its own through a
  *                       learned feature map of the RoPE'd queries and keys,
  *                       phi(x) = [softmax(x W), softmax(-x W)] per head
  *                       (W: head_dim x feature_dim, identity-initialised as
@@ -797,7 +797,8 @@ MATTN_API mattn_status mattn_llama_routing_get_config(const mattn_llama *m, matt
 /* Make block `layer` (-1: every block) token-independent: each token takes
  * expert e with probability share[e] (MATTN_ROUTE_EXPERTS of them, >= 0,
  * summing to 1; (1, 0, 0) is the original attention, (0, 0, 1) StreamingLLM's
- * sinks + window).  Saved with the routing. */
+ * sinks + window).  Saved with the routing; caches made before are refused
+ * by the next forward (they keep a linear state only where it was used). */
 MATTN_API mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const double *share);
 /* What a cache executed since it was made or reset: counts (n_layers,
  * MATTN_ROUTE_EXPERTS) tokens per block and expert, attention FLOPs and
@@ -810,7 +811,9 @@ MATTN_API mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int
 
 /* Distillation of the routing (docs/design.md §5.3): the new weights
  * (controllers, feature maps) trained so that the routed model imitates the
- * original, the base frozen.  Per step, one sequence of n tokens: the
+ * original, the base frozen.  A trainer trains the routing attached when it
+ * was made: after mattn_llama_routing_new/load/fix/drop its calls are
+ * refused (make a new one).  Per step, one sequence of n tokens: the
  * teacher is the original model (every token on full), the student the
  * routed one, each block running its tokens through their routes (hard
  * routing with straight-through gradients: trained as deployed); the loss

@@ -205,7 +205,10 @@ if [[ -f "$gg" ]]; then
     --prompts 1 --routing "$tmp/full.st" --routes "$tmp/routes.tsv"
   check "eval copy routes file" 0 "" bash -c "[[ \$(wc -l < $tmp/routes.tsv) -ge 190 && \$(sed -n 2p $tmp/routes.tsv | wc -w) == 31 ]]"
   check "eval copy routes spans" 0 "# copy prompt 0 of 200 tokens: needle [" head -1 "$tmp/routes.tsv"
-  check "eval task context" 1 "a prompt of 32 tokens (--context less the answer's) leaves" "$bin" eval --model $gg --data README.md --task passkey --context 40
+  check "eval task too short" 2 "--context 40: too short for --task passkey (its answer alone takes 8 tokens)" \
+    "$bin" eval --model $gg --data README.md --task passkey --context 40
+  check "eval task context" 1 "a prompt of 62 tokens (--context less the answer's) leaves -5 filler tokens" \
+    "$bin" eval --model $gg --data README.md --task passkey --context 70
   check "chat one-shot" 0 "The capital of France is Paris." \
     "$bin" chat --model $gg --prompt "What is the capital of France?" --temperature 0 --activations f32 --kv f32 --tokens 12
   check "chat lines keep history" 0 "The capital of Italy is Rome." bash -c "printf 'What is the capital of France?\nAnd of Italy?\n' | \

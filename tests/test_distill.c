@@ -273,6 +273,11 @@ static void test_misuse(void **st) {
     assert_non_null(strstr(mattn_distill_errmsg(d), "tokens[3] = 100 is outside [0, 100)"));
     assert_int_equal(mattn_distill_load_state(d, FIX "llama_tiny_ref.safetensors"), MATTN_ERR_FORMAT);
     assert_non_null(strstr(mattn_distill_errmsg(d), "not a trainer state"));
+    /* the routing replaced under the trainer: refused */
+    assert_int_equal(mattn_llama_routing_fix(m, 0, (double[3]){1, 0, 0}), MATTN_OK);
+    tok[3] = 1;
+    assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_distill_errmsg(d), "routing was replaced, fixed or dropped"));
     mattn_distill_free(d);
     mattn_llama_free(m);
 }

@@ -548,8 +548,12 @@ static void test_misuse(void **st) {
     assert_non_null(strstr(mattn_llama_errmsg(m), "reset the cache"));
     mattn_llama_cache_reset(c1);
     assert_int_equal(mattn_llama_forward(m, c1, tok, 8, logits), MATTN_OK);
-    /* dropped: caches made with routing are refused, new ones work */
+    /* fixed or dropped: caches made before are refused (a reset first is harmless), new ones work */
+    assert_int_equal(mattn_llama_routing_fix(m, 1, (double[3]){0, 1, 0}), MATTN_OK);
+    assert_int_equal(mattn_llama_decode(m, c1, 3, logits), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_llama_errmsg(m), "for other routing"));
     mattn_llama_routing_drop(m);
+    mattn_llama_cache_reset(c1);
     assert_int_equal(mattn_llama_decode(m, c1, 3, logits), MATTN_ERR_INVALID_ARG);
     assert_non_null(strstr(mattn_llama_errmsg(m), "for other routing"));
     mattn_llama_cache_free(c1);

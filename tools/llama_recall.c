@@ -130,7 +130,7 @@ static int one_prompt(rc_run *r, int copy, uint64_t seed, int i, int N, double *
                    N - PASSKEY_OUT, &n);
         if (!rc) rc = answer(r, ids, n, PASSKEY_OUT, got, cap);
         const char *p = got;
-        while (*p && !isdigit((unsigned char)*p)) p++;
+        while (!rc && *p && !isdigit((unsigned char)*p)) p++;
         *score = !rc && atoi(p) == key;
     } else {
         for (int k = 0; k < RUN; k++) { /* distinct words */
@@ -178,7 +178,11 @@ int cli_llama_recall(mattn_llama *m, const cli_recall_opts *o, const int32_t *fi
                  ? cli_fail(1, "eval: %s", mattn_llama_errmsg(m)) : 0;
     double sum = 0.0, sum2 = 0.0, t0 = cli_now();
     int done = 0;
-    char got[512];
+    char got[512] = "";
+    const int out = copy ? COPY_OUT : PASSKEY_OUT;
+    if (!rc && N <= out + 32)
+        rc = cli_fail(EXIT_USAGE, "--context %d: too short for --task %s (its answer alone takes %d tokens)", N, o->task,
+                      out);
     for (int i = 0; !rc && i < o->prompts; i++) {
         double s = 0.0;
         rc = one_prompt(&r, copy, o->seed, i, N, &s, got, sizeof got);

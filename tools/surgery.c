@@ -36,7 +36,7 @@ static const char *usage_surgery =
     "  --out FILE          the routing file to write (safetensors)\n"
     "  --data FILE         training text (tokenized whole; at most 1 GiB)\n"
     "  --held-out FILE     text no step trains on: its first --context tokens are\n"
-    "                      scored at each checkpoint\n"
+    "                      scored at each checkpoint of stage 2\n"
     "  --context T         tokens per step (default 1024)\n"
     "  --steps N           steps in all (default 200)\n"
     "  --stage1 N          of them the layer-local stage (default 50)\n"
@@ -47,10 +47,12 @@ static const char *usage_surgery =
     "                      Lagrange multiplier keeps it <= S (dual ascent)\n"
     "  --lr X              the controllers' Adam step (default 1e-3)\n"
     "  --map-lr X          the feature maps' (default 1e-3)\n"
-    "  --map-weight X      the attention transfer's weight in stage 2 (default 1)\n"
+    "  --map-weight X      the attention transfer's weight in stage 2 (default 1;\n"
+    "                      stage 1 is that term alone)\n"
     "  --dual-lr X         the multiplier's ascent step (default 1; dual mode)\n"
     "  --checkpoint N      write the checkpoint every N steps (default 25)\n"
-    "  --resume            continue OUT from OUT.state\n"
+    "  --resume            continue OUT from OUT.state (give the run's --data,\n"
+    "                      --context and --seed again: they choose the sequences)\n"
     "  --quiet             no progress line\n"
     "  --fixed SPEC        token-independent routing: each token of a block takes\n"
     "                      full, linear, local with the probabilities F,N,L (a\n"
@@ -155,6 +157,9 @@ int cmd_surgery(int argc, char **argv) {
     mattn_llama *m = NULL;
     if (mattn_llama_open(model, &m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
     if (mattn_llama_routing_new(m, &cfg) != MATTN_OK) rc = cli_fail(1, "surgery: %s", mattn_llama_errmsg(m));
+    /* blocks SPEC does not name stay the original attention, token-independently */
+    if (!rc && mattn_llama_routing_fix(m, -1, (const double[MATTN_ROUTE_EXPERTS]){1, 0, 0}) != MATTN_OK)
+        rc = cli_fail(1, "surgery: %s", mattn_llama_errmsg(m));
     if (!rc) rc = apply_fixed(m, fixed);
     if (!rc && mattn_llama_routing_save(m, out) != MATTN_OK) rc = cli_fail(1, "--out: %s", mattn_llama_errmsg(m));
     if (!rc) fprintf(stderr, "metaattn: wrote %s (token-independent routing %s, window %lld, sinks %lld)\n", out,

@@ -41,7 +41,12 @@ static int read_tokens(mattn_llama *m, const char *path, const char *flag, int32
         if (!nb) free(b);
         b = nb;
     }
+    const int err = ferror(f);
     fclose(f);
+    if (err) {
+        free(b);
+        return cli_fail(1, "%s: cannot read '%s'", flag, path);
+    }
     if (!b) return cli_fail(1, "%s '%s': larger than 1 GiB or out of memory", flag, path);
     int rc = 0;
     if (mattn_llama_tokenize(m, b, len, 0, NULL, 0, n) != MATTN_OK) rc = cli_fail(1, "%s: %s", flag, mattn_llama_errmsg(m));
@@ -63,7 +68,7 @@ static mattn_distill_config stage_config(const cli_surgery_opts *o, int stage) {
     mattn_distill_config c = mattn_distill_default();
     c.full_share = o->budget, c.lr = o->lr, c.map_lr = o->map_lr, c.map_weight = o->map_weight;
     c.dual_lr = o->dual_lr, c.calibrate = o->calibrate;
-    if (stage == 1) c.kl_weight = 0.0;
+    if (stage == 1) c.kl_weight = 0.0, c.map_weight = 1.0; /* the layer-local stage is the attention transfer */
     return c;
 }
 

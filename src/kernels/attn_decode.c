@@ -37,7 +37,7 @@ static inline __attribute__((always_inline)) void
 decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16, int g, int dh, int s_lo, int s_hi,
              int ring, float scale, float *m, float *l, float *o) {
     _Alignas(64) float sc[DEC_GROUP][DEC_BLOCK], tmp[MATTN_MAX_HEAD_DIM];
-    const int esz = f16 ? 2 : 4;
+    const int esz = f16 ? 2 : (int)sizeof(float);
     /* the hardware prefetchers stop at each page, so the rows DEC_AHEAD
      * keys on are asked for, into L2 (prefetcht1; into L1 measured the same
      * in bench_kernels --only kvdecode, 5.6 against 5.8 ms) */
@@ -128,7 +128,7 @@ double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, i
     MATTN_ASSERT(H % g == 0 && sinks >= 0 && !(sinks && ring));
     const float scale = 1.0f / sqrtf((float)dh);
     const int sub = (g + DEC_GROUP - 1) / DEC_GROUP; /* head groups per K/V head */
-    const int esz = kv->f16 ? 2 : 4;
+    const int esz = kv->f16 ? 2 : (int)sizeof(float);
     void (*chunk)(const float *, const void *, const void *, int64_t, int, int, int, int, int, float, float *,
                   float *, float *) = kv->f16 ? decode_chunk_f16 : decode_chunk_f32;
     /* chunks of [lo, hi], after a chunk of the sinks [0, ns) when there are any */

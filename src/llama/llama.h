@@ -138,7 +138,8 @@ struct mattn_llama_cache {
     int poisoned;               /* a call failed after the linear state took some of its tokens */
     uint8_t *routes;            /* (cap, n_layers) the expert of each position in each block */
     float *lin;                 /* per block the linear state: S (Hkv, 2fd, dh) then z (Hkv, 2fd) */
-    float *phq, *phk;           /* (C, H, 2fd), (C, Hkv, 2fd) a chunk's features */
+    size_t lin_bytes;           /* its size */
+    float *phq, *phk;           /* (H, 2fd), (Hkv, 2fd) one token's features */
     int32_t *rows;              /* (C) a chunk's rows of one expert */
     uint8_t *route;             /* (C) a chunk's experts in one block */
     mattn_ctrl_act act;         /* the controller's activations for a chunk */

@@ -95,9 +95,10 @@ mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_
     int routed_ok = 1;
     if (m->routing) {
         c->routes = mattn_amalloc((size_t)context * hp->n_layers);
-        c->lin = mattn_amalloc(lin_bytes(m));
+        c->lin_bytes = lin_bytes(m);
+        c->lin = mattn_amalloc(c->lin_bytes);
         routed_ok = c->routes && c->lin;
-        if (c->lin) memset(c->lin, 0, lin_bytes(m));
+        if (c->lin) memset(c->lin, 0, c->lin_bytes);
     }
     const int threads = mattn_max_threads();
     const size_t dkv = (size_t)hp->n_kv_heads * hp->head_dim;
@@ -133,7 +134,7 @@ void mattn_llama_cache_reset(mattn_llama_cache *c) {
     c->poisoned = 0;
     c->attn_flops = c->attn_secs = 0.0;
     memset(c->counts, 0, (size_t)c->m->hp.n_layers * MATTN_ROUTE_EXPERTS * sizeof *c->counts);
-    if (c->lin) memset(c->lin, 0, lin_bytes(c->m));
+    if (c->lin) memset(c->lin, 0, c->lin_bytes); /* the routing it was made for may be gone */
 }
 
 mattn_status mattn_llama_cache_routing(const mattn_llama_cache *c, int64_t *counts, double *attn_flops,

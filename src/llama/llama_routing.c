@@ -175,6 +175,7 @@ mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const double *sh
         r->layers[l].fixed = 1;
         memcpy(r->layers[l].share, share, sizeof r->layers[l].share);
     }
+    r->serial = ++m->routing_serial; /* caches keep a linear state only where it is used: made anew */
     return MATTN_OK;
 }
 
@@ -322,6 +323,19 @@ static mattn_status meta_int(mattn_llama *m, const mattn_st_file *f, const char 
     return MATTN_OK;
 }
 
+static mattn_status meta_u64(mattn_llama *m, const mattn_st_file *f, const char *path, const char *key,
+                             uint64_t *out) {
+    const char *s = mattn_st_meta(f, key);
+    if (!s) return LLAMA_ERR(m, MATTN_ERR_FORMAT, "%s: metadata '%s' is missing: not a routing file", path, key);
+    char *end;
+    errno = 0;
+    const unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-')
+        return LLAMA_ERR(m, MATTN_ERR_FORMAT, "%s: metadata %s = '%s' is not an unsigned 64-bit integer", path, key, s);
+    *out = v;
+    return MATTN_OK;
+}
+
 /* The file's tensor name: dtype dt, shape (ndim, shape), finite. */
 static const mattn_st_tensor *find_checked(mattn_llama *m, const mattn_st_file *f, const char *path, const char *name,
                                            mattn_st_dtype dt, int ndim, const int64_t *shape, mattn_status *st) {
@@ -379,13 +393,14 @@ static mattn_status load_file(mattn_llama *m, const mattn_st_file *f, const char
             return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: made for %s = %lld, the model has %d: a routing file of "
                              "another model", path, shape_keys[i], v, have[i]);
     }
-    long long w, s, hc, fd, seed, pos;
+    long long w, s, hc, fd, pos;
+    uint64_t seed = 0;
     if ((st = meta_int(m, f, path, "window", 1, 1 << 20, &w)) != MATTN_OK ||
         (st = meta_int(m, f, path, "position", 0, 1, &pos)) != MATTN_OK ||
         (st = meta_int(m, f, path, "sinks", 0, 1 << 20, &s)) != MATTN_OK ||
         (st = meta_int(m, f, path, "controller_hidden", 1, 4096, &hc)) != MATTN_OK ||
         (st = meta_int(m, f, path, "feature_dim", 1, 4096, &fd)) != MATTN_OK ||
-        (st = meta_int(m, f, path, "seed", 0, INT64_MAX, &seed)) != MATTN_OK)
+        (st = meta_u64(m, f, path, "seed", &seed)) != MATTN_OK)
         return st;
     mattn_llama_routing_config cfg = {(int)w, (int)s, (int)hc, (int)fd, (uint64_t)seed, (int)pos};
     mattn_llama_routing *r = NULL;

@@ -184,16 +184,18 @@ mattn_status mattn_distill_new(mattn_llama *m, const mattn_distill_config *cfg, 
     *d = (mattn_distill){.m = m, .cfg = *cfg, .L = hp->n_layers, .D = hp->d_model, .H = hp->n_heads,
                          .Hkv = hp->n_kv_heads, .dh = hp->head_dim, .F = hp->ffn_dim, .V = hp->vocab_size,
                          .Dq = hp->n_heads * hp->head_dim, .Dkv = hp->n_kv_heads * hp->head_dim, .Tmax = max_tokens,
-                         .route_grad_x = 1};
+                         .route_grad_x = 1, .serial = m->routing->serial};
     const int threads = mattn_max_threads();
     const size_t f = mattn_attn_softmax_scratch(max_tokens, d->dh, 0, threads),
                  b = mattn_attn_softmax_scratch(max_tokens, d->dh, 1, threads);
     d->sm_ws_bytes = f > b ? f : b;
+    size_t arena = 0;
     st = alloc_weights(d);
     d->acts = st == MATTN_OK ? mattn_calloc((size_t)d->L, sizeof *d->acts) : NULL;
     if (d->acts) {
         mattn_carver cv = {NULL, 0};
         layout(d, &cv);
+        arena = cv.off;
         cv.base = mattn_amalloc(cv.off);
         if (cv.base) {
             cv.off = 0;
@@ -220,9 +222,11 @@ mattn_status mattn_distill_new(mattn_llama *m, const mattn_distill_config *cfg, 
     }
     if (st != MATTN_OK) {
         mattn_distill_free(d);
-        return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a trainer of %d tokens (about %.1f GB: the fp32 "
-                         "weights and every block's activations)", max_tokens,
-                         (4.0 * hp->n_layers * 9000 * max_tokens + 4.0 * 140e6) / 1e9);
+        return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a trainer of %d tokens (%.2f GB of activations and "
+                         "scratch beside %.2f GB of fp32 weights)", max_tokens, (double)arena / 1e9,
+                         4e-9 * ((double)hp->vocab_size * hp->d_model + (double)hp->n_layers * hp->d_model *
+                                 (2.0 * hp->n_heads * hp->head_dim + 2.0 * hp->n_kv_heads * hp->head_dim +
+                                  3.0 * hp->ffn_dim)));
     }
     memset(d->adam_m, 0, sizeof(float) * (size_t)d->n_params);
     memset(d->adam_v, 0, sizeof(float) * (size_t)d->n_params);
@@ -297,7 +301,7 @@ static double kl_loss(mattn_distill *d, int T, int backward) {
 mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, mattn_distill_stats *st) {
     const int kl = d->cfg.kl_weight > 0.0;
     mattn_status s = forward(d, tok, T, kl);
-    if (s != MATTN_OK) return s;
+    if (s != MATTN_OK) return DIST_ERR(d, s, "forward: %s", mattn_last_error());
     memset(st, 0, sizeof *st);
     double full = 0.0;
     for (int l = 0; l < d->L; l++) {
@@ -329,7 +333,7 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, m
     for (int l = d->L - 1; l >= 0; l--) {
         float *gfq = d->gfq + (size_t)l * (size_t)nm, *gfk = gfq + (size_t)d->H * d->dh * d->m->routing->cfg.feature_dim;
         s = kl ? sg_block_backward(d, l, T, d->gx, g_share, map_w, gfq, gfk) : sg_map_backward(d, l, T, map_w, gfq, gfk);
-        if (s != MATTN_OK) return s;
+        if (s != MATTN_OK) return DIST_ERR(d, s, "backward, block %d: %s", l, mattn_last_error());
     }
     memcpy(d->g_x0, d->gx, sizeof(float) * (size_t)T * d->D);
     return MATTN_OK;
@@ -337,6 +341,9 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, m
 
 static mattn_status check_tokens(mattn_distill *d, const int32_t *tok, int n, const mattn_distill_stats *st,
                                  const char *fn) {
+    if (!d->m->routing || d->m->routing->serial != d->serial)
+        return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: the model's routing was replaced, fixed or dropped since the "
+                        "trainer was made: make a new trainer", fn);
     if (!tok || !st) return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: %s is NULL", fn, tok ? "stats" : "tokens");
     if (n < 2 || n > d->Tmax)
         return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: n = %d tokens is outside [2, %d] (max_tokens)", fn, n, d->Tmax);

@@ -61,6 +61,7 @@ void sg_linear_backward(const sg_lin *a, const float *gout, float *gq, float *gk
 
 struct mattn_distill {
     mattn_llama *m;
+    uint64_t serial;            /* the routing it trains (m->routing->serial at new) */
     mattn_distill_config cfg;
     int L, D, H, Hkv, dh, F, V, Dq, Dkv, Tmax;
     float *emb;                 /* (V, D) the token embedding (the tied head: out == emb) */
@@ -86,7 +87,7 @@ struct mattn_distill {
     int budget_grad_x;          /* 1: the budget's too (the gradient checks); 0 (training): the budget moves the
                                  * controllers only, not the blocks below through them */
     /* test hooks */
-    float *x0_delta;            /* (Tmax, D) added to the embeddings of the student, or NULL */
+    float *x0_delta;            /* (Tmax, D) added to the embeddings of the student (zeros but in tests) */
     float *g_x0;                /* (Tmax, D) dL/d(the embeddings of the student) after a backward */
     char errmsg[MATTN_ERRMSG_LEN];
 };
