@@ -6,6 +6,8 @@
  *
  *  - the training forward's teacher equals the inference forward
  *    (mattn_llama_forward, fp32) to rounding, and fresh routing's KL is 0;
+ *    its student, on mixed routes, the routed model's prefill and decode
+ *    (the same routes; trained as deployed);
  *  - finite differences of the whole loss (KL + attention transfer +
  *    budget) against the backward: soft merge for every trained tensor
  *    (controllers, feature maps) and the input embeddings (the activation
@@ -82,6 +84,48 @@ static void test_teacher_is_the_model(void **st) {
     assert_true(e / sc <= 1e-5);
     mattn_llama_cache_free(c);
     free(want), free(got);
+    mattn_distill_free(d);
+    mattn_llama_free(m);
+}
+
+/* Trained as deployed: the student's logits (mixed routes, every expert)
+ * against the inference forward of the same routing (chunked prefill and
+ * token-by-token decode), and the same routes. */
+static void test_student_is_the_routed_model(void **st) {
+    (void)st;
+    mattn_llama *m = open_tiny();
+    assert_int_equal(mattn_llama_set_activations(m, MATTN_LLAMA_ACT_F32), MATTN_OK);
+    mixed(m);
+    int32_t tok[T];
+    tokens(tok, T, 9);
+    mattn_distill *d = NULL;
+    mattn_distill_config dc = mattn_distill_default();
+    assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
+    mattn_distill_stats s;
+    assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+    float *got = falloc((size_t)T * V), *want = falloc((size_t)T * V);
+    mattn_gemm(0, 1, T, V, d->D, 1.0f, d->hf, d->D, d->head, d->D, 0.0f, got, V);
+    for (int decode = 0; decode <= 1; decode++) {
+        mattn_llama_cache *c = NULL;
+        assert_int_equal(mattn_llama_cache_init_kv(m, 64, MATTN_LLAMA_KV_F32, &c), MATTN_OK);
+        if (decode)
+            for (int i = 0; i < T; i++) assert_int_equal(mattn_llama_decode(m, c, tok[i], want + i * V), MATTN_OK);
+        else
+            assert_int_equal(mattn_llama_forward(m, c, tok, T, want), MATTN_OK);
+        const uint8_t *routes;
+        assert_int_equal(mattn_llama_cache_routing(c, NULL, NULL, NULL, &routes), MATTN_OK);
+        for (int l = 0; l < 2; l++)
+            for (int t = 0; t < T; t++)
+                if (d->acts[l].w[t * 3 + routes[t * 2 + l]] != 1.0f)
+                    fail_msg("block %d position %d: inference routed to %d, training otherwise", l, t, routes[t * 2 + l]);
+        double e = 0.0, sc = 0.0;
+        for (int i = 0; i < T * V; i++) e = fmax(e, fabs((double)got[i] - want[i])), sc = fmax(sc, fabs((double)want[i]));
+        print_message("  student vs the routed model's %s: %.2g of the largest logit (shares %.2f / %.2f / %.2f)\n",
+                      decode ? "decode" : "prefill", e / sc, s.share[0], s.share[1], s.share[2]);
+        assert_true(e / sc <= 1e-5);
+        mattn_llama_cache_free(c);
+    }
+    free(got), free(want);
     mattn_distill_free(d);
     mattn_llama_free(m);
 }
@@ -285,6 +329,7 @@ static void test_misuse(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_teacher_is_the_model),
+        cmocka_unit_test(test_student_is_the_routed_model),
         cmocka_unit_test(test_fd),
         cmocka_unit_test(test_training),
         cmocka_unit_test(test_resume),
