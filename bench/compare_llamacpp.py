@@ -24,7 +24,7 @@ llama.cpp; metaattn's --kv, f16 by default).
 
     .venv-bench/bin/python bench/compare_llamacpp.py [--model F] [--metaattn build/metaattn]
         [--threads 2] [--decode 32] [--prefill-contexts 512,2048] [--decode-contexts 128,4096]
-        [--repeats 3] [--activations q8|f32] [--kv f16|f32] [--llama-flash-attn] [--json FILE]
+        [--repeats 3] [--activations q8|f32] [--kv f16|f32] [--routing F] [--llama-flash-attn] [--json FILE]
 
 Needs llama-cpp-python 0.3.36 and numpy: scripts/install-deps.sh --bench.
 Prints a markdown table on stdout (progress on stderr).
@@ -136,7 +136,8 @@ def measure(args, contexts):
         for n in contexts:
             cmds = {"metaattn": [args.metaattn, "bench", "--model", args.model, "--context", str(n), "--decode",
                                  str(args.decode), "--threads", str(args.threads), "--activations",
-                                 args.activations, "--kv", args.kv, "--json", "-"],
+                                 args.activations, "--kv", args.kv, "--json", "-"]
+                                + (["--routing", args.routing] if args.routing else []),
                     "llama.cpp": [sys.executable, os.path.abspath(__file__), "--child", args.model, str(n),
                                   str(args.decode), str(args.threads)]
                     + (["--llama-flash-attn"] if args.llama_flash_attn else [])}
@@ -197,6 +198,7 @@ def main():
     ap.add_argument("--activations", choices=("q8", "f32"), default="q8",
                     help="metaattn's activations with quantised weights (q8: 8-bit, as llama.cpp)")
     ap.add_argument("--kv", choices=("f16", "f32"), default="f16", help="metaattn's KV cache (llama.cpp's: f16)")
+    ap.add_argument("--routing", default=None, help="metaattn with this routing file (metaattn surgery)")
     ap.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp with flash attention (default off)")
     ap.add_argument("--json", default=None, help="also write the runs and the table here")
     ap.add_argument("--child", nargs=4, metavar=("MODEL", "N", "D", "T"), help=argparse.SUPPRESS)
@@ -217,10 +219,11 @@ def main():
 
     rows = []
     lines = ["# metaattn vs llama.cpp: %s" % os.path.basename(args.model), "", "`%s`" % command, "",
-             "metaattn with %s activations and an %s KV cache; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, n_batch = n_ubatch = 512); "
+             "metaattn with %s activations and an %s KV cache%s; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, n_batch = n_ubatch = 512); "
              "%d decode steps after each prompt; %d round(s), engines alternated, one process per measurement; "
              "prompt: SplitMix64 ids seeded 1 (identical, checked)."
-             % (args.activations, args.kv, args.threads, "s" * (args.threads > 1), version, "on" if args.llama_flash_attn else "off",
+             % (args.activations, args.kv, ", routed by %s" % args.routing if args.routing else "", args.threads,
+                "s" * (args.threads > 1), version, "on" if args.llama_flash_attn else "off",
                 args.decode, args.repeats),
              "Memory bandwidth (numpy sum of 1 GiB, best of 5): %s; weights read per token %.1f MB; load average "
              "%.2f at the start, %.2f at the end (%d cores)." % (bws, wbytes * 1e-6, load[0], load[1], os.cpu_count()),
