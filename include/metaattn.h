@@ -781,6 +781,8 @@ typedef struct mattn_llama_routing_config {
     uint64_t seed;         /* controller init and token-independent draws (default 0) */
     int position;          /* 1: the controllers see the position t / (context_length - 1); 0 (default): not
                             * (routes trained at one length then hold at others) */
+    int experts;           /* the experts a controller may route to, a mask of 1 << MATTN_ROUTE_*; 0 (default):
+                            * all three (token-independent blocks take their shares whatever it says) */
 } mattn_llama_routing_config;
 MATTN_API mattn_llama_routing_config mattn_llama_routing_default(void);
 /* Attach fresh routing (controllers initialised as mattn_config's, biases

@@ -177,6 +177,8 @@ check "surgery data and fixed" 2 "--fixed and --data exclude each other" "$bin" 
 check "surgery budget" 2 "--budget: -0.5 is neither in [0, 1] nor -1" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --budget -0.5
 check "surgery context" 2 "--context 17 exceeds the model's context 16" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --context 17
 check "surgery no data file" 1 "--data: cannot open '$tmp/none.txt'" "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --data "$tmp/none.txt"
+check "surgery experts" 2 "--experts 'full,flash': 'flash' is not full, linear or local" \
+  "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --experts full,flash
 check "surgery trains" 0 "step 4/4 | stage 2" "$bin" surgery "${sg[@]}" --out "$tmp/a.st" --steps 4
 check "surgery log" 0 '"step": 4, "kind": "train", "stage": 2' cat "$tmp/a.st.log.jsonl"
 check "surgery refuses to overwrite" 1 "--out '$tmp/a.st' exists: --resume continues it" "$bin" surgery "${sg[@]}" --out "$tmp/a.st" --steps 4

@@ -197,7 +197,7 @@ static void phi(const double *x, const float *W, int dh, int fd, double *out) {
 
 /* The controller's route of normalised input h at position pos, in double;
  * *margin = the best logit minus the second. */
-static int ref_route(const mattn_controller *c, const double *h, int D, int pos, int ctx, double *margin) {
+static int ref_route(const mattn_controller *c, const double *h, int D, int pos, int ctx, int mask, double *margin) {
     double f[128], z2[3];
     for (int i = 0; i < D; i++) f[i] = h[i];
     double ss = 0.0;
@@ -211,10 +211,10 @@ static int ref_route(const mattn_controller *c, const double *h, int D, int pos,
         const double g = 0.5 * z * (1.0 + erf(z / sqrt(2.0)));
         for (int k = 0; k < 3; k++) z2[k] += c->w2[k * c->Hc + j] * g;
     }
-    int e = 0;
-    for (int k = 1; k < 3; k++) e = z2[k] > z2[e] ? k : e;
+    int e = -1;
+    for (int k = 0; k < 3; k++) e = (!mask || (mask >> k & 1)) && (e < 0 || z2[k] > z2[e]) ? k : e;
     double second = -INFINITY;
-    for (int k = 0; k < 3; k++) second = k != e && z2[k] > second ? z2[k] : second;
+    for (int k = 0; k < 3; k++) second = k != e && (!mask || (mask >> k & 1)) && z2[k] > second ? z2[k] : second;
     *margin = z2[e] - second;
     return e;
 }
@@ -235,7 +235,7 @@ static void ref_forward(const ref_model *r, const mattn_llama_routing *rt, const
             rmsnorm(x + (size_t)t * D, r->an[l], D, r->eps, h);
             if (!rt->layers[l].fixed) {
                 double margin;
-                const int e = ref_route(&rt->layers[l].ctrl, h, D, t, CTX, &margin);
+                const int e = ref_route(&rt->layers[l].ctrl, h, D, t, CTX, rt->cfg.experts, &margin);
                 if (e != routes[t * r->L + l] && margin > 1e-6)
                     fail_msg("block %d position %d: routed to %d, the controller says %d (margin %.3g)", l, t,
                              routes[t * r->L + l], e, margin);
@@ -303,6 +303,7 @@ static void ref_forward(const ref_model *r, const mattn_llama_routing *rt, const
 static void mixed_routing(mattn_llama *m, int fd) {
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
     cfg.window = 8, cfg.sinks = 2, cfg.controller_hidden = 8, cfg.feature_dim = fd, cfg.seed = 5, cfg.position = fd == 8;
+    cfg.experts = fd == 8 ? 0 : 1 << MATTN_ROUTE_FULL | 1 << MATTN_ROUTE_LOCAL; /* fd 16: the controller chooses full or local */
     assert_int_equal(mattn_llama_routing_new(m, &cfg), MATTN_OK);
     const double share[3] = {0.4, 0.3, 0.3};
     assert_int_equal(mattn_llama_routing_fix(m, 0, share), MATTN_OK);
@@ -344,9 +345,11 @@ static void test_mixed_vs_ref(void **st) {
         assert_int_equal(mattn_llama_cache_routing(d, NULL, NULL, NULL, &droutes), MATTN_OK);
         assert_memory_equal(routes, droutes, 2 * NTOK); /* block 1's input differs by rounding only */
         for (int l = 0; l < 2; l++)
-            for (int e = 0; e < 3; e++)
-                if (counts[l * 3 + e] < 8) fail_msg("block %d: expert %d took %lld of %d tokens", l, e,
-                                                    (long long)counts[l * 3 + e], NTOK);
+            for (int e = 0; e < 3; e++) {
+                const int off = fds[fi] == 16 && l == 1 && e == MATTN_ROUTE_LINEAR; /* not in the mask */
+                if (off ? counts[l * 3 + e] != 0 : counts[l * 3 + e] < 8)
+                    fail_msg("block %d: expert %d took %lld of %d tokens", l, e, (long long)counts[l * 3 + e], NTOK);
+            }
         ref_forward(&rm, m->routing, tok, NTOK, routes, want);
         const double ep = rel_err(got, want, (size_t)NTOK * V), ed = rel_err(dec, want, (size_t)NTOK * V);
         print_message("  fd %d: routes (block 0) %lld/%lld/%lld, (block 1) %lld/%lld/%lld; prefill %.2g, decode %.2g "
@@ -433,10 +436,10 @@ static void copy_edit(const char *src, const char *dst, edit_kind kind, const ch
     }
     static const char *const keys[] = {"format", "format_version", "window", "sinks", "controller_hidden",
                                        "feature_dim", "seed", "n_layers", "d_model", "n_heads", "n_kv_heads",
-                                       "head_dim", "position"};
-    const char *meta[26];
+                                       "head_dim", "position", "experts"};
+    const char *meta[28];
     int nm = 0;
-    for (int i = 0; i < 13; i++) {
+    for (int i = 0; i < 14; i++) {
         const char *v = kind == EDIT_META && strcmp(keys[i], name) == 0 ? val : mattn_st_meta(f, keys[i]);
         if (!v) continue; /* val NULL: the key dropped */
         meta[2 * nm] = keys[i], meta[2 * nm + 1] = v, nm++;
@@ -463,7 +466,7 @@ static void test_file(void **st) {
     mattn_llama_routing_config cfg;
     assert_int_equal(mattn_llama_routing_get_config(m, &cfg), MATTN_OK);
     assert_true(cfg.window == 8 && cfg.sinks == 2 && cfg.controller_hidden == 8 && cfg.feature_dim == 8 &&
-                cfg.seed == 5 && cfg.position == 1);
+                cfg.seed == 5 && cfg.position == 1 && cfg.experts == 0);
     run(m, MATTN_LLAMA_KV_F16, tok, NTOK, 0, b);
     assert_memory_equal(a, b, sizeof(float) * NTOK * V);
     /* bad files: refused by name, the routing attached left as it was */
@@ -476,6 +479,7 @@ static void test_file(void **st) {
         {EDIT_META, "sinks", "2x", "sinks = '2x'", MATTN_ERR_FORMAT},
         {EDIT_META, "feature_dim", NULL, "'feature_dim' is missing", MATTN_ERR_FORMAT},
         {EDIT_META, "position", "2", "position = '2' is not an integer in [0, 1]", MATTN_ERR_FORMAT},
+        {EDIT_META, "experts", "9", "experts = '9' is not an integer in [0, 7]", MATTN_ERR_FORMAT},
         {EDIT_DROP, "blk.1.fmap_k.weight", NULL, "'blk.1.fmap_k.weight' is missing", MATTN_ERR_FORMAT},
         {EDIT_NAN, "blk.0.controller.net.0.weight", NULL, "'blk.0.controller.net.0.weight' holds nan",
          MATTN_ERR_NUMERIC},

@@ -65,6 +65,8 @@ static const char *usage_surgery =
     "  --hidden H          the controllers' width (default 32)\n"
     "  --feature-dim N     linear: the feature map's width (default: head_dim)\n"
     "  --seed N            draws, initialisation and training sequences (default 0)\n"
+    "  --experts LIST      the experts the controllers choose among, of full, linear,\n"
+    "                      local (default all three), e.g. full,local\n"
     "  --position          the controllers also see the position t / (context - 1)\n"
     "                      (default: not, so that routes trained at one length hold\n"
     "                      at others)\n"
@@ -83,6 +85,23 @@ static int parse_shares(const char *spec, const char *s, double *share) {
     }
     if (*end && *end != ';')
         return cli_fail(EXIT_USAGE, "--fixed '%s': unexpected '%s' after three shares", spec, end);
+    return 0;
+}
+
+/* "full,local" -> a mask of 1 << MATTN_ROUTE_*; 0 or a usage error. */
+static int parse_experts(const char *list, int *mask) {
+    static const char *const names[MATTN_ROUTE_EXPERTS] = {"full", "linear", "local"};
+    *mask = 0;
+    for (const char *s = list; *s;) {
+        const size_t n = strcspn(s, ",");
+        int e = -1;
+        for (int k = 0; k < MATTN_ROUTE_EXPERTS; k++)
+            if (strlen(names[k]) == n && !strncmp(s, names[k], n)) e = k;
+        if (e < 0) return cli_fail(EXIT_USAGE, "--experts '%s': '%.*s' is not full, linear or local", list, (int)n, s);
+        *mask |= 1 << e;
+        s += n + (s[n] == ',');
+    }
+    if (!*mask) return cli_fail(EXIT_USAGE, "--experts '%s': names no expert", list);
     return 0;
 }
 
@@ -116,7 +135,7 @@ static int apply_fixed(mattn_llama *m, const char *spec) {
 }
 
 int cmd_surgery(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *fixed = NULL, *bmode = NULL;
+    const char *model = NULL, *out = NULL, *fixed = NULL, *bmode = NULL, *experts = NULL;
     mattn_llama_routing_config cfg = mattn_llama_routing_default();
     long long window = cfg.window, sinks = cfg.sinks, hidden = cfg.controller_hidden, fd = 0;
     uint64_t seed = 0;
@@ -134,13 +153,16 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_DOUBLE("--map-weight", &so.map_weight, 0.0, 1e6),
                             OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6), OPT_STRING("--budget-mode", &bmode),
                             OPT_INT("--checkpoint", &so.every, 0, 100000000), OPT_FLAG("--resume", &so.resume),
-                            OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos), OPT_END};
+                            OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos),
+                            OPT_STRING("--experts", &experts), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if (!model || !out || (!fixed && !so.data))
         return cli_fail(EXIT_USAGE, "surgery: --%s is required (see metaattn surgery --help)",
                         !model ? "model" : !out ? "out" : "data (or --fixed)");
     if (fixed && so.data) return cli_fail(EXIT_USAGE, "surgery: --fixed and --data exclude each other");
+    int mask = 0;
+    if (experts && (rc = parse_experts(experts, &mask))) return rc;
     if (bmode && strcmp(bmode, "calibrate") && strcmp(bmode, "dual"))
         return cli_fail(EXIT_USAGE, "--budget-mode: expected calibrate or dual, got '%s'", bmode);
     so.calibrate = !bmode || !strcmp(bmode, "calibrate");
@@ -149,7 +171,7 @@ int cmd_surgery(int argc, char **argv) {
         return cli_fail(EXIT_USAGE, "--budget: %g is neither in [0, 1] nor -1 (none)", so.budget);
     if (cli_dry_run) return 0;
     cfg.window = (int)window, cfg.sinks = (int)sinks, cfg.controller_hidden = (int)hidden;
-    cfg.feature_dim = (int)fd, cfg.seed = seed, cfg.position = pos;
+    cfg.feature_dim = (int)fd, cfg.seed = seed, cfg.position = pos, cfg.experts = mask;
     if (so.data) {
         so.model = model, so.out = out, so.seed = seed;
         return cli_surgery_train(&so, &cfg);

@@ -61,6 +61,15 @@ typedef struct mattn_llama_routing {
     uint64_t serial;                    /* which attachment (caches remember it) */
 } mattn_llama_routing;
 
+/* The controller's expert from its logits z (3): the largest among the
+ * mask's experts (0: all), ties to the lower index. */
+static inline int mattn_llama_route_argmax(const float *z, int mask) {
+    int e = -1;
+    for (int k = 0; k < MATTN_ROUTE_EXPERTS; k++)
+        if ((!mask || (mask >> k & 1)) && (e < 0 || z[k] > z[e])) e = k;
+    return e;
+}
+
 /* The experts of a chunk's tokens at positions p.. in block l -> route (M);
  * h (M, D) the block's normalised input, act the controller's scratch for
  * MATTN_LLAMA_CHUNK rows. */

@@ -6,14 +6,15 @@
  * A block's route for a chunk of tokens: the argmax of its controller's
  * logits (the Meta-Attention layer's prior-free controller of
  * attention/controller.c over the block's normalised input, position
- * feature t / (context - 1) or, by default, 0), ties to the lower index; or, for a fixed
+ * feature t / (context - 1) or, by default, 0), among the experts the
+ * config allows, ties to the lower index; or, for a fixed
  * block, the expert whose cumulative share first exceeds a uniform hashed
  * from (seed, block, position), so that the same position always takes the
  * same expert whatever the chunking.
  *
  * The file (safetensors, all F32 but the shares): metadata format
  * "metaattn-routing", format_version "1", the config keys (window, sinks,
- * controller_hidden, feature_dim, seed, position) and the model's shape (n_layers,
+ * controller_hidden, feature_dim, seed, position, experts) and the model's shape (n_layers,
  * d_model, n_heads, n_kv_heads, head_dim: checked on load); tensors
  * route.fixed (I32, n_layers), route.share (F64, n_layers x 3) and per
  * block blk.L.controller.net.{0,3}.{weight,bias} (the layer's names) and
@@ -60,6 +61,9 @@ static mattn_status check_config(mattn_llama *m, const mattn_llama_routing_confi
                          "controller_hidden >= 1, feature_dim >= 0)", where, bad, v);
     if (c->position != 0 && c->position != 1)
         return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: position = %d is neither 0 nor 1", where, c->position);
+    if (c->experts < 0 || c->experts > 7)
+        return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: experts = %d is not a mask of the three experts (0..7)", where,
+                         c->experts);
     if (c->window > 1 << 20 || c->sinks > 1 << 20 || c->controller_hidden > 4096 || c->feature_dim > 4096)
         return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: window %d, sinks %d, controller_hidden %d or feature_dim "
                          "%d is implausibly large", where, c->window, c->sinks, c->controller_hidden, c->feature_dim);
@@ -212,11 +216,7 @@ mattn_status mattn_llama_route(const mattn_llama_routing *r, int l, const float 
     mattn_status st = mattn_controller_forward(&cc, &r->ccfg, act, h, 1, M, 0, 0, &aux);
     if (st != MATTN_OK) return st;
     for (int t = 0; t < M; t++) {
-        const float *z = act->logits + (size_t)t * MATTN_ROUTE_EXPERTS;
-        int e = 0;
-        for (int k = 1; k < MATTN_ROUTE_EXPERTS; k++)
-            if (z[k] > z[e]) e = k;
-        route[t] = (uint8_t)e;
+        route[t] = (uint8_t)mattn_llama_route_argmax(act->logits + (size_t)t * MATTN_ROUTE_EXPERTS, r->cfg.experts);
     }
     return MATTN_OK;
 }
@@ -286,16 +286,16 @@ mattn_status mattn_llama_routing_save(mattn_llama *m, const char *path) {
         shapes[1][1] = MATTN_ROUTE_EXPERTS;
         ent[0] = (mattn_st_entry){"route.fixed", MATTN_ST_I32, 1, shapes[0], fixed};
         ent[1] = (mattn_st_entry){"route.share", MATTN_ST_F64, 2, shapes[1], share};
-        char v[11][32];
-        const long long vals[11] = {r->cfg.window, r->cfg.sinks, r->cfg.controller_hidden, r->cfg.feature_dim, 0,
+        char v[12][32];
+        const long long vals[12] = {r->cfg.window, r->cfg.sinks, r->cfg.controller_hidden, r->cfg.feature_dim, 0,
                                     hp->n_layers, hp->d_model, hp->n_heads, hp->n_kv_heads, hp->head_dim,
-                                    r->cfg.position};
-        for (int i = 0; i < 11; i++) snprintf(v[i], sizeof v[i], "%lld", vals[i]);
+                                    r->cfg.position, r->cfg.experts};
+        for (int i = 0; i < 12; i++) snprintf(v[i], sizeof v[i], "%lld", vals[i]);
         snprintf(v[4], sizeof v[4], "%" PRIu64, r->cfg.seed);
         const char *meta[] = {"format", ROUTING_FORMAT, "format_version", ROUTING_VERSION, "window", v[0],
                               "sinks", v[1], "controller_hidden", v[2], "feature_dim", v[3], "seed", v[4],
                               "n_layers", v[5], "d_model", v[6], "n_heads", v[7], "n_kv_heads", v[8],
-                              "head_dim", v[9], "position", v[10]};
+                              "head_dim", v[9], "position", v[10], "experts", v[11]};
         char err[MATTN_ERRMSG_LEN];
         st = mattn_st_write(path, ent, n, meta, (int)(sizeof meta / sizeof meta[0]) / 2, err, sizeof err);
         if (st != MATTN_OK) LLAMA_ERR(m, st, "%s", err);
@@ -393,16 +393,17 @@ static mattn_status load_file(mattn_llama *m, const mattn_st_file *f, const char
             return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "%s: made for %s = %lld, the model has %d: a routing file of "
                              "another model", path, shape_keys[i], v, have[i]);
     }
-    long long w, s, hc, fd, pos;
+    long long w, s, hc, fd, pos, ex;
     uint64_t seed = 0;
     if ((st = meta_int(m, f, path, "window", 1, 1 << 20, &w)) != MATTN_OK ||
+        (st = meta_int(m, f, path, "experts", 0, 7, &ex)) != MATTN_OK ||
         (st = meta_int(m, f, path, "position", 0, 1, &pos)) != MATTN_OK ||
         (st = meta_int(m, f, path, "sinks", 0, 1 << 20, &s)) != MATTN_OK ||
         (st = meta_int(m, f, path, "controller_hidden", 1, 4096, &hc)) != MATTN_OK ||
         (st = meta_int(m, f, path, "feature_dim", 1, 4096, &fd)) != MATTN_OK ||
         (st = meta_u64(m, f, path, "seed", &seed)) != MATTN_OK)
         return st;
-    mattn_llama_routing_config cfg = {(int)w, (int)s, (int)hc, (int)fd, (uint64_t)seed, (int)pos};
+    mattn_llama_routing_config cfg = {(int)w, (int)s, (int)hc, (int)fd, (uint64_t)seed, (int)pos, (int)ex};
     mattn_llama_routing *r = NULL;
     if ((st = routing_alloc(m, &cfg, &r)) != MATTN_OK) return st;
     const int64_t sf[1] = {hp->n_layers}, ss[2] = {hp->n_layers, MATTN_ROUTE_EXPERTS};

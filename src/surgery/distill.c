@@ -381,7 +381,9 @@ static void calibrate(mattn_distill *d, int T) {
                 continue;
             }
             const float *z = A->act.logits + (size_t)t * MATTN_ROUTE_EXPERTS;
-            mg[n++] = z[MATTN_ROUTE_FULL] - (z[1] > z[2] ? z[1] : z[2]);
+            const int mask = r->cfg.experts ? r->cfg.experts : 7, lin = mask >> 1 & 1, loc = mask >> 2 & 1;
+            const float other = lin && loc ? (z[1] > z[2] ? z[1] : z[2]) : lin ? z[1] : z[2];
+            mg[n++] = z[MATTN_ROUTE_FULL] - other;
         }
     }
     if (n == 0) return;
@@ -433,7 +435,10 @@ mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, int n, 
         }
         off += k;
     }
-    if (d->cfg.calibrate && d->cfg.full_share >= 0.0 && d->cfg.kl_weight > 0.0 && !d->cfg.soft) calibrate(d, n);
+    const int mask = d->m->routing->cfg.experts;
+    if (d->cfg.calibrate && d->cfg.full_share >= 0.0 && d->cfg.kl_weight > 0.0 && !d->cfg.soft &&
+        (!mask || ((mask & 1) && (mask & 6))))
+        calibrate(d, n);
     if (d->cfg.full_share >= 0.0 && d->cfg.kl_weight > 0.0) { /* the layer-local stage routes nothing */
         d->dual += d->cfg.dual_lr * (st->share[MATTN_ROUTE_FULL] - d->cfg.full_share);
         if (d->dual < 0.0) d->dual = 0.0;

@@ -96,9 +96,7 @@ static mattn_status route(mattn_distill *d, int l, sg_acts *A, int T, int teache
             memcpy(A->w + (size_t)t * MATTN_ROUTE_EXPERTS, p, sizeof(float) * MATTN_ROUTE_EXPERTS);
             continue;
         }
-        int e = 0;
-        for (int k = 1; k < MATTN_ROUTE_EXPERTS; k++) e = z[k] > z[e] ? k : e;
-        A->w[t * MATTN_ROUTE_EXPERTS + e] = 1.0f;
+        A->w[t * MATTN_ROUTE_EXPERTS + mattn_llama_route_argmax(z, r->cfg.experts)] = 1.0f;
     }
     return MATTN_OK;
 }
