@@ -238,8 +238,8 @@ static void test_training(void **st) {
                   "multiplier %.3f\n", s0.share[0], s.share[0], s0.kl, s.kl, s.dual);
     assert_true(s.share[0] <= 0.12 && s.kl < 0.2 * s0.kl);
     mattn_distill_free(d);
-    /* calibrated: each step's share of full lands near the budget (exactly on it for the margins the
-     * calibration saw; the blocks' inputs move with the routes below them) */
+    /* calibrated: each step's share of full lands near the budget (exactly on it for the block inputs the
+     * calibration saw; they move with the routes below them) */
     dc.calibrate = 1, dc.dual_lr = 0.0, dc.full_share = 0.3;
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     for (int i = 0; i < 10; i++) {

@@ -368,13 +368,19 @@ static int cmp_desc(const void *a, const void *b) {
  * (k+1)-th largest margin z_full - max(z_linear, z_local) of the step's
  * tokens in the controlled blocks, k the full tokens the budget leaves them
  * beside the fixed blocks': the step's routes would have had the budget's
- * share of full.  The margins are the step's (before its update). */
+ * share of full.  The margins are the updated controllers' on the step's
+ * block inputs (the controllers run again: their activations are done with). */
 static void calibrate(mattn_distill *d, int T) {
     const mattn_llama_routing *r = d->m->routing;
     float *mg = d->lt; /* L * T floats of scratch */
     int64_t n = 0, fixed_full = 0;
     for (int l = 0; l < d->L; l++) {
-        const sg_acts *A = &d->acts[l];
+        sg_acts *A = &d->acts[l];
+        double aux;
+        if (!r->layers[l].fixed &&
+            mattn_controller_forward(&r->layers[l].ctrl, &r->ccfg, &A->act, A->h, 1, T, 1, (uint64_t)d->step, &aux) !=
+                MATTN_OK)
+            return; /* non-finite logits: the next step reports them */
         for (int t = 0; t < T; t++) {
             if (r->layers[l].fixed) {
                 fixed_full += A->w[t * MATTN_ROUTE_EXPERTS + MATTN_ROUTE_FULL] != 0.0f;
