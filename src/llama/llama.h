@@ -76,7 +76,8 @@ static inline int mattn_llama_route_argmax(const float *z, int mask) {
 mattn_status mattn_llama_route(const mattn_llama_routing *r, int l, const float *h, int M, int p, int pos_len,
                                mattn_ctrl_act *act, uint8_t *route);
 void mattn_llama_routing_free(mattn_llama_routing *r);
-/* Does block l ever route to expert e (fixed share > 0, or a controller)? */
+/* Does block l ever route to expert e (a fixed share > 0, or a controller
+ * allowed to)? */
 int mattn_llama_routing_uses(const mattn_llama_routing *r, int l, int e);
 
 /* Hedgehog's feature map of one head: phi (2 fd) = [softmax(u), softmax(-u)],

@@ -184,7 +184,8 @@ mattn_status mattn_llama_routing_fix(mattn_llama *m, int layer, const double *sh
 }
 
 int mattn_llama_routing_uses(const mattn_llama_routing *r, int l, int e) {
-    return !r->layers[l].fixed || r->layers[l].share[e] > 0.0;
+    if (r->layers[l].fixed) return r->layers[l].share[e] > 0.0;
+    return !r->cfg.experts || (r->cfg.experts >> e & 1);
 }
 
 // ----------------------------------------------------------------------------
