@@ -105,14 +105,14 @@ def main():
     # static: rank the blocks by the perplexity rise of making each alone local (training text)
     n_full = max(0, round(f * len(blocks)))
     base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048", "--tokens",
-                 "4096"], log)["nats_per_token"]
+                 "2048"], log)["nats_per_token"]
     rise = []
     for l in range(len(blocks)):
         one = os.path.join(work, "one.st")
         make_fixed(one, "%d:0,0,1" % l + "".join(";%d:1,0,0" % k for k in range(len(blocks)) if k != l), window,
                    sinks, log)
         nl = jrun(["eval", "--model", MODEL, "--routing", one, "--data", TRAIN, "--context", "2048", "--stride",
-                   "2048", "--tokens", "4096"], log)["nats_per_token"]
+                   "2048", "--tokens", "2048"], log)["nats_per_token"]
         rise.append(nl - base)
     keep = sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full]
     record(kind="static_choice", rise=rise, full_blocks=sorted(keep))
