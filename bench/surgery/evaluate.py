@@ -44,6 +44,7 @@ TRAIN = os.path.join(ROOT, "data", "kjv-train.txt")
 def run(args, log):
     cmd = [BIN] + args
     log.write("$ " + " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in cmd) + "\n")
+    log.flush()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit("failed: %s\n%s" % (" ".join(cmd), out.stderr))
