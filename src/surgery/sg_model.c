@@ -122,7 +122,8 @@ mattn_status sg_block_forward(mattn_distill *d, int l, sg_acts *A, int T, int te
         a = softmax_args(d, A, T, MATTN_ROUTE_LOCAL);
         MATTN_ASSERT(mattn_attn_softmax_forward(&a) >= 0.0);
         const sg_lin la = linear_args(d, A, l, T);
-        sg_linear_forward(&la);
+        if (sg_uses_linear(d, l)) sg_linear_forward(&la);
+        else memset(A->a[MATTN_ROUTE_LINEAR], 0, sizeof(float) * (size_t)T * Dq); /* never routed to: not run */
     }
     float *att = d->gq; /* scratch: the merged output */
     for (int t = 0; t < T; t++) {
@@ -178,7 +179,12 @@ static void map_grad(mattn_distill *d, const sg_acts *A, const sg_lin *la, int T
     sg_linear_backward(la, d->ga, NULL, NULL, NULL, gfq, gfk);
 }
 
+int sg_uses_linear(const mattn_distill *d, int l) {
+    return d->cfg.soft || mattn_llama_routing_uses(d->m->routing, l, MATTN_ROUTE_LINEAR);
+}
+
 mattn_status sg_map_backward(mattn_distill *d, int l, int T, double map_w, float *gfq, float *gfk) {
+    if (!sg_uses_linear(d, l)) return MATTN_OK;
     const sg_lin la = linear_args(d, &d->acts[l], l, T);
     map_grad(d, &d->acts[l], &la, T, map_w, gfq, gfk);
     return MATTN_OK;
@@ -237,7 +243,7 @@ mattn_status sg_block_backward(mattn_distill *d, int l, int T, float *gx, double
     reduce(d->gve, d->gv, T, d->H, d->Hkv, d->dh);
     const sg_lin la = linear_args(d, A, l, T);
     if (expert_gout(d, A, T, MATTN_ROUTE_LINEAR)) sg_linear_backward(&la, d->ga, d->gq, d->gk, d->gv, gfq, gfk);
-    if (map_w > 0.0) map_grad(d, A, &la, T, map_w, gfq, gfk);
+    if (map_w > 0.0 && sg_uses_linear(d, l)) map_grad(d, A, &la, T, map_w, gfq, gfk);
     /* RoPE's transpose (rotation by -theta), the projections, the norm */
     mattn_llama_rope(d->gq, T, Dq, d->H, d->dh, d->rope_inv);
     mattn_llama_rope(d->gk, T, Dkv, d->Hkv, d->dh, d->rope_inv);
@@ -249,6 +255,7 @@ mattn_status sg_block_backward(mattn_distill *d, int l, int T, float *gx, double
 }
 
 double sg_map_mse(const mattn_distill *d, int l, int T) {
+    if (!sg_uses_linear(d, l)) return 0.0;
     const sg_acts *A = &d->acts[l];
     const float *al = A->a[MATTN_ROUTE_LINEAR], *af = A->a[MATTN_ROUTE_FULL];
     double se = 0.0, ss = 0.0;

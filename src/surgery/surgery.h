@@ -104,7 +104,10 @@ mattn_status sg_block_backward(mattn_distill *d, int l, int T, float *gx, double
 /* The layer-local stage's backward of block l: the attention transfer into
  * the feature maps' gradients only. */
 mattn_status sg_map_backward(mattn_distill *d, int l, int T, double map_w, float *gfq, float *gfk);
-/* |a_linear - a_full|^2 / |a_full|^2 of block l's last forward. */
+/* Does block l's student ever take the linear expert (soft merges: always)?
+ * Else it is not run, nor its maps trained. */
+int sg_uses_linear(const mattn_distill *d, int l);
+/* |a_linear - a_full|^2 / |a_full|^2 of block l's last forward (0 when not run). */
 double sg_map_mse(const mattn_distill *d, int l, int T);
 void sg_rmsnorm_backward(float *gx, const float *gy, const float *x, const float *w, int T, int D, float eps);
 
