@@ -859,10 +859,15 @@ MATTN_API void mattn_distill_free(mattn_distill *d);
 MATTN_API const char *mattn_distill_errmsg(const mattn_distill *d);
 /* Change the config between steps (a stage to the next); checked as by new. */
 MATTN_API mattn_status mattn_distill_set_config(mattn_distill *d, const mattn_distill_config *cfg);
-/* One step on tokens[0..n): forward, backward, update. */
-MATTN_API mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st);
+/* One step on tokens[0..n): forward, backward, update.  weights (n floats
+ * in [0, 1e6], not all 0; NULL: all 1) weigh each position's KL: the KL
+ * is sum_t weights[t] KL_t / sum_t weights[t] (a retrieval prompt's answer
+ * can count as much as the text around it). */
+MATTN_API mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, const float *weights, int n,
+                                          mattn_distill_stats *st);
 /* The loss of tokens[0..n) without an update (held-out evaluation). */
-MATTN_API mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st);
+MATTN_API mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, const float *weights, int n,
+                                          mattn_distill_stats *st);
 /* The optimiser's state (Adam's moments, step, the multiplier) to and from
  * a safetensors file, for exact resume beside the routing file. */
 MATTN_API mattn_status mattn_distill_save_state(mattn_distill *d, const char *path);

@@ -187,6 +187,12 @@ check "surgery resume needs a checkpoint" 1 "--resume: '$tmp/c.st' and '$tmp/c.s
 "$bin" surgery "${sg[@]}" --out "$tmp/b.st" --steps 2 --quiet
 check "surgery resume is exact" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${sg[@]}") --out $tmp/b.st --steps 4 --resume --quiet && \
   cmp $tmp/a.st $tmp/b.st && [[ \$(wc -l < $tmp/b.st.log.jsonl) == 4 ]]" _ "$bin"
+check "surgery init and fixed" 2 "--init trains a routing further: not with --fixed" \
+  "$bin" surgery --model $ty --out "$tmp/x.st" --fixed 0,0,1 --init "$tmp/a.st"
+check "surgery recall too short" 1 "--recall: a prompt of -32 tokens (--context less the answer's) leaves" \
+  "$bin" surgery "${sg[@]}" --out "$tmp/x.st" --stage1 0 --recall 1 --steps 1
+check "surgery init missing" 1 "--init: $tmp/none.st: cannot open" \
+  "$bin" surgery "${sg[@]}" --out "$tmp/y.st" --init "$tmp/none.st"
 check "eval bad task" 2 "--task: expected passkey or copy, got 'recall'" "$bin" eval --model $ty --data README.md --task recall
 check "routing missing" 1 "--routing: $tmp/nope.st: cannot open" "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/nope.st"
 check "routing not a routing file" 1 "not a routing file" "$bin" bench --model $ty --context 16 --decode 4 --routing $fx/cli_weights.safetensors
@@ -197,6 +203,12 @@ if [[ -f "$gg" ]]; then
   check "routing of another model" 1 "made for n_layers = 2, the model has 30: a routing file of another model" \
     "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --routing "$tmp/r.st"
   "$bin" surgery --model $gg --out "$tmp/full.st" --fixed 1,0,0 2>/dev/null
+  # retrieval prompts in the distillation: their kind in the log, the answer's weight in the KL; --init goes on
+  rs=(--model $gg --data README.md --context 200 --stage1 0 --feature-dim 8 --experts full,local --quiet)
+  check "surgery recall" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${rs[@]}") --out $tmp/rc.st --steps 2 --recall 1 && \
+    grep -c '\"kind\": \"\(passkey\|copy\)\"' $tmp/rc.st.log.jsonl | grep -qx 2" _ "$bin"
+  check "surgery init" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${rs[@]}") --out $tmp/ri.st --steps 1 --init $tmp/rc.st && \
+    ! cmp -s $tmp/rc.st $tmp/ri.st && grep -q '\"kind\": \"train\"' $tmp/ri.st.log.jsonl" _ "$bin"
   check "eval gguf routed all full" 0 "$("$bin" eval --model $gg --data README.md --context 64 --tokens 256 | sed -n 2p)" \
     "$bin" eval --model $gg --data README.md --context 64 --tokens 256 --routing "$tmp/full.st"
   check "generate gguf routed json" 0 '"share_full": 1.0000' \

@@ -70,7 +70,7 @@ static void test_teacher_is_the_model(void **st) {
     mattn_distill_config dc = mattn_distill_default();
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     mattn_distill_stats s;
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
     assert_true(s.kl == 0.0 && fabs(s.share[MATTN_ROUTE_FULL] - 1.0) < 1e-12); /* fresh routing: the student is the teacher */
     /* the teacher's logits against the inference forward's */
     float *want = falloc((size_t)T * V), *got = falloc((size_t)T * V);
@@ -102,7 +102,7 @@ static void test_student_is_the_routed_model(void **st) {
     mattn_distill_config dc = mattn_distill_default();
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     mattn_distill_stats s;
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
     float *got = falloc((size_t)T * V), *want = falloc((size_t)T * V);
     mattn_gemm(0, 1, T, V, d->D, 1.0f, d->hf, d->D, d->head, d->D, 0.0f, got, V);
     for (int decode = 0; decode <= 1; decode++) {
@@ -130,11 +130,11 @@ static void test_student_is_the_routed_model(void **st) {
     mattn_llama_free(m);
 }
 
-typedef struct { mattn_distill *d; const int32_t *tok; } fd_ctx;
+typedef struct { mattn_distill *d; const int32_t *tok; const float *w; } fd_ctx;
 static double loss_of(void *p) {
     fd_ctx *c = p;
     mattn_distill_stats s;
-    assert_int_equal(mattn_distill_eval(c->d, c->tok, T, &s), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(c->d, c->tok, c->w, T, &s), MATTN_OK);
     return s.loss;
 }
 
@@ -144,11 +144,12 @@ static void freeze_norms(mattn_distill *d, int on) {
 
 /* The backward's gradients of every trained tensor and of the embeddings
  * against central differences of the loss. */
-static void check_all(mattn_distill *d, const int32_t *tok, int params, int embeddings, const char *what) {
+static void check_all(mattn_distill *d, const int32_t *tok, const float *w, int params, int embeddings,
+                      const char *what) {
     mattn_distill_stats s;
-    assert_int_equal(sg_run(d, tok, T, 1, &s), MATTN_OK);
+    assert_int_equal(sg_run(d, tok, w, T, 1, &s), MATTN_OK);
     freeze_norms(d, 1); /* the controller's norm feature is a stop-gradient (docs/bayes-math.md §10.2) */
-    fd_ctx c = {d, tok};
+    fd_ctx c = {d, tok, w};
     char name[96];
     const int64_t nm = (int64_t)(d->H + d->Hkv) * d->dh * 8;
     for (int l = 0; params && l < d->L; l++) {
@@ -170,13 +171,16 @@ static void check_all(mattn_distill *d, const int32_t *tok, int params, int embe
 }
 
 /* soft and hard merges: the KL and the budget (the attention transfer's
- * gradient stops at the maps: map_weight 0 here, its own check below);
- * the layer-local stage: the attention transfer's gradient of the maps,
- * exact there (the stream is the original model's). */
+ * gradient stops at the maps: map_weight 0 here, its own check below),
+ * the soft one with the KL weighted by position; the layer-local stage:
+ * the attention transfer's gradient of the maps, exact there (the stream
+ * is the original model's). */
 static void test_fd(void **st) {
     (void)st;
     int32_t tok[T];
     tokens(tok, T, 2);
+    float w[T];
+    for (int t = 0; t < T; t++) w[t] = (float)(t % 4 == 1 ? 0 : 1 + 3 * (t % 3));
     for (int mode = 2; mode >= 0; mode--) { /* 2 soft, 1 hard, 0 layer-local */
         mattn_llama *m = open_tiny();
         mixed(m);
@@ -191,15 +195,51 @@ static void test_fd(void **st) {
         d->dual = 0.3;
         d->budget_grad_x = 1; /* the whole derivative */
         mattn_distill_stats s;
-        assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+        assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
         const char *what = mode == 2 ? "soft" : mode ? "hard" : "layer-local";
         print_message("  %s: loss %.4f (KL %.4f, map %.4f), shares %.2f / %.2f / %.2f\n", what, s.loss, s.kl,
                       s.map_mse, s.share[0], s.share[1], s.share[2]);
         if (mode) assert_true(s.kl > 1e-3 && s.share[0] > 0.1 && s.share[1] > 0.1 && s.share[2] > 0.1);
-        check_all(d, tok, mode == 2 ? 1 : 2, mode != 0, what);
+        check_all(d, tok, mode == 2 ? w : NULL, mode == 2 ? 1 : 2, mode != 0, what);
         mattn_distill_free(d);
         mattn_llama_free(m);
     }
+}
+
+/* The weighted KL: uniform weights are no weights; the KL weighted by one
+ * position is that position's, and their mean is the unweighted KL. */
+static void test_weights(void **st) {
+    (void)st;
+    mattn_llama *m = open_tiny();
+    mixed(m);
+    int32_t tok[T];
+    tokens(tok, T, 5);
+    mattn_distill_config dc = mattn_distill_default();
+    mattn_distill *d = NULL;
+    assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
+    mattn_distill_stats s0, s;
+    float w[T];
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s0), MATTN_OK);
+    for (int t = 0; t < T; t++) w[t] = 2.5f;
+    assert_int_equal(mattn_distill_eval(d, tok, w, T, &s), MATTN_OK);
+    assert_true(s0.kl > 1e-3 && fabs(s.kl - s0.kl) <= 1e-12 * s0.kl);
+    double mean = 0.0, lo = 1e300, hi = 0.0;
+    for (int i = 0; i < T; i++) {
+        for (int t = 0; t < T; t++) w[t] = t == i ? 7.0f : 0.0f;
+        assert_int_equal(mattn_distill_eval(d, tok, w, T, &s), MATTN_OK);
+        mean += s.kl / T, lo = fmin(lo, s.kl), hi = fmax(hi, s.kl);
+    }
+    print_message("  KL by position: %.4f .. %.4f, mean %.6f, unweighted %.6f\n", lo, hi, mean, s0.kl);
+    assert_true(fabs(mean - s0.kl) <= 1e-9 * s0.kl && hi > 2 * lo);
+    w[0] = -1.0f;
+    assert_int_equal(mattn_distill_eval(d, tok, w, T, &s), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_distill_errmsg(d), "weights[0] = -1 is outside [0, 1e6]"));
+    memset(w, 0, sizeof w);
+    assert_int_equal(mattn_distill_step(d, tok, w, T, &s), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_distill_errmsg(d), "the weights are all 0"));
+    assert_int_equal(mattn_distill_steps(d), 0);
+    mattn_distill_free(d);
+    mattn_llama_free(m);
 }
 
 static void test_training(void **st) {
@@ -213,13 +253,13 @@ static void test_training(void **st) {
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     mattn_distill_stats s0, s;
     tokens(tok, T, 100);
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s0), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s0), MATTN_OK);
     for (int i = 0; i < 120; i++) {
         tokens(tok, T, 200 + i);
-        assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_OK);
+        assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_OK);
     }
     tokens(tok, T, 100);
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
     print_message("  layer-local stage: attention transfer %.4f -> %.4f on a held-out sequence\n", s0.map_mse, s.map_mse);
     assert_true(s.map_mse < 0.75 * s0.map_mse);
     mattn_distill_free(d);
@@ -229,11 +269,11 @@ static void test_training(void **st) {
     dc.full_share = 0.1, dc.lr = 5e-3, dc.dual_lr = 0.5;
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     tokens(tok, T, 100);
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s0), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s0), MATTN_OK);
     for (int i = 0; i < 60; i++) /* one sequence, over and over: the routing learns it under the budget */
-        assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_OK);
+        assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_OK);
     tokens(tok, T, 100);
-    assert_int_equal(mattn_distill_eval(d, tok, T, &s), MATTN_OK);
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
     print_message("  end to end, budget 0.1, one sequence 60 times: share of full %.2f -> %.2f, KL %.4f -> %.4f, "
                   "multiplier %.3f\n", s0.share[0], s.share[0], s0.kl, s.kl, s.dual);
     assert_true(s.share[0] <= 0.12 && s.kl < 0.2 * s0.kl);
@@ -243,7 +283,7 @@ static void test_training(void **st) {
     dc.calibrate = 1, dc.dual_lr = 0.0, dc.full_share = 0.3;
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     for (int i = 0; i < 10; i++) {
-        assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_OK);
+        assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_OK);
         if (i > 0 && fabs(s.share[0] - 0.3) > 0.1) fail_msg("step %d: share of full %.4f, budget 0.3", i, s.share[0]);
     }
     print_message("  calibrated to 0.3: share of full %.3f at the 10th step, dual %.3f\n", s.share[0], s.dual);
@@ -275,7 +315,7 @@ static void test_resume(void **st) {
                 assert_int_equal(mattn_distill_save_state(d, sp), MATTN_OK);
             }
             tokens(tok, T, 500 + i);
-            assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_OK);
+            assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_OK);
         }
         assert_int_equal(mattn_distill_steps(d), 4);
         const size_t n = (size_t)6 * 66;
@@ -310,17 +350,17 @@ static void test_misuse(void **st) {
     assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
     int32_t tok[T + 1] = {0};
     mattn_distill_stats s;
-    assert_int_equal(mattn_distill_step(d, tok, T + 1, &s), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_distill_step(d, tok, NULL, T + 1, &s), MATTN_ERR_INVALID_ARG);
     assert_non_null(strstr(mattn_distill_errmsg(d), "n = 25 tokens is outside [2, 24]"));
     tok[3] = V;
-    assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_ERR_INVALID_ARG);
     assert_non_null(strstr(mattn_distill_errmsg(d), "tokens[3] = 100 is outside [0, 100)"));
     assert_int_equal(mattn_distill_load_state(d, FIX "llama_tiny_ref.safetensors"), MATTN_ERR_FORMAT);
     assert_non_null(strstr(mattn_distill_errmsg(d), "not a trainer state"));
     /* the routing replaced under the trainer: refused */
     assert_int_equal(mattn_llama_routing_fix(m, 0, (double[3]){1, 0, 0}), MATTN_OK);
     tok[3] = 1;
-    assert_int_equal(mattn_distill_step(d, tok, T, &s), MATTN_ERR_INVALID_ARG);
+    assert_int_equal(mattn_distill_step(d, tok, NULL, T, &s), MATTN_ERR_INVALID_ARG);
     assert_non_null(strstr(mattn_distill_errmsg(d), "routing was replaced, fixed or dropped"));
     mattn_distill_free(d);
     mattn_llama_free(m);
@@ -331,6 +371,7 @@ int main(void) {
         cmocka_unit_test(test_teacher_is_the_model),
         cmocka_unit_test(test_student_is_the_routed_model),
         cmocka_unit_test(test_fd),
+        cmocka_unit_test(test_weights),
         cmocka_unit_test(test_training),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_misuse),

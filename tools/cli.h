@@ -93,9 +93,9 @@ int cmd_chat(int argc, char **argv);
 int cmd_surgery(int argc, char **argv);
 /* metaattn surgery --data (surgery_train.c): its options, parsed by surgery.c. */
 typedef struct cli_surgery_opts {
-    const char *model, *out, *data, *held_out;
+    const char *model, *out, *data, *held_out, *init;
     long long context, steps, stage1, every;
-    double budget, lr, map_lr, map_weight, dual_lr;
+    double budget, lr, map_lr, map_weight, dual_lr, recall, recall_weight;
     uint64_t seed;
     int resume, quiet, calibrate;
 } cli_surgery_opts;
@@ -109,6 +109,20 @@ typedef struct cli_recall_opts {
     int json, verbose;
 } cli_recall_opts;
 int cli_llama_recall(mattn_llama *m, const cli_recall_opts *o, const int32_t *filler, size_t n_filler);
+/* The retrieval prompts (recall_prompt.c): prompt i of the passkey (copy 0)
+ * or copy task of seed, N tokens of it into ids; p its number or words, the
+ * needle's and the question's spans [a, b) and the right answer's text;
+ * errors name flag. */
+#define CLI_RECALL_RUN 16
+#define CLI_RECALL_GIVEN 4
+typedef struct cli_recall_prompt {
+    int copy, key, idx[CLI_RECALL_RUN];
+    int needle[2], tail[2], n;
+    char answer[256];
+} cli_recall_prompt;
+int cli_recall_build(const char *flag, mattn_llama *m, const int32_t *filler, size_t n_filler, int copy,
+                     uint64_t seed, int i, int N, int32_t *ids, cli_recall_prompt *p);
+const char *cli_recall_word(int k);
 /* generate and eval on a GGUF model (llama_cli.c, llama_eval.c): the
  * commands above hand over when --model names one. */
 int cmd_generate_llama(int argc, char **argv);

@@ -1,19 +1,10 @@
 /*
  * llama_recall.c — `metaattn eval --model FILE.gguf --task passkey|copy`:
- * long-range retrieval, greedy answers, on prompts built from a filler text
- * (--data), the prompt and its greedy answer (8 tokens, copy 36) filling
- * --context tokens:
- *
- *   passkey  an intro, filler, "The pass key is NNNNN. Remember it. NNNNN is
- *            the pass key." at a depth, filler, "What is the pass key? The
- *            pass key is": right when the first number of the answer is NNNNN;
- *   copy     filler, a run of 16 words drawn from a fixed list at a depth,
- *            filler, the run's first 4 words: the score is the share of the
- *            other 12 the continuation repeats in place.
- *
- * Prompt i takes its filler at an offset, its number or words and its depth
- * ((i % 5 + 0.5) / 5 of the filler: 10 %, 30 %, ... 90 %) from SplitMix64
- * seeded (seed, i), so that two models see the same prompts.  Reports the
+ * long-range retrieval, greedy answers, on the prompts of recall_prompt.c
+ * built from a filler text (--data), the prompt and its greedy answer (8
+ * tokens, copy 36) filling --context tokens: passkey is right when the
+ * first number of the answer is the pass key; copy scores the share of the
+ * run's other 12 words the continuation repeats in place.  Reports the
  * accuracy with its standard error over prompts; --routes FILE writes the
  * last prompt's routes (position, then the expert of each block) as TSV,
  * after a comment line with the needle's and the question's spans.
@@ -27,20 +18,8 @@
 #include "bench_harness.h"
 #include "cli.h"
 
-static const char *const WORDS[] = {
-    "apple", "river", "candle", "mountain", "garden", "window", "silver", "horse", "pencil", "ocean", "thunder",
-    "basket", "forest", "mirror", "copper", "lemon", "tiger", "blanket", "harbor", "violin", "desert", "ladder",
-    "marble", "pepper", "rocket", "saddle", "tunnel", "wagon", "yellow", "zebra", "anchor", "bridge", "castle",
-    "dragon", "engine", "feather", "glacier", "hammer", "island", "jacket", "kettle", "lantern", "meadow", "needle",
-    "orchard", "parrot", "quarry", "ribbon", "shadow", "temple", "umbrella", "valley", "walnut", "button", "cotton",
-    "dolphin", "falcon", "ginger", "helmet", "insect", "jungle", "kitten", "lizard", "magnet", "nickel", "oyster",
-    "pillow", "rabbit", "salmon", "tomato", "velvet", "whistle", "bottle", "carpet", "donkey", "garlic", "hollow",
-    "iron", "jelly", "kernel", "locket", "mustard", "napkin", "olive", "puzzle", "raisin", "spider", "turtle"};
-#define N_WORDS (int)(sizeof WORDS / sizeof WORDS[0])
-#define RUN 16
-#define GIVEN 4
 #define PASSKEY_OUT 8              /* tokens of the answers: prompt + answer = --context */
-#define COPY_OUT (3 * (RUN - GIVEN))
+#define COPY_OUT (3 * (CLI_RECALL_RUN - CLI_RECALL_GIVEN))
 
 typedef struct {
     mattn_llama *m;
@@ -51,17 +30,6 @@ typedef struct {
     int V;
     int needle[2], tail[2]; /* the last prompt's spans [a, b) of the needle and of the question */
 } rc_run;
-
-/* Append the tokens of text to ids (n so far, room for cap). */
-static int add_text(rc_run *r, const char *text, int32_t *ids, int *n, int cap) {
-    size_t k;
-    if (mattn_llama_tokenize(r->m, text, strlen(text), 0, NULL, 0, &k) != MATTN_OK)
-        return cli_fail(1, "eval: %s", mattn_llama_errmsg(r->m));
-    if (*n + (int)k > cap) return cli_fail(1, "eval --task: the prompt's fixed text does not fit in --context %d", cap);
-    mattn_llama_tokenize(r->m, text, strlen(text), 0, ids + *n, k, &k);
-    *n += (int)k;
-    return 0;
-}
 
 /* The greedy continuation of prompt ids[0..n) (n_out tokens) as text. */
 static int answer(rc_run *r, const int32_t *ids, int n, int n_out, char *text, size_t cap) {
@@ -85,83 +53,32 @@ static int answer(rc_run *r, const int32_t *ids, int n, int n_out, char *text, s
     return 0;
 }
 
-/* Prompt i: head text, filler, needle at depth, filler, tail, n tokens in all. */
-static int build(rc_run *r, uint64_t *rng, int i, const char *head, const char *needle, const char *tail, int32_t *ids,
-                 int N, int *n_out) {
-    int32_t *fixed = malloc(sizeof *fixed * (size_t)N * 3);
-    if (!fixed) return cli_fail(1, "eval: out of memory");
-    int nh = 0, nn = 0, nt = 0, rc = 0;
-    int32_t *h = fixed, *nd = fixed + N, *tl = fixed + 2 * N;
-    if ((head[0] && add_text(r, head, h, &nh, N)) || add_text(r, needle, nd, &nn, N) || add_text(r, tail, tl, &nt, N))
-        rc = 1;
-    const int nf = N - nh - nn - nt;
-    if (!rc && (nf < 10 || (size_t)nf > r->n_filler))
-        rc = cli_fail(1, "eval --task: a prompt of %d tokens (--context less the answer's) leaves %d filler tokens "
-                      "(the filler text has %zu)", N, nf, r->n_filler);
-    if (!rc) {
-        const size_t off = (size_t)(bench_rand(rng) % (uint64_t)(r->n_filler - (size_t)nf + 1));
-        const int at = (int)(nf * ((i % 5) + 0.5) / 5.0);
-        int n = 0;
-        memcpy(ids + n, h, sizeof *ids * (size_t)nh), n += nh;
-        memcpy(ids + n, r->filler + off, sizeof *ids * (size_t)at), n += at;
-        memcpy(ids + n, nd, sizeof *ids * (size_t)nn), n += nn;
-        memcpy(ids + n, r->filler + off + at, sizeof *ids * (size_t)(nf - at)), n += nf - at;
-        r->needle[0] = nh + at, r->needle[1] = nh + at + nn;
-        memcpy(ids + n, tl, sizeof *ids * (size_t)nt), n += nt;
-        r->tail[0] = n - nt, r->tail[1] = n;
-        *n_out = n;
-    }
-    free(fixed);
-    return rc;
-}
-
 /* The score of prompt i of the task, in [0, 1]. */
 static int one_prompt(rc_run *r, int copy, uint64_t seed, int i, int N, double *score, char *got, size_t cap) {
-    uint64_t rng = seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xD1B54A32D192ED03ULL + 1;
     int32_t *ids = malloc(sizeof *ids * (size_t)N);
     if (!ids) return cli_fail(1, "eval: out of memory");
-    char needle[512], tail[256];
-    int idx[RUN], n = 0, rc;
-    if (!copy) {
-        const int key = 10000 + (int)(bench_rand(&rng) % 90000);
-        snprintf(needle, sizeof needle, "\nThe pass key is %d. Remember it. %d is the pass key.\n", key, key);
-        rc = build(r, &rng, i, "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
-                   "I will quiz you about the pass key.\n", needle, "\nWhat is the pass key? The pass key is", ids,
-                   N - PASSKEY_OUT, &n);
-        if (!rc) rc = answer(r, ids, n, PASSKEY_OUT, got, cap);
-        const char *p = got;
-        while (!rc && *p && !isdigit((unsigned char)*p)) p++;
-        *score = !rc && atoi(p) == key;
+    cli_recall_prompt p;
+    const int room = N - (copy ? COPY_OUT : PASSKEY_OUT);
+    int rc = cli_recall_build("eval --task", r->m, r->filler, r->n_filler, copy, seed, i, room, ids, &p);
+    if (!rc) rc = answer(r, ids, p.n, copy ? COPY_OUT : PASSKEY_OUT, got, cap);
+    memcpy(r->needle, p.needle, sizeof p.needle), memcpy(r->tail, p.tail, sizeof p.tail);
+    if (rc) *score = 0.0;
+    else if (!copy) {
+        const char *q = got;
+        while (*q && !isdigit((unsigned char)*q)) q++;
+        *score = atoi(q) == p.key;
     } else {
-        for (int k = 0; k < RUN; k++) { /* distinct words */
-            int w, dup;
-            do {
-                w = (int)(bench_rand(&rng) % N_WORDS);
-                dup = 0;
-                for (int j = 0; j < k; j++) dup |= idx[j] == w;
-            } while (dup);
-            idx[k] = w;
-        }
-        size_t at = 0;
-        at += (size_t)snprintf(needle + at, sizeof needle - at, "\n");
-        for (int k = 0; k < RUN; k++) at += (size_t)snprintf(needle + at, sizeof needle - at, "%s ", WORDS[idx[k]]);
-        snprintf(needle + at - 1, sizeof needle - at + 1, "\n");
-        at = 0;
-        at += (size_t)snprintf(tail + at, sizeof tail - at, "\n");
-        for (int k = 0; k < GIVEN; k++)
-            at += (size_t)snprintf(tail + at, sizeof tail - at, "%s%s", k ? " " : "", WORDS[idx[k]]);
-        rc = build(r, &rng, i, "", needle, tail, ids, N - COPY_OUT, &n);
-        if (!rc) rc = answer(r, ids, n, COPY_OUT, got, cap);
         int hit = 0;
-        const char *p = got;
-        for (int k = GIVEN; k < RUN && !rc; k++) { /* word k of the run at word k - GIVEN of the answer */
-            while (*p && !isalpha((unsigned char)*p)) p++;
-            const char *e = p;
+        const char *q = got;
+        for (int k = CLI_RECALL_GIVEN; k < CLI_RECALL_RUN; k++) { /* word k of the run, word k - GIVEN of the answer */
+            const char *want = cli_recall_word(p.idx[k]);
+            while (*q && !isalpha((unsigned char)*q)) q++;
+            const char *e = q;
             while (isalpha((unsigned char)*e)) e++;
-            hit += (size_t)(e - p) == strlen(WORDS[idx[k]]) && !strncmp(p, WORDS[idx[k]], (size_t)(e - p));
-            p = e;
+            hit += (size_t)(e - q) == strlen(want) && !strncmp(q, want, (size_t)(e - q));
+            q = e;
         }
-        *score = (double)hit / (RUN - GIVEN);
+        *score = (double)hit / (CLI_RECALL_RUN - CLI_RECALL_GIVEN);
     }
     free(ids);
     return rc;

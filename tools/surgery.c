@@ -50,6 +50,15 @@ static const char *usage_surgery =
     "  --map-weight X      the attention transfer's weight in stage 2 (default 1;\n"
     "                      stage 1 is that term alone)\n"
     "  --dual-lr X         the multiplier's ascent step (default 1; dual mode)\n"
+    "  --recall P          the share of stage-2 steps on a retrieval prompt instead\n"
+    "                      of a text sequence: a passkey or copy prompt (those of\n"
+    "                      eval --task) of --context tokens with filler from --data,\n"
+    "                      the right answer appended (default 0)\n"
+    "  --recall-weight W   the KL weight of the answer's positions in them, the\n"
+    "                      other positions' being 1 (default 32)\n"
+    "  --init FILE         start from this routing file (its config: --window,\n"
+    "                      --sinks, --hidden, --feature-dim, --experts, --position\n"
+    "                      are its own) instead of a fresh routing\n"
     "  --checkpoint N      write the checkpoint every N steps (default 25)\n"
     "  --resume            continue OUT from OUT.state (give the run's --data,\n"
     "                      --context and --seed again: they choose the sequences)\n"
@@ -141,7 +150,7 @@ int cmd_surgery(int argc, char **argv) {
     uint64_t seed = 0;
     int pos = 0;
     cli_surgery_opts so = {.context = 1024, .steps = 200, .stage1 = 50, .every = 25, .budget = 0.25, .lr = 1e-3,
-                           .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0};
+                           .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0, .recall_weight = 32.0};
     const cli_opt opts[] = {OPT_STRING("--model", &model), OPT_STRING("--out", &out), OPT_STRING("--fixed", &fixed),
                             OPT_INT("--window", &window, 1, 1 << 20), OPT_INT("--sinks", &sinks, 0, 1 << 20),
                             OPT_INT("--hidden", &hidden, 1, 4096), OPT_INT("--feature-dim", &fd, 1, 4096),
@@ -154,13 +163,16 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_DOUBLE("--dual-lr", &so.dual_lr, 0.0, 1e6), OPT_STRING("--budget-mode", &bmode),
                             OPT_INT("--checkpoint", &so.every, 0, 100000000), OPT_FLAG("--resume", &so.resume),
                             OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos),
-                            OPT_STRING("--experts", &experts), OPT_END};
+                            OPT_STRING("--experts", &experts), OPT_DOUBLE("--recall", &so.recall, 0.0, 1.0),
+                            OPT_DOUBLE("--recall-weight", &so.recall_weight, 0.0, 1e6),
+                            OPT_STRING("--init", &so.init), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if (!model || !out || (!fixed && !so.data))
         return cli_fail(EXIT_USAGE, "surgery: --%s is required (see metaattn surgery --help)",
                         !model ? "model" : !out ? "out" : "data (or --fixed)");
     if (fixed && so.data) return cli_fail(EXIT_USAGE, "surgery: --fixed and --data exclude each other");
+    if (fixed && so.init) return cli_fail(EXIT_USAGE, "surgery: --init trains a routing further: not with --fixed");
     int mask = 0;
     if (experts && (rc = parse_experts(experts, &mask))) return rc;
     if (bmode && strcmp(bmode, "calibrate") && strcmp(bmode, "dual"))

@@ -5,7 +5,12 @@
  * run sees the sequences the uninterrupted one would; the layer-local
  * stage (--stage1 steps: the feature maps imitate each block's softmax
  * attention on the original model's stream), then the end-to-end stage
- * (KL to the original under the --budget on full).  Every step is a line
+ * (KL to the original under the --budget on full).  With --recall P a
+ * share P of the stage-2 steps (drawn from (seed, step) too) trains on a
+ * retrieval prompt of recall_prompt.c instead, its filler from --data and
+ * the right answer appended, the answer's positions weighing
+ * --recall-weight in the KL: the routers see what the text rarely asks,
+ * a question whose answer lies thousands of tokens back.  Every step is a line
  * of OUT.log.jsonl; a progress line on stdout; OUT (the routing file) and
  * OUT.state (the optimiser) are written every --checkpoint steps and at
  * the end; --resume continues from them exactly.
@@ -25,7 +30,8 @@ typedef struct {
     const cli_surgery_opts *o;
     mattn_llama *m;
     mattn_distill *d;
-    int32_t *ids, *held;
+    int32_t *ids, *held, *seq; /* seq, w: a retrieval step's sequence and KL weights */
+    float *w;
     size_t n_ids, n_held;
     FILE *log;
     char state[1024], log_path[1024];
@@ -62,6 +68,27 @@ static size_t offset_of(const run *r, long long s) {
     uint64_t z = r->o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)s + 1;
     const uint64_t v = bench_rand(&z);
     return (size_t)(v % (uint64_t)(r->n_ids - (size_t)r->o->context + 1));
+}
+
+/* Step s's sequence: --context tokens of the text, or a retrieval prompt
+ * (*kind "passkey" or "copy") and its weights; its length into *n. */
+static int sequence(run *r, long long s, int stage, const int32_t **tok, const float **w, int *n, const char **kind) {
+    const cli_surgery_opts *o = r->o;
+    uint64_t z = (o->seed ^ 0x5EC0A11ULL) * 0x9E3779B97F4A7C15ULL + (uint64_t)s + 1;
+    const uint64_t u = bench_rand(&z);
+    *tok = r->ids + offset_of(r, s), *w = NULL, *n = (int)o->context, *kind = "train";
+    if (stage != 2 || (double)(u >> 11) * 0x1.0p-53 >= o->recall) return 0;
+    const int copy = (int)(bench_rand(&z) & 1), room = 48; /* the answer's tokens, at most */
+    cli_recall_prompt p;
+    const int N = (int)o->context - room;
+    if (cli_recall_build("--recall", r->m, r->ids, r->n_ids, copy, o->seed ^ 0x7EA1ULL, (int)s, N, r->seq, &p)) return 1;
+    size_t k = 0;
+    if (mattn_llama_tokenize(r->m, p.answer, strlen(p.answer), 0, r->seq + p.n, (size_t)room, &k) != MATTN_OK)
+        return cli_fail(1, "--recall: %s", mattn_llama_errmsg(r->m));
+    for (int t = 0; t < p.n + (int)k; t++) /* position t predicts token t + 1: the answer's from p.n - 1 */
+        r->w[t] = t >= p.n - 1 && t < p.n + (int)k - 1 ? (float)o->recall_weight : 1.0f;
+    *tok = r->seq, *w = r->w, *n = p.n + (int)k, *kind = copy ? "copy" : "passkey";
+    return 0;
 }
 
 static mattn_distill_config stage_config(const cli_surgery_opts *o, int stage) {
@@ -101,21 +128,26 @@ static int train_loop(run *r, long long start) {
         }
         const double t0 = cli_now();
         mattn_distill_stats st;
-        if (mattn_distill_step(r->d, r->ids + offset_of(r, s), (int)o->context, &st) != MATTN_OK)
+        const int32_t *tok;
+        const float *w;
+        const char *kind;
+        int n;
+        if (sequence(r, s, stage, &tok, &w, &n, &kind)) return 1;
+        if (mattn_distill_step(r->d, tok, w, n, &st) != MATTN_OK)
             return cli_fail(1, "step %lld: %s", s + 1, mattn_distill_errmsg(r->d));
         const double secs = cli_now() - t0;
-        log_step(r, s + 1, stage, &st, secs, "train");
+        log_step(r, s + 1, stage, &st, secs, kind);
         const int last = s + 1 == o->steps, ck = last || (o->every && (s + 1) % o->every == 0);
         if (!o->quiet && (tty || ck || s == start))
             printf("%sstep %lld/%lld | stage %d | loss %.4f | KL %.4f | map %.3f | full %.1f%% linear %.1f%% "
-                   "local %.1f%% | dual %.3f | %.1f s/step%s", tty ? "\r\033[K" : "", s + 1, o->steps, stage, st.loss,
-                   st.kl, st.map_mse, 100 * st.share[0], 100 * st.share[1], 100 * st.share[2], st.dual, secs,
-                   tty && !ck ? "" : "\n");
+                   "local %.1f%% | dual %.3f | %.1f s/step%s%s%s", tty ? "\r\033[K" : "", s + 1, o->steps, stage,
+                   st.loss, st.kl, st.map_mse, 100 * st.share[0], 100 * st.share[1], 100 * st.share[2], st.dual, secs,
+                   w ? " | " : "", w ? kind : "", tty && !ck ? "" : "\n");
         fflush(stdout);
         if (ck && r->held && stage == 2) {
             mattn_distill_stats ev;
             const double t1 = cli_now();
-            if (mattn_distill_eval(r->d, r->held, (int)o->context, &ev) != MATTN_OK)
+            if (mattn_distill_eval(r->d, r->held, NULL, (int)o->context, &ev) != MATTN_OK)
                 return cli_fail(1, "--held-out: %s", mattn_distill_errmsg(r->d));
             log_step(r, s + 1, stage, &ev, cli_now() - t1, "held_out");
             if (!o->quiet)
@@ -147,8 +179,12 @@ int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_confi
         rc = cli_fail(1, "--data '%s': %zu tokens, fewer than --context %lld", o->data, r.n_ids, o->context);
     if (!rc && r.held && r.n_held < (size_t)o->context)
         rc = cli_fail(1, "--held-out '%s': %zu tokens, fewer than --context %lld", o->held_out, r.n_held, o->context);
-    if (!rc && (o->resume ? mattn_llama_routing_load(r.m, o->out) : mattn_llama_routing_new(r.m, rcfg)) != MATTN_OK)
-        rc = cli_fail(1, "%s: %s", o->resume ? "--resume" : "surgery", mattn_llama_errmsg(r.m));
+    if (!rc && o->recall > 0.0 && (!(r.seq = malloc(sizeof *r.seq * (size_t)o->context)) ||
+                                   !(r.w = malloc(sizeof *r.w * (size_t)o->context))))
+        rc = cli_fail(1, "--recall: out of memory");
+    const char *from = o->resume ? o->out : o->init;
+    if (!rc && (from ? mattn_llama_routing_load(r.m, from) : mattn_llama_routing_new(r.m, rcfg)) != MATTN_OK)
+        rc = cli_fail(1, "%s: %s", o->resume ? "--resume" : o->init ? "--init" : "surgery", mattn_llama_errmsg(r.m));
     const mattn_distill_config c = stage_config(o, o->stage1 > 0 ? 1 : 2);
     if (!rc && mattn_distill_new(r.m, &c, (int)o->context, &r.d) != MATTN_OK)
         rc = cli_fail(1, "surgery: %s", mattn_llama_errmsg(r.m));
@@ -167,5 +203,7 @@ int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_confi
     mattn_llama_free(r.m);
     free(r.ids);
     free(r.held);
+    free(r.seq);
+    free(r.w);
     return rc;
 }

@@ -269,10 +269,12 @@ static mattn_status forward(mattn_distill *d, const int32_t *tok, int T, int kl)
 }
 
 /* KL(teacher || student) of the next-token distributions, mean over the T
- * positions; with backward, dL/d(hf) * kl_weight into d->gh. */
-static double kl_loss(mattn_distill *d, int T, int backward) {
+ * positions weighted by w (NULL: uniform); with backward, dL/d(hf) *
+ * kl_weight into d->gh. */
+static double kl_loss(mattn_distill *d, const float *w, int T, int backward) {
     const int V = d->V, D = d->D;
-    double kl = 0.0;
+    double kl = 0.0, wsum = 0.0;
+    for (int t = 0; t < T; t++) wsum += w ? w[t] : 1.0;
     for (int r0 = 0; r0 < T; r0 += LOSS_ROWS) {
         const int n = T - r0 < LOSS_ROWS ? T - r0 : LOSS_ROWS;
         mattn_gemm(0, 1, n, V, D, 1.0f, d->teacher + (size_t)r0 * D, D, d->head, D, 0.0f, d->lt, V);
@@ -284,21 +286,23 @@ static double kl_loss(mattn_distill *d, int T, int backward) {
             double mt = lt[0], ms = ls[0], zt = 0.0, zs = 0.0, s = 0.0;
             for (int v = 1; v < V; v++) mt = lt[v] > mt ? lt[v] : mt, ms = ls[v] > ms ? ls[v] : ms;
             for (int v = 0; v < V; v++) zt += exp(lt[v] - mt), zs += exp(ls[v] - ms);
-            const double lzt = mt + log(zt), lzs = ms + log(zs), c = d->cfg.kl_weight / T;
+            const double wt = w ? w[r0 + i] : 1.0;
+            const double lzt = mt + log(zt), lzs = ms + log(zs), c = d->cfg.kl_weight * wt / wsum;
             for (int v = 0; v < V; v++) {
                 const double lp = lt[v] - lzt, lq = ls[v] - lzs, p = exp(lp);
                 s += p * (lp - lq);
                 ls[v] = (float)(c * (exp(lq) - p)); /* dL/dlogit */
             }
-            part += s;
+            part += wt * s;
         }
         kl += part;
         if (backward) mattn_gemm(0, 0, n, D, V, 1.0f, d->lg, V, d->head, D, 0.0f, d->gh + (size_t)r0 * D, D);
     }
-    return kl / T;
+    return kl / wsum;
 }
 
-mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, mattn_distill_stats *st) {
+mattn_status sg_run(mattn_distill *d, const int32_t *tok, const float *w, int T, int backward,
+                    mattn_distill_stats *st) {
     const int kl = d->cfg.kl_weight > 0.0;
     mattn_status s = forward(d, tok, T, kl);
     if (s != MATTN_OK) return DIST_ERR(d, s, "forward: %s", mattn_last_error());
@@ -312,7 +316,7 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, m
     }
     full = st->share[MATTN_ROUTE_FULL];
     const double target = d->cfg.full_share, excess = target >= 0.0 ? full - target : 0.0;
-    st->kl = kl ? kl_loss(d, T, backward) : 0.0;
+    st->kl = kl ? kl_loss(d, w, T, backward) : 0.0;
     st->dual = d->dual;
     st->loss = d->cfg.kl_weight * st->kl + d->cfg.map_weight * st->map_mse + d->dual * excess;
     if (!isfinite(st->loss))
@@ -339,8 +343,8 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, m
     return MATTN_OK;
 }
 
-static mattn_status check_tokens(mattn_distill *d, const int32_t *tok, int n, const mattn_distill_stats *st,
-                                 const char *fn) {
+static mattn_status check_tokens(mattn_distill *d, const int32_t *tok, const float *w, int n,
+                                 const mattn_distill_stats *st, const char *fn) {
     if (!d->m->routing || d->m->routing->serial != d->serial)
         return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: the model's routing was replaced, fixed or dropped since the "
                         "trainer was made: make a new trainer", fn);
@@ -350,13 +354,21 @@ static mattn_status check_tokens(mattn_distill *d, const int32_t *tok, int n, co
     for (int i = 0; i < n; i++)
         if (tok[i] < 0 || tok[i] >= d->V)
             return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: tokens[%d] = %d is outside [0, %d)", fn, i, tok[i], d->V);
+    double sum = 0.0;
+    for (int i = 0; w && i < n; i++) {
+        if (!(w[i] >= 0.0f && w[i] <= 1e6f))
+            return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: weights[%d] = %g is outside [0, 1e6]", fn, i, (double)w[i]);
+        sum += w[i];
+    }
+    if (w && !(sum > 0.0)) return DIST_ERR(d, MATTN_ERR_INVALID_ARG, "%s: the weights are all 0", fn);
     return MATTN_OK;
 }
 
-mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st) {
+mattn_status mattn_distill_eval(mattn_distill *d, const int32_t *tokens, const float *weights, int n,
+                               mattn_distill_stats *st) {
     if (!d) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_distill_eval: trainer is NULL");
-    mattn_status s = check_tokens(d, tokens, n, st, "mattn_distill_eval");
-    return s != MATTN_OK ? s : sg_run(d, tokens, n, 0, st);
+    mattn_status s = check_tokens(d, tokens, weights, n, st, "mattn_distill_eval");
+    return s != MATTN_OK ? s : sg_run(d, tokens, weights, n, 0, st);
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -405,10 +417,11 @@ static void calibrate(mattn_distill *d, int T) {
 #define ADAM_EPS 1e-8
 #define GRAD_CLIP 1.0
 
-mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, int n, mattn_distill_stats *st) {
+mattn_status mattn_distill_step(mattn_distill *d, const int32_t *tokens, const float *weights, int n,
+                               mattn_distill_stats *st) {
     if (!d) return mattn_set_error(MATTN_ERR_INVALID_ARG, "mattn_distill_step: trainer is NULL");
-    mattn_status s = check_tokens(d, tokens, n, st, "mattn_distill_step");
-    if (s == MATTN_OK) s = sg_run(d, tokens, n, 1, st);
+    mattn_status s = check_tokens(d, tokens, weights, n, st, "mattn_distill_step");
+    if (s == MATTN_OK) s = sg_run(d, tokens, weights, n, 1, st);
     if (s != MATTN_OK) return s;
     double ss = 0.0;
     for (int i = 0; i < 6 * d->L; i++) {

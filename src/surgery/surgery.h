@@ -115,6 +115,7 @@ void sg_rmsnorm_backward(float *gx, const float *gy, const float *x, const float
  * (activations kept, d->hf), and the loss; with backward != 0 the gradients
  * of the routing's parameters (the controllers' g_*, d->gfq, d->gfk) and
  * d->g_x0.  The parameters' gradients are zeroed first. */
-mattn_status sg_run(mattn_distill *d, const int32_t *tok, int T, int backward, mattn_distill_stats *st);
+mattn_status sg_run(mattn_distill *d, const int32_t *tok, const float *w, int T, int backward,
+                    mattn_distill_stats *st);
 
 #endif
