@@ -15,6 +15,10 @@ slow spell of a shared machine hits both; best and median per engine.
 Identical ids: both sides make the prompt themselves — N SplitMix64 ids in
 [0, vocab) seeded 1 (tools/bench_harness.c bench_rand, reimplemented below)
 — and the script checks the first ids metaattn prints against its own.
+With --prompt-file F the prompt is the first N tokens of a text instead:
+metaattn tokenizes it (`metaattn bench --prompt-file`, and `metaattn
+tokenize --ids` for the llama.cpp child, which is handed the ids), so that
+a routed model routes text, not noise; the first ids are checked the same.
 
 The machine's memory bandwidth is measured once (numpy sums of a 1 GiB
 float32 array, 1 and T threads, best of 5), to read decode GB/s of weights
@@ -24,7 +28,8 @@ llama.cpp; metaattn's --kv, f16 by default).
 
     .venv-bench/bin/python bench/compare_llamacpp.py [--model F] [--metaattn build/metaattn]
         [--threads 2] [--decode 32] [--prefill-contexts 512,2048] [--decode-contexts 128,4096]
-        [--repeats 3] [--activations q8|f32] [--kv f16|f32] [--routing F] [--llama-flash-attn] [--json FILE]
+        [--repeats 3] [--activations q8|f32] [--kv f16|f32] [--routing F] [--prompt-file F]
+        [--llama-flash-attn] [--llama-extra-bufts] [--json FILE]
 
 Needs llama-cpp-python 0.3.36 and numpy: scripts/install-deps.sh --bench.
 Prints a markdown table on stdout (progress on stderr).
@@ -57,14 +62,28 @@ def prompt_ids(n, vocab, seed=1):
     return out
 
 
-def llama_child(path, N, D, T, flash):
-    """One llama.cpp measurement; prints metaattn bench's JSON keys."""
+def llama_child(path, N, D, T, flash, ids_file=None, extra_bufts=False):
+    """One llama.cpp measurement; prints metaattn bench's JSON keys.  Without
+    extra_bufts the model loads without llama.cpp's extra buffer types (the
+    weight repacking: AMX, CPU_REPACK): on a CPU with AMX its AMX matmul
+    crashes on this model (a segfault in ggml_backend_amx_mul_mat, llama.cpp
+    issue 20824), so the child runs the CPU kernels a machine without AMX
+    runs.  Llama() has no argument for it: its default params are patched."""
     import llama_cpp
+    import llama_cpp.llama_cpp as lc
     import numpy as np
+    if not extra_bufts:
+        default = lc.llama_model_default_params
+
+        def params():
+            p = default()
+            p.use_extra_bufts = False
+            return p
+        lc.llama_model_default_params = params
     llm = llama_cpp.Llama(model_path=path, n_ctx=N + D, n_threads=T, n_threads_batch=T, n_batch=512,
                           n_ubatch=512, logits_all=False, flash_attn=flash, verbose=False)
     V = llm.n_vocab()
-    ids = prompt_ids(N, V)
+    ids = json.load(open(ids_file))[:N] if ids_file else prompt_ids(N, V)
 
     def argmax():
         return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(V,)).argmax())
@@ -127,34 +146,51 @@ def ints(s):
     return [int(x) for x in s.replace(" ", ",").split(",") if x]
 
 
-def measure(args, contexts):
+def text_ids(args, n):
+    """The first n tokens of --prompt-file by metaattn's tokenizer."""
+    with open(args.prompt_file, "rb") as f:
+        p = subprocess.run([args.metaattn, "tokenize", "--model", args.model, "--ids"], stdin=f,
+                           capture_output=True, text=True)
+    if p.returncode:
+        sys.exit("compare_llamacpp: metaattn tokenize failed:\n" + p.stderr)
+    ids = ints(p.stdout)
+    if len(ids) < n:
+        sys.exit("compare_llamacpp: --prompt-file %s has %d tokens, fewer than %d" % (args.prompt_file, len(ids), n))
+    return ids[:n]
+
+
+def measure(args, contexts, ids_file):
     """Every (engine, context) measured --repeats times, the engines
     alternated; the weight bytes per token (from metaattn's JSON)."""
     runs = {(e, n): [] for e in ENGINES for n in contexts}
+    want = json.load(open(ids_file))[:8] if ids_file else None
     wbytes = kvbytes = None
     for rep in range(args.repeats):
         for n in contexts:
             cmds = {"metaattn": [args.metaattn, "bench", "--model", args.model, "--context", str(n), "--decode",
                                  str(args.decode), "--threads", str(args.threads), "--activations",
                                  args.activations, "--kv", args.kv, "--json", "-"]
-                                + (["--routing", args.routing] if args.routing else []),
+                                + (["--routing", args.routing] if args.routing else [])
+                                + (["--prompt-file", args.prompt_file] if args.prompt_file else []),
                     "llama.cpp": [sys.executable, os.path.abspath(__file__), "--child", args.model, str(n),
                                   str(args.decode), str(args.threads)]
-                    + (["--llama-flash-attn"] if args.llama_flash_attn else [])}
+                    + (["--llama-flash-attn"] if args.llama_flash_attn else [])
+                    + (["--llama-extra-bufts"] if args.llama_extra_bufts else [])
+                    + (["--child-ids", ids_file] if ids_file else [])}
             for eng, cmd in cmds.items():
                 j, err, rss = run_child(cmd)
                 if eng == "metaattn":  # its table prints the vocabulary and the prompt's first ids
-                    m = re.search(r"ids in \[0, (\d+)\), seed 1:((?: \d+)+)", err)
-                    vocab, first = (int(m.group(1)), ints(m.group(2))) if m else (1, None)
+                    m = re.search(r"(?:ids in \[0, (\d+)\), seed 1|tokens of .*?):((?: \d+)+)", err)
+                    vocab, first = (int(m.group(1) or 1), ints(m.group(2))) if m else (1, None)
                     wbytes = j["decode_weight_gb_s"] / j["decode_tok_s"] * 1e9
                     kvbytes = (j["decode_total_gb_s"] - j["decode_weight_gb_s"]) / j["decode_tok_s"] * 1e9
                     kvbytes_eng = kvbytes
                 else:
                     kvbytes_eng = kvbytes if args.kv == "f16" else kvbytes / 2  # llama.cpp's cache: f16
                     first = j["first_ids"]
-                if first != prompt_ids(min(n, 8), vocab):
-                    sys.exit("compare_llamacpp: %s's prompt does not start %s:\n%s"
-                             % (eng, prompt_ids(min(n, 8), vocab), err))
+                expect = want[:min(n, 8)] if want else prompt_ids(min(n, 8), vocab)
+                if first != expect:
+                    sys.exit("compare_llamacpp: %s's prompt does not start %s:\n%s" % (eng, expect, err))
                 j["child_peak_rss_mb"] = rss
                 j["decode_weight_gb_s"] = wbytes * j["decode_tok_s"] * 1e-9  # the same matrices for both
                 j["decode_total_gb_s"] = (wbytes + kvbytes_eng) * j["decode_tok_s"] * 1e-9
@@ -199,12 +235,18 @@ def main():
                     help="metaattn's activations with quantised weights (q8: 8-bit, as llama.cpp)")
     ap.add_argument("--kv", choices=("f16", "f32"), default="f16", help="metaattn's KV cache (llama.cpp's: f16)")
     ap.add_argument("--routing", default=None, help="metaattn with this routing file (metaattn surgery)")
+    ap.add_argument("--prompt-file", default=None, help="the prompt: the first N tokens of this text (default: "
+                    "SplitMix64 ids)")
     ap.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp with flash attention (default off)")
+    ap.add_argument("--llama-extra-bufts", action="store_true", help="llama.cpp with its extra buffer types "
+                    "(weight repacking, AMX; default off: its AMX matmul crashes on CPUs with AMX)")
+    ap.add_argument("--child-ids", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write the runs and the table here")
     ap.add_argument("--child", nargs=4, metavar=("MODEL", "N", "D", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return llama_child(args.child[0], *map(int, args.child[1:]), args.llama_flash_attn)
+        return llama_child(args.child[0], *map(int, args.child[1:]), args.llama_flash_attn, args.child_ids,
+                           args.llama_extra_bufts)
     command = shlex.join([sys.executable] + sys.argv)
     print("$ " + command, file=sys.stderr)
     load = [os.getloadavg()[0]]
@@ -213,18 +255,30 @@ def main():
     print("memory bandwidth (numpy sum, 1 GiB): " + bws, file=sys.stderr)
     _, _, base_rss = run_child([sys.executable, "-c", "import llama_cpp, numpy"])
     contexts = sorted(set(args.prefill_contexts) | set(args.decode_contexts))
-    runs, wbytes = measure(args, contexts)
+    ids_file = None
+    if args.prompt_file:
+        ids_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(text_ids(args, max(contexts)), ids_file)
+        ids_file.close()
+        ids_file = ids_file.name
+    try:
+        runs, wbytes = measure(args, contexts, ids_file)
+    finally:
+        if ids_file:
+            os.unlink(ids_file)
     load.append(os.getloadavg()[0])
     version = runs[("llama.cpp", contexts[0])][0]["version"]
 
     rows = []
     lines = ["# metaattn vs llama.cpp: %s" % os.path.basename(args.model), "", "`%s`" % command, "",
-             "metaattn with %s activations and an %s KV cache%s; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, n_batch = n_ubatch = 512); "
+             "metaattn with %s activations and an %s KV cache%s; %d thread%s; llama-cpp-python %s (mmap, f16 KV cache, flash attention %s, extra buffer types %s, n_batch = n_ubatch = 512); "
              "%d decode steps after each prompt; %d round(s), engines alternated, one process per measurement; "
-             "prompt: SplitMix64 ids seeded 1 (identical, checked)."
+             "prompt: %s (identical, checked)."
              % (args.activations, args.kv, ", routed by %s" % args.routing if args.routing else "", args.threads,
                 "s" * (args.threads > 1), version, "on" if args.llama_flash_attn else "off",
-                args.decode, args.repeats),
+                "on" if args.llama_extra_bufts else "off",
+                args.decode, args.repeats,
+                "the first N tokens of " + args.prompt_file if args.prompt_file else "SplitMix64 ids seeded 1"),
              "Memory bandwidth (numpy sum of 1 GiB, best of 5): %s; weights read per token %.1f MB; load average "
              "%.2f at the start, %.2f at the end (%d cores)." % (bws, wbytes * 1e-6, load[0], load[1], os.cpu_count()),
              ""]

@@ -187,6 +187,10 @@ check "surgery resume needs a checkpoint" 1 "--resume: '$tmp/c.st' and '$tmp/c.s
 "$bin" surgery "${sg[@]}" --out "$tmp/b.st" --steps 2 --quiet
 check "surgery resume is exact" 0 "" bash -c "\"\$1\" surgery $(printf '%q ' "${sg[@]}") --out $tmp/b.st --steps 4 --resume --quiet && \
   cmp $tmp/a.st $tmp/b.st && [[ \$(wc -l < $tmp/b.st.log.jsonl) == 4 ]]" _ "$bin"
+check "bench prompt file" 0 "prompt: the first 8 tokens of README.md:" \
+  "$bin" bench --model $tk --context 8 --decode 2 --prompt-file README.md
+check "bench prompt file short" 1 "--prompt-file '$tmp/one.txt': 1 tokens, fewer than --context 8" \
+  bash -c "printf a > $tmp/one.txt && \"\$1\" bench --model $tk --context 8 --decode 2 --prompt-file $tmp/one.txt" _ "$bin"
 check "surgery init and fixed" 2 "--init trains a routing further: not with --fixed" \
   "$bin" surgery --model $ty --out "$tmp/x.st" --fixed 0,0,1 --init "$tmp/a.st"
 check "surgery recall too short" 1 "--recall: a prompt of -32 tokens (--context less the answer's) leaves" \

@@ -20,7 +20,7 @@
 const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
     "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--activations A]\n"
-    "                      [--kv T] [--routing F] [--threads N] [--json FILE]\n"
+    "                      [--kv T] [--routing F] [--prompt-file F] [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -40,7 +40,7 @@ const char cli_bench_usage[] =
     "decode GB/s of weights (the bytes of every matrix a token reads, head included,\n"
     "times tokens/s) and with the cache (plus the keys and values a step reads),\n"
     "peak RSS.  The prompt: N pseudo-random ids in [0, vocab) from\n"
-    "SplitMix64 seeded 1, the same every run.\n"
+    "SplitMix64 seeded 1, the same every run, or the first N tokens of a text.\n"
     "\n"
     "  --model FILE   a GGUF model (scripts/get-model.sh smollm2)\n"
     "  --context N    prompt tokens (default 512; N + decode <= the model's context)\n"
@@ -51,10 +51,13 @@ const char cli_bench_usage[] =
     "  --kv T         the cache: f16 (default, as llama.cpp) or f32\n"
     "  --routing F    route the model's blocks by this routing file (metaattn surgery):\n"
     "                 the report adds the experts' shares\n"
+    "  --prompt-file F  the prompt: the first N tokens of this text (a routed model\n"
+    "                 routes text as it was trained to, random ids otherwise)\n"
     "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
     "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"decode_total_gb_s\",\n"
-    "                 \"peak_rss_mb\", \"activations\", \"kv\"} ('-' = stdout)\n";
+    "                 \"peak_rss_mb\", \"activations\", \"kv\", \"prompt_file\", the attention's\n"
+    "                 seconds and FLOPs; routed: the shares} ('-' = stdout)\n";
 
 // ----------------------------------------------------------------------------
 // hard routing with forced routes (P3), long T (P6)

@@ -15,8 +15,10 @@
  * The prompt is the same every run: pseudo-random ids in [0, vocab) from
  * SplitMix64 seeded 1 (bench_rand), a generator bench/compare_llamacpp.py
  * reimplements in five lines, so that both engines see identical ids
- * without a tokenizer or a file between them; the table prints the first
- * ids so that the script can check them.
+ * without a tokenizer or a file between them; or, with --prompt-file, the
+ * first --context tokens of a text (a routed model routes text as it was
+ * trained to, random ids otherwise).  The table prints the first ids so
+ * that the script can check them.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ typedef struct {
     const char *act; /* "q8" or "f32" */
     const char *kv;  /* "f16" or "f32" */
     const char *routing; /* --routing FILE or NULL */
+    const char *prompt_file; /* --prompt-file FILE or NULL: the prompt's text */
     double attn_p, attn_d;  /* seconds in attention of the best prefill, of the best decode */
     double flops_p, flops_d; /* their attention FLOPs */
     double share[MATTN_ROUTE_EXPERTS]; /* the last repetition's experts, over every block */
@@ -138,6 +141,11 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
                 "\"decode_attention_s\": %.6g, \"prefill_attention_flops\": %.6g, \"decode_attention_flops\": %.6g",
             file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td,
             (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv, r->attn_p, r->attn_d, r->flops_p, r->flops_d);
+    if (r->prompt_file) {
+        fprintf(js, ", \"prompt_file\": \"");
+        json_str(js, r->prompt_file);
+        fprintf(js, "\"");
+    }
     if (r->routing) {
         fprintf(js, ", \"routing\": \"");
         json_str(js, r->routing);
@@ -154,7 +162,8 @@ static void header(const model_run *r, const char *path, FILE *tab, int threads,
                  "%.1f MB of weights per token\n",
             path, threads, threads == 1 ? "" : "s", file_mb, h->n_layers, h->d_model, h->vocab_size,
             h->weight_bytes * 1e-6);
-    fprintf(tab, "  prompt: %d SplitMix64 ids in [0, %d), seed %d:", r->N, h->vocab_size, PROMPT_SEED);
+    if (r->prompt_file) fprintf(tab, "  prompt: the first %d tokens of %s:", r->N, r->prompt_file);
+    else fprintf(tab, "  prompt: %d SplitMix64 ids in [0, %d), seed %d:", r->N, h->vocab_size, PROMPT_SEED);
     for (int i = 0; i < r->N && i < 8; i++) fprintf(tab, " %d", r->tokens[i]);
     fprintf(tab, "%s\n  context %d, then %d greedy decode steps (%s cache of %d positions), %s activations\n",
             r->N > 8 ? " ..." : "", r->N, r->D, r->kv, r->N + r->D, r->act);
@@ -174,16 +183,24 @@ static int setup(model_run *r, const char *path) {
                         "%d (%s)", r->N, r->D, (long long)r->N + r->D, ctx, path);
     if (mattn_llama_cache_init_kv(r->m, r->N + r->D, cli_llama_kv(r->kv), &r->c) != MATTN_OK)
         return cli_fail(1, "bench: a cache of %d positions: %s", r->N + r->D, mattn_llama_errmsg(r->m));
-    r->tokens = malloc(sizeof *r->tokens * (size_t)r->N);
     r->logits = malloc(sizeof *r->logits * (size_t)V);
-    if (!r->tokens || !r->logits) return cli_fail(1, "bench: out of memory for %d tokens", r->N);
+    if (!r->logits) return cli_fail(1, "bench: out of memory");
+    if (r->prompt_file) {
+        size_t n = 0;
+        if (cli_llama_read_tokens(r->m, r->prompt_file, "--prompt-file", &r->tokens, &n)) return 1;
+        if (n < (size_t)r->N)
+            return cli_fail(1, "--prompt-file '%s': %zu tokens, fewer than --context %d", r->prompt_file, n, r->N);
+        return 0;
+    }
+    if (!(r->tokens = malloc(sizeof *r->tokens * (size_t)r->N)))
+        return cli_fail(1, "bench: out of memory for %d tokens", r->N);
     uint64_t s = PROMPT_SEED;
     for (int i = 0; i < r->N; i++) r->tokens[i] = (int32_t)(bench_rand(&s) % (uint64_t)V);
     return 0;
 }
 
 int cmd_bench_model(int argc, char **argv) {
-    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL, *routing = NULL;
+    const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL, *routing = NULL, *pf = NULL;
     long long N = 512, D = 32, threads = 0;
     double min_time = 0.0;
     int quick = 0;
@@ -195,6 +212,7 @@ int cmd_bench_model(int argc, char **argv) {
                             OPT_STRING("--json", &json),
                             OPT_STRING("--activations", &act), OPT_STRING("--kv", &kv),
                             OPT_STRING("--routing", &routing), OPT_STRING("--only", &only),
+                            OPT_STRING("--prompt-file", &pf),
                             OPT_FLAG("--quick", &quick),
                             OPT_END};
     int rc = cli_parse("bench", cli_bench_usage, opts, argc, argv);
@@ -209,7 +227,7 @@ int cmd_bench_model(int argc, char **argv) {
     const int nthreads = cli_set_threads(threads);
     struct stat st;
     const double file_mb = stat(path, &st) == 0 ? st.st_size * 1e-6 : 0.0;
-    model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16", .routing = routing};
+    model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16", .routing = routing, .prompt_file = pf};
     FILE *tab = stdout, *js = NULL;
     rc = setup(&r, path);
     if (!rc && act && !strcmp(act, "f32")) mattn_llama_set_activations(r.m, MATTN_LLAMA_ACT_F32);

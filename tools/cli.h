@@ -135,6 +135,9 @@ mattn_llama_kv cli_llama_kv(const char *kv);
 /* --routing FILE (NULL: none) loaded beside the model: 0, or 1 after an
  * error naming the flag and the file. */
 int cli_llama_routing(mattn_llama *m, const char *path);
+/* The file at path (at most 1 GiB) tokenized whole by m into *ids (malloc'd,
+ * *n of them); errors name flag and the file. */
+int cli_llama_read_tokens(mattn_llama *m, const char *path, const char *flag, int32_t **ids, size_t *n);
 /* The shares of the experts a cache executed, over every block (counts of
  * mattn_llama_cache_routing, summed into share[MATTN_ROUTE_EXPERTS]). */
 void cli_llama_shares(const mattn_llama *m, const int64_t *counts, double *share);

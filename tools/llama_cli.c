@@ -5,6 +5,7 @@
  * it comes.  chat keeps the whole conversation in the cache and speaks the
  * model's ChatML template.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,32 @@ int cli_llama_routing(mattn_llama *m, const char *path) {
     if (path && mattn_llama_routing_load(m, path) != MATTN_OK)
         return cli_fail(1, "--routing: %s", mattn_llama_errmsg(m));
     return 0;
+}
+
+int cli_llama_read_tokens(mattn_llama *m, const char *path, const char *flag, int32_t **ids, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_fail(1, "%s: cannot open '%s': %s", flag, path, strerror(errno));
+    size_t cap = 1 << 20, len = 0;
+    char *b = malloc(cap);
+    while (b && (len += fread(b + len, 1, cap - len, f)) == cap) {
+        char *nb = cap >= (size_t)1 << 30 ? NULL : realloc(b, cap *= 2);
+        if (!nb) free(b);
+        b = nb;
+    }
+    const int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(b);
+        return cli_fail(1, "%s: cannot read '%s'", flag, path);
+    }
+    if (!b) return cli_fail(1, "%s '%s': larger than 1 GiB or out of memory", flag, path);
+    int rc = 0;
+    if (mattn_llama_tokenize(m, b, len, 0, NULL, 0, n) != MATTN_OK) rc = cli_fail(1, "%s: %s", flag, mattn_llama_errmsg(m));
+    if (!rc && !(*ids = malloc(sizeof **ids * (*n ? *n : 1)))) rc = cli_fail(1, "%s: out of memory", flag);
+    if (!rc && mattn_llama_tokenize(m, b, len, 0, *ids, *n, n) != MATTN_OK)
+        rc = cli_fail(1, "%s: %s", flag, mattn_llama_errmsg(m));
+    free(b);
+    return rc;
 }
 
 void cli_llama_shares(const mattn_llama *m, const int64_t *counts, double *share) {

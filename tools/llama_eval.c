@@ -12,7 +12,6 @@
  * its unscored prefix without logits and the scored rest in chunks of 64
  * with them, so memory is 64 rows of logits whatever C.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,29 +65,6 @@ typedef struct ev_sum {
     int64_t *counts, *win; /* (n_layers, MATTN_ROUTE_EXPERTS) over every window, of one */
     int n_counts;
 } ev_sum;
-
-static int read_file(const char *path, char **buf, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cli_fail(1, "--data: cannot open '%s': %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *b = malloc(cap);
-    while (b) {
-        len += fread(b + len, 1, cap - len, f);
-        if (len < cap) break;
-        char *nb = cap >= (size_t)1 << 30 ? NULL : realloc(b, cap *= 2);
-        if (!nb) free(b);
-        b = nb;
-    }
-    const int err = ferror(f);
-    fclose(f);
-    if (!b) return cli_fail(1, "--data '%s': larger than 1 GiB or out of memory", path);
-    if (err) {
-        free(b);
-        return cli_fail(1, "--data: cannot read '%s'", path);
-    }
-    *buf = b, *n = len;
-    return 0;
-}
 
 /* -log softmax(lg)[target], in double. */
 static double nll_of(const float *lg, int V, int32_t target) {
@@ -180,25 +156,19 @@ int cmd_eval_llama(int argc, char **argv) {
     mattn_llama_info info;
     mattn_llama_get_info(m, &info);
     if (o.activations && !strcmp(o.activations, "f32")) mattn_llama_set_activations(m, MATTN_LLAMA_ACT_F32);
-    char *text = NULL;
-    size_t len = 0, n = 0;
+    size_t n = 0;
     int32_t *ids = NULL;
     rc = cli_llama_routing(m, o.routing);
     if (!rc && o.context > info.context_length)
         rc = cli_fail(EXIT_USAGE, "--context %lld exceeds the model's context %d", o.context, info.context_length);
-    if (!rc) rc = read_file(o.data_path, &text, &len);
-    if (!rc && mattn_llama_tokenize(m, text, len, 0, NULL, 0, &n) != MATTN_OK)
-        rc = cli_fail(1, "--model %s: %s", o.model_path, mattn_llama_errmsg(m));
-    if (!rc && !(ids = malloc(sizeof *ids * (n ? n : 1)))) rc = cli_fail(1, "eval: out of memory");
-    if (!rc && mattn_llama_tokenize(m, text, len, 0, ids, n, &n) != MATTN_OK)
-        rc = cli_fail(1, "eval: %s", mattn_llama_errmsg(m));
+    if (!rc) rc = cli_llama_read_tokens(m, o.data_path, "--data", &ids, &n);
     if (!rc && n < 2) rc = cli_fail(1, "--data '%s': %zu token%s, at least 2 are needed", o.data_path, n, n == 1 ? "" : "s");
     if (!rc && o.max_tokens && (long long)n > o.max_tokens) n = (size_t)o.max_tokens;
     if (!rc && o.rc.task) {
         o.rc.context = o.context, o.rc.kv = cli_llama_kv(o.kv), o.rc.json = o.json;
         if (!o.rc.prompts) o.rc.prompts = 10;
         rc = cli_llama_recall(m, &o.rc, ids, n);
-        free(ids), free(text);
+        free(ids);
         mattn_llama_free(m);
         return rc;
     }
@@ -242,7 +212,6 @@ int cmd_eval_llama(int argc, char **argv) {
     free(s.counts);
     free(s.win);
     free(ids);
-    free(text);
     mattn_llama_free(m);
     return rc;
 }

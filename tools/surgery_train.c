@@ -37,32 +37,6 @@ typedef struct {
     char state[1024], log_path[1024];
 } run;
 
-static int read_tokens(mattn_llama *m, const char *path, const char *flag, int32_t **ids, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cli_fail(1, "%s: cannot open '%s': %s", flag, path, strerror(errno));
-    size_t cap = 1 << 20, len = 0;
-    char *b = malloc(cap);
-    while (b && (len += fread(b + len, 1, cap - len, f)) == cap) {
-        char *nb = cap >= (size_t)1 << 30 ? NULL : realloc(b, cap *= 2);
-        if (!nb) free(b);
-        b = nb;
-    }
-    const int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(b);
-        return cli_fail(1, "%s: cannot read '%s'", flag, path);
-    }
-    if (!b) return cli_fail(1, "%s '%s': larger than 1 GiB or out of memory", flag, path);
-    int rc = 0;
-    if (mattn_llama_tokenize(m, b, len, 0, NULL, 0, n) != MATTN_OK) rc = cli_fail(1, "%s: %s", flag, mattn_llama_errmsg(m));
-    if (!rc && !(*ids = malloc(sizeof **ids * (*n ? *n : 1)))) rc = cli_fail(1, "%s: out of memory", flag);
-    if (!rc && mattn_llama_tokenize(m, b, len, 0, *ids, *n, n) != MATTN_OK)
-        rc = cli_fail(1, "%s: %s", flag, mattn_llama_errmsg(m));
-    free(b);
-    return rc;
-}
-
 /* The offset of step s's sequence: a SplitMix64 draw from (seed, s). */
 static size_t offset_of(const run *r, long long s) {
     uint64_t z = r->o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)s + 1;
@@ -169,8 +143,8 @@ int cli_surgery_train(const cli_surgery_opts *o, const mattn_llama_routing_confi
     if (o->resume && (stat(o->out, &sb) != 0 || stat(r.state, &sb) != 0))
         return cli_fail(1, "--resume: '%s' and '%s' are needed (a checkpoint of this run)", o->out, r.state);
     if (mattn_llama_open(o->model, &r.m) != MATTN_OK) return cli_fail(1, "--model: %s", mattn_last_error());
-    int rc = read_tokens(r.m, o->data, "--data", &r.ids, &r.n_ids);
-    if (!rc && o->held_out) rc = read_tokens(r.m, o->held_out, "--held-out", &r.held, &r.n_held);
+    int rc = cli_llama_read_tokens(r.m, o->data, "--data", &r.ids, &r.n_ids);
+    if (!rc && o->held_out) rc = cli_llama_read_tokens(r.m, o->held_out, "--held-out", &r.held, &r.n_held);
     mattn_llama_info info;
     mattn_llama_get_info(r.m, &info);
     if (!rc && o->context > info.context_length)
