@@ -10,8 +10,9 @@ context lengths, in one run, through the metaattn CLI only.
 Per length N: perplexity on data/kjv-heldout.txt (windows of N, stride N, the
 first --ppl-tokens tokens), passkey and copy accuracy (greedy, the prompts of
 `metaattn eval --task`, the same for every model), prefill attention time and
-decode tokens/s (`metaattn bench --model --context N --decode 32`; at 8192,
---context 8160: prompt and decode within the model's context).  Models:
+decode tokens/s (`metaattn bench --model --context N --decode 32
+--prompt-file data/kjv-heldout.txt`: held-out text, routed as text is; at
+8192, --context 8160: prompt and decode within the model's context).  Models:
 the original, the routed one, and the baselines made with `metaattn surgery
 --fixed`:
   streaming   StreamingLLM at equal cost: every token local, its window
@@ -143,7 +144,8 @@ def main():
                 rec[task + "_se"] = t["stderr"]
                 rec[task + "_prompts"] = t["prompts"]
             if not a.skip_speed and name in ("original", "routed", "streaming"):
-                b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32"] + ra, log)
+                b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32",
+                          "--prompt-file", HELD] + ra, log)
                 rec.update(decode_tok_s=b["decode_tok_s"], prefill_s=b["prefill_s"],
                            prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"],
                            prefill_attention_flops=b["prefill_attention_flops"],

@@ -326,32 +326,43 @@ static void make_tile(const mattn_attn_args *a, int b, int64_t r, int64_t rend, 
 /* Rows per tile: local attention sees w+1 keys, so short tiles waste less. */
 static int tile_rows(const mattn_attn_args *a) { return a->window >= 0 && a->window < 4 * BK ? 2 * MR : BQ; }
 
-/* One task per (b, h): pack the head's keys and values once, then run its
- * query tiles in order. */
-static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
-    const int bq = tile_rows(a), dh = a->dh, dhp = pad_dh(dh);
-    int64_t r0, r1;
-    batch_rows(a, b, &r0, &r1);
-    if (r1 == r0) return;
-    qtile q;
-    make_tile(a, b, r0, r0 + 1, &q);
-    int klo = a->sinks > 0 ? 0 : q.lo[0], khi;
-    make_tile(a, b, r1 - 1, r1, &q);
-    khi = q.hi[0];
-    const int nk = khi - klo + 1, ncols = nk + BK; /* tiles read up to a vector past khi */
+/* Keys and values [s0, s0 + nk) of head h of batch b into hp (Kt's columns
+ * and V's rows at their positions), zeros to column s0 + ncols. */
+static void pack_keys(const mattn_attn_args *a, int b, int h, int s0, int nk, int ncols, head_pack *hp) {
+    const int dh = a->dh, dhp = pad_dh(dh);
     const mattn_kv *kv = a->kv;
     if (kv && kv->f16) {
         const int64_t off = (int64_t)b * n_keys(a) * kv->ld + kv_head(a, h) * kv->hstride;
-        pack_kt_f16((const uint16_t *)kv->k + off, kv->ld, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
-        pack_rows_f16((const uint16_t *)kv->v + off, kv->ld, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp);
+        pack_kt_f16((const uint16_t *)kv->k + off, kv->ld, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
+        pack_rows_f16((const uint16_t *)kv->v + off, kv->ld, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp);
     } else {
         const int64_t ldkv = kv ? kv->ld : ld_kv(a), hs = kv ? kv->hstride : dh;
         const int64_t off = (int64_t)b * n_keys(a) * ldkv + kv_head(a, h) * hs;
         const float *kb = (kv ? (const float *)kv->k : a->k) + off, *vb = (kv ? (const float *)kv->v : a->v) + off;
         MATTN_ASSERT(ldkv <= INT32_MAX);
-        pack_kt(kb, (int)ldkv, klo, nk, dh, hp->Kt + klo, hp->ldk, ncols);
-        pack_rows(vb, (int)ldkv, klo, nk, dh, dhp, ncols, hp->V + (size_t)klo * dhp, 1.0f);
+        pack_kt(kb, (int)ldkv, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
+        pack_rows(vb, (int)ldkv, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp, 1.0f);
     }
+}
+
+/* One task per (b, h): pack the head's keys and values once, then run its
+ * query tiles in order. */
+static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
+    const int bq = tile_rows(a);
+    int64_t r0, r1;
+    batch_rows(a, b, &r0, &r1);
+    if (r1 == r0) return;
+    qtile q;
+    make_tile(a, b, r0, r0 + 1, &q);
+    int klo = q.lo[0], khi;
+    make_tile(a, b, r1 - 1, r1, &q);
+    khi = q.hi[0];
+    /* the keys [klo, khi] the rows see and the sinks [0, ns) before them, not the prefix between (fwd_tile
+     * masks, by overwriting, what it reads past ns); the tiles read up to a vector past khi: zeros */
+    int ns = a->sinks < klo ? a->sinks : klo;
+    if (ns == klo) klo = 0, ns = 0; /* the sinks touch the window: one range */
+    if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
+    pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
     for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
         fwd_tile(a, &q, h, scale, hp);
