@@ -5,7 +5,7 @@ context lengths, in one run, through the metaattn CLI only.
 
   bench/surgery/evaluate.py --routing runs/surgery/b15.st [--lengths 2048,4096,8192]
                             [--prompts 30] [--baseline-prompts 10] [--ppl-tokens 32768]
-                            [--out bench/results/surgery]
+                            [--skip-speed | --speed-only] [--min-time S] [--out bench/results/surgery]
 
 Per length N: perplexity on data/kjv-heldout.txt (windows of N, stride N, the
 first --ppl-tokens tokens), passkey and copy accuracy (greedy, the prompts of
@@ -80,7 +80,9 @@ def main():
     ap.add_argument("--baseline-prompts", type=int, default=10)
     ap.add_argument("--ppl-tokens", type=int, default=32768)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "surgery"))
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="quality only (the speed runs on an idle machine)")
+    ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
+    ap.add_argument("--min-time", type=float, default=0.0, help="bench --min-time: repeat, keep the best")
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
@@ -104,23 +106,24 @@ def main():
     rnd = os.path.join(work, "random.st")
     spec = ";".join("%d:%.6f,%.6f,%.6f" % (l, b[0], b[1], 1.0 - b[0] - b[1]) for l, b in enumerate(blocks))
     make_fixed(rnd, spec, window, sinks, log)
-    # static: rank the blocks by the perplexity rise of making each alone local (training text)
-    n_full = max(0, round(f * len(blocks)))
-    base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048", "--tokens",
-                 "2048"], log)["nats_per_token"]
-    rise = []
-    for l in range(len(blocks)):
-        one = os.path.join(work, "one.st")
-        make_fixed(one, "%d:0,0,1" % l + "".join(";%d:1,0,0" % k for k in range(len(blocks)) if k != l), window,
-                   sinks, log)
-        nl = jrun(["eval", "--model", MODEL, "--routing", one, "--data", TRAIN, "--context", "2048", "--stride",
-                   "2048", "--tokens", "2048"], log)["nats_per_token"]
-        rise.append(nl - base)
-    keep = sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full]
-    record(kind="static_choice", rise=rise, full_blocks=sorted(keep))
+    # static: rank the blocks by the perplexity rise of making each alone local (training text); not timed
     static = os.path.join(work, "static.st")
-    make_fixed(static, ";".join("%d:%s" % (l, "1,0,0" if l in keep else "0,0,1") for l in range(len(blocks))),
-               window, sinks, log)
+    if not a.speed_only:
+        n_full = max(0, round(f * len(blocks)))
+        base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048", "--tokens",
+                     "2048"], log)["nats_per_token"]
+        rise = []
+        for l in range(len(blocks)):
+            one = os.path.join(work, "one.st")
+            make_fixed(one, "%d:0,0,1" % l + "".join(";%d:1,0,0" % k for k in range(len(blocks)) if k != l), window,
+                       sinks, log)
+            nl = jrun(["eval", "--model", MODEL, "--routing", one, "--data", TRAIN, "--context", "2048", "--stride",
+                       "2048", "--tokens", "2048"], log)["nats_per_token"]
+            rise.append(nl - base)
+        keep = sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full]
+        record(kind="static_choice", rise=rise, full_blocks=sorted(keep))
+        make_fixed(static, ";".join("%d:%s" % (l, "1,0,0" if l in keep else "0,0,1") for l in range(len(blocks))),
+                   window, sinks, log)
 
     for N in lengths:
         # StreamingLLM at equal cost: the keys a decode step reads
@@ -133,11 +136,15 @@ def main():
         for name, r in models:
             ra = ["--routing", r] if r else []
             prompts = a.prompts if name in ("original", "routed") else a.baseline_prompts
-            ppl = jrun(["eval", "--model", MODEL, "--data", HELD, "--context", str(N), "--stride", str(N), "--tokens",
-                        str(max(a.ppl_tokens, N))] + ra, log)
-            rec = {"kind": "eval", "model": name, "context": N, "nats_per_token": ppl["nats_per_token"],
-                   "share_full": ppl.get("share_full", 1.0), "window": sw if name == "streaming" else window}
-            for task in ("passkey", "copy"):
+            rec = {"kind": "speed" if a.speed_only else "eval", "model": name, "context": N,
+                   "window": sw if name == "streaming" else window}
+            if a.speed_only and name not in ("original", "routed", "streaming"):
+                continue
+            if not a.speed_only:
+                ppl = jrun(["eval", "--model", MODEL, "--data", HELD, "--context", str(N), "--stride", str(N),
+                            "--tokens", str(max(a.ppl_tokens, N))] + ra, log)
+                rec.update(nats_per_token=ppl["nats_per_token"], share_full=ppl.get("share_full", 1.0))
+            for task in () if a.speed_only else ("passkey", "copy"):
                 t = jrun(["eval", "--model", MODEL, "--data", HELD, "--task", task, "--context", str(N),
                           "--prompts", str(prompts)] + ra, log)
                 rec[task] = t["accuracy"]
@@ -145,8 +152,9 @@ def main():
                 rec[task + "_prompts"] = t["prompts"]
             if not a.skip_speed and name in ("original", "routed", "streaming"):
                 b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32",
-                          "--prompt-file", HELD] + ra, log)
+                          "--prompt-file", HELD, "--min-time", str(a.min_time)] + ra, log)
                 rec.update(decode_tok_s=b["decode_tok_s"], prefill_s=b["prefill_s"],
+                           bench_share_full=b.get("share_full", 1.0),
                            prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"],
                            prefill_attention_flops=b["prefill_attention_flops"],
                            decode_attention_flops=b["decode_attention_flops"])

@@ -4,10 +4,13 @@ markdown: quality (perplexity, passkey, copy) per context length and model,
 speed (decode tokens/s, prefill attention time) and the sparse execution's
 wall time against its FLOPs, the routed model's shares per block.
 
-  bench/surgery/report.py bench/results/surgery.jsonl [--llamacpp FILE.json]
+  bench/surgery/report.py bench/results/surgery.jsonl [MORE.jsonl ...] [--llamacpp FILE.json]
 
---llamacpp: bench/compare_llamacpp.py --json output at the same contexts
-(decode tokens/s of llama.cpp), for the speed table's last columns.
+Several files merge (one per length, or the quality run and an --speed-only
+run on an idle machine: the speed figures are taken from the records that
+have them).  --llamacpp: bench/compare_llamacpp.py --json output at the same
+contexts (llama.cpp's best decode tokens/s), for the speed table's last
+columns (a context of 8160 stands for 8192).
 """
 import argparse
 import json
@@ -20,17 +23,21 @@ def pm(x, se):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("jsonl")
+    ap.add_argument("jsonl", nargs="+")
     ap.add_argument("--llamacpp")
     a = ap.parse_args()
-    recs = [json.loads(l) for l in open(a.jsonl) if l.strip()]
-    ev = [r for r in recs if r["kind"] == "eval"]
+    recs = [json.loads(l) for f in a.jsonl for l in open(f) if l.strip()]
+    ev = [r for r in recs if r["kind"] in ("eval", "speed")]
     lengths = sorted({r["context"] for r in ev})
-    by = {(r["model"], r["context"]): r for r in ev}
+    by = {}
+    for r in ev:  # quality and speed of one (model, context) from whichever records have them
+        by.setdefault((r["model"], r["context"]), {}).update(r)
     lc = {}
     if a.llamacpp:
-        for r in json.load(open(a.llamacpp)):
-            lc[r["context"]] = r["decode_tok_s"]
+        for run in json.load(open(a.llamacpp))["runs"]:
+            if run["engine"] == "llama.cpp":
+                n = 8192 if run["context"] == 8160 else run["context"]
+                lc[n] = max(x["decode_tok_s"] for x in run["results"])
     print("#### Quality (held-out KJV; greedy retrieval)\n")
     print("| context | model | share of full | nats/token | Δ vs original | passkey | copy |")
     print("|---|---|---|---|---|---|---|")
@@ -38,7 +45,7 @@ def main():
         o = by.get(("original", N))
         for m in ("original", "routed", "streaming", "random", "static"):
             r = by.get((m, N))
-            if not r:
+            if not r or "nats_per_token" not in r:
                 continue
             d = r["nats_per_token"] - o["nats_per_token"] if o else float("nan")
             name = m + (" (window %d)" % r["window"] if m == "streaming" else "")
