@@ -839,6 +839,10 @@ typedef struct mattn_distill_config {
     double kl_weight;    /* weight of the KL (default 1; 0: the layer-local stage, maps only) */
     double dual_lr;      /* dual ascent step per unit of excess share (default 1) */
     int soft;            /* 1: merge the experts by the controller's softmax (the gradient checks); 0: hard */
+    double st_temperature; /* hard routes: the straight-through gradient of the logits z is that of
+                          * softmax(z / st_temperature) (default 1: the controller's own softmax); above 1 it
+                          * stays alive where the controller is sure (a saturated softmax passes no gradient to
+                          * the tokens it routes away from full) */
     int calibrate;       /* 1: after each step, shift every controller's full bias so that the step's share
                           * of full would have been full_share exactly (the margins' quantile); the multiplier
                           * then stays 0 unless dual_lr > 0 (default 0: dual ascent only) */

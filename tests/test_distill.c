@@ -242,6 +242,52 @@ static void test_weights(void **st) {
     mattn_llama_free(m);
 }
 
+/* The straight-through gradient at a temperature: at 1 (by the tempered
+ * path, tau a hair above 1) it is the controller's own softmax's; at 4 it
+ * is another, larger where the controller is sure. */
+static void test_st_temperature(void **st) {
+    (void)st;
+    int32_t tok[T];
+    tokens(tok, T, 3);
+    float *g[3];
+    double norm[3];
+    size_t n = 0;
+    const double taus[3] = {1.0, 1.0 + 1e-9, 4.0};
+    for (int k = 0; k < 3; k++) {
+        mattn_llama *m = open_tiny();
+        mixed(m);
+        mattn_distill_config dc = mattn_distill_default();
+        dc.st_temperature = taus[k];
+        mattn_distill *d = NULL;
+        assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
+        mattn_distill_stats s;
+        assert_int_equal(sg_run(d, tok, NULL, T, 1, &s), MATTN_OK);
+        const mattn_controller *c = &m->routing->layers[1].ctrl;
+        n = (size_t)c->Hc * 66;
+        g[k] = falloc(n);
+        memcpy(g[k], c->g_w1, sizeof(float) * n);
+        norm[k] = 0.0;
+        for (size_t i = 0; i < n; i++) norm[k] += (double)g[k][i] * g[k][i];
+        norm[k] = sqrt(norm[k]);
+        mattn_distill_free(d);
+        mattn_llama_free(m);
+    }
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)g[1][i] - g[0][i]));
+    print_message("  block 1's w1 gradient: |g| %.3g at tau 1, tempered path at 1 off by %.2g, |g| %.3g at tau 4\n",
+                  norm[0], e / norm[0], norm[2]);
+    assert_true(norm[0] > 0.0 && e <= 1e-5 * norm[0] && fabs(norm[2] - norm[0]) > 1e-3 * norm[0]);
+    for (int k = 0; k < 3; k++) free(g[k]);
+    mattn_llama *m = open_tiny();
+    mixed(m);
+    mattn_distill_config dc = mattn_distill_default();
+    dc.st_temperature = 0.0;
+    mattn_distill *d = NULL;
+    assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mattn_llama_errmsg(m), "st_temperature = 0 is outside [0.001, 1000]"));
+    mattn_llama_free(m);
+}
+
 static void test_training(void **st) {
     (void)st;
     mattn_llama *m = open_tiny();
@@ -372,6 +418,7 @@ int main(void) {
         cmocka_unit_test(test_student_is_the_routed_model),
         cmocka_unit_test(test_fd),
         cmocka_unit_test(test_weights),
+        cmocka_unit_test(test_st_temperature),
         cmocka_unit_test(test_training),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_misuse),

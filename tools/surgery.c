@@ -56,6 +56,9 @@ static const char *usage_surgery =
     "                      the right answer appended (default 0)\n"
     "  --recall-weight W   the KL weight of the answer's positions in them, the\n"
     "                      other positions' being 1 (default 32)\n"
+    "  --st-temperature X  the straight-through gradient of a hard route is that of\n"
+    "                      the controller's softmax at temperature X (default 1);\n"
+    "                      above 1 it does not vanish where the controller is sure\n"
     "  --init FILE         start from this routing file (its config: --window,\n"
     "                      --sinks, --hidden, --feature-dim, --experts, --position\n"
     "                      are its own) instead of a fresh routing\n"
@@ -150,7 +153,7 @@ int cmd_surgery(int argc, char **argv) {
     uint64_t seed = 0;
     int pos = 0;
     cli_surgery_opts so = {.context = 1024, .steps = 200, .stage1 = 50, .every = 25, .budget = 0.25, .lr = 1e-3,
-                           .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0, .recall_weight = 32.0};
+                           .map_lr = 1e-3, .map_weight = 1.0, .dual_lr = 1.0, .recall_weight = 32.0, .st_temperature = 1.0};
     const cli_opt opts[] = {OPT_STRING("--model", &model), OPT_STRING("--out", &out), OPT_STRING("--fixed", &fixed),
                             OPT_INT("--window", &window, 1, 1 << 20), OPT_INT("--sinks", &sinks, 0, 1 << 20),
                             OPT_INT("--hidden", &hidden, 1, 4096), OPT_INT("--feature-dim", &fd, 1, 4096),
@@ -165,7 +168,8 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_FLAG("--quiet", &so.quiet), OPT_FLAG("--position", &pos),
                             OPT_STRING("--experts", &experts), OPT_DOUBLE("--recall", &so.recall, 0.0, 1.0),
                             OPT_DOUBLE("--recall-weight", &so.recall_weight, 0.0, 1e6),
-                            OPT_STRING("--init", &so.init), OPT_END};
+                            OPT_STRING("--init", &so.init),
+                            OPT_DOUBLE("--st-temperature", &so.st_temperature, 1e-3, 1e3), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if (!model || !out || (!fixed && !so.data))

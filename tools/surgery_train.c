@@ -68,7 +68,7 @@ static int sequence(run *r, long long s, int stage, const int32_t **tok, const f
 static mattn_distill_config stage_config(const cli_surgery_opts *o, int stage) {
     mattn_distill_config c = mattn_distill_default();
     c.full_share = o->budget, c.lr = o->lr, c.map_lr = o->map_lr, c.map_weight = o->map_weight;
-    c.dual_lr = o->dual_lr, c.calibrate = o->calibrate;
+    c.dual_lr = o->dual_lr, c.calibrate = o->calibrate, c.st_temperature = o->st_temperature;
     if (stage == 1) c.kl_weight = 0.0, c.map_weight = 1.0; /* the layer-local stage is the attention transfer */
     return c;
 }

@@ -20,7 +20,7 @@
 
 mattn_distill_config mattn_distill_default(void) {
     return (mattn_distill_config){.full_share = -1.0, .lr = 1e-3, .map_lr = 1e-3, .map_weight = 1.0,
-                                  .kl_weight = 1.0, .dual_lr = 1.0, .soft = 0};
+                                  .kl_weight = 1.0, .dual_lr = 1.0, .soft = 0, .st_temperature = 1.0};
 }
 
 const char *mattn_distill_errmsg(const mattn_distill *d) { return d ? d->errmsg : mattn_last_error(); }
@@ -63,7 +63,7 @@ static void layout(mattn_distill *d, mattn_carver *cv) {
     MATTN_CARVE(cv, d->gf, T * F * f);
     MATTN_CARVE(cv, d->gg, T * F * f);
     MATTN_CARVE(cv, d->gu, T * F * f);
-    MATTN_CARVE(cv, d->galpha, T * K * f);
+    MATTN_CARVE(cv, d->galpha, 2 * T * K * f); /* dL/dw, then tempered()'s dL/dz */
     MATTN_CARVE(cv, d->gz2, T * K * f);
     MATTN_CARVE(cv, d->ghc, T * Hc * f);
     MATTN_CARVE(cv, d->lg, (size_t)LOSS_ROWS * d->V * f);
@@ -124,7 +124,8 @@ void mattn_distill_free(mattn_distill *d) {
 static mattn_status check_config(mattn_llama *m, const mattn_distill_config *c) {
     const struct { const char *name; double v, lo, hi; } f[] = {
         {"lr", c->lr, 0, 1}, {"map_lr", c->map_lr, 0, 1}, {"map_weight", c->map_weight, 0, 1e6},
-        {"kl_weight", c->kl_weight, 0, 1e6}, {"dual_lr", c->dual_lr, 0, 1e6}};
+        {"kl_weight", c->kl_weight, 0, 1e6}, {"dual_lr", c->dual_lr, 0, 1e6},
+        {"st_temperature", c->st_temperature, 1e-3, 1e3}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!(f[i].v >= f[i].lo && f[i].v <= f[i].hi))
             return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_distill_new: %s = %g is outside [%g, %g]", f[i].name,

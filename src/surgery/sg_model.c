@@ -155,6 +155,29 @@ static void merge_grad(mattn_distill *d, const sg_acts *A, int T) {
                 mattn_dot(d->gatt + (size_t)t * d->Dq, A->a[e] + (size_t)t * d->Dq, d->Dq);
 }
 
+/* The straight-through gradient of the logits at st_temperature s: that of
+ * the controller's softmax at its temperature times s, dL/dz = p (g - <p,
+ * g>) / tau, p = softmax(z / tau), tau = s * the controller's, g = dL/dw
+ * (galpha); into galpha's second half (T, 3), the first zeroed (the
+ * controller's own softmax then passes nothing). */
+static const float *tempered(mattn_distill *d, const sg_acts *A, int T) {
+    const double tau = d->cfg.st_temperature * d->m->routing->ccfg.temperature;
+    float *gz = d->galpha + (size_t)T * MATTN_ROUTE_EXPERTS;
+    for (int t = 0; t < T; t++) {
+        const float *z = A->act.logits + (size_t)t * MATTN_ROUTE_EXPERTS;
+        float *g = d->galpha + (size_t)t * MATTN_ROUTE_EXPERTS;
+        double p[MATTN_ROUTE_EXPERTS], mx = z[0], sum = 0.0, pg = 0.0;
+        for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++) mx = z[e] > mx ? z[e] : mx;
+        for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) sum += p[e] = exp((z[e] - mx) / tau);
+        for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) pg += (p[e] /= sum) * g[e];
+        for (int e = 0; e < MATTN_ROUTE_EXPERTS; e++) {
+            gz[(size_t)t * MATTN_ROUTE_EXPERTS + e] = (float)(p[e] * (g[e] - pg) / tau);
+            g[e] = 0.0f;
+        }
+    }
+    return gz;
+}
+
 /* ga (T, Dq) = w_e (per row) * datt. */
 static int expert_gout(mattn_distill *d, const sg_acts *A, int T, int e) {
     int any = 0;
@@ -214,8 +237,9 @@ mattn_status sg_block_backward(mattn_distill *d, int l, int T, float *gx, double
     if (!rl->fixed) { /* the loss's part, into the stream too; then the budget's, into the controller only */
         const mattn_config *cc = &d->m->routing->ccfg;
         merge_grad(d, A, T);
+        const float *glog = d->cfg.soft || d->cfg.st_temperature == 1.0 ? NULL : tempered(d, A, T);
         mattn_status st = mattn_controller_backward(&rl->ctrl, cc, &A->act, 1, T, 1, (uint64_t)d->step, d->galpha,
-                                                    NULL, 0.0, d->route_grad_x ? d->gh : NULL, d->gz2, d->ghc);
+                                                    glog, 0.0, d->route_grad_x ? d->gh : NULL, d->gz2, d->ghc);
         if (st == MATTN_OK && g_share != 0.0) {
             memset(d->galpha, 0, sizeof(float) * (size_t)T * MATTN_ROUTE_EXPERTS);
             for (int t = 0; t < T; t++) d->galpha[t * MATTN_ROUTE_EXPERTS + MATTN_ROUTE_FULL] = (float)g_share;
