@@ -843,12 +843,18 @@ typedef struct mattn_distill_config {
                           * softmax(z / st_temperature) (default 1: the controller's own softmax); above 1 it
                           * stays alive where the controller is sure (a saturated softmax passes no gradient to
                           * the tokens it routes away from full) */
+    double route_weight; /* weight of the routing target (default 0: none): mean over the controlled
+                          * blocks and tokens of BCE(sigmoid(z_full - z_other), y), y the far share of
+                          * the token's full attention in that block, the most of any head (the
+                          * probability mass beyond local's window and sinks, a stop-gradient): the
+                          * routers learn which tokens' attention reaches past the window */
     int calibrate;       /* 1: after each step, shift every controller's full bias so that the step's share
                           * of full would have been full_share exactly (the margins' quantile); the multiplier
                           * then stays 0 unless dual_lr > 0 (default 0: dual ascent only) */
 } mattn_distill_config;
 typedef struct mattn_distill_stats {
     double loss, kl, map_mse, dual;
+    double route;                        /* the routing target's BCE (route_weight > 0), else 0 */
     double share[MATTN_ROUTE_EXPERTS];   /* executed share of each expert over blocks and tokens */
     double grad_norm;                    /* of the new weights, before the update */
 } mattn_distill_stats;

@@ -242,6 +242,30 @@ static void test_weights(void **st) {
     mattn_llama_free(m);
 }
 
+/* The routing target (route_weight): its gradient by central differences,
+ * block 0 fixed (full or local) so that block 1's target (the far share of
+ * its attention, a stop-gradient) does not move with the trained weights;
+ * soft merge. */
+static void test_route_target(void **st) {
+    (void)st;
+    int32_t tok[T];
+    tokens(tok, T, 4);
+    mattn_llama *m = open_tiny();
+    mixed(m);
+    assert_int_equal(mattn_llama_routing_fix(m, 0, (double[3]){0.5, 0.0, 0.5}), MATTN_OK);
+    mattn_distill_config dc = mattn_distill_default();
+    dc.soft = 1, dc.route_weight = 0.7, dc.map_weight = 0.0;
+    mattn_distill *d = NULL;
+    assert_int_equal(mattn_distill_new(m, &dc, T, &d), MATTN_OK);
+    mattn_distill_stats s;
+    assert_int_equal(mattn_distill_eval(d, tok, NULL, T, &s), MATTN_OK);
+    print_message("  route target: BCE %.4f, KL %.4f, loss %.4f\n", s.route, s.kl, s.loss);
+    assert_true(s.route > 0.05 && fabs(s.loss - s.kl - 0.7 * s.route) < 1e-9);
+    check_all(d, tok, NULL, 1, 0, "route target");
+    mattn_distill_free(d);
+    mattn_llama_free(m);
+}
+
 /* The straight-through gradient at a temperature: at 1 (by the tempered
  * path, tau a hair above 1) it is the controller's own softmax's; at 4 it
  * is another, larger where the controller is sure. */
@@ -419,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_fd),
         cmocka_unit_test(test_weights),
         cmocka_unit_test(test_st_temperature),
+        cmocka_unit_test(test_route_target),
         cmocka_unit_test(test_training),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_misuse),

@@ -95,7 +95,8 @@ int cmd_surgery(int argc, char **argv);
 typedef struct cli_surgery_opts {
     const char *model, *out, *data, *held_out, *init;
     long long context, steps, stage1, every;
-    double budget, lr, map_lr, map_weight, dual_lr, recall, recall_weight, st_temperature;
+    double budget, lr, map_lr, map_weight, dual_lr, recall, recall_weight, st_temperature,
+        route_weight;
     uint64_t seed;
     int resume, quiet, calibrate;
 } cli_surgery_opts;

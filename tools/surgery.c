@@ -59,6 +59,10 @@ static const char *usage_surgery =
     "  --st-temperature X  the straight-through gradient of a hard route is that of\n"
     "                      the controller's softmax at temperature X (default 1);\n"
     "                      above 1 it does not vanish where the controller is sure\n"
+    "  --route-weight X    weight of the routing target in stage 2 (default 0: none):\n"
+    "                      each controller learns to predict the far share of its\n"
+    "                      block's attention of a token (the probability mass beyond\n"
+    "                      local's window and sinks, the most of any head), a BCE\n"
     "  --init FILE         start from this routing file (its config: --window,\n"
     "                      --sinks, --hidden, --feature-dim, --experts, --position\n"
     "                      are its own) instead of a fresh routing\n"
@@ -169,7 +173,8 @@ int cmd_surgery(int argc, char **argv) {
                             OPT_STRING("--experts", &experts), OPT_DOUBLE("--recall", &so.recall, 0.0, 1.0),
                             OPT_DOUBLE("--recall-weight", &so.recall_weight, 0.0, 1e6),
                             OPT_STRING("--init", &so.init),
-                            OPT_DOUBLE("--st-temperature", &so.st_temperature, 1e-3, 1e3), OPT_END};
+                            OPT_DOUBLE("--st-temperature", &so.st_temperature, 1e-3, 1e3),
+                            OPT_DOUBLE("--route-weight", &so.route_weight, 0.0, 1e6), OPT_END};
     int rc = cli_parse("surgery", usage_surgery, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
     if (!model || !out || (!fixed && !so.data))

@@ -69,6 +69,7 @@ static mattn_distill_config stage_config(const cli_surgery_opts *o, int stage) {
     mattn_distill_config c = mattn_distill_default();
     c.full_share = o->budget, c.lr = o->lr, c.map_lr = o->map_lr, c.map_weight = o->map_weight;
     c.dual_lr = o->dual_lr, c.calibrate = o->calibrate, c.st_temperature = o->st_temperature;
+    c.route_weight = o->route_weight;
     if (stage == 1) c.kl_weight = 0.0, c.map_weight = 1.0; /* the layer-local stage is the attention transfer */
     return c;
 }
@@ -83,9 +84,9 @@ static int checkpoint(run *r) {
 static void log_step(run *r, long long s, int stage, const mattn_distill_stats *st, double secs, const char *kind) {
     fprintf(r->log, "{\"step\": %lld, \"kind\": \"%s\", \"stage\": %d, \"loss\": %.6g, \"kl\": %.6g, \"map_mse\": %.6g, "
                     "\"share_full\": %.6g, \"share_linear\": %.6g, \"share_local\": %.6g, \"dual\": %.6g, "
-                    "\"grad_norm\": %.6g, \"seconds\": %.4g}\n",
+                    "\"route\": %.6g, \"grad_norm\": %.6g, \"seconds\": %.4g}\n",
             s, kind, stage, st->loss, st->kl, st->map_mse, st->share[0], st->share[1], st->share[2], st->dual,
-            st->grad_norm, secs);
+            st->route, st->grad_norm, secs);
     fflush(r->log);
 }
 
@@ -113,10 +114,10 @@ static int train_loop(run *r, long long start) {
         log_step(r, s + 1, stage, &st, secs, kind);
         const int last = s + 1 == o->steps, ck = last || (o->every && (s + 1) % o->every == 0);
         if (!o->quiet && (tty || ck || s == start))
-            printf("%sstep %lld/%lld | stage %d | loss %.4f | KL %.4f | map %.3f | full %.1f%% linear %.1f%% "
-                   "local %.1f%% | dual %.3f | %.1f s/step%s%s%s", tty ? "\r\033[K" : "", s + 1, o->steps, stage,
-                   st.loss, st.kl, st.map_mse, 100 * st.share[0], 100 * st.share[1], 100 * st.share[2], st.dual, secs,
-                   w ? " | " : "", w ? kind : "", tty && !ck ? "" : "\n");
+            printf("%sstep %lld/%lld | stage %d | loss %.4f | KL %.4f | map %.3f | route %.3f | full %.1f%% linear "
+                   "%.1f%% local %.1f%% | dual %.3f | %.1f s/step%s%s%s", tty ? "\r\033[K" : "", s + 1, o->steps,
+                   stage, st.loss, st.kl, st.map_mse, st.route, 100 * st.share[0], 100 * st.share[1],
+                   100 * st.share[2], st.dual, secs, w ? " | " : "", w ? kind : "", tty && !ck ? "" : "\n");
         fflush(stdout);
         if (ck && r->held && stage == 2) {
             mattn_distill_stats ev;

@@ -125,7 +125,7 @@ static mattn_status check_config(mattn_llama *m, const mattn_distill_config *c) 
     const struct { const char *name; double v, lo, hi; } f[] = {
         {"lr", c->lr, 0, 1}, {"map_lr", c->map_lr, 0, 1}, {"map_weight", c->map_weight, 0, 1e6},
         {"kl_weight", c->kl_weight, 0, 1e6}, {"dual_lr", c->dual_lr, 0, 1e6},
-        {"st_temperature", c->st_temperature, 1e-3, 1e3}};
+        {"st_temperature", c->st_temperature, 1e-3, 1e3}, {"route_weight", c->route_weight, 0, 1e6}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!(f[i].v >= f[i].lo && f[i].v <= f[i].hi))
             return LLAMA_ERR(m, MATTN_ERR_INVALID_ARG, "mattn_distill_new: %s = %g is outside [%g, %g]", f[i].name,
@@ -319,7 +319,9 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, const float *w, int T,
     const double target = d->cfg.full_share, excess = target >= 0.0 ? full - target : 0.0;
     st->kl = kl ? kl_loss(d, w, T, backward) : 0.0;
     st->dual = d->dual;
-    st->loss = d->cfg.kl_weight * st->kl + d->cfg.map_weight * st->map_mse + d->dual * excess;
+    st->route = kl && d->cfg.route_weight > 0.0 ? sg_route_target(d, -1, T, NULL) : 0.0;
+    st->loss = d->cfg.kl_weight * st->kl + d->cfg.map_weight * st->map_mse + d->dual * excess +
+               d->cfg.route_weight * st->route;
     if (!isfinite(st->loss))
         return DIST_ERR(d, MATTN_ERR_NUMERIC, "the loss is not finite (KL %g, map %g)", st->kl, st->map_mse);
     if (!backward) return MATTN_OK;

@@ -160,7 +160,7 @@ static void merge_grad(mattn_distill *d, const sg_acts *A, int T) {
  * g>) / tau, p = softmax(z / tau), tau = s * the controller's, g = dL/dw
  * (galpha); into galpha's second half (T, 3), the first zeroed (the
  * controller's own softmax then passes nothing). */
-static const float *tempered(mattn_distill *d, const sg_acts *A, int T) {
+static float *tempered(mattn_distill *d, const sg_acts *A, int T) {
     const double tau = d->cfg.st_temperature * d->m->routing->ccfg.temperature;
     float *gz = d->galpha + (size_t)T * MATTN_ROUTE_EXPERTS;
     for (int t = 0; t < T; t++) {
@@ -176,6 +176,45 @@ static const float *tempered(mattn_distill *d, const sg_acts *A, int T) {
         }
     }
     return gz;
+}
+
+static int n_controlled(const mattn_distill *d) {
+    int n = 0;
+    for (int l = 0; l < d->L; l++) n += !d->m->routing->layers[l].fixed;
+    return n;
+}
+
+double sg_route_target(const mattn_distill *d, int l, int T, float *gz) {
+    const mattn_llama_routing *r = d->m->routing;
+    const int mask = r->cfg.experts ? r->cfg.experts : 7, nc = n_controlled(d);
+    const double scale = nc ? d->cfg.route_weight / ((double)nc * T) : 0.0;
+    double sum = 0.0;
+    for (int b = l < 0 ? 0 : l; b < (l < 0 ? d->L : l + 1); b++) {
+        if (r->layers[b].fixed) continue;
+        const sg_acts *A = &d->acts[b];
+        for (int t = 0; t < T; t++) {
+            double y = 0.0; /* the far share: 1 - the mass local's keys hold, the most of any head */
+            for (int h = 0; h < d->H; h++) {
+                const double f = 1.0 - exp((double)A->lse[MATTN_ROUTE_LOCAL][(size_t)h * T + t] -
+                                           A->lse[MATTN_ROUTE_FULL][(size_t)h * T + t]);
+                y = f > y ? f : y;
+            }
+            const float *z = A->act.logits + (size_t)t * MATTN_ROUTE_EXPERTS;
+            double mo = -INFINITY, so = 0.0, po[MATTN_ROUTE_EXPERTS] = {0};
+            for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++)
+                if (mask >> e & 1) mo = z[e] > mo ? z[e] : mo;
+            for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++) so += po[e] = mask >> e & 1 ? exp(z[e] - mo) : 0.0;
+            const double u = z[MATTN_ROUTE_FULL] - (mo + log(so)); /* full against the others */
+            sum += (u > 0 ? log1p(exp(-u)) : log1p(exp(u)) - u) * y + (u > 0 ? log1p(exp(-u)) + u : log1p(exp(u))) *
+                   (1.0 - y);
+            if (!gz) continue;
+            const double gu = scale * (1.0 / (1.0 + exp(-u)) - y);
+            float *g = gz + (size_t)t * MATTN_ROUTE_EXPERTS;
+            g[MATTN_ROUTE_FULL] += (float)gu;
+            for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++) g[e] -= (float)(gu * po[e] / so);
+        }
+    }
+    return nc ? sum / ((double)(l < 0 ? nc : 1) * T) : 0.0;
 }
 
 /* ga (T, Dq) = w_e (per row) * datt. */
@@ -237,7 +276,11 @@ mattn_status sg_block_backward(mattn_distill *d, int l, int T, float *gx, double
     if (!rl->fixed) { /* the loss's part, into the stream too; then the budget's, into the controller only */
         const mattn_config *cc = &d->m->routing->ccfg;
         merge_grad(d, A, T);
-        const float *glog = d->cfg.soft || d->cfg.st_temperature == 1.0 ? NULL : tempered(d, A, T);
+        float *glog = d->cfg.soft || d->cfg.st_temperature == 1.0 ? NULL : tempered(d, A, T);
+        if (d->cfg.route_weight > 0.0) {
+            if (!glog) memset(glog = d->galpha + (size_t)T * MATTN_ROUTE_EXPERTS, 0, sizeof(float) * T * 3);
+            sg_route_target(d, l, T, glog);
+        }
         mattn_status st = mattn_controller_backward(&rl->ctrl, cc, &A->act, 1, T, 1, (uint64_t)d->step, d->galpha,
                                                     glog, 0.0, d->route_grad_x ? d->gh : NULL, d->gz2, d->ghc);
         if (st == MATTN_OK && g_share != 0.0) {

@@ -107,6 +107,10 @@ mattn_status sg_map_backward(mattn_distill *d, int l, int T, double map_w, float
 /* Does block l's student ever take the linear expert (soft merges: always)?
  * Else it is not run, nor its maps trained. */
 int sg_uses_linear(const mattn_distill *d, int l);
+/* The routing target (mattn_distill_config.route_weight) of block l (-1:
+ * every controlled block): its mean BCE over those blocks' tokens; with gz,
+ * block l's dL/dz (T, 3) of route_weight times it added into gz. */
+double sg_route_target(const mattn_distill *d, int l, int T, float *gz);
 /* |a_linear - a_full|^2 / |a_full|^2 of block l's last forward (0 when not run). */
 double sg_map_mse(const mattn_distill *d, int l, int T);
 void sg_rmsnorm_backward(float *gx, const float *gy, const float *x, const float *w, int T, int D, float eps);
