@@ -844,10 +844,10 @@ typedef struct mattn_distill_config {
                           * stays alive where the controller is sure (a saturated softmax passes no gradient to
                           * the tokens it routes away from full) */
     double route_weight; /* weight of the routing target (default 0: none): mean over the controlled
-                          * blocks and tokens of BCE(sigmoid(z_full - z_other), y), y the far share of
-                          * the token's full attention in that block, the most of any head (the
-                          * probability mass beyond local's window and sinks, a stop-gradient): the
-                          * routers learn which tokens' attention reaches past the window */
+                          * blocks and tokens of BCE(sigmoid(z_full - z_other), y), y = 1 on the token-blocks
+                          * where local's output is furthest from full's (|a_full - a_local|^2 over the
+                          * block's mean |a_full|^2), as many as full_share of them (a quarter without a
+                          * budget), 0 elsewhere (a stop-gradient): the routers learn where local errs most */
     int calibrate;       /* 1: after each step, shift every controller's full bias so that the step's share
                           * of full would have been full_share exactly (the margins' quantile); the multiplier
                           * then stays 0 unless dual_lr > 0 (default 0: dual ascent only) */

@@ -66,6 +66,7 @@ static void layout(mattn_distill *d, mattn_carver *cv) {
     MATTN_CARVE(cv, d->galpha, 2 * T * K * f); /* dL/dw, then tempered()'s dL/dz */
     MATTN_CARVE(cv, d->gz2, T * K * f);
     MATTN_CARVE(cv, d->ghc, T * Hc * f);
+    MATTN_CARVE(cv, d->route_y, (size_t)d->L * T * f);
     MATTN_CARVE(cv, d->lg, (size_t)LOSS_ROWS * d->V * f);
     const size_t nlt = (size_t)LOSS_ROWS * d->V, ncal = (size_t)d->L * T; /* the loss's rows; calibrate()'s */
     MATTN_CARVE(cv, d->lt, (nlt > ncal ? nlt : ncal) * f);
@@ -319,6 +320,7 @@ mattn_status sg_run(mattn_distill *d, const int32_t *tok, const float *w, int T,
     const double target = d->cfg.full_share, excess = target >= 0.0 ? full - target : 0.0;
     st->kl = kl ? kl_loss(d, w, T, backward) : 0.0;
     st->dual = d->dual;
+    if (kl && d->cfg.route_weight > 0.0) sg_route_labels(d, T);
     st->route = kl && d->cfg.route_weight > 0.0 ? sg_route_target(d, -1, T, NULL) : 0.0;
     st->loss = d->cfg.kl_weight * st->kl + d->cfg.map_weight * st->map_mse + d->dual * excess +
                d->cfg.route_weight * st->route;

@@ -16,6 +16,7 @@
  * multi-head), summed back over each group.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "surgery/surgery.h"
@@ -184,6 +185,45 @@ static int n_controlled(const mattn_distill *d) {
     return n;
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Label 1 the token-blocks where local's output is furthest from full's
+ * (|a_full - a_local|^2 over the block's mean |a_full|^2), as many as the
+ * budget's share of the controlled blocks' tokens (a quarter without a
+ * budget); the rest 0. */
+void sg_route_labels(mattn_distill *d, int T) {
+    const mattn_llama_routing *r = d->m->routing;
+    const size_t Dq = (size_t)d->Dq;
+    float *e = d->route_y, *sorted = d->lt; /* lt: L * T floats of scratch */
+    int64_t n = 0;
+    for (int l = 0; l < d->L; l++) {
+        if (r->layers[l].fixed) continue;
+        const float *af = d->acts[l].a[MATTN_ROUTE_FULL], *al = d->acts[l].a[MATTN_ROUTE_LOCAL];
+        double norm = 0.0;
+        for (size_t i = 0; i < (size_t)T * Dq; i++) norm += (double)af[i] * af[i];
+        norm = norm > 0.0 ? norm / T : 1.0;
+        for (int t = 0; t < T; t++) {
+            double s = 0.0;
+            for (size_t i = 0; i < Dq; i++) {
+                const double x = (double)af[t * Dq + i] - al[t * Dq + i];
+                s += x * x;
+            }
+            sorted[n++] = e[(size_t)l * T + t] = (float)(s / norm);
+        }
+    }
+    if (n == 0) return;
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_desc);
+    const double share = d->cfg.full_share >= 0.0 ? d->cfg.full_share : 0.25;
+    const int64_t k = (int64_t)llround(share * (double)n);
+    const float thr = k <= 0 ? INFINITY : sorted[(k < n ? k : n) - 1];
+    for (int l = 0; l < d->L; l++)
+        for (int t = 0; !r->layers[l].fixed && t < T; t++)
+            e[(size_t)l * T + t] = e[(size_t)l * T + t] >= thr ? 1.0f : 0.0f;
+}
+
 double sg_route_target(const mattn_distill *d, int l, int T, float *gz) {
     const mattn_llama_routing *r = d->m->routing;
     const int mask = r->cfg.experts ? r->cfg.experts : 7, nc = n_controlled(d);
@@ -193,12 +233,7 @@ double sg_route_target(const mattn_distill *d, int l, int T, float *gz) {
         if (r->layers[b].fixed) continue;
         const sg_acts *A = &d->acts[b];
         for (int t = 0; t < T; t++) {
-            double y = 0.0; /* the far share: 1 - the mass local's keys hold, the most of any head */
-            for (int h = 0; h < d->H; h++) {
-                const double f = 1.0 - exp((double)A->lse[MATTN_ROUTE_LOCAL][(size_t)h * T + t] -
-                                           A->lse[MATTN_ROUTE_FULL][(size_t)h * T + t]);
-                y = f > y ? f : y;
-            }
+            const double y = d->route_y[(size_t)b * T + t];
             const float *z = A->act.logits + (size_t)t * MATTN_ROUTE_EXPERTS;
             double mo = -INFINITY, so = 0.0, po[MATTN_ROUTE_EXPERTS] = {0};
             for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++)

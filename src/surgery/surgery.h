@@ -76,6 +76,7 @@ struct mattn_distill {
     float *ke, *ve;             /* (Tmax, Dq) K/V expanded to the query heads (the MHA kernels) */
     float *gx, *gh, *gatt, *ga, *gq, *gke, *gve, *gk, *gv, *gf, *gg, *gu, *galpha, *gz2, *ghc, *lg, *lt;
     float *gfq;                 /* the feature maps' gradients: per block (H + Hkv) x dh x fd */
+    float *route_y;             /* (L, Tmax) the routing target's labels of the last forward (sg_route_labels) */
     void *sm_ws; size_t sm_ws_bytes;
     /* the optimiser: Adam moments of every trained float, in param order */
     int64_t n_params;
@@ -107,9 +108,11 @@ mattn_status sg_map_backward(mattn_distill *d, int l, int T, double map_w, float
 /* Does block l's student ever take the linear expert (soft merges: always)?
  * Else it is not run, nor its maps trained. */
 int sg_uses_linear(const mattn_distill *d, int l);
-/* The routing target (mattn_distill_config.route_weight) of block l (-1:
- * every controlled block): its mean BCE over those blocks' tokens; with gz,
- * block l's dL/dz (T, 3) of route_weight times it added into gz. */
+/* The routing target (mattn_distill_config.route_weight): sg_route_labels
+ * sets the labels of the last forward (route_y); sg_route_target is the
+ * mean BCE over block l's tokens (-1: every controlled block's) and, with
+ * gz, adds block l's dL/dz (T, 3) of route_weight times it into gz. */
+void sg_route_labels(mattn_distill *d, int T);
 double sg_route_target(const mattn_distill *d, int l, int T, float *gz);
 /* |a_linear - a_full|^2 / |a_full|^2 of block l's last forward (0 when not run). */
 double sg_map_mse(const mattn_distill *d, int l, int T);
