@@ -52,8 +52,8 @@ def run(args, log):
     return out.stdout
 
 
-def jrun(args, log):
-    text = run(args + ["--json"], log)
+def jrun(args, log, json_flag=("--json",)):
+    text = run(args + list(json_flag), log)
     return json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
 
 
@@ -152,7 +152,7 @@ def main():
                 rec[task + "_prompts"] = t["prompts"]
             if not a.skip_speed and name in ("original", "routed", "streaming"):
                 b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32",
-                          "--prompt-file", HELD, "--min-time", str(a.min_time)] + ra, log)
+                          "--prompt-file", HELD, "--min-time", str(a.min_time)] + ra, log, ("--json", "-"))
                 rec.update(decode_tok_s=b["decode_tok_s"], prefill_s=b["prefill_s"],
                            bench_share_full=b.get("share_full", 1.0),
                            prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"],
