@@ -239,6 +239,7 @@ double sg_route_target(const mattn_distill *d, int l, int T, float *gz) {
             for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++)
                 if (mask >> e & 1) mo = z[e] > mo ? z[e] : mo;
             for (int e = 1; e < MATTN_ROUTE_EXPERTS; e++) so += po[e] = mask >> e & 1 ? exp(z[e] - mo) : 0.0;
+            if (so == 0.0) continue; /* full alone: nothing to choose */
             const double u = z[MATTN_ROUTE_FULL] - (mo + log(so)); /* full against the others */
             sum += (u > 0 ? log1p(exp(-u)) : log1p(exp(u)) - u) * y + (u > 0 ? log1p(exp(-u)) + u : log1p(exp(u))) *
                    (1.0 - y);
