@@ -124,71 +124,6 @@ _Static_assert(DHP_MAX % 64 == 0, "DHP_MAX must be a multiple of 64");
 
 static inline int pad_dh(int dh) { return (dh + CW - 1) / CW * CW; }
 
-/* Keys [s0, s0+nb) of a head: Kt (dh x ncols, rows of ldt, transposed,
- * zero columns from nb) or rows (n x dhp, zero-padded columns). */
-static void pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt, int ldt, int ncols) {
-    /* 16 keys at a time: their rows stay in L1 while each row of Kt gets a
-     * contiguous 64-byte run (one key at a time wrote dh scattered floats,
-     * one per page of a long Kt) */
-    int j0 = 0;
-    for (; j0 + 16 <= nb; j0 += 16)
-        for (int d = 0; d < dh; d++) {
-            float *dst = Kt + (size_t)d * ldt + j0;
-            const float *src = k + (size_t)(s0 + j0) * ld + d;
-            for (int j = 0; j < 16; j++) dst[j] = src[(size_t)j * ld];
-        }
-    for (int j = j0; j < nb; j++) {
-        const float *src = k + (size_t)(s0 + j) * ld;
-        for (int d = 0; d < dh; d++) Kt[(size_t)d * ldt + j] = src[d];
-    }
-    for (int d = 0; d < dh; d++)
-        for (int j = nb; j < ncols; j++) Kt[(size_t)d * ldt + j] = 0.0f;
-}
-/* pack_kt and pack_rows (mult 1) from a cache view's halves (kernels.h's
- * mattn_kv): x holds position s at element s*ld. */
-static void pack_kt_f16(const uint16_t *k, int64_t ld, int s0, int nb, int dh, float *restrict Kt, int ldt,
-                        int ncols) {
-    _Alignas(64) float blk[16 * MATTN_MAX_HEAD_DIM];
-    int j0 = 0;
-    for (; j0 + 16 <= nb; j0 += 16) { /* 16 keys to floats, then transposed as pack_kt does */
-        for (int j = 0; j < 16; j++) {
-            const uint16_t *src = k + (int64_t)(s0 + j0 + j) * ld;
-            int d = 0;
-            for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(blk + (size_t)j * dh + d, vload_kv(src, d, 1));
-            for (; d < dh; d++) blk[(size_t)j * dh + d] = mattn_kv_at(src, d, 1);
-        }
-        for (int d = 0; d < dh; d++)
-            for (int j = 0; j < 16; j++) Kt[(size_t)d * ldt + j0 + j] = blk[(size_t)j * dh + d];
-    }
-    for (int j = j0; j < nb; j++)
-        for (int d = 0; d < dh; d++) Kt[(size_t)d * ldt + j] = mattn_kv_at(k, (int64_t)(s0 + j) * ld + d, 1);
-    for (int d = 0; d < dh; d++)
-        for (int j = nb; j < ncols; j++) Kt[(size_t)d * ldt + j] = 0.0f;
-}
-static void pack_rows_f16(const uint16_t *x, int64_t ld, int s0, int n, int dh, int dhp, int nmax,
-                          float *restrict X) {
-    for (int j = 0; j < nmax; j++) {
-        float *row = X + (size_t)j * dhp;
-        int d = 0;
-        if (j < n) {
-            const uint16_t *src = x + (int64_t)(s0 + j) * ld;
-            for (; d + MATTN_VL <= dh; d += MATTN_VL) vstore(row + d, vload_kv(src, d, 1));
-            for (; d < dh; d++) row[d] = mattn_kv_at(src, d, 1);
-        }
-        for (; d < dhp; d++) row[d] = 0.0f;
-    }
-}
-static void pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X,
-                      float mult) {
-    for (int j = 0; j < nmax; j++) {
-        float *row = X + (size_t)j * dhp;
-        int d = 0;
-        if (j < n)
-            for (; d < dh; d++) row[d] = mult * x[(size_t)(s0 + j) * ld + d];
-        for (; d < dhp; d++) row[d] = 0.0f;
-    }
-}
-
 /* A tile's query rows: rows t[i] (ascending) of batch b, tokens tok[i]; the
  * key range of each from its position t[i] + q_pos0. */
 typedef struct {
@@ -333,15 +268,15 @@ static void pack_keys(const mattn_attn_args *a, int b, int h, int s0, int nk, in
     const mattn_kv *kv = a->kv;
     if (kv && kv->f16) {
         const int64_t off = (int64_t)b * n_keys(a) * kv->ld + kv_head(a, h) * kv->hstride;
-        pack_kt_f16((const uint16_t *)kv->k + off, kv->ld, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
-        pack_rows_f16((const uint16_t *)kv->v + off, kv->ld, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp);
+        mattn_pack_kt_f16((const uint16_t *)kv->k + off, kv->ld, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
+        mattn_pack_rows_f16((const uint16_t *)kv->v + off, kv->ld, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp);
     } else {
         const int64_t ldkv = kv ? kv->ld : ld_kv(a), hs = kv ? kv->hstride : dh;
         const int64_t off = (int64_t)b * n_keys(a) * ldkv + kv_head(a, h) * hs;
         const float *kb = (kv ? (const float *)kv->k : a->k) + off, *vb = (kv ? (const float *)kv->v : a->v) + off;
         MATTN_ASSERT(ldkv <= INT32_MAX);
-        pack_kt(kb, (int)ldkv, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
-        pack_rows(vb, (int)ldkv, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp, 1.0f);
+        mattn_pack_kt(kb, (int)ldkv, s0, nk, dh, hp->Kt + s0, hp->ldk, ncols);
+        mattn_pack_rows(vb, (int)ldkv, s0, nk, dh, dhp, ncols, hp->V + (size_t)s0 * dhp, 1.0f);
     }
 }
 
@@ -414,9 +349,9 @@ static void bwd_head(const mattn_attn_args *a, const mattn_attn_grad *g, int b, 
     const int bk = a->window >= 0 && a->window < BK ? 32 : BK;
     for (int s0 = 0; s0 < T; s0 += bk) {
         const int nb = T - s0 < bk ? T - s0 : bk, nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
-        pack_kt(kb, a->ld, s0, nb, dh, Kt, BK, nc);
-        pack_kt(vb, a->ld, s0, nb, dh, Vt, BK, nc);
-        pack_rows(kb, a->ld, s0, nb, dh, dhp, nb, Kb, 1.0f);
+        mattn_pack_kt(kb, a->ld, s0, nb, dh, Kt, BK, nc);
+        mattn_pack_kt(vb, a->ld, s0, nb, dh, Vt, BK, nc);
+        mattn_pack_rows(kb, a->ld, s0, nb, dh, dhp, nb, Kb, 1.0f);
         memset(dK, 0, sizeof(float) * (size_t)nb * dhp);
         memset(dV, 0, sizeof(float) * (size_t)nb * dhp);
         /* query rows that can see a key of [s0, s0+nb) */

@@ -187,6 +187,15 @@ size_t mattn_heads_scratch(size_t ws_floats, int threads);
 double mattn_for_heads(int B, int H, size_t ws_floats, void *scratch, size_t scratch_bytes, mattn_head_fn fn,
                        void *ctx);
 
+/* Packing for the tiled softmax kernels (attn_pack.c): keys [s0, s0+nb)
+ * of a head transposed into Kt (dh x ncols, rows of ldt, zero columns from
+ * nb), or rows [s0, s0+n) as X (nmax rows of dhp, times mult, zero-padded);
+ * the _f16 forms from a cache view's halves (position s at element s*ld). */
+void mattn_pack_kt(const float *k, int ld, int s0, int nb, int dh, float *restrict Kt, int ldt, int ncols);
+void mattn_pack_kt_f16(const uint16_t *k, int64_t ld, int s0, int nb, int dh, float *restrict Kt, int ldt, int ncols);
+void mattn_pack_rows(const float *x, int ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X, float mult);
+void mattn_pack_rows_f16(const uint16_t *x, int64_t ld, int s0, int n, int dh, int dhp, int nmax, float *restrict X);
+
 /* Key range [lo, hi] a query at t may see (before masks), for the softmax and
  * linear kernels; empty when lo > hi. */
 static inline void mattn_attn_key_range(int t, int T, int causal, int window, int *lo, int *hi) {
