@@ -20,7 +20,7 @@
 const char cli_bench_usage[] =
     "usage: metaattn bench [--only LIST] [--quick] [--min-time S] [--threads N] [--json FILE]\n"
     "       metaattn bench --model FILE.gguf [--context N] [--decode N] [--min-time S] [--activations A]\n"
-    "                      [--kv T] [--routing F] [--prompt-file F] [--threads N] [--json FILE]\n"
+    "                      [--kv T] [--routing F [--paired]] [--prompt-file F] [--threads N] [--json FILE]\n"
     "\n"
     "Measures metaattn's layer, sparse routing, decoding and training on this machine,\n"
     "sparse routing and decoding as ratios against all-full routing in the same run\n"
@@ -50,14 +50,21 @@ const char cli_bench_usage[] =
     "  --activations A  q8 (default, 8-bit as llama.cpp) or f32\n"
     "  --kv T         the cache: f16 (default, as llama.cpp) or f32\n"
     "  --routing F    route the model's blocks by this routing file (metaattn surgery):\n"
-    "                 the report adds the experts' shares\n"
+    "                 the report adds the experts' shares (the attention FLOPs add\n"
+    "                 the controllers')\n"
+    "  --paired       with --routing: the original model too, in the same process,\n"
+    "                 its repetitions alternating with the routed model's (both see\n"
+    "                 the same drift of the machine); the report adds its figures\n"
+    "                 and the ratios routed / original (peak RSS: both)\n"
     "  --prompt-file F  the prompt: the first N tokens of this text (a routed model\n"
     "                 routes text as it was trained to, random ids otherwise)\n"
     "  --json FILE    {\"model\", \"file_mb\", \"threads\", \"context\", \"prefill_tokens\",\n"
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
     "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"decode_total_gb_s\",\n"
     "                 \"peak_rss_mb\", \"activations\", \"kv\", \"prompt_file\", the attention's\n"
-    "                 seconds and FLOPs; routed: the shares} ('-' = stdout)\n";
+    "                 seconds and FLOPs; routed: the shares; --paired: \"original\":\n"
+    "                 {\"prefill_s\", \"decode_tok_s\", its attention's seconds and FLOPs}}\n"
+    "                 ('-' = stdout)\n";
 
 // ----------------------------------------------------------------------------
 // hard routing with forced routes (P3), long T (P6)

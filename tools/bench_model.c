@@ -46,6 +46,7 @@ typedef struct {
     double attn_p, attn_d;  /* seconds in attention of the best prefill, of the best decode */
     double flops_p, flops_d; /* their attention FLOPs */
     double share[MATTN_ROUTE_EXPERTS]; /* the last repetition's experts, over every block */
+    double tp, td;           /* the best prefill and decode seconds */
 } model_run;
 
 static int32_t argmax(const float *x, int n) {
@@ -73,23 +74,33 @@ static int decode(model_run *r) {
     return 0;
 }
 
-/* The warm-up, then repetitions while the total time is under min_time
- * (at least one): the best prefill and decode times. */
-static int measure(model_run *r, double min_time, double *tp, double *td) {
-    if (prefill(r, r->N < WARMUP_TOKENS ? r->N : WARMUP_TOKENS)) return 1;
-    *tp = *td = INFINITY;
-    const double start = cli_now();
+/* One repetition (prefill, then decode): the best times kept with their
+ * attention seconds and FLOPs. */
+static int repetition(model_run *r) {
     double a1, a2, f1, f2;
+    const double t0 = cli_now();
+    if (prefill(r, r->N)) return 1;
+    const double t1 = cli_now();
+    mattn_llama_cache_routing(r->c, NULL, &f1, &a1, NULL);
+    if (decode(r)) return 1;
+    const double t2 = cli_now();
+    mattn_llama_cache_routing(r->c, NULL, &f2, &a2, NULL);
+    if (t1 - t0 < r->tp) r->tp = t1 - t0, r->attn_p = a1, r->flops_p = f1;
+    if (t2 - t1 < r->td) r->td = t2 - t1, r->attn_d = a2 - a1, r->flops_d = f2 - f1;
+    return 0;
+}
+
+/* The warm-up, then repetitions while the total time is under min_time
+ * (at least one), alternating with the original model's when o is given
+ * (--paired: both see the same drift of the machine). */
+static int measure(model_run *r, model_run *o, double min_time) {
+    if (prefill(r, r->N < WARMUP_TOKENS ? r->N : WARMUP_TOKENS)) return 1;
+    if (o && prefill(o, o->N < WARMUP_TOKENS ? o->N : WARMUP_TOKENS)) return 1;
+    r->tp = r->td = INFINITY;
+    if (o) o->tp = o->td = INFINITY;
+    const double start = cli_now();
     do {
-        const double t0 = cli_now();
-        if (prefill(r, r->N)) return 1;
-        const double t1 = cli_now();
-        mattn_llama_cache_routing(r->c, NULL, &f1, &a1, NULL);
-        if (decode(r)) return 1;
-        const double t2 = cli_now();
-        mattn_llama_cache_routing(r->c, NULL, &f2, &a2, NULL);
-        if (t1 - t0 < *tp) *tp = t1 - t0, r->attn_p = a1, r->flops_p = f1;
-        if (t2 - t1 < *td) *td = t2 - t1, r->attn_d = a2 - a1, r->flops_d = f2 - f1;
+        if (repetition(r) || (o && repetition(o))) return 1;
     } while (cli_now() - start < min_time);
     int64_t *counts = calloc((size_t)r->info.n_layers * MATTN_ROUTE_EXPERTS, sizeof *counts);
     if (!counts) return cli_fail(1, "bench: out of memory");
@@ -109,8 +120,27 @@ static void json_str(FILE *f, const char *s) {
     }
 }
 
-static void report(const model_run *r, const char *path, FILE *tab, FILE *js, int threads, double file_mb,
-                   double tp, double td) {
+/* The paired original's line and the ratios routed / original. */
+static void report_paired(const model_run *r, const model_run *o, FILE *tab, FILE *js) {
+    const double tp = r->attn_p / o->attn_p, fp = r->flops_p / o->flops_p;
+    const double td = r->attn_d / o->attn_d, fd = r->flops_d / o->flops_d;
+    if (tab) {
+        fprintf(tab, "  %-36s prefill %.3f ms, decode %.1f tokens/s; attention %.3f ms in prefill, %.3f ms per "
+                     "decode step\n", "original (paired)", o->tp * 1e3, o->D / o->td, o->attn_p * 1e3,
+                o->attn_d / o->D * 1e3);
+        fprintf(tab, "  %-36s decode tokens/s x%.2f; attention: prefill time x%.3f for FLOPs x%.3f (wall/FLOP %.2f), "
+                     "decode x%.3f for x%.3f (%.2f)\n", "routed / original", o->td / r->td, tp, fp, tp / fp, td, fd,
+                td / fd);
+    }
+    if (js)
+        fprintf(js, ", \"original\": {\"prefill_s\": %.6g, \"decode_tok_s\": %.6g, \"prefill_attention_s\": %.6g, "
+                    "\"decode_attention_s\": %.6g, \"prefill_attention_flops\": %.6g, \"decode_attention_flops\": "
+                    "%.6g}", o->tp, o->D / o->td, o->attn_p, o->attn_d, o->flops_p, o->flops_d);
+}
+
+static void report(const model_run *r, const model_run *o, const char *path, FILE *tab, FILE *js, int threads,
+                   double file_mb) {
+    const double tp = r->tp, td = r->td;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double rss_mb = ru.ru_maxrss * 1024.0 * 1e-6; /* Linux: KiB */
@@ -130,6 +160,7 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
     if (r->routing)
         fprintf(tab, "  %-36s full %.1f %%, linear %.1f %%, local %.1f %% of the blocks' tokens (%s)\n", "routed",
                 100 * r->share[0], 100 * r->share[1], 100 * r->share[2], r->routing);
+    if (o) report_paired(r, o, tab, NULL);
     fprintf(tab, "  %-36s %10.1f MB\n", "peak RSS", rss_mb);
     if (!js) return;
     fprintf(js, "{\"model\": \"");
@@ -152,6 +183,7 @@ static void report(const model_run *r, const char *path, FILE *tab, FILE *js, in
         fprintf(js, "\", \"share_full\": %.6g, \"share_linear\": %.6g, \"share_local\": %.6g", r->share[0],
                 r->share[1], r->share[2]);
     }
+    if (o) report_paired(r, o, NULL, js);
     fprintf(js, "}\n");
 }
 
@@ -203,7 +235,7 @@ int cmd_bench_model(int argc, char **argv) {
     const char *path = NULL, *json = NULL, *only = NULL, *act = NULL, *kv = NULL, *routing = NULL, *pf = NULL;
     long long N = 512, D = 32, threads = 0;
     double min_time = 0.0;
-    int quick = 0;
+    int quick = 0, paired = 0;
     const cli_opt opts[] = {OPT_STRING("--model", &path),
                             OPT_INT("--context", &N, 1, 1 << 24),
                             OPT_INT("--decode", &D, 1, 1 << 24),
@@ -213,7 +245,7 @@ int cmd_bench_model(int argc, char **argv) {
                             OPT_STRING("--activations", &act), OPT_STRING("--kv", &kv),
                             OPT_STRING("--routing", &routing), OPT_STRING("--only", &only),
                             OPT_STRING("--prompt-file", &pf),
-                            OPT_FLAG("--quick", &quick),
+                            OPT_FLAG("--quick", &quick), OPT_FLAG("--paired", &paired),
                             OPT_END};
     int rc = cli_parse("bench", cli_bench_usage, opts, argc, argv);
     if (rc) return rc == CLI_DONE ? 0 : rc;
@@ -222,26 +254,32 @@ int cmd_bench_model(int argc, char **argv) {
     if (only || quick)
         return cli_fail(EXIT_USAGE, "bench: %s does not apply to --model (the model bench has no groups or quick "
                         "shapes: --context and --decode size it)", only ? "--only" : "--quick");
+    if (paired && !routing)
+        return cli_fail(EXIT_USAGE, "bench: --paired sets a routed model against the original: it needs --routing F");
     if ((rc = cli_llama_modes(act, kv))) return rc;
     if (cli_dry_run) return 0; /* fuzz/fuzz_cli.c: arguments only */
     const int nthreads = cli_set_threads(threads);
     struct stat st;
     const double file_mb = stat(path, &st) == 0 ? st.st_size * 1e-6 : 0.0;
     model_run r = {.N = (int)N, .D = (int)D, .kv = kv ? kv : "f16", .routing = routing, .prompt_file = pf};
+    model_run o = r, *op = paired ? &o : NULL; /* --paired: the original model, its own handle and cache */
+    o.routing = NULL;
     FILE *tab = stdout, *js = NULL;
     rc = setup(&r, path);
+    if (!rc && op) rc = setup(op, path);
     if (!rc && act && !strcmp(act, "f32")) mattn_llama_set_activations(r.m, MATTN_LLAMA_ACT_F32);
+    if (!rc && op && act && !strcmp(act, "f32")) mattn_llama_set_activations(o.m, MATTN_LLAMA_ACT_F32);
     r.act = act ? act : "q8";
     if (!rc && json) {
         if (!strcmp(json, "-")) js = stdout, tab = stderr;
         else if (!(js = fopen(json, "w"))) rc = cli_fail(1, "--json: cannot write '%s'", json);
     }
-    double tp = 0, td = 0;
     if (!rc) header(&r, path, tab, nthreads, file_mb);
-    if (!rc) rc = measure(&r, min_time, &tp, &td);
-    if (!rc) report(&r, path, tab, js, nthreads, file_mb, tp, td);
+    if (!rc) rc = measure(&r, op, min_time);
+    if (!rc) report(&r, op, path, tab, js, nthreads, file_mb);
     if (js && js != stdout && fclose(js) != 0 && !rc) rc = cli_fail(1, "--json: cannot write '%s'", json);
     free(r.tokens), free(r.logits);
     mattn_llama_cache_free(r.c), mattn_llama_free(r.m);
+    if (op) free(o.tokens), free(o.logits), mattn_llama_cache_free(o.c), mattn_llama_free(o.m);
     return rc;
 }

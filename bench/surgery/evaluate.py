@@ -5,7 +5,8 @@ context lengths, in one run, through the metaattn CLI only.
 
   bench/surgery/evaluate.py --routing runs/surgery/b15.st [--lengths 2048,4096,8192]
                             [--prompts 30] [--baseline-prompts 10] [--ppl-tokens 32768]
-                            [--skip-speed | --speed-only] [--min-time S] [--out bench/results/surgery]
+                            [--skip-speed | --speed-only] [--min-time S] [--models original,routed,...]
+                            [--out bench/results/surgery]
 
 Per length N: perplexity on data/kjv-heldout.txt (windows of N, stride N, the
 first --ppl-tokens tokens), passkey and copy accuracy (greedy, the prompts of
@@ -83,6 +84,8 @@ def main():
     ap.add_argument("--skip-speed", action="store_true", help="quality only (the speed runs on an idle machine)")
     ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
     ap.add_argument("--min-time", type=float, default=0.0, help="bench --min-time: repeat, keep the best")
+    ap.add_argument("--models", default="original,routed,streaming,random,static",
+                    help="which models to run (a run stopped midway goes on with the rest)")
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
@@ -138,7 +141,7 @@ def main():
             prompts = a.prompts if name in ("original", "routed") else a.baseline_prompts
             rec = {"kind": "speed" if a.speed_only else "eval", "model": name, "context": N,
                    "window": sw if name == "streaming" else window}
-            if a.speed_only and name not in ("original", "routed", "streaming"):
+            if name not in a.models.split(",") or (a.speed_only and name not in ("original", "routed", "streaming")):
                 continue
             if not a.speed_only:
                 ppl = jrun(["eval", "--model", MODEL, "--data", HELD, "--context", str(N), "--stride", str(N),

@@ -142,10 +142,12 @@ static void mask_scores(const mattn_attn_args *a, const qtile *q, int s0, int nb
     for (int i = 0; i < q->n; i++) {
         float *row = S + (size_t)i * BK;
         for (int j = nb; j < nc; j++) row[j] = -INFINITY;
-        if (!inside)
-            for (int j = 0; j < nb; j++)
-                if ((s0 + j < q->lo[i] || s0 + j > q->hi[i]) && !(s0 + j < a->sinks && s0 + j <= q->hi[i]))
-                    row[j] = -INFINITY;
+        if (!inside) { /* past hi, and before lo but not a sink: two runs of columns, as fills */
+            const int jhi = q->hi[i] - s0 + 1 > 0 ? q->hi[i] - s0 + 1 : 0;
+            const int jl0 = a->sinks - s0 > 0 ? a->sinks - s0 : 0, jl1 = q->lo[i] - s0 < nb ? q->lo[i] - s0 : nb;
+            for (int j = jhi; j < nb; j++) row[j] = -INFINITY;
+            for (int j = jl0; j < jl1; j++) row[j] = -INFINITY;
+        }
         if (m && m->additive) {
             const size_t Tk = (size_t)n_keys(a);
             const float *add = m->additive + (m->additive_batched ? (size_t)q->b * a->T * Tk : 0) +

@@ -83,7 +83,11 @@ static double linear_chunk(const mattn_llama *m, mattn_llama_cache *c, int l, in
     return M * linear_flops(hp, fd, 0) + nq * (linear_flops(hp, fd, 1) - linear_flops(hp, fd, 0));
 }
 
-/* Softmax expert e (full or local) for the chunk's rows routed to it. */
+/* Softmax expert e (full or local) for the chunk's rows routed to it: the
+ * tiled kernel, or one decode step per row when it has at most FEW_ROWS of
+ * them (a tile packs its keys once per query head, 9 copies of the prefix
+ * for SmolLM2, which a few rows do not pay for). */
+#define FEW_ROWS 4
 static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int e, int decode) {
     const mattn_llama_info *hp = &m->hp;
     const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
@@ -98,6 +102,15 @@ static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, in
     for (int t = 0; t < M; t++)
         if (c->route[t] == e) c->rows[n++] = t;
     if (n == 0) return 0.0;
+    if (n <= FEW_ROWS && n < M) { /* as decode steps (all rows of a chunk: tiles, as the original model) */
+        double fl = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            const int t = (int)c->rows[i], lo = local && p + t - window > 0 ? p + t - window : 0;
+            fl += mattn_attn_softmax_decode_kv(c->q + (size_t)t * Dq, &kv, H, g, dh, sinks, lo, p + t, 0,
+                                               c->att + (size_t)t * Dq);
+        }
+        return fl;
+    }
     mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
                          .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = window, .sinks = sinks,
                          .rows = n < M ? c->rows : NULL, .n_rows = n < M ? n : 0,
@@ -117,7 +130,8 @@ mattn_status mattn_llama_attention_routed(const mattn_llama *m, mattn_llama_cach
         c->routes[(size_t)(p + t) * L + l] = c->route[t];
         c->counts[l * MATTN_ROUTE_EXPERTS + c->route[t]]++;
     }
-    double fl = 0.0;
+    const mattn_controller *cc = &r->layers[l].ctrl;
+    double fl = r->layers[l].fixed ? 0.0 : 2.0 * M * ((double)cc->Hc * (cc->D + 2) + (double)cc->Hc * cc->K);
     if (decode) {
         if (c->route[0] != MATTN_ROUTE_LINEAR) fl += softmax_rows(m, c, l, p, 1, c->route[0], 1);
     } else {
