@@ -13,7 +13,9 @@ first --ppl-tokens tokens), passkey and copy accuracy (greedy, the prompts of
 `metaattn eval --task`, the same for every model), prefill attention time and
 decode tokens/s (`metaattn bench --model --context N --decode 32
 --prompt-file data/kjv-heldout.txt`: held-out text, routed as text is; at
-8192, --context 8160: prompt and decode within the model's context).  Models:
+8192, --context 8160: prompt and decode within the model's context; the
+routed model's run --paired, so that its ratios to the original come from
+one process).  Models:
 the original, the routed one, and the baselines made with `metaattn surgery
 --fixed`:
   streaming   StreamingLLM at equal cost: every token local, its window
@@ -154,8 +156,11 @@ def main():
                 rec[task + "_se"] = t["stderr"]
                 rec[task + "_prompts"] = t["prompts"]
             if not a.skip_speed and name in ("original", "routed", "streaming"):
+                paired = ["--paired"] if name == "routed" else []  # its ratios from one process (drift)
                 b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32",
-                          "--prompt-file", HELD, "--min-time", str(a.min_time)] + ra, log, ("--json", "-"))
+                          "--prompt-file", HELD, "--min-time", str(a.min_time)] + ra + paired, log, ("--json", "-"))
+                if "original" in b:
+                    rec["paired_original"] = b["original"]
                 rec.update(decode_tok_s=b["decode_tok_s"], prefill_s=b["prefill_s"],
                            bench_share_full=b.get("share_full", 1.0),
                            prefill_attention_s=b["prefill_attention_s"], decode_attention_s=b["decode_attention_s"],

@@ -67,12 +67,14 @@ def main():
         if lc:
             row += " %s | %s |" % (("%.1f" % lc[N], "%.2f" % (r["decode_tok_s"] / lc[N])) if N in lc else ("-", "-"))
         print(row)
-    print("\n#### Sparse execution: attention wall time against executed FLOPs, routed / original\n")
+    print("\n#### Sparse execution: attention wall time against executed FLOPs, routed / original"
+          " (the original of the routed run's process when it ran --paired)\n")
     print("| context | prefill: time × | FLOPs × | wall/FLOP | decode: time × | FLOPs × | wall/FLOP |")
     print("|---|---|---|---|---|---|---|")
     for N in lengths:
         o, r = by.get(("original", N)), by.get(("routed", N))
-        if not (o and r and "prefill_attention_flops" in o):
+        o = r.get("paired_original", o) if r else o  # the original of the routed run's own process when paired
+        if not (o and r and "prefill_attention_flops" in o and "prefill_attention_flops" in r):
             continue
         tp, fp = r["prefill_attention_s"] / o["prefill_attention_s"], r["prefill_attention_flops"] / o["prefill_attention_flops"]
         td, fd = r["decode_attention_s"] / o["decode_attention_s"], r["decode_attention_flops"] / o["decode_attention_flops"]
