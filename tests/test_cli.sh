@@ -202,6 +202,12 @@ check "routing missing" 1 "--routing: $tmp/nope.st: cannot open" "$bin" bench --
 check "routing not a routing file" 1 "not a routing file" "$bin" bench --model $ty --context 16 --decode 4 --routing $fx/cli_weights.safetensors
 check "bench routed" 0 "routed                               full 65.0 %, linear 12.5 %, local 22.5 %" \
   "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/r.st"
+check "bench paired needs routing" 2 "--paired sets a routed model against the original: it needs --routing F" \
+  "$bin" bench --model $ty --paired
+check "bench paired" 0 "routed / original                    decode tokens/s x" \
+  "$bin" bench --model $ty --context 16 --decode 4 --routing "$tmp/r.st" --paired
+check "bench paired json" 0 "" bash -c "\"\$1\" bench --model $ty --context 16 --decode 4 --routing $tmp/r.st --paired \
+  --json - 2>/dev/null | grep -q '\"share_local\": 0.225, \"original\": {\"prefill_s\": '" _ "$bin"
 
 if [[ -f "$gg" ]]; then
   check "routing of another model" 1 "made for n_layers = 2, the model has 30: a routing file of another model" \
