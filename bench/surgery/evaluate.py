@@ -6,6 +6,7 @@ context lengths, in one run, through the metaattn CLI only.
   bench/surgery/evaluate.py --routing runs/surgery/b15.st [--lengths 2048,4096,8192]
                             [--prompts 30] [--baseline-prompts 10] [--ppl-tokens 32768]
                             [--skip-speed | --speed-only] [--min-time S] [--models original,routed,...]
+                            [--static-from EARLIER.jsonl]
                             [--out bench/results/surgery]
 
 Per length N: perplexity on data/kjv-heldout.txt (windows of N, stride N, the
@@ -86,6 +87,7 @@ def main():
     ap.add_argument("--skip-speed", action="store_true", help="quality only (the speed runs on an idle machine)")
     ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
     ap.add_argument("--min-time", type=float, default=0.0, help="bench --min-time: repeat, keep the best")
+    ap.add_argument("--static-from", help="an earlier OUT.jsonl: its static choice (the 31 evals) instead of anew")
     ap.add_argument("--models", default="original,routed,streaming,random,static",
                     help="which models to run (a run stopped midway goes on with the rest)")
     a = ap.parse_args()
@@ -113,7 +115,14 @@ def main():
     make_fixed(rnd, spec, window, sinks, log)
     # static: rank the blocks by the perplexity rise of making each alone local (training text); not timed
     static = os.path.join(work, "static.st")
-    if not a.speed_only:
+    earlier = [json.loads(l) for l in open(a.static_from)] if a.static_from else []
+    earlier = [r for r in earlier if r["kind"] == "static_choice"]
+    if earlier and not a.speed_only:
+        keep = earlier[0]["full_blocks"]
+        record(kind="static_choice", rise=earlier[0]["rise"], full_blocks=keep, source=a.static_from)
+        make_fixed(static, ";".join("%d:%s" % (l, "1,0,0" if l in keep else "0,0,1") for l in range(len(blocks))),
+                   window, sinks, log)
+    elif not a.speed_only:
         n_full = max(0, round(f * len(blocks)))
         base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048", "--tokens",
                      "2048"], log)["nats_per_token"]
