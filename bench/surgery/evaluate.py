@@ -117,25 +117,23 @@ def main():
     static = os.path.join(work, "static.st")
     earlier = [json.loads(l) for l in open(a.static_from)] if a.static_from else []
     earlier = [r for r in earlier if r["kind"] == "static_choice"]
-    if earlier and not a.speed_only:
-        keep = earlier[0]["full_blocks"]
-        record(kind="static_choice", rise=earlier[0]["rise"], full_blocks=keep, source=a.static_from)
-        make_fixed(static, ";".join("%d:%s" % (l, "1,0,0" if l in keep else "0,0,1") for l in range(len(blocks))),
-                   window, sinks, log)
-    elif not a.speed_only:
-        n_full = max(0, round(f * len(blocks)))
-        base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048", "--tokens",
-                     "2048"], log)["nats_per_token"]
-        rise = []
-        for l in range(len(blocks)):
-            one = os.path.join(work, "one.st")
-            make_fixed(one, "%d:0,0,1" % l + "".join(";%d:1,0,0" % k for k in range(len(blocks)) if k != l), window,
-                       sinks, log)
-            nl = jrun(["eval", "--model", MODEL, "--routing", one, "--data", TRAIN, "--context", "2048", "--stride",
-                       "2048", "--tokens", "2048"], log)["nats_per_token"]
-            rise.append(nl - base)
-        keep = sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full]
-        record(kind="static_choice", rise=rise, full_blocks=sorted(keep))
+    if not a.speed_only:
+        if earlier:
+            rise, keep = earlier[0]["rise"], earlier[0]["full_blocks"]
+        else:
+            n_full = max(0, round(f * len(blocks)))
+            base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048",
+                         "--tokens", "2048"], log)["nats_per_token"]
+            rise = []
+            for l in range(len(blocks)):
+                one = os.path.join(work, "one.st")
+                make_fixed(one, "%d:0,0,1" % l + "".join(";%d:1,0,0" % k for k in range(len(blocks)) if k != l),
+                           window, sinks, log)
+                nl = jrun(["eval", "--model", MODEL, "--routing", one, "--data", TRAIN, "--context", "2048",
+                           "--stride", "2048", "--tokens", "2048"], log)["nats_per_token"]
+                rise.append(nl - base)
+            keep = sorted(sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full])
+        record(kind="static_choice", rise=rise, full_blocks=keep, **({"source": a.static_from} if earlier else {}))
         make_fixed(static, ";".join("%d:%s" % (l, "1,0,0" if l in keep else "0,0,1") for l in range(len(blocks))),
                    window, sinks, log)
 
