@@ -4,8 +4,12 @@
  * against the references and against multi-head attention on repeated K/V
  * heads; keys and values through a mattn_kv view (head by head, floats or
  * IEEE halves), which must give what rows of the same values give; and
- * attention sinks beside a causal window.
+ * attention sinks beside a causal window; the grouped forward's team.
  */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "test_util.h"
 #include "kernels/simd.h"
 
@@ -369,6 +373,55 @@ static void test_softmax_backward_sinks(void **st) {
             }
 }
 
+/* The grouped forward packs each K/V head once and shares its query heads'
+ * tiles across the team: bit for bit the multi-head forward (a task per
+ * query head) on the K/V heads repeated, at 1, 2 and 3 threads — a chunk at
+ * the end of keys several pack runs long, listed rows, full or a window with
+ * sinks, a scratch of NaNs. */
+static void test_softmax_grouped_threads(void **st) {
+    (void)st;
+    const int H = 9, Hkv = 3, g = 3, dh = 64, T = 64, Tk = 900, Dq = H * dh, Dkv = Hkv * dh;
+    float *q = falloc((size_t)T * Dq), *K = falloc((size_t)Tk * Dkv), *V = falloc((size_t)Tk * Dkv);
+    float *Kr = falloc((size_t)Tk * Dq), *Vr = falloc((size_t)Tk * Dq), *o = falloc((size_t)T * Dq);
+    float *r = falloc((size_t)T * Dq);
+    fill_normal(q, (size_t)T * Dq, 61, 1.0);
+    fill_normal(K, (size_t)Tk * Dkv, 62, 1.0);
+    fill_normal(V, (size_t)Tk * Dkv, 63, 1.0);
+    for (int s = 0; s < Tk; s++)
+        for (int h = 0; h < H; h++) {
+            memcpy(Kr + (size_t)s * Dq + h * dh, K + (size_t)s * Dkv + (h / g) * dh, sizeof(float) * dh);
+            memcpy(Vr + (size_t)s * Dq + h * dh, V + (size_t)s * Dkv + (h / g) * dh, sizeof(float) * dh);
+        }
+    int rows[64], nr = 0;
+    for (int t = 0; t < T; t += 2 + t % 3) rows[nr++] = t;
+    const int windows[] = {-1, 300, 40}, sinks[] = {0, 4, 4};
+    for (int c = 0; c < 6; c++) {
+        const int w = windows[c % 3], listed = c >= 3;
+        mattn_attn_args a = {.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = Kr, .v = Vr,
+                             .ldkv = Dq, .out = r, .ldo = Dq, .causal = 1, .window = w, .sinks = sinks[c % 3],
+                             .rows = listed ? rows : NULL, .n_rows = listed ? nr : 0};
+        set_attn_scratch(&a);
+        memset(r, 0, sizeof(float) * T * Dq);
+        const double f = mattn_attn_softmax_forward(&a);
+        a.k = K, a.v = V, a.ldkv = Dkv, a.kv_group = g, a.out = o;
+        for (int threads = 1; threads <= 3; threads++) {
+#ifdef _OPENMP
+            const int nt = omp_get_max_threads();
+            omp_set_num_threads(threads);
+#endif
+            memset(a.scratch, 0xff, a.scratch_bytes);
+            memset(o, 0, sizeof(float) * T * Dq);
+            assert_true(mattn_attn_softmax_forward(&a) == f);
+#ifdef _OPENMP
+            omp_set_num_threads(nt);
+#endif
+            if (memcmp(o, r, sizeof(float) * T * Dq))
+                fail_msg("grouped != multi-head: window %d, rows %d, threads %d", w, listed, threads);
+        }
+    }
+    free(q); free(K); free(V); free(Kr); free(Vr); free(o); free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
@@ -377,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_kv_views),
         cmocka_unit_test(test_softmax_sinks),
         cmocka_unit_test(test_softmax_backward_sinks),
+        cmocka_unit_test(test_softmax_grouped_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -105,8 +105,9 @@ static double flops(const mattn_attn_args *a) {
 // ----------------------------------------------------------------------------
 // tiled (flash-style) version
 //
-// A task is one (batch, head): it packs the head's keys transposed (K^T,
-// dh x T) and its values (T x dhp) once, then walks its query rows in tiles
+// A task is one (batch, head) — with grouped-query heads one (batch, K/V
+// head) packed once, its query heads' tiles shared by the team: it packs the
+// head's keys transposed (K^T, dh x T) and its values (T x dhp) once, then walks its query rows in tiles
 // of up to BQ rows against blocks of BK keys: scores S = (scale q) K^T with
 // the register-blocked mk_xyt (microkernel.h), the online softmax on S, and
 // O += P V with mk_ay.  Key blocks wholly above the causal diagonal or
@@ -282,33 +283,39 @@ static void pack_keys(const mattn_attn_args *a, int b, int h, int s0, int nk, in
     }
 }
 
-/* One task per (b, h): pack the head's keys and values once, then run its
- * query tiles in order. */
+/* The keys [*klo, khi] that rows [r0, r1) of batch b see and the sinks
+ * [0, *ns) before them, not the prefix between (fwd_tile masks, by
+ * overwriting, what it reads past ns); when the sinks touch the window, one
+ * range from 0 (*ns = 0). */
+static void rows_keys(const mattn_attn_args *a, int b, int64_t r0, int64_t r1, int *klo, int *khi, int *ns) {
+    qtile q;
+    make_tile(a, b, r0, r0 + 1, &q);
+    *klo = q.lo[0];
+    make_tile(a, b, r1 - 1, r1, &q);
+    *khi = q.hi[0];
+    *ns = a->sinks < *klo ? a->sinks : *klo;
+    if (*ns == *klo) *klo = 0, *ns = 0;
+}
+
+/* One task per (b, h): pack the head's keys and values once (the tiles read
+ * up to a vector past khi: zeros), then run its query tiles in order. */
 static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
     const int bq = tile_rows(a);
     int64_t r0, r1;
     batch_rows(a, b, &r0, &r1);
     if (r1 == r0) return;
-    qtile q;
-    make_tile(a, b, r0, r0 + 1, &q);
-    int klo = q.lo[0], khi;
-    make_tile(a, b, r1 - 1, r1, &q);
-    khi = q.hi[0];
-    /* the keys [klo, khi] the rows see and the sinks [0, ns) before them, not the prefix between (fwd_tile
-     * masks, by overwriting, what it reads past ns); the tiles read up to a vector past khi: zeros */
-    int ns = a->sinks < klo ? a->sinks : klo;
-    if (ns == klo) klo = 0, ns = 0; /* the sinks touch the window: one range */
+    int klo, khi, ns;
+    rows_keys(a, b, r0, r1, &klo, &khi, &ns);
     if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
     pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
+    qtile q;
     for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
         fwd_tile(a, &q, h, scale, hp);
     }
 }
 
-/* One (batch, query head) with its key/value pack in ws (a grouped K/V head
- * is packed once per query head that reads it: one task per query head
- * keeps the team busy when there are few K/V heads). */
+/* One (batch, query head) with its key/value pack in ws. */
 static double fwd_task(void *ctx, int b, int h, float *ws) {
     const mattn_attn_args *a = ctx;
     head_pack hp;
@@ -318,12 +325,57 @@ static double fwd_task(void *ctx, int b, int h, float *ws) {
     return 0.0;
 }
 
+/* Grouped-query heads: each K/V head is packed once, by the whole team (its
+ * keys in runs of PACK_RUN), into the scratch's first slot, and the team
+ * then shares the tiles of its kv_group query heads (a task per query head
+ * would pack it kv_group times).  The tiles are fwd_head's: the same
+ * result, whatever the threads. */
+#define PACK_RUN 256
+static void fwd_grouped(const mattn_attn_args *a) {
+    const int g = a->kv_group, bq = tile_rows(a);
+    const float scale = 1.0f / sqrtf((float)a->dh);
+    head_pack hp;
+    head_pack_floats(n_keys(a), a->dh, &hp.ldk);
+    hp.Kt = a->scratch, hp.V = hp.Kt + (size_t)pad_dh(a->dh) * hp.ldk;
+    #pragma omp parallel
+    for (int b = 0; b < a->B; b++) {
+        int64_t r0, r1;
+        batch_rows(a, b, &r0, &r1);
+        if (r1 == r0) continue;
+        int klo, khi, ns;
+        rows_keys(a, b, r0, r1, &klo, &khi, &ns);
+        const int nk = khi - klo + 1, runs = (nk + PACK_RUN - 1) / PACK_RUN;
+        const int64_t tiles = (r1 - r0 + bq - 1) / bq;
+        for (int hk = 0; hk < a->H / g; hk++) {
+            #pragma omp for schedule(static)
+            for (int i = 0; i <= runs; i++) { /* run 0: the sinks; the last run's zeros to BK past khi */
+                const int s0 = klo + (i - 1) * PACK_RUN, left = khi + 1 - s0;
+                if (i == 0 && ns > 0) pack_keys(a, b, hk * g, 0, ns, ns, &hp);
+                if (i > 0)
+                    pack_keys(a, b, hk * g, s0, left < PACK_RUN ? left : PACK_RUN, left <= PACK_RUN ? left + BK : PACK_RUN,
+                              &hp);
+            }
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t j = 0; j < g * tiles; j++) {
+                const int64_t r = r0 + j % tiles * bq;
+                qtile q;
+                make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
+                fwd_tile(a, &q, hk * g + (int)(j / tiles), scale, &hp);
+            }
+        }
+    }
+}
+
 double mattn_attn_softmax_forward(const mattn_attn_args *a) {
     check_geometry(a);
     int ldk;
-    if (mattn_for_heads(a->B, a->H, head_pack_floats(n_keys(a), a->dh, &ldk), a->scratch, a->scratch_bytes, fwd_task,
-                        (void *)a) < 0)
+    const size_t pack = head_pack_floats(n_keys(a), a->dh, &ldk);
+    if (a->kv_group > 1) {
+        if (!a->scratch || a->scratch_bytes < pack * sizeof(float)) return -1.0;
+        fwd_grouped(a);
+    } else if (mattn_for_heads(a->B, a->H, pack, a->scratch, a->scratch_bytes, fwd_task, (void *)a) < 0) {
         return -1.0;
+    }
     return flops(a);
 }
 

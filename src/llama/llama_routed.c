@@ -85,8 +85,8 @@ static double linear_chunk(const mattn_llama *m, mattn_llama_cache *c, int l, in
 
 /* Softmax expert e (full or local) for the chunk's rows routed to it: the
  * tiled kernel, or one decode step per row when it has at most FEW_ROWS of
- * them (a tile packs its keys once per query head, 9 copies of the prefix
- * for SmolLM2, which a few rows do not pay for). */
+ * them (the tiled kernel packs the keys its rows see, once per K/V head,
+ * which a few rows do not pay for). */
 #define FEW_ROWS 4
 static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int e, int decode) {
     const mattn_llama_info *hp = &m->hp;
