@@ -20,6 +20,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "kernels/kernels.h"
 #include "kernels/microkernel.h"
@@ -105,8 +108,8 @@ static double flops(const mattn_attn_args *a) {
 // ----------------------------------------------------------------------------
 // tiled (flash-style) version
 //
-// A task is one (batch, head) — with grouped-query heads one (batch, K/V
-// head) packed once, its query heads' tiles shared by the team: it packs the
+// A task is one (batch, head) — with grouped-query heads a thread's run of
+// them, each K/V head packed once for the run's query heads: it packs the
 // head's keys transposed (K^T, dh x T) and its values (T x dhp) once, then walks its query rows in tiles
 // of up to BQ rows against blocks of BK keys: scores S = (scale q) K^T with
 // the register-blocked mk_xyt (microkernel.h), the online softmax on S, and
@@ -297,17 +300,22 @@ static void rows_keys(const mattn_attn_args *a, int b, int64_t r0, int64_t r1, i
     if (*ns == *klo) *klo = 0, *ns = 0;
 }
 
-/* One task per (b, h): pack the head's keys and values once (the tiles read
- * up to a vector past khi: zeros), then run its query tiles in order. */
-static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
+/* (b, h): pack its K/V head's keys and values unless hp holds them already
+ * (*packed: the batch and K/V head it holds, -1: none; the tiles read up to
+ * a vector past khi: zeros), then run its query tiles in order. */
+static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp, int64_t *packed) {
     const int bq = tile_rows(a);
     int64_t r0, r1;
     batch_rows(a, b, &r0, &r1);
     if (r1 == r0) return;
     int klo, khi, ns;
     rows_keys(a, b, r0, r1, &klo, &khi, &ns);
-    if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
-    pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
+    const int64_t key = (int64_t)b * a->H + kv_head(a, h);
+    if (*packed != key) {
+        if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
+        pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
+        *packed = key;
+    }
     qtile q;
     for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
@@ -321,48 +329,35 @@ static double fwd_task(void *ctx, int b, int h, float *ws) {
     head_pack hp;
     head_pack_floats(n_keys(a), a->dh, &hp.ldk);
     hp.Kt = ws, hp.V = ws + (size_t)pad_dh(a->dh) * hp.ldk;
-    fwd_head(a, b, h, 1.0f / sqrtf((float)a->dh), &hp);
+    int64_t packed = -1;
+    fwd_head(a, b, h, 1.0f / sqrtf((float)a->dh), &hp, &packed);
     return 0.0;
 }
 
-/* Grouped-query heads: each K/V head is packed once, by the whole team (its
- * keys in runs of PACK_RUN), into the scratch's first slot, and the team
- * then shares the tiles of its kv_group query heads (a task per query head
- * would pack it kv_group times).  The tiles are fwd_head's: the same
- * result, whatever the threads. */
-#define PACK_RUN 256
-static void fwd_grouped(const mattn_attn_args *a) {
-    const int g = a->kv_group, bq = tile_rows(a);
-    const float scale = 1.0f / sqrtf((float)a->dh);
-    head_pack hp;
-    head_pack_floats(n_keys(a), a->dh, &hp.ldk);
-    hp.Kt = a->scratch, hp.V = hp.Kt + (size_t)pad_dh(a->dh) * hp.ldk;
-    #pragma omp parallel
-    for (int b = 0; b < a->B; b++) {
-        int64_t r0, r1;
-        batch_rows(a, b, &r0, &r1);
-        if (r1 == r0) continue;
-        int klo, khi, ns;
-        rows_keys(a, b, r0, r1, &klo, &khi, &ns);
-        const int nk = khi - klo + 1, runs = (nk + PACK_RUN - 1) / PACK_RUN;
-        const int64_t tiles = (r1 - r0 + bq - 1) / bq;
-        for (int hk = 0; hk < a->H / g; hk++) {
-            #pragma omp for schedule(static)
-            for (int i = 0; i <= runs; i++) { /* run 0: the sinks; the last run's zeros to BK past khi */
-                const int s0 = klo + (i - 1) * PACK_RUN, left = khi + 1 - s0;
-                if (i == 0 && ns > 0) pack_keys(a, b, hk * g, 0, ns, ns, &hp);
-                if (i > 0)
-                    pack_keys(a, b, hk * g, s0, left < PACK_RUN ? left : PACK_RUN, left <= PACK_RUN ? left + BK : PACK_RUN,
-                              &hp);
-            }
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t j = 0; j < g * tiles; j++) {
-                const int64_t r = r0 + j % tiles * bq;
-                qtile q;
-                make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
-                fwd_tile(a, &q, hk * g + (int)(j / tiles), scale, &hp);
-            }
-        }
+/* Grouped-query heads: each thread takes a contiguous run of the (b, h) and
+ * packs a K/V head once for the query heads of the run that read it (1
+ * thread: once per K/V head; a task per query head packed it kv_group
+ * times), in its own slot, where its tiles find it in its own cache. */
+static void fwd_grouped(const mattn_attn_args *a, size_t pack) {
+    const size_t slot = mattn_align_up(pack * sizeof(float));
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+#endif
+    if ((size_t)team > a->scratch_bytes / slot) team = (int)(a->scratch_bytes / slot);
+    const int64_t n = (int64_t)a->B * a->H;
+    #pragma omp parallel num_threads(team)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#endif
+        head_pack hp;
+        head_pack_floats(n_keys(a), a->dh, &hp.ldk);
+        hp.Kt = (float *)((char *)a->scratch + (size_t)tid * slot), hp.V = hp.Kt + (size_t)pad_dh(a->dh) * hp.ldk;
+        int64_t packed = -1;
+        for (int64_t i = n * tid / nth; i < n * (tid + 1) / nth; i++)
+            fwd_head(a, (int)(i / a->H), (int)(i % a->H), 1.0f / sqrtf((float)a->dh), &hp, &packed);
     }
 }
 
@@ -371,8 +366,8 @@ double mattn_attn_softmax_forward(const mattn_attn_args *a) {
     int ldk;
     const size_t pack = head_pack_floats(n_keys(a), a->dh, &ldk);
     if (a->kv_group > 1) {
-        if (!a->scratch || a->scratch_bytes < pack * sizeof(float)) return -1.0;
-        fwd_grouped(a);
+        if (!a->scratch || a->scratch_bytes < mattn_align_up(pack * sizeof(float))) return -1.0;
+        fwd_grouped(a, pack);
     } else if (mattn_for_heads(a->B, a->H, pack, a->scratch, a->scratch_bytes, fwd_task, (void *)a) < 0) {
         return -1.0;
     }
