@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--skip-speed", action="store_true", help="quality only (the speed runs on an idle machine)")
     ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
     ap.add_argument("--min-time", type=float, default=0.0, help="bench --min-time: repeat, keep the best")
-    ap.add_argument("--static-from", help="an earlier OUT.jsonl: its static choice (the 31 evals) instead of anew")
+    ap.add_argument("--static-from", help="an earlier OUT.jsonl: its ranking of the blocks (the 31 evals) instead of anew")
     ap.add_argument("--models", default="original,routed,streaming,random,static",
                     help="which models to run (a run stopped midway goes on with the rest)")
     a = ap.parse_args()
@@ -118,10 +118,11 @@ def main():
     earlier = [json.loads(l) for l in open(a.static_from)] if a.static_from else []
     earlier = [r for r in earlier if r["kind"] == "static_choice"]
     if not a.speed_only:
-        if earlier:
-            rise, keep = earlier[0]["rise"], earlier[0]["full_blocks"]
+        n_full = max(0, round(f * len(blocks)))
+        if earlier:  # its ranking; as many full blocks as this routing's share buys
+            rise = earlier[0]["rise"]
+            keep = sorted(sorted(range(len(blocks)), key=lambda l: -rise[l])[:n_full])
         else:
-            n_full = max(0, round(f * len(blocks)))
             base = jrun(["eval", "--model", MODEL, "--data", TRAIN, "--context", "2048", "--stride", "2048",
                          "--tokens", "2048"], log)["nats_per_token"]
             rise = []

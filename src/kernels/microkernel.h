@@ -4,8 +4,9 @@
  *   mk_xyt  S = X Yt      (rows of X broadcast against rows of a transposed Y)
  *   mk_ay   C += A Y      (elements of A, which may be read transposed,
  *                          broadcast against rows of Y)
- * MR x NV vector accumulators stay in registers; rows left over run one at a
- * time.  Accumulation order is fixed, so results do not depend on threads.
+ * MR x NV vector accumulators stay in registers; rows left over run 4, 2,
+ * then 1 at a time (a routed call's rows are any number).  Accumulation
+ * order is fixed, so results do not depend on threads or on the blocking.
  */
 #ifndef MATTN_MICROKERNEL_H
 #define MATTN_MICROKERNEL_H
@@ -58,6 +59,8 @@ static inline void mk_xyt(int nr, int dh, const float *restrict X, int ldx, cons
                           int nc, float *restrict S, int lds) {
     int r = 0;
     XYT_BLOCK(MR)
+    XYT_BLOCK(4)
+    XYT_BLOCK(2)
     XYT_BLOCK(1)
 }
 
@@ -86,6 +89,8 @@ static inline void mk_ay(int nr, int nx, int ncol, const float *restrict A, int 
                          const float *restrict Y, int ldy, float *restrict C, int ldc) {
     int r = 0;
     AY_BLOCK(MR)
+    AY_BLOCK(4)
+    AY_BLOCK(2)
     AY_BLOCK(1)
 }
 
