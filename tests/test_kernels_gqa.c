@@ -422,6 +422,55 @@ static void test_softmax_grouped_threads(void **st) {
     free(q); free(K); free(V); free(Kr); free(Vr); free(o); free(r);
 }
 
+/* mattn_attn_softmax_forward_n: a chunk's rows split between a full call
+ * and a local call (window + sinks), run in one pass with one pack per K/V
+ * head, give bit for bit what each call gives alone, at 1, 2 and 3 threads
+ * (rows of either call few or many, a scratch of NaNs), and the FLOPs of
+ * both. */
+static void test_softmax_forward_n(void **st) {
+    (void)st;
+    const int H = 9, Hkv = 3, g = 3, dh = 64, T = 64, Tk = 900, Dq = H * dh, Dkv = Hkv * dh;
+    float *q = falloc((size_t)T * Dq), *K = falloc((size_t)Tk * Dkv), *V = falloc((size_t)Tk * Dkv);
+    float *o = falloc((size_t)T * Dq), *r = falloc((size_t)T * Dq);
+    fill_normal(q, (size_t)T * Dq, 71, 1.0);
+    fill_normal(K, (size_t)Tk * Dkv, 72, 1.0);
+    fill_normal(V, (size_t)Tk * Dkv, 73, 1.0);
+    const int every[] = {2, 5, 21};
+    for (int c = 0; c < 3; c++) {
+        int32_t rows[2][64];
+        int64_t n[2] = {0, 0};
+        for (int t = 0; t < T; t++) {
+            const int e = (t * 7 + 3) % every[c] != 0; /* full every[c]-th row or so, local the rest */
+            rows[e][n[e]++] = t;
+        }
+        mattn_attn_args a[2];
+        for (int e = 0; e < 2; e++)
+            a[e] = (mattn_attn_args){.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = K, .v = V,
+                                     .ldkv = Dkv, .kv_group = g, .out = r, .ldo = Dq, .causal = 1,
+                                     .window = e ? 100 : -1, .sinks = e ? 4 : 0, .rows = rows[e], .n_rows = n[e]};
+        set_attn_scratch(&a[0]);
+        a[1].scratch = a[0].scratch, a[1].scratch_bytes = a[0].scratch_bytes;
+        memset(r, 0, sizeof(float) * T * Dq);
+        const double f = mattn_attn_softmax_forward(&a[0]) + mattn_attn_softmax_forward(&a[1]);
+        a[0].out = a[1].out = o;
+        for (int threads = 1; threads <= 3; threads++) {
+#ifdef _OPENMP
+            const int nt = omp_get_max_threads();
+            omp_set_num_threads(threads);
+#endif
+            memset(a[0].scratch, 0xff, a[0].scratch_bytes);
+            memset(o, 0, sizeof(float) * T * Dq);
+            assert_true(mattn_attn_softmax_forward_n(a, 2) == f);
+#ifdef _OPENMP
+            omp_set_num_threads(nt);
+#endif
+            if (memcmp(o, r, sizeof(float) * T * Dq))
+                fail_msg("forward_n != the two forwards: %lld full rows, threads %d", (long long)n[0], threads);
+        }
+    }
+    free(q); free(K); free(V); free(o); free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
@@ -431,6 +480,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_sinks),
         cmocka_unit_test(test_softmax_backward_sinks),
         cmocka_unit_test(test_softmax_grouped_threads),
+        cmocka_unit_test(test_softmax_forward_n),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,14 +8,15 @@
  * register-blocked SIMD micro-kernels (simd.h), causal and window tiles
  * skipped, never a T x T matrix; the forward saves the per-row log-sum-exp
  * from which the backward recomputes the probabilities.  The _ref versions
- * are the plain formulas (three passes; P materialised in double) the tests
- * compare them against.  Dropout on the probabilities uses a counter-based
+ * (attn_softmax_ref.c) are the plain formulas the tests compare them
+ * against.  Dropout on the probabilities uses a counter-based
  * hash of (b, h, t, s), so every version draws the same mask whatever the
  * threads (the decode step is attn_decode.c).  The forwards also take
  * grouped-query heads (a query head reads K/V head h / kv_group) and a
  * query chunk at the end of a longer key sequence (Tk keys, the queries
  * their last T positions): a LLaMA-style model's prefill against its cache
- * (kernels.h).
+ * (kernels.h), and with mattn_attn_softmax_forward_n several row sets of one
+ * chunk (a routed block's full and local rows) in one pass.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -24,93 +25,18 @@
 #include <omp.h>
 #endif
 
+#include "kernels/attn_softmax_inl.h"
 #include "kernels/kernels.h"
 #include "kernels/microkernel.h"
 #include "kernels/simd.h"
 
 // ----------------------------------------------------------------------------
-// shared helpers
-
-static inline int64_t n_queries(const mattn_attn_args *a) {
-    return a->rows ? a->n_rows : (int64_t)a->B * a->T;
-}
-
-/* The geometry fields with their defaults (kernels.h): keys per sequence,
- * the K/V row stride, the position of query row 0, query head h's K/V head. */
-static inline int n_keys(const mattn_attn_args *a) { return a->Tk > 0 ? a->Tk : a->T; }
-static inline int ld_kv(const mattn_attn_args *a) { return a->ldkv > 0 ? a->ldkv : a->ld; }
-static inline int q_pos0(const mattn_attn_args *a) { return n_keys(a) - a->T; }
-static inline int kv_head(const mattn_attn_args *a, int h) { return a->kv_group > 1 ? h / a->kv_group : h; }
-
-/* Element i of query head h's key (v = 0) or value (v = 1) at position s of
- * batch b: from the cache view a->kv when there is one, else from k/v rows. */
-static inline float kv_elem(const mattn_attn_args *a, int v, int b, int s, int h, int i) {
-    const int64_t pos = (int64_t)b * n_keys(a) + s;
-    if (a->kv)
-        return mattn_kv_at(v ? a->kv->v : a->kv->k, pos * a->kv->ld + kv_head(a, h) * a->kv->hstride + i,
-                           a->kv->f16);
-    return (v ? a->v : a->k)[pos * ld_kv(a) + (int64_t)kv_head(a, h) * a->dh + i];
-}
-
-/* Sinks a query with key range [lo, hi] sees beside it: keys [0, that). */
-static inline int n_sinks(const mattn_attn_args *a, int lo) { return a->sinks < lo ? a->sinks : lo; }
-/* The keys a query sees in order: its sinks [0, ns), then [lo, hi]. */
-static inline int next_key(int s, int ns, int lo) { return s + 1 == ns ? lo : s + 1; }
-static inline int first_key(int ns, int lo) { return ns > 0 ? 0 : lo; }
-
-static void check_geometry(const mattn_attn_args *a) {
-    MATTN_ASSERT(a->dh <= MATTN_MAX_HEAD_DIM);
-    MATTN_ASSERT(a->sinks >= 0 && (a->sinks == 0 || a->causal));
-    MATTN_ASSERT(a->Tk == 0 || a->Tk >= a->T);
-    MATTN_ASSERT(a->kv_group <= 1 || a->H % a->kv_group == 0);
-}
-
-/* Score of query row t (q) against key s, or -INFINITY when s is masked out. */
-static inline float score(const mattn_attn_args *a, const float *q, int b, int t, int s, int h,
-                          float scale) {
-    const mattn_masks *m = a->masks;
-    const int Tk = n_keys(a);
-    if (m && m->key_padding && !m->key_padding[(size_t)b * Tk + s]) return -INFINITY;
-    float d;
-    if (a->kv) {
-        d = 0.0f;
-        for (int i = 0; i < a->dh; i++) d += q[i] * kv_elem(a, 0, b, s, h, i);
-        d *= scale;
-    } else {
-        d = mattn_dot(q, a->k + ((size_t)b * Tk + s) * ld_kv(a) + (size_t)kv_head(a, h) * a->dh, a->dh) * scale;
-    }
-    if (m && m->additive) {
-        size_t off = m->additive_batched ? (size_t)b * a->T * Tk : 0;
-        d += m->additive[off + (size_t)t * Tk + s];
-    }
-    return d;
-}
-
-/* Dropout multiplier for probability (b,h,t,s), t a query row: 0 or 1/(1-p).
- * Hashed on the query's position, so a chunk draws what the whole would. */
-static inline float keep(const mattn_attn_args *a, int b, int h, int t, int s) {
-    if (a->dropout <= 0.0f) return 1.0f;
-    uint64_t key = a->dropout_key ^ mattn_mix64((uint64_t)b * (uint64_t)a->H + (uint64_t)h + 1);
-    double u = mattn_hash_u01(key, (uint64_t)(t + q_pos0(a)) * (uint64_t)n_keys(a) + (uint64_t)s);
-    return u < a->dropout ? 0.0f : 1.0f / (1.0f - a->dropout);
-}
-
-static double flops(const mattn_attn_args *a) {
-    double f = 0.0;
-    for (int64_t r = 0; r < n_queries(a); r++) {
-        int tok = a->rows ? a->rows[r] : (int)r, lo, hi;
-        mattn_attn_key_range(tok % a->T + q_pos0(a), n_keys(a), a->causal, a->window, &lo, &hi);
-        if (hi >= lo) f += (double)(hi - lo + 1 + n_sinks(a, lo));
-    }
-    return f * 4.0 * a->H * a->dh; /* q.k and p*v: 2*dh each per key and head */
-}
-
-// ----------------------------------------------------------------------------
 // tiled (flash-style) version
 //
 // A task is one (batch, head) — with grouped-query heads a thread's run of
-// them, each K/V head packed once for the run's query heads: it packs the
-// head's keys transposed (K^T, dh x T) and its values (T x dhp) once, then walks its query rows in tiles
+// the query tiles of its heads, each K/V head packed once for the run
+// (fwd_grouped): it packs the head's keys transposed (K^T, dh x T) and its
+// values (T x dhp) once, then walks its query rows in tiles
 // of up to BQ rows against blocks of BK keys: scores S = (scale q) K^T with
 // the register-blocked mk_xyt (microkernel.h), the online softmax on S, and
 // O += P V with mk_ay.  Key blocks wholly above the causal diagonal or
@@ -166,10 +92,10 @@ static void mask_scores(const mattn_attn_args *a, const qtile *q, int s0, int nb
     }
 }
 
-/* The key range [klo, khi] a tile touches. */
+/* The key range [klo, khi] a tile touches (empty without rows). */
 static void tile_keys(const qtile *q, int *klo, int *khi) {
-    int lo = q->lo[0], hi = q->hi[0];
-    for (int i = 1; i < q->n; i++) {
+    int lo = INT32_MAX, hi = -1;
+    for (int i = 0; i < q->n; i++) {
         lo = q->lo[i] < lo ? q->lo[i] : lo;
         hi = q->hi[i] > hi ? q->hi[i] : hi;
     }
@@ -309,34 +235,19 @@ static void rows_keys(const mattn_attn_args *a, int b, int64_t r0, int64_t r1, i
     if (*ns == *klo) *klo = 0, *ns = 0;
 }
 
-/* Tiles of bq rows of batch b's query rows, per head. */
-static int64_t head_tiles(const mattn_attn_args *a, int b, int bq) {
+/* (b, h): pack its K/V head's keys and values (the tiles read up to a
+ * vector past khi: zeros), then run its query tiles in order. */
+static void fwd_head(const mattn_attn_args *a, int b, int h, float scale, head_pack *hp) {
+    const int bq = fwd_tile_rows(a, 1);
     int64_t r0, r1;
     batch_rows(a, b, &r0, &r1);
-    return (r1 - r0 + bq - 1) / bq;
-}
-
-/* (b, h), its query tiles [j0, j1): pack its K/V head's keys and values
- * unless hp holds them already (*packed: the batch and K/V head it holds,
- * -1: none; the tiles read up to a vector past khi: zeros), then run the
- * tiles in order. */
-static void fwd_head(const mattn_attn_args *a, int b, int h, int bq, int64_t j0, int64_t j1, float scale,
-                     head_pack *hp, int64_t *packed) {
-    int64_t r0, r1;
-    batch_rows(a, b, &r0, &r1);
-    j0 = j0 > 0 ? j0 : 0;
-    j1 = j1 < (r1 - r0 + bq - 1) / bq ? j1 : (r1 - r0 + bq - 1) / bq;
-    if (j1 <= j0) return;
+    if (r1 == r0) return;
     int klo, khi, ns;
     rows_keys(a, b, r0, r1, &klo, &khi, &ns);
-    const int64_t key = (int64_t)b * a->H + kv_head(a, h);
-    if (*packed != key) {
-        if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
-        pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
-        *packed = key;
-    }
+    if (ns > 0) pack_keys(a, b, h, 0, ns, ns, hp);
+    pack_keys(a, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, hp);
     qtile q;
-    for (int64_t r = r0 + j0 * bq; r < r0 + j1 * bq; r += bq) {
+    for (int64_t r = r0; r < r1; r += bq) {
         make_tile(a, b, r, r + bq < r1 ? r + bq : r1, &q);
         fwd_tile(a, &q, h, scale, hp);
     }
@@ -348,27 +259,54 @@ static double fwd_task(void *ctx, int b, int h, float *ws) {
     head_pack hp;
     head_pack_floats(n_keys(a), a->dh, &hp.ldk);
     hp.Kt = ws, hp.V = ws + (size_t)pad_dh(a->dh) * hp.ldk;
-    int64_t packed = -1;
-    fwd_head(a, b, h, fwd_tile_rows(a, 1), 0, INT64_MAX, 1.0f / sqrtf((float)a->dh), &hp, &packed);
+    fwd_head(a, b, h, 1.0f / sqrtf((float)a->dh), &hp);
     return 0.0;
 }
 
-/* Grouped-query heads: the (b, h, query tile) in order, each thread a
- * contiguous run of them (tiles, not heads: SmolLM2's 9 heads split 4/5
- * between 2 threads), packing a K/V head once for the tiles of its run that
- * read it (1 thread: once per K/V head; a task per query head packed it
- * kv_group times), in its own slot, where its tiles find it in its own
- * cache.  A tile's rows and key blocks do not depend on the split. */
-static void fwd_grouped(const mattn_attn_args *a, size_t pack) {
+/* The keys that the rows of batch b of the n calls see, as one pack:
+ * [*klo, *khi] and the sinks [0, *ns) before them (a full call's rows: from
+ * 0); *khi = -1 when none of them has rows in b. */
+static void calls_keys(const mattn_attn_args *c, int n, int b, int *klo, int *khi, int *ns) {
+    *klo = INT32_MAX, *khi = -1, *ns = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t r0, r1;
+        batch_rows(&c[i], b, &r0, &r1);
+        if (r1 == r0) continue;
+        int lo, hi, s;
+        rows_keys(&c[i], b, r0, r1, &lo, &hi, &s);
+        *klo = lo < *klo ? lo : *klo, *khi = hi > *khi ? hi : *khi, *ns = s > *ns ? s : *ns;
+    }
+    if (*ns >= *klo) *klo = 0, *ns = 0;
+}
+
+/* Scores a tile (rows [r, rend) of batch b) computes: rows x its keys. */
+static double tile_cost(const mattn_attn_args *a, int b, int64_t r, int64_t rend) {
+    qtile q;
+    int klo, khi;
+    make_tile(a, b, r, rend, &q);
+    tile_keys(&q, &klo, &khi);
+    return (double)q.n * (khi - klo + 1 + n_sinks(a, klo));
+}
+
+/* Grouped-query heads, n calls over one query chunk (the same queries,
+ * keys, geometry and scratch; their own rows, windows, sinks, masks and
+ * outputs): the (b, h, call, query tile) in order, each thread a contiguous
+ * run of them by cost (a tile's rows x keys, so that full and local tiles
+ * weigh what they take; tiles, not heads: SmolLM2's 9 heads split 4/5
+ * between 2 threads).  A thread packs a K/V head once for the tiles of its
+ * run that read it — the keys every call's rows see, so that a chunk's full
+ * and local rows share one pack — in its own slot, where its tiles find it
+ * in its own cache.  Every thread walks the same sums (pass 0: the total),
+ * so the runs tile the work; a tile's rows and key blocks do not depend on
+ * the split. */
+static void fwd_grouped(const mattn_attn_args *c, int n, size_t pack) {
     const size_t slot = mattn_align_up(pack * sizeof(float));
     int team = 1;
 #ifdef _OPENMP
     team = omp_get_max_threads();
 #endif
-    if ((size_t)team > a->scratch_bytes / slot) team = (int)(a->scratch_bytes / slot);
-    const int bq = fwd_tile_rows(a, team);
-    int64_t n = 0;
-    for (int b = 0; b < a->B; b++) n += a->H * head_tiles(a, b, bq);
+    if ((size_t)team > c->scratch_bytes / slot) team = (int)(c->scratch_bytes / slot);
+    const float scale = 1.0f / sqrtf((float)c->dh);
     #pragma omp parallel num_threads(team)
     {
         int tid = 0, nth = 1;
@@ -376,30 +314,70 @@ static void fwd_grouped(const mattn_attn_args *a, size_t pack) {
         tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #endif
         head_pack hp;
-        head_pack_floats(n_keys(a), a->dh, &hp.ldk);
-        hp.Kt = (float *)((char *)a->scratch + (size_t)tid * slot), hp.V = hp.Kt + (size_t)pad_dh(a->dh) * hp.ldk;
-        int64_t packed = -1, base = 0;
-        const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
-        for (int b = 0; b < a->B && base < i1; b++) {
-            const int64_t nt = head_tiles(a, b, bq);
-            for (int h = 0; h < a->H && base < i1; h++, base += nt)
-                fwd_head(a, b, h, bq, i0 - base, i1 - base, 1.0f / sqrtf((float)a->dh), &hp, &packed);
+        head_pack_floats(n_keys(c), c->dh, &hp.ldk);
+        hp.Kt = (float *)((char *)c->scratch + (size_t)tid * slot), hp.V = hp.Kt + (size_t)pad_dh(c->dh) * hp.ldk;
+        double total = 0.0, at = 0.0;
+        for (int pass = 0; pass < 2; pass++, total = at, at = 0.0) {
+            const double lo = tid ? total * tid / nth : -1.0, hi = tid + 1 < nth ? total * (tid + 1) / nth : INFINITY;
+            int64_t packed = -1;
+            for (int b = 0; b < c->B; b++) {
+                int klo, khi, ns;
+                calls_keys(c, n, b, &klo, &khi, &ns);
+                for (int h = 0; khi >= 0 && h < c->H; h++)
+                    for (int i = 0; i < n; i++) {
+                        const int bq = fwd_tile_rows(&c[i], team);
+                        int64_t r0, r1;
+                        batch_rows(&c[i], b, &r0, &r1);
+                        for (int64_t r = r0; r < r1; r += bq) {
+                            const int64_t rend = r + bq < r1 ? r + bq : r1;
+                            const double cost = tile_cost(&c[i], b, r, rend), mid = at + 0.5 * cost;
+                            at += cost;
+                            if (pass == 0 || mid < lo || mid >= hi) continue;
+                            if (packed != (int64_t)b * c->H + kv_head(c, h)) {
+                                if (ns > 0) pack_keys(c, b, h, 0, ns, ns, &hp);
+                                pack_keys(c, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, &hp);
+                                packed = (int64_t)b * c->H + kv_head(c, h);
+                            }
+                            qtile q;
+                            make_tile(&c[i], b, r, rend, &q);
+                            fwd_tile(&c[i], &q, h, scale, &hp);
+                        }
+                    }
+            }
         }
     }
 }
 
-double mattn_attn_softmax_forward(const mattn_attn_args *a) {
-    check_geometry(a);
-    int ldk;
-    const size_t pack = head_pack_floats(n_keys(a), a->dh, &ldk);
-    if (a->kv_group > 1) {
-        if (!a->scratch || a->scratch_bytes < mattn_align_up(pack * sizeof(float))) return -1.0;
-        fwd_grouped(a, pack);
-    } else if (mattn_for_heads(a->B, a->H, pack, a->scratch, a->scratch_bytes, fwd_task, (void *)a) < 0) {
-        return -1.0;
-    }
-    return flops(a);
+static int same_chunk(const mattn_attn_args *a, const mattn_attn_args *b) {
+    return a->B == b->B && a->T == b->T && a->H == b->H && a->dh == b->dh && a->q == b->q && a->ld == b->ld &&
+           a->k == b->k && a->v == b->v && a->kv == b->kv && a->kv_group == b->kv_group && a->ldkv == b->ldkv &&
+           n_keys(a) == n_keys(b) && a->scratch == b->scratch && a->scratch_bytes == b->scratch_bytes &&
+           a->causal == b->causal;
 }
+
+double mattn_attn_softmax_forward_n(const mattn_attn_args *calls, int n) {
+    MATTN_ASSERT(n >= 1);
+    for (int i = 0; i < n; i++) {
+        check_geometry(&calls[i]);
+        MATTN_ASSERT(same_chunk(&calls[0], &calls[i]));
+    }
+    int ldk;
+    const size_t pack = head_pack_floats(n_keys(calls), calls->dh, &ldk);
+    double fl = 0.0;
+    if (calls->kv_group > 1) {
+        if (!calls->scratch || calls->scratch_bytes < mattn_align_up(pack * sizeof(float))) return -1.0;
+        fwd_grouped(calls, n, pack);
+    }
+    for (int i = 0; i < n; i++) {
+        if (calls->kv_group <= 1 && mattn_for_heads(calls[i].B, calls[i].H, pack, calls[i].scratch,
+                                                    calls[i].scratch_bytes, fwd_task, (void *)&calls[i]) < 0)
+            return -1.0;
+        fl += flops(&calls[i]);
+    }
+    return fl;
+}
+
+double mattn_attn_softmax_forward(const mattn_attn_args *a) { return mattn_attn_softmax_forward_n(a, 1); }
 
 // ----------------------------------------------------------------------------
 // tiled backward: one task per (b, h), keys outer, queries inner
@@ -496,12 +474,6 @@ static double bwd_task(void *ctx, int b, int h, float *ws) {
     return 0.0;
 }
 
-/* The backward passes take plain multi-head geometry only (sinks: causal). */
-static int mha_geometry(const mattn_attn_args *a) {
-    return a->kv_group <= 1 && (a->Tk == 0 || a->Tk == a->T) && (a->ldkv == 0 || a->ldkv == a->ld) && !a->kv &&
-           a->sinks >= 0 && (!a->sinks || a->causal);
-}
-
 int mattn_attn_softmax_backward(const mattn_attn_args *a, const mattn_attn_grad *g) {
     MATTN_ASSERT(!a->rows && a->lse && a->dh <= MATTN_MAX_HEAD_DIM && mha_geometry(a));
     bwd_ctx c = {a, g};
@@ -513,110 +485,3 @@ size_t mattn_attn_softmax_scratch(int T, int dh, int backward, int threads) {
     return mattn_heads_scratch(backward ? BWD_FLOATS : head_pack_floats(T, dh, &ldk), threads);
 }
 
-// ----------------------------------------------------------------------------
-// reference: three passes over the visible keys
-
-double mattn_attn_softmax_forward_ref(const mattn_attn_args *a) {
-    check_geometry(a);
-    const int H = a->H, dh = a->dh, T = a->T, Tk = n_keys(a);
-    const float scale = 1.0f / sqrtf((float)dh);
-    for (int64_t r = 0; r < n_queries(a); r++) {
-        for (int h = 0; h < H; h++) {
-            int tok = a->rows ? a->rows[r] : (int)r, b = tok / T, t = tok % T, lo, hi;
-            mattn_attn_key_range(t + q_pos0(a), Tk, a->causal, a->window, &lo, &hi);
-            const int ns = hi >= lo ? n_sinks(a, lo) : 0, s1 = first_key(ns, lo);
-            const float *q = a->q + (size_t)tok * a->ld + (size_t)h * dh;
-            float *o = a->out + (size_t)tok * a->ldo + (size_t)h * dh;
-            double m = -INFINITY, l = 0.0;
-            for (int s = s1; s <= hi; s = next_key(s, ns, lo)) {
-                double sc = score(a, q, b, t, s, h, scale);
-                if (sc > m) m = sc;
-            }
-            for (int s = s1; s <= hi && m > -INFINITY; s = next_key(s, ns, lo))
-                l += exp(score(a, q, b, t, s, h, scale) - m);
-            for (int i = 0; i < dh; i++) {
-                double acc = 0.0;
-                for (int s = s1; s <= hi && l > 0.0; s = next_key(s, ns, lo)) {
-                    double p = exp(score(a, q, b, t, s, h, scale) - m) / l * keep(a, b, h, t, s);
-                    acc += p * kv_elem(a, 1, b, s, h, i);
-                }
-                o[i] = (float)acc;
-            }
-            if (a->lse) a->lse[((size_t)b * H + h) * T + t] = l > 0.0 ? (float)(m + log(l)) : -INFINITY;
-        }
-    }
-    return flops(a);
-}
-
-// ----------------------------------------------------------------------------
-// backward (every query row; training runs every expert on every token)
-//
-// o_t = sum_s P_ts m_ts v_s with P = softmax(scores), m the dropout multiplier:
-//   D_t    = <go_t, o_t>                   (= sum_s P_ts dP_ts)
-//   dP_ts  = m_ts <go_t, v_s>
-//   dS_ts  = P_ts (dP_ts - D_t)
-//   gv_s  += P_ts m_ts go_t,  gq_t += scale dS_ts k_s,  gk_s += scale dS_ts q_t
-// P_ts is recomputed from the saved log-sum-exp: exp(score - lse_t).
-
-static inline float *grow(float *base, const mattn_attn_grad *g, int b, int T, int t, int h, int dh) {
-    return base + ((size_t)b * T + t) * g->ldg + (size_t)h * dh;
-}
-
-/* Reference: materialise P (T x T, double) per (b, h) and apply the matrix
- * formulas; recomputes everything from q, k, v (ignores lse and out). */
-void mattn_attn_softmax_backward_ref(const mattn_attn_args *a, const mattn_attn_grad *g) {
-    MATTN_ASSERT(!a->rows && mha_geometry(a));
-    const int B = a->B, T = a->T, H = a->H, dh = a->dh;
-    const float scale = 1.0f / sqrtf((float)dh);
-    double *P = mattn_malloc(sizeof(double) * (size_t)T * T), *dS = mattn_malloc(sizeof(double) * (size_t)T * T);
-    MATTN_ASSERT(P && dS);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            for (int t = 0; t < T; t++) {
-                const float *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
-                double m = -INFINITY, l = 0.0;
-                for (int s = 0; s < T; s++) {
-                    int lo, hi;
-                    mattn_attn_key_range(t, T, a->causal, a->window, &lo, &hi);
-                    double sc = (s >= lo || s < a->sinks) && s <= hi ? score(a, q, b, t, s, h, scale) : -INFINITY;
-                    P[(size_t)t * T + s] = sc;
-                    if (sc > m) m = sc;
-                }
-                for (int s = 0; s < T; s++) {
-                    double e = m > -INFINITY ? exp(P[(size_t)t * T + s] - m) : 0.0;
-                    P[(size_t)t * T + s] = e;
-                    l += e;
-                }
-                for (int s = 0; s < T; s++) P[(size_t)t * T + s] = l > 0.0 ? P[(size_t)t * T + s] / l : 0.0;
-            }
-            /* dP = (go v^T) .* mask;  dS = P .* (dP - rowsum(P .* dP)) */
-            for (int t = 0; t < T; t++) {
-                const float *go = g->gout + ((size_t)b * T + t) * g->ldgo + (size_t)h * dh;
-                double Dt = 0.0;
-                for (int s = 0; s < T; s++) {
-                    const float *v = a->v + ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    double dp = 0.0;
-                    for (int i = 0; i < dh; i++) dp += (double)go[i] * v[i];
-                    dp *= keep(a, b, h, t, s);
-                    dS[(size_t)t * T + s] = dp;
-                    Dt += P[(size_t)t * T + s] * dp;
-                }
-                for (int s = 0; s < T; s++) {
-                    double p = P[(size_t)t * T + s], ds = p * (dS[(size_t)t * T + s] - Dt) * scale;
-                    float *gq = grow(g->gq, g, b, T, t, h, dh), *gk = grow(g->gk, g, b, T, s, h, dh);
-                    float *gv = grow(g->gv, g, b, T, s, h, dh);
-                    const size_t ks = ((size_t)b * T + s) * a->ld + (size_t)h * dh;
-                    const float *k = a->k + ks, *q = a->q + ((size_t)b * T + t) * a->ld + (size_t)h * dh;
-                    double pm = p * keep(a, b, h, t, s);
-                    for (int i = 0; i < dh; i++) {
-                        gv[i] += (float)(pm * go[i]);
-                        gq[i] += (float)(ds * k[i]);
-                        gk[i] += (float)(ds * q[i]);
-                    }
-                }
-            }
-        }
-    }
-    mattn_free(P);
-    mattn_free(dS);
-}

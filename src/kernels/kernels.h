@@ -110,6 +110,14 @@ size_t mattn_attn_linear_scratch(int backward, int threads);
 /* Each returns the floating-point operations it executed, or -1 when
  * a->scratch is too small for one thread. */
 double mattn_attn_softmax_forward(const mattn_attn_args *a);
+/* n forwards over one query chunk in one pass: calls with the same queries,
+ * keys (k/v or kv), B, T, Tk, H, dh, kv_group, causal and scratch, each with
+ * its own rows, window, sinks, masks, dropout and out (rows of different
+ * calls disjoint); with grouped-query heads the keys every call's rows see
+ * are packed once per thread and K/V head for all of them, the threads
+ * share the tiles by cost.  Each call's output is what its own forward
+ * gives; returns the FLOPs summed (-1: scratch too small). */
+double mattn_attn_softmax_forward_n(const mattn_attn_args *calls, int n);
 double mattn_attn_softmax_forward_ref(const mattn_attn_args *a);
 double mattn_attn_linear_forward(const mattn_attn_args *a);
 double mattn_attn_linear_forward_ref(const mattn_attn_args *a);

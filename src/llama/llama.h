@@ -150,7 +150,7 @@ struct mattn_llama_cache {
     float *lin;                 /* per block the linear state: S (Hkv, 2fd, dh) then z (Hkv, 2fd) */
     size_t lin_bytes;           /* its size */
     float *phq, *phk;           /* (H, 2fd), (Hkv, 2fd) one token's features */
-    int32_t *rows;              /* (C) a chunk's rows of one expert */
+    int32_t *rows;              /* (2, C) a chunk's rows of full, then of local */
     uint8_t *route;             /* (C) a chunk's experts in one block */
     mattn_ctrl_act act;         /* the controller's activations for a chunk */
     void *mm_ws;    size_t mm_ws_bytes;     /* the matmul's scratch, for a chunk */

@@ -57,7 +57,7 @@ static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_lla
     const size_t nf = 2 * (size_t)r->cfg.feature_dim, Hc = (size_t)r->cfg.controller_hidden, K = MATTN_ROUTE_EXPERTS;
     MATTN_CARVE(cv, c->phq, (size_t)hp->n_heads * nf * f);
     MATTN_CARVE(cv, c->phk, (size_t)hp->n_kv_heads * nf * f);
-    MATTN_CARVE(cv, c->rows, C * sizeof(int32_t));
+    MATTN_CARVE(cv, c->rows, 2 * C * sizeof(int32_t));
     MATTN_CARVE(cv, c->route, C);
     MATTN_CARVE(cv, c->act.f, C * (D + 2) * f);
     MATTN_CARVE(cv, c->act.z1, C * Hc * f);

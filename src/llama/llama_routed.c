@@ -83,40 +83,52 @@ static double linear_chunk(const mattn_llama *m, mattn_llama_cache *c, int l, in
     return M * linear_flops(hp, fd, 0) + nq * (linear_flops(hp, fd, 1) - linear_flops(hp, fd, 0));
 }
 
-/* Softmax expert e (full or local) for the chunk's rows routed to it: the
- * tiled kernel, or one decode step per row when it has at most FEW_ROWS of
- * them (the tiled kernel packs the keys its rows see, once per K/V head,
- * which a few rows do not pay for). */
+/* The softmax experts (full, local) over the chunk's rows routed to them:
+ * one pass of the tiled kernel for both (one parallel region, each K/V
+ * head's keys packed once for both), an expert with at most FEW_ROWS rows
+ * as decode steps instead (the tiled kernel packs every key its rows see,
+ * which a few full rows do not pay for); a decode step: its token. */
 #define FEW_ROWS 4
-static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int e, int decode) {
+static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, int p, int M, int decode) {
     const mattn_llama_info *hp = &m->hp;
     const int H = hp->n_heads, dh = hp->head_dim, g = H / hp->n_kv_heads, Dq = H * dh;
-    const int local = e == MATTN_ROUTE_LOCAL;
-    const int window = local ? m->routing->cfg.window : -1, sinks = local ? m->routing->cfg.sinks : 0;
+    const int window = m->routing->cfg.window, sinks = m->routing->cfg.sinks;
     const mattn_kv kv = mattn_llama_cache_view(c, l);
     if (decode) {
-        const int lo = local && p - window > 0 ? p - window : 0;
-        return mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, sinks, lo, p, 0, c->att);
+        const int local = c->route[0] == MATTN_ROUTE_LOCAL, lo = local && p - window > 0 ? p - window : 0;
+        return mattn_attn_softmax_decode_kv(c->q, &kv, H, g, dh, local ? sinks : 0, lo, p, 0, c->att);
     }
-    int64_t n = 0;
+    int32_t *rows[2] = {c->rows, c->rows + MATTN_LLAMA_CHUNK};
+    int64_t n[2] = {0, 0};
     for (int t = 0; t < M; t++)
-        if (c->route[t] == e) c->rows[n++] = t;
-    if (n == 0) return 0.0;
-    if (n <= FEW_ROWS && n < M) { /* as decode steps (all rows of a chunk: tiles, as the original model) */
-        double fl = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            const int t = (int)c->rows[i], lo = local && p + t - window > 0 ? p + t - window : 0;
-            fl += mattn_attn_softmax_decode_kv(c->q + (size_t)t * Dq, &kv, H, g, dh, sinks, lo, p + t, 0,
-                                               c->att + (size_t)t * Dq);
+        if (c->route[t] != MATTN_ROUTE_LINEAR) {
+            const int e = c->route[t] == MATTN_ROUTE_LOCAL;
+            rows[e][n[e]++] = t;
         }
-        return fl;
+    mattn_attn_args a[2];
+    int na = 0;
+    double fl = 0.0;
+    for (int e = 0; e < 2; e++) {
+        if (n[e] == 0) continue;
+        if (n[e] <= FEW_ROWS && n[e] < M) { /* as decode steps (all rows of a chunk: tiles, as the original model) */
+            for (int64_t i = 0; i < n[e]; i++) {
+                const int t = rows[e][i], lo = e && p + t - window > 0 ? p + t - window : 0;
+                fl += mattn_attn_softmax_decode_kv(c->q + (size_t)t * Dq, &kv, H, g, dh, e ? sinks : 0, lo, p + t, 0,
+                                                   c->att + (size_t)t * Dq);
+            }
+            continue;
+        }
+        a[na++] = (mattn_attn_args){.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
+                                    .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = e ? window : -1,
+                                    .sinks = e ? sinks : 0, .rows = n[e] < M ? rows[e] : NULL,
+                                    .n_rows = n[e] < M ? n[e] : 0, .scratch = c->attn_ws,
+                                    .scratch_bytes = c->attn_ws_bytes};
     }
-    mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
-                         .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = window, .sinks = sinks,
-                         .rows = n < M ? c->rows : NULL, .n_rows = n < M ? n : 0,
-                         .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
-    const double fl = mattn_attn_softmax_forward(&a);
-    MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
+    if (na) {
+        const double f = mattn_attn_softmax_forward_n(a, na);
+        MATTN_ASSERT(f >= 0.0); /* the scratch was sized for the cache's context */
+        fl += f;
+    }
     return fl;
 }
 
@@ -132,12 +144,7 @@ mattn_status mattn_llama_attention_routed(const mattn_llama *m, mattn_llama_cach
     }
     const mattn_controller *cc = &r->layers[l].ctrl;
     double fl = r->layers[l].fixed ? 0.0 : 2.0 * M * ((double)cc->Hc * (cc->D + 2) + (double)cc->Hc * cc->K);
-    if (decode) {
-        if (c->route[0] != MATTN_ROUTE_LINEAR) fl += softmax_rows(m, c, l, p, 1, c->route[0], 1);
-    } else {
-        fl += softmax_rows(m, c, l, p, M, MATTN_ROUTE_FULL, 0);
-        fl += softmax_rows(m, c, l, p, M, MATTN_ROUTE_LOCAL, 0);
-    }
+    if (!decode || c->route[0] != MATTN_ROUTE_LINEAR) fl += softmax_rows(m, c, l, p, M, decode);
     if (mattn_llama_routing_uses(r, l, MATTN_ROUTE_LINEAR)) fl += linear_chunk(m, c, l, M);
     *flops += fl;
     return MATTN_OK;
