@@ -6,7 +6,7 @@ context lengths, in one run, through the metaattn CLI only.
   bench/surgery/evaluate.py --routing runs/surgery/b15.st [--lengths 2048,4096,8192]
                             [--prompts 30] [--baseline-prompts 10] [--ppl-tokens 32768]
                             [--skip-speed | --speed-only] [--min-time S] [--models original,routed,...]
-                            [--static-from EARLIER.jsonl]
+                            [--static-from EARLIER.jsonl] [--bin build/metaattn]
                             [--out bench/results/surgery]
 
 Per length N: perplexity on data/kjv-heldout.txt (windows of N, stride N, the
@@ -77,6 +77,7 @@ def make_fixed(out, spec, window, sinks, log):
 
 
 def main():
+    global BIN
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--routing", required=True)
     ap.add_argument("--lengths", default="2048,4096,8192")
@@ -88,9 +89,11 @@ def main():
     ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
     ap.add_argument("--min-time", type=float, default=0.0, help="bench --min-time: repeat, keep the best")
     ap.add_argument("--static-from", help="an earlier OUT.jsonl: its ranking of the blocks (the 31 evals) instead of anew")
+    ap.add_argument("--bin", default=BIN, help="the metaattn binary (default build/metaattn)")
     ap.add_argument("--models", default="original,routed,streaming,random,static",
                     help="which models to run (a run stopped midway goes on with the rest)")
     a = ap.parse_args()
+    BIN = os.path.abspath(a.bin)
     lengths = [int(x) for x in a.lengths.split(",")]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     work = a.out + ".work"

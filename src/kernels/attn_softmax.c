@@ -145,7 +145,7 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
                 memset(row, 0, sizeof(float) * nc);
                 continue;
             }
-            const float corr = expf(m[i] - mn); /* 0 when m was -inf */
+            const float corr = mn == m[i] ? 1.0f : expf(m[i] - mn); /* 0 when m was -inf; expf(0) is 1 */
             const mattn_vf vmn = vset1(mn);
             mattn_vf vs = vset1(0.0f);
             for (int j = 0; j < nc; j += MATTN_VL) {
