@@ -74,7 +74,9 @@ decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16
             float bm = -INFINITY;
             for (int j = 0; j < nb; j++) bm = sc[h][j] > bm ? sc[h][j] : bm;
             for (int j = nb; j < nc; j++) sc[h][j] = -INFINITY;
-            const float mn = bm > m[h] ? bm : m[h], corr = mn == m[h] ? 1.0f : expf(m[h] - mn); /* 0: m == -inf */
+            /* 0 when m was -inf; 1 when the max did not move; NaN when no score was a number (-inf - -inf),
+             * so that a NaN in q or K reaches the output */
+            const float mn = bm > m[h] ? bm : m[h], corr = mn == m[h] && mn > -INFINITY ? 1.0f : expf(m[h] - mn);
             l[h] *= corr;
             for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] *= corr;
             mattn_vf vs = vset1(0.0f);

@@ -18,7 +18,6 @@
  * (kernels.h), and with mattn_attn_softmax_forward_n several row sets of one
  * chunk (a routed block's full and local rows) in one pass.
  */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,8 +146,11 @@ static void fwd_tile(const mattn_attn_args *a, const qtile *q, int h, float scal
             mnew[i] = bm > m[i] ? bm : m[i];
         }
         for (int i = q->n; i % MATTN_VL; i++) m[i] = mnew[i] = 0.0f; /* the last vector's spare lanes */
-        for (int i = 0; i < q->n; i += MATTN_VL) /* 0 when m was -inf, exactly 1 when the max did not move */
-            vstore(corr + i, vexp(vload(m + i) - vmax(vload(mnew + i), vset1(-FLT_MAX))));
+        for (int i = 0; i < q->n; i += MATTN_VL) { /* 0 when m was -inf, 1 when the max did not move, NaN kept */
+            const mattn_vf d = vload(m + i) - vload(mnew + i);
+            const mattn_vi nan = d != d;
+            vstore(corr + i, (mattn_vf)(((mattn_vi)vexp(d) & ~nan) | ((mattn_vi)d & nan)));
+        }
         for (int i = 0; i < q->n; i++) {
             float *row = S + (size_t)i * BK, *o = O + (size_t)i * dhp;
             const float mn = mnew[i];
