@@ -185,8 +185,10 @@ def measure(args, contexts, ids_file):
                     wbytes = j["decode_weight_gb_s"] / j["decode_tok_s"] * 1e9
                     kvbytes = (j["decode_total_gb_s"] - j["decode_weight_gb_s"]) / j["decode_tok_s"] * 1e9
                     kvbytes_eng = kvbytes
+                    kvfull = j.get("decode_cache_full_gb", kvbytes * 1e-9) * 1e9
                 else:
-                    kvbytes_eng = kvbytes if args.kv == "f16" else kvbytes / 2  # llama.cpp's cache: f16
+                    # llama.cpp reads its whole f16 cache (metaattn routed reads only its experts' keys)
+                    kvbytes_eng = kvfull if args.kv == "f16" else kvfull / 2
                     first = j["first_ids"]
                 expect = want[:min(n, 8)] if want else prompt_ids(min(n, 8), vocab)
                 if first != expect:

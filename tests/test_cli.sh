@@ -265,7 +265,7 @@ if [[ -f "$gg" ]]; then
   if [[ -z "${METAATTN_TEST_NO_BENCH:-}" ]]; then
     "$bin" bench --model "$gg" --context 16 --decode 4 --threads 1 --json - >"$tmp/m.json" 2>"$tmp/m.txt"
     check "bench model table" 0 "decode 4 tokens at context 16" cat "$tmp/m.txt"
-    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv prefill_attention_s decode_attention_s prefill_attention_flops decode_attention_flops"
+    keys="model file_mb threads context prefill_tokens prefill_s prefill_tok_s decode_tokens decode_s decode_tok_s decode_weight_gb_s decode_total_gb_s peak_rss_mb activations kv prefill_attention_s decode_attention_s prefill_attention_flops decode_attention_flops decode_cache_full_gb"
     if command -v python3 >/dev/null; then
       check "bench model JSON" 0 "keys ok" python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))

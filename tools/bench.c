@@ -62,7 +62,9 @@ const char cli_bench_usage[] =
     "                 \"prefill_s\", \"prefill_tok_s\", \"decode_tokens\", \"decode_s\",\n"
     "                 \"decode_tok_s\", \"decode_weight_gb_s\", \"decode_total_gb_s\",\n"
     "                 \"peak_rss_mb\", \"activations\", \"kv\", \"prompt_file\", the attention's\n"
-    "                 seconds and FLOPs; routed: the shares; --paired: \"original\":\n"
+    "                 seconds and FLOPs, \"decode_cache_full_gb\" (a step's reads of\n"
+    "                 the whole cache; \"decode_total_gb_s\" counts a routed step's own);\n"
+    "                 routed: the shares; --paired: \"original\":\n"
     "                 {\"prefill_s\", \"decode_tok_s\", its attention's seconds and FLOPs}}\n"
     "                 ('-' = stdout)\n";
 

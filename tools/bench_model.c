@@ -149,9 +149,14 @@ static void report(const model_run *r, const model_run *o, const char *path, FIL
     snprintf(name, sizeof name, "prefill %d tokens", r->N);
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s\n", name, tp * 1e3, r->N / tp);
     snprintf(name, sizeof name, "decode %d tokens at context %d", r->D, r->N);
-    /* the cache a step reads: K and V of every layer over the positions so far (N + D/2 on average) */
-    const double kvgb = 2.0 * r->info.n_layers * r->info.n_kv_heads * r->info.head_dim * (r->N + r->D / 2.0) *
-                        (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
+    /* the cache a step reads: K and V of every layer over the positions so far (N + D/2 on average); routed,
+     * that times its decode attention FLOPs over the original's (the keys its steps read: the controllers'
+     * products, a few %, count as reads) */
+    const mattn_llama_info *h = &r->info;
+    const double kv_full = 2.0 * h->n_layers * h->n_kv_heads * h->head_dim * (r->N + r->D / 2.0) *
+                           (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
+    const double fl_full = 4.0 * h->n_heads * h->head_dim * h->n_layers * (r->D * (r->N + 1.0) + r->D * (r->D - 1) / 2.0);
+    const double kvgb = r->routing && r->flops_d < fl_full ? kv_full * r->flops_d / fl_full : kv_full;
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights, %.2f GB/s with the cache\n", name,
             td * 1e3, r->D / td, wgb * r->D / td, (wgb + kvgb) * r->D / td);
     fprintf(tab, "  %-36s %10.3f ms in prefill (%.0f %%, %.1f GFLOP/s), %.3f ms per decode step (%.0f %%, %.1f "
@@ -172,6 +177,7 @@ static void report(const model_run *r, const model_run *o, const char *path, FIL
                 "\"decode_attention_s\": %.6g, \"prefill_attention_flops\": %.6g, \"decode_attention_flops\": %.6g",
             file_mb, threads, r->N, r->N, tp, r->N / tp, r->D, td, r->D / td, wgb * r->D / td,
             (wgb + kvgb) * r->D / td, rss_mb, r->act, r->kv, r->attn_p, r->attn_d, r->flops_p, r->flops_d);
+    fprintf(js, ", \"decode_cache_full_gb\": %.6g", kv_full); /* a step's reads of the whole cache */
     if (r->prompt_file) {
         fprintf(js, ", \"prompt_file\": \"");
         json_str(js, r->prompt_file);
