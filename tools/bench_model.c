@@ -155,7 +155,8 @@ static void report(const model_run *r, const model_run *o, const char *path, FIL
     const mattn_llama_info *h = &r->info;
     const double kv_full = 2.0 * h->n_layers * h->n_kv_heads * h->head_dim * (r->N + r->D / 2.0) *
                            (strcmp(r->kv, "f32") ? 2 : 4) * 1e-9;
-    const double fl_full = 4.0 * h->n_heads * h->head_dim * h->n_layers * (r->D * (r->N + 1.0) + r->D * (r->D - 1) / 2.0);
+    const double fl_full = 4.0 * h->n_heads * h->head_dim * h->n_layers *
+                           (r->D * (r->N + 1.0) + r->D * (r->D - 1) / 2.0);
     const double kvgb = r->routing && r->flops_d < fl_full ? kv_full * r->flops_d / fl_full : kv_full;
     fprintf(tab, "  %-36s %10.3f ms %10.1f tokens/s %8.2f GB/s of weights, %.2f GB/s with the cache\n", name,
             td * 1e3, r->D / td, wgb * r->D / td, (wgb + kvgb) * r->D / td);
