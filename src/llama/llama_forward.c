@@ -303,7 +303,7 @@ mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int
 // early, at step TEAM_FIRST) one step tries the other, whose measurement
 // replaces that team's estimate; the team's own steps update its estimate
 // smoothly, but before that first probe it is their fastest (the first
-// steps after a prefill took up to 2.5x a step's time here).  The kernels
+// steps after a prefill took up to 2.6x a step's time here).  The kernels
 // give the same bits for any team size, so this changes the speed only.  On an idle machine a probe costs one step at
 // half speed in TEAM_PROBE (~1 %).
 
@@ -320,7 +320,7 @@ static int team_pick(mattn_llama_team *t) {
 
 static void team_update(mattn_llama_team *t, int arm, double secs) {
     const int own = arm == t->arm;
-    /* before the first probe the fastest step so far: the first two steps after a prefill took 1.2-2.5x a
+    /* before the first probe the fastest step so far: the first two steps after a prefill took 1.2-2.6x a
      * step's time on 2 threads, and blended into the estimate (probe at step 2) they made the half team look
      * faster in 3 of 8 runs of bench --decode 32 (the routed SmolLM2 at 2048: 80 tokens/s, not 130) */
     if (t->steps < TEAM_FIRST) t->ema[arm] = t->seen[arm] && secs > t->ema[arm] ? t->ema[arm] : secs;
