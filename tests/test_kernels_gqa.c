@@ -471,6 +471,62 @@ static void test_softmax_forward_n(void **st) {
     free(q); free(K); free(V); free(o); free(r);
 }
 
+/* A pack kept across chunks (kernels.h, mattn_attn_pack): a sequence's
+ * chunks, full rows alone and full + local rows in one pass, give the bits
+ * of the calls without it, at 1-3 threads; after n = 0 a shorter sequence
+ * over the stale pack too. */
+static void test_softmax_pack(void **st) {
+    (void)st;
+    const int H = 9, Hkv = 3, g = 3, dh = 64, cap = 700, Dq = H * dh, Dkv = Hkv * dh;
+    float *q = falloc((size_t)cap * Dq), *K = falloc((size_t)cap * Dkv), *V = falloc((size_t)cap * Dkv);
+    float *o = falloc((size_t)64 * Dq), *r = falloc((size_t)64 * Dq);
+    fill_normal(q, (size_t)cap * Dq, 81, 1.0);
+    fill_normal(K, (size_t)cap * Dkv, 82, 1.0);
+    fill_normal(V, (size_t)cap * Dkv, 83, 1.0);
+    mattn_attn_pack pk = {mattn_amalloc(mattn_attn_pack_bytes(cap, dh, Hkv)), cap, 0};
+    assert_non_null(pk.buf);
+    memset(pk.buf, 0, mattn_attn_pack_bytes(cap, dh, Hkv));
+    const int lens[2] = {cap, 333}, chunk[4] = {64, 37, 1, 64};
+    for (int seq = 0; seq < 2; seq++) {
+        pk.n = 0;
+        for (int p = 0, i = 0; p < lens[seq]; i++) {
+            const int M = lens[seq] - p < chunk[i % 4] ? lens[seq] - p : chunk[i % 4];
+            int32_t rows[2][64];
+            int64_t n[2] = {0, 0};
+            for (int t = 0; t < M; t++) rows[(t * 5 + i) % 3 != 0][n[(t * 5 + i) % 3 != 0]++] = t;
+            const int mixed = i % 2 && n[0] && n[1];
+            mattn_attn_args a[2];
+            for (int e = 0; e < 2; e++)
+                a[e] = (mattn_attn_args){.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = q + (size_t)p * Dq,
+                                         .ld = Dq, .k = K, .v = V, .ldkv = Dkv, .kv_group = g, .out = r, .ldo = Dq,
+                                         .causal = 1, .window = mixed && e ? 100 : -1, .sinks = mixed && e ? 4 : 0,
+                                         .rows = mixed ? rows[e] : NULL, .n_rows = mixed ? n[e] : 0};
+            set_attn_scratch(&a[0]);
+            a[1].scratch = a[0].scratch, a[1].scratch_bytes = a[0].scratch_bytes;
+            memset(r, 0, sizeof(float) * 64 * Dq);
+            const double f = mattn_attn_softmax_forward_n(a, 1 + mixed);
+            a[0].out = a[1].out = o, a[0].pack = a[1].pack = &pk;
+            const int n0 = pk.n, threads = 1 + i % 3;
+#ifdef _OPENMP
+            const int nt = omp_get_max_threads();
+            omp_set_num_threads(threads);
+#endif
+            memset(o, 0, sizeof(float) * 64 * Dq);
+            assert_true(mattn_attn_softmax_forward_n(a, 1 + mixed) == f);
+#ifdef _OPENMP
+            omp_set_num_threads(nt);
+#endif
+            if (memcmp(o, r, sizeof(float) * M * Dq))
+                fail_msg("with the pack != without: sequence %d, chunk at %d (%d rows, mixed %d, keys %d packed "
+                         "before), threads %d", seq, p, M, mixed, n0, threads);
+            assert_int_equal(pk.n, p + M);
+            p += M;
+        }
+    }
+    mattn_afree(pk.buf);
+    free(q); free(K); free(V); free(o); free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_gqa_vs_ref),
@@ -481,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_backward_sinks),
         cmocka_unit_test(test_softmax_grouped_threads),
         cmocka_unit_test(test_softmax_forward_n),
+        cmocka_unit_test(test_softmax_pack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -275,6 +275,19 @@ static double fwd_task(void *ctx, int b, int h, float *ws) {
     return 0.0;
 }
 
+/* K/V head j's slot of the caller's pack (kernels.h, mattn_attn_pack). */
+static size_t shared_slot(int cap, int dh, int *ldk) {
+    return mattn_align_up(head_pack_floats(cap, dh, ldk) * sizeof(float));
+}
+static void shared_pack(const mattn_attn_args *a, int j, head_pack *hp) {
+    const size_t slot = shared_slot(a->pack->cap, a->dh, &hp->ldk);
+    hp->Kt = (float *)((char *)a->pack->buf + (size_t)j * slot), hp->V = hp->Kt + (size_t)pad_dh(a->dh) * hp->ldk;
+}
+size_t mattn_attn_pack_bytes(int cap, int dh, int n_kv_heads) {
+    int ldk;
+    return (size_t)n_kv_heads * shared_slot(cap, dh, &ldk);
+}
+
 /* The keys that the rows of batch b of the n calls see, as one pack:
  * [*klo, *khi] and the sinks [0, *ns) before them (a full call's rows: from
  * 0); *khi = -1 when none of them has rows in b. */
@@ -313,11 +326,12 @@ static double tile_cost(const mattn_attn_args *a, int b, int64_t r, int64_t rend
  * the split. */
 static void fwd_grouped(const mattn_attn_args *c, int n, size_t pack) {
     const size_t slot = mattn_align_up(pack * sizeof(float));
+    const int n0 = c->pack ? c->pack->n : 0, Tk = n_keys(c), Hkv = c->H / c->kv_group;
     int team = 1;
 #ifdef _OPENMP
     team = omp_get_max_threads();
 #endif
-    if ((size_t)team > c->scratch_bytes / slot) team = (int)(c->scratch_bytes / slot);
+    if (!c->pack && (size_t)team > c->scratch_bytes / slot) team = (int)(c->scratch_bytes / slot);
     const float scale = 1.0f / sqrtf((float)c->dh);
     #pragma omp parallel num_threads(team)
     {
@@ -325,9 +339,18 @@ static void fwd_grouped(const mattn_attn_args *c, int n, size_t pack) {
 #ifdef _OPENMP
         tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #endif
-        head_pack hp;
-        head_pack_floats(n_keys(c), c->dh, &hp.ldk);
-        hp.Kt = (float *)((char *)c->scratch + (size_t)tid * slot), hp.V = hp.Kt + (size_t)pad_dh(c->dh) * hp.ldk;
+        head_pack hp = {NULL, NULL, 0};
+        if (!c->pack) {
+            head_pack_floats(n_keys(c), c->dh, &hp.ldk);
+            hp.Kt = (float *)((char *)c->scratch + (size_t)tid * slot), hp.V = hp.Kt + (size_t)pad_dh(c->dh) * hp.ldk;
+        }
+        if (c->pack && n0 < Tk) { /* the new keys into the shared pack, K/V heads between the threads */
+            for (int j = tid; j < Hkv; j += nth) {
+                shared_pack(c, j, &hp);
+                pack_keys(c, 0, j * c->kv_group, n0, Tk - n0, Tk - n0, &hp);
+            }
+            #pragma omp barrier
+        }
         double total = 0.0, at = 0.0;
         for (int pass = 0; pass < 2; pass++, total = at, at = 0.0) {
             const double lo = tid ? total * tid / nth : -1.0, hi = tid + 1 < nth ? total * (tid + 1) / nth : INFINITY;
@@ -345,7 +368,9 @@ static void fwd_grouped(const mattn_attn_args *c, int n, size_t pack) {
                             const double cost = tile_cost(&c[i], b, r, rend), mid = at + 0.5 * cost;
                             at += cost;
                             if (pass == 0 || mid < lo || mid >= hi) continue;
-                            if (packed != (int64_t)b * c->H + kv_head(c, h)) {
+                            if (c->pack) {
+                                shared_pack(c, kv_head(c, h), &hp);
+                            } else if (packed != (int64_t)b * c->H + kv_head(c, h)) {
                                 if (ns > 0) pack_keys(c, b, h, 0, ns, ns, &hp);
                                 pack_keys(c, b, h, klo, khi - klo + 1, khi - klo + 1 + BK, &hp);
                                 packed = (int64_t)b * c->H + kv_head(c, h);
@@ -364,7 +389,7 @@ static int same_chunk(const mattn_attn_args *a, const mattn_attn_args *b) {
     return a->B == b->B && a->T == b->T && a->H == b->H && a->dh == b->dh && a->q == b->q && a->ld == b->ld &&
            a->k == b->k && a->v == b->v && a->kv == b->kv && a->kv_group == b->kv_group && a->ldkv == b->ldkv &&
            n_keys(a) == n_keys(b) && a->scratch == b->scratch && a->scratch_bytes == b->scratch_bytes &&
-           a->causal == b->causal;
+           a->causal == b->causal && a->pack == b->pack;
 }
 
 double mattn_attn_softmax_forward_n(const mattn_attn_args *calls, int n) {
@@ -376,9 +401,13 @@ double mattn_attn_softmax_forward_n(const mattn_attn_args *calls, int n) {
     int ldk;
     const size_t pack = head_pack_floats(n_keys(calls), calls->dh, &ldk);
     double fl = 0.0;
+    const mattn_attn_pack *sp = calls->pack;
+    MATTN_ASSERT(!sp || (calls->kv_group > 1 && calls->B == 1 && n_keys(calls) <= sp->cap && sp->n >= 0 &&
+                         sp->n <= n_keys(calls)));
     if (calls->kv_group > 1) {
-        if (!calls->scratch || calls->scratch_bytes < mattn_align_up(pack * sizeof(float))) return -1.0;
+        if (!sp && (!calls->scratch || calls->scratch_bytes < mattn_align_up(pack * sizeof(float)))) return -1.0;
         fwd_grouped(calls, n, pack);
+        if (sp) calls->pack->n = n_keys(calls);
     }
     for (int i = 0; i < n; i++) {
         if (calls->kv_group <= 1 && mattn_for_heads(calls[i].B, calls[i].H, pack, calls[i].scratch,

@@ -70,6 +70,20 @@ typedef struct mattn_kv {
     int f16;
 } mattn_kv;
 
+/* Keys and values packed as the grouped forward reads them, kept by the
+ * caller across the chunks of one sequence (B = 1): K/V head j's keys
+ * [0, n) in its slot of buf (mattn_attn_pack_bytes(cap, dh, n_kv_heads)
+ * bytes, zeroed once).  A forward with .pack packs only its new keys
+ * [n, Tk) and sets n = Tk, so a prefill in chunks packs each key once
+ * instead of every chunk's whole prefix; the owner sets n = 0 when the keys
+ * behind it change (another layer, a reset cache).  The same bits as
+ * without it. */
+typedef struct mattn_attn_pack {
+    float *buf;
+    int cap, n;
+} mattn_attn_pack;
+size_t mattn_attn_pack_bytes(int cap, int dh, int n_kv_heads);
+
 typedef struct mattn_attn_args {
     int B, T, H, dh;
     const float *q; const float *k; const float *v; int ld; /* row stride */
@@ -90,6 +104,8 @@ typedef struct mattn_attn_args {
                             * b*Tk + s) instead of k, v, ldkv (NULL: those) */
     int sinks;             /* softmax, causal: keys [0, sinks) stay visible beside the window
                             * (attention sinks; 0: none) */
+    mattn_attn_pack *pack; /* softmax forwards with kv_group > 1 and B = 1: the keys packed across calls
+                            * (NULL: each call packs what its rows see in the scratch) */
 } mattn_attn_args;
 
 /* Gradients of an attention core: gout (B,T,ldgo) in, gq/gk/gv accumulated

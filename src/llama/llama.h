@@ -131,15 +131,17 @@ struct mattn_llama_cache {
     int f16;                    /* K and V stored as IEEE halves (MATTN_LLAMA_KV_F16), else floats */
     void *kv;                   /* per layer K then V, each head by head (Hkv, cap, dh): a head's keys are one
                                  * sequential stream for the decode step; RoPE'd keys */
-    /* one chunk's activations, carved from one allocation (x is its base) */
-    float *x;                   /* (C, D) the residual stream */
+    /* a call's residual stream and RoPE table, one chunk's other activations, carved from one
+     * allocation (x is its base) */
+    float *x;                   /* (cap, D) the residual stream of a call's tokens */
     float *h;                   /* (C, D) normalised */
     float *q;                   /* (C, H*dh) queries, RoPE'd */
     float *k, *v;               /* (C, Hkv*dh) the chunk's keys (RoPE'd) and values, before the cache */
     float *att;                 /* (C, H*dh) attention output */
     float *gate, *up;           /* (C, F) */
-    float *rope;                /* (C, dh) cos, sin of each pair at each position */
+    float *rope;                /* (cap, dh) cos, sin of each pair at a call's positions */
     void *attn_ws;  size_t attn_ws_bytes;   /* the softmax core's scratch, for cap keys */
+    mattn_attn_pack pack;       /* a block's keys packed for a call's chunks (kernels.h) */
     /* what the attention executed (mattn_llama_cache_routing) */
     int64_t *counts;            /* (n_layers, MATTN_ROUTE_EXPERTS) tokens per block and expert */
     double attn_flops, attn_secs;

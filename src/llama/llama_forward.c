@@ -1,7 +1,7 @@
 /*
  * llama_forward.c — the LLaMA decoder's forward over a cache: a call runs
- * its tokens in chunks of up to MATTN_LLAMA_CHUNK positions; per chunk the
- * embedding rows, then per block
+ * its tokens' embedding rows, then block by block each of its chunks of up
+ * to MATTN_LLAMA_CHUNK positions in order (run_tokens), per block
  *
  *   h = RMSNorm(x) * attn_norm
  *   q = h Wq^T, k = h Wk^T, v = h Wv^T
@@ -35,15 +35,18 @@ void mattn_llama_cache_free(mattn_llama_cache *c) {
     mattn_afree(c->lin);
     mattn_afree(c->attn_ws);
     mattn_afree(c->mm_ws);
+    mattn_afree(c->pack.buf);
     mattn_free(c);
 }
 
-/* One chunk's activations, carved from one allocation (c->x is its base). */
+/* A call's residual stream and RoPE table (cap rows), one chunk's other
+ * activations, carved from one allocation (c->x is its base). */
 static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_llama_info *hp) {
     const size_t C = MATTN_LLAMA_CHUNK, D = (size_t)hp->d_model, Dq = (size_t)hp->n_heads * hp->head_dim;
+    const size_t cap = (size_t)c->cap;
     const size_t Dkv = (size_t)hp->n_kv_heads * hp->head_dim;
     const size_t F = (size_t)hp->ffn_dim, f = sizeof(float);
-    MATTN_CARVE(cv, c->x, C * D * f);
+    MATTN_CARVE(cv, c->x, cap * D * f);
     MATTN_CARVE(cv, c->h, C * D * f);
     MATTN_CARVE(cv, c->q, C * Dq * f);
     MATTN_CARVE(cv, c->k, C * Dkv * f);
@@ -51,7 +54,7 @@ static void chunk_layout(mattn_llama_cache *c, mattn_carver *cv, const mattn_lla
     MATTN_CARVE(cv, c->att, C * Dq * f);
     MATTN_CARVE(cv, c->gate, C * F * f);
     MATTN_CARVE(cv, c->up, C * F * f);
-    MATTN_CARVE(cv, c->rope, C * (size_t)hp->head_dim * f);
+    MATTN_CARVE(cv, c->rope, cap * (size_t)hp->head_dim * f);
     if (!c->routing_serial) return;
     const mattn_llama_routing *r = c->m->routing;
     const size_t nf = 2 * (size_t)r->cfg.feature_dim, Hc = (size_t)r->cfg.controller_hidden, K = MATTN_ROUTE_EXPERTS;
@@ -115,7 +118,10 @@ mattn_status mattn_llama_cache_init_kv(mattn_llama *m, int context, mattn_llama_
     c->attn_ws = mattn_amalloc(c->attn_ws_bytes);
     c->mm_ws_bytes = mattn_llama_matmul_scratch(m->kmax, MATTN_LLAMA_CHUNK, threads);
     c->mm_ws = mattn_amalloc(c->mm_ws_bytes);
-    if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws || !c->counts || !routed_ok) {
+    const size_t pack_bytes = mattn_attn_pack_bytes(context, hp->head_dim, hp->n_kv_heads);
+    c->pack = (mattn_attn_pack){mattn_amalloc(pack_bytes), context, 0};
+    if (c->pack.buf) memset(c->pack.buf, 0, pack_bytes); /* read past a tile's keys, masked: never garbage */
+    if (!c->kv || !c->x || !c->attn_ws || !c->mm_ws || !c->pack.buf || !c->counts || !routed_ok) {
         mattn_llama_cache_free(c);
         return LLAMA_ERR(m, MATTN_ERR_NOMEM, "out of memory for a cache of %d positions (%.1f MB of keys and "
                          "values)", context, (double)kv_bytes / 1e6);
@@ -194,7 +200,8 @@ static mattn_status attention(const mattn_llama *m, mattn_llama_cache *c, int l,
     } else {
         mattn_attn_args a = {.B = 1, .T = M, .Tk = p + M, .H = H, .dh = dh, .q = c->q, .ld = Dq, .kv = &kv,
                              .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = -1,
-                             .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes};
+                             .scratch = c->attn_ws, .scratch_bytes = c->attn_ws_bytes,
+                             .pack = g > 1 ? &c->pack : NULL};
         fl = mattn_attn_softmax_forward(&a);
         MATTN_ASSERT(fl >= 0.0); /* the scratch was sized for the cache's context */
     }
@@ -204,50 +211,81 @@ static mattn_status attention(const mattn_llama *m, mattn_llama_cache *c, int l,
     return st;
 }
 
-/* Tokens tok[0..M) at positions p.. (M <= MATTN_LLAMA_CHUNK); logits (M, V)
- * or NULL.  MATTN_ERR_NUMERIC (message set) when not finite. */
-static mattn_status run_chunk(mattn_llama *m, mattn_llama_cache *c, const int32_t *tok, int M, int p, float *logits,
+/* Block l over M rows x (M <= MATTN_LLAMA_CHUNK) at positions p.., RoPE
+ * table rope (M, dh). */
+static mattn_status run_block(mattn_llama *m, mattn_llama_cache *c, int l, float *x, int M, int p, const float *rope,
                               int decode) {
     const mattn_llama_info *hp = &m->hp;
-    const int D = hp->d_model, H = hp->n_heads, Hkv = hp->n_kv_heads, dh = hp->head_dim;
-    const int Dq = H * dh, Dkv = Hkv * dh, F = hp->ffn_dim;
+    const mattn_llama_layer *ly = &m->layers[l];
+    const int D = hp->d_model, H = hp->n_heads, Hkv = hp->n_kv_heads, dh = hp->head_dim, F = hp->ffn_dim;
     void *ws = c->mm_ws;
     const size_t wsb = c->mm_ws_bytes;
     const int f32x = m->f32x;
-    for (int i = 0; i < M; i++) mattn_llama_row(m->tok_embd, tok[i], c->x + (size_t)i * D);
-    mattn_llama_rope_table(c->rope, p, M, dh, (double)hp->rope_base);
-    for (int l = 0; l < hp->n_layers; l++) {
-        const mattn_llama_layer *ly = &m->layers[l];
-        mattn_llama_rmsnorm(c->h, c->x, ly->attn_norm, M, D, hp->rms_eps);
-        const mattn_gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv}, *gu[2] = {ly->w_gate, ly->w_up};
-        float *qkv_out[3] = {c->q, c->k, c->v}, *gu_out[2] = {c->gate, c->up};
-        mattn_llama_matmul_n(3, qkv, c->h, M, qkv_out, ws, wsb, f32x);
-        mattn_llama_rope(c->q, M, Dq, H, dh, c->rope);
-        mattn_llama_rope(c->k, M, Dkv, Hkv, dh, c->rope);
-        store_kv(c, l, p, M);
-        mattn_status st = attention(m, c, l, p, M, decode);
-        if (st != MATTN_OK) return LLAMA_ERR(m, st, "block %d at position %d: %s", l, p, mattn_last_error());
-        mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb, f32x);
-        add(c->x, c->h, (size_t)M * D);
-        mattn_llama_rmsnorm(c->h, c->x, ly->ffn_norm, M, D, hp->rms_eps);
-        mattn_llama_matmul_n(2, gu, c->h, M, gu_out, ws, wsb, f32x);
-        mattn_llama_swiglu(c->gate, c->up, (int64_t)M * F);
-        mattn_llama_matmul(ly->w_down, c->gate, M, c->h, ws, wsb, f32x);
-        add(c->x, c->h, (size_t)M * D);
-    }
-    const size_t nx = (size_t)M * D, bad = mattn_find_nonfinite(c->x, nx);
+    mattn_llama_rmsnorm(c->h, x, ly->attn_norm, M, D, hp->rms_eps);
+    const mattn_gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv}, *gu[2] = {ly->w_gate, ly->w_up};
+    float *qkv_out[3] = {c->q, c->k, c->v}, *gu_out[2] = {c->gate, c->up};
+    mattn_llama_matmul_n(3, qkv, c->h, M, qkv_out, ws, wsb, f32x);
+    mattn_llama_rope(c->q, M, H * dh, H, dh, rope);
+    mattn_llama_rope(c->k, M, Hkv * dh, Hkv, dh, rope);
+    store_kv(c, l, p, M);
+    mattn_status st = attention(m, c, l, p, M, decode);
+    if (st != MATTN_OK) return LLAMA_ERR(m, st, "block %d at position %d: %s", l, p, mattn_last_error());
+    mattn_llama_matmul(ly->wo, c->att, M, c->h, ws, wsb, f32x);
+    add(x, c->h, (size_t)M * D);
+    mattn_llama_rmsnorm(c->h, x, ly->ffn_norm, M, D, hp->rms_eps);
+    mattn_llama_matmul_n(2, gu, c->h, M, gu_out, ws, wsb, f32x);
+    mattn_llama_swiglu(c->gate, c->up, (int64_t)M * F);
+    mattn_llama_matmul(ly->w_down, c->gate, M, c->h, ws, wsb, f32x);
+    add(x, c->h, (size_t)M * D);
+    return MATTN_OK;
+}
+
+/* After the last block: M rows x at positions p.. checked, their logits
+ * (M, V) when wanted.  MATTN_ERR_NUMERIC (message set) when not finite. */
+static mattn_status run_head(mattn_llama *m, mattn_llama_cache *c, const float *x, int M, int p, float *logits) {
+    const mattn_llama_info *hp = &m->hp;
+    const int D = hp->d_model;
+    const size_t nx = (size_t)M * D, bad = mattn_find_nonfinite(x, nx);
     if (bad < nx)
         return LLAMA_ERR(m, MATTN_ERR_NUMERIC, "the hidden state is not finite (%g) at position %d after the last "
-                         "block: a weight is NaN/Inf or the activations overflowed", (double)c->x[bad],
+                         "block: a weight is NaN/Inf or the activations overflowed", (double)x[bad],
                          p + (int)(bad / D));
     if (!logits) return MATTN_OK;
     const size_t V = (size_t)hp->vocab_size, nl = (size_t)M * V;
-    mattn_llama_rmsnorm(c->h, c->x, m->out_norm, M, D, hp->rms_eps);
-    mattn_llama_matmul(m->output, c->h, M, logits, ws, wsb, f32x);
+    mattn_llama_rmsnorm(c->h, x, m->out_norm, M, D, hp->rms_eps);
+    mattn_llama_matmul(m->output, c->h, M, logits, c->mm_ws, c->mm_ws_bytes, m->f32x);
     const size_t bl = mattn_find_nonfinite(logits, nl);
     if (bl < nl)
         return LLAMA_ERR(m, MATTN_ERR_NUMERIC, "logit %zu is not finite (%g) at position %d: a weight of the "
                          "output head is NaN/Inf", bl % V, (double)logits[bl], p + (int)(bl / V));
+    return MATTN_OK;
+}
+
+/* Tokens tok[0..n) at positions p..; logits (n, V) or NULL.  Block by
+ * block, each over the call's chunks of MATTN_LLAMA_CHUNK rows in order:
+ * a chunk sees the keys of the chunks before it, as token by token, and the
+ * block's keys are packed once for the call (c->pack), not once per chunk;
+ * the same bits as chunk by chunk through every block. */
+static mattn_status run_tokens(mattn_llama *m, mattn_llama_cache *c, const int32_t *tok, int n, int p,
+                               float *logits, int decode) {
+    const mattn_llama_info *hp = &m->hp;
+    const int D = hp->d_model, dh = hp->head_dim, C = MATTN_LLAMA_CHUNK;
+    for (int i = 0; i < n; i++) mattn_llama_row(m->tok_embd, tok[i], c->x + (size_t)i * D);
+    mattn_llama_rope_table(c->rope, p, n, dh, (double)hp->rope_base);
+    for (int l = 0; l < hp->n_layers; l++) {
+        c->pack.n = 0; /* another block's keys */
+        for (int i = 0; i < n; i += C) {
+            const int M = n - i < C ? n - i : C;
+            mattn_status st = run_block(m, c, l, c->x + (size_t)i * D, M, p + i, c->rope + (size_t)i * dh, decode);
+            if (st != MATTN_OK) return st;
+        }
+    }
+    for (int i = 0; i < n; i += C) {
+        const int M = n - i < C ? n - i : C;
+        mattn_status st = run_head(m, c, c->x + (size_t)i * D, M, p + i,
+                                   logits ? logits + (size_t)i * hp->vocab_size : NULL);
+        if (st != MATTN_OK) return st;
+    }
     return MATTN_OK;
 }
 
@@ -277,14 +315,10 @@ mattn_status mattn_llama_forward(mattn_llama *m, mattn_llama_cache *c, const int
                                  float *logits) {
     mattn_status st = check_call(m, c, tokens, n, "mattn_llama_forward");
     if (st != MATTN_OK) return st;
-    for (int done = 0; done < n; done += MATTN_LLAMA_CHUNK) {
-        const int M = n - done < MATTN_LLAMA_CHUNK ? n - done : MATTN_LLAMA_CHUNK;
-        st = run_chunk(m, c, tokens + done, M, c->n + done,
-                       logits ? logits + (size_t)done * m->hp.vocab_size : NULL, 0);
-        if (st != MATTN_OK) { /* positions past c->n are rewritten by the next call; a linear state is not */
-            c->poisoned = c->lin != NULL;
-            return st;
-        }
+    st = run_tokens(m, c, tokens, n, c->n, logits, 0);
+    if (st != MATTN_OK) { /* positions past c->n are rewritten by the next call; a linear state is not */
+        c->poisoned = c->lin != NULL;
+        return st;
     }
     c->n += n;
     return MATTN_OK;
@@ -337,7 +371,7 @@ mattn_status mattn_llama_decode(mattn_llama *m, mattn_llama_cache *c, int32_t to
     const int full = mattn_max_threads(), arm = full > 1 ? team_pick(&c->team) : 0;
     if (arm) mattn_set_max_threads(full / 2);
     const double t0 = mattn_now();
-    st = run_chunk(m, c, &token, 1, c->n, logits, 1);
+    st = run_tokens(m, c, &token, 1, c->n, logits, 1);
     if (arm) mattn_set_max_threads(full);
     if (full > 1) team_update(&c->team, arm, mattn_now() - t0);
     if (st == MATTN_OK) c->n++;

@@ -122,7 +122,7 @@ static double softmax_rows(const mattn_llama *m, mattn_llama_cache *c, int l, in
                                     .kv_group = g, .out = c->att, .ldo = Dq, .causal = 1, .window = e ? window : -1,
                                     .sinks = e ? sinks : 0, .rows = n[e] < M ? rows[e] : NULL,
                                     .n_rows = n[e] < M ? n[e] : 0, .scratch = c->attn_ws,
-                                    .scratch_bytes = c->attn_ws_bytes};
+                                    .scratch_bytes = c->attn_ws_bytes, .pack = g > 1 ? &c->pack : NULL};
     }
     if (na) {
         const double f = mattn_attn_softmax_forward_n(a, na);
