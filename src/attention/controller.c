@@ -23,7 +23,7 @@
 /* y (N, O) = x (N, I) W^T, W (O, I): mattn_gemm, or for a decode step's
  * few rows their dot products — sgemm packs W first, which for one row
  * whose W (SmolLM2's block controller: 74 KB) the model's matrices had
- * evicted took 15-21 us against 8-14 us. */
+ * evicted took 11-14 us against 5 us (bench/surgery/controller_row.c). */
 #define FEW_ROWS 4
 static void rows_wt(int64_t N, int O, int I, const float *x, const float *W, float *y) {
     if (N > FEW_ROWS) {
