@@ -5,6 +5,7 @@ context lengths, in one run, through the metaattn CLI only.
 
   bench/surgery/evaluate.py --routing runs/surgery/b15.st [--lengths 2048,4096,8192]
                             [--prompts 30] [--baseline-prompts 10] [--ppl-tokens 32768]
+                            [--seed 0] [--tasks ppl,passkey,copy]
                             [--skip-speed | --speed-only] [--min-time S] [--models original,routed,...]
                             [--static-from EARLIER.jsonl] [--bin build/metaattn]
                             [--out bench/results/surgery]
@@ -84,6 +85,8 @@ def main():
     ap.add_argument("--prompts", type=int, default=30)
     ap.add_argument("--baseline-prompts", type=int, default=10)
     ap.add_argument("--ppl-tokens", type=int, default=32768)
+    ap.add_argument("--seed", type=int, default=0, help="the retrieval prompts' draws (eval --task --seed)")
+    ap.add_argument("--tasks", default="ppl,passkey,copy", help="which quality measurements to run")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "surgery"))
     ap.add_argument("--skip-speed", action="store_true", help="quality only (the speed runs on an idle machine)")
     ap.add_argument("--speed-only", action="store_true", help="the speed runs only (no perplexity or retrieval)")
@@ -95,6 +98,10 @@ def main():
     a = ap.parse_args()
     BIN = os.path.abspath(a.bin)
     lengths = [int(x) for x in a.lengths.split(",")]
+    tasks = a.tasks.split(",")
+    bad = [t for t in tasks if t not in ("ppl", "passkey", "copy")]
+    if bad:
+        sys.exit("evaluate.py: --tasks %r: unknown measurement %r (ppl, passkey, copy)" % (a.tasks, bad[0]))
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     work = a.out + ".work"
     os.makedirs(work, exist_ok=True)
@@ -156,16 +163,17 @@ def main():
                    "window": sw if name == "streaming" else window}
             if name not in a.models.split(",") or (a.speed_only and name not in ("original", "routed", "streaming")):
                 continue
-            if not a.speed_only:
+            if not a.speed_only and "ppl" in tasks:
                 ppl = jrun(["eval", "--model", MODEL, "--data", HELD, "--context", str(N), "--stride", str(N),
                             "--tokens", str(max(a.ppl_tokens, N))] + ra, log)
                 rec.update(nats_per_token=ppl["nats_per_token"], share_full=ppl.get("share_full", 1.0))
-            for task in () if a.speed_only else ("passkey", "copy"):
+            for task in () if a.speed_only else [t for t in ("passkey", "copy") if t in tasks]:
                 t = jrun(["eval", "--model", MODEL, "--data", HELD, "--task", task, "--context", str(N),
-                          "--prompts", str(prompts)] + ra, log)
+                          "--prompts", str(prompts), "--seed", str(a.seed)] + ra, log)
                 rec[task] = t["accuracy"]
                 rec[task + "_se"] = t["stderr"]
                 rec[task + "_prompts"] = t["prompts"]
+                rec[task + "_seed"] = a.seed
             if not a.skip_speed and name in ("original", "routed", "streaming"):
                 paired = ["--paired"] if name == "routed" else []  # its ratios from one process (drift)
                 b = jrun(["bench", "--model", MODEL, "--context", str(min(N, 8192 - 32)), "--decode", "32",

@@ -8,7 +8,8 @@ wall time against its FLOPs, the routed model's shares per block.
 
 Several files merge (one per length, or the quality run and an --speed-only
 run on an idle machine: the speed figures are taken from the records that
-have them).  --llamacpp: bench/compare_llamacpp.py --json output at the same
+have them; retrieval runs with other --seed values pool with the first:
+accuracy and standard error over all their prompts).  --llamacpp: bench/compare_llamacpp.py --json output at the same
 contexts (llama.cpp's best decode tokens/s), for the speed table's last
 columns (a context of 8160 stands for 8192).
 """
@@ -21,6 +22,18 @@ def pm(x, se):
     return "%.3f ± %.3f" % (x, se)
 
 
+def pool(old, new, task):
+    """Two retrieval measurements of one model (other seeds: other prompts) as
+    one over all their prompts: the mean weighted by prompts, the standard
+    error of that mean from both samples' spreads and the gap between them."""
+    n0, n1 = old[task + "_prompts"], new[task + "_prompts"]
+    m0, m1, n = old[task], new[task], n0 + n1
+    m = (n0 * m0 + n1 * m1) / n
+    ss = sum((k - 1) * (se * se * k) + k * (x - m) ** 2
+             for k, x, se in ((n0, m0, old[task + "_se"]), (n1, m1, new[task + "_se"])))
+    return {task: m, task + "_se": math.sqrt(ss / (n - 1) / n), task + "_prompts": n}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl", nargs="+")
@@ -31,7 +44,15 @@ def main():
     lengths = sorted({r["context"] for r in ev})
     by = {}
     for r in ev:  # quality and speed of one (model, context) from whichever records have them
-        by.setdefault((r["model"], r["context"]), {}).update(r)
+        b = by.setdefault((r["model"], r["context"]), {})
+        r = dict(r)
+        for task in ("passkey", "copy"):  # another seed's prompts: pooled with the ones before
+            same = r["model"] == "original" or r.get("window") == b.get("window")  # not another routing
+            if (task in r and task in b and same
+                    and r.get(task + "_seed", 0) not in b.setdefault(task + "_seeds", [0])):
+                b[task + "_seeds"].append(r.get(task + "_seed", 0))
+                r.update(pool(b, r, task))
+        b.update(r)
     lc = {}
     if a.llamacpp:
         for run in json.load(open(a.llamacpp))["runs"]:
@@ -79,14 +100,14 @@ def main():
         tp, fp = r["prefill_attention_s"] / o["prefill_attention_s"], r["prefill_attention_flops"] / o["prefill_attention_flops"]
         td, fd = r["decode_attention_s"] / o["decode_attention_s"], r["decode_attention_flops"] / o["decode_attention_flops"]
         print("| %d | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |" % (N, tp, fp, tp / fp, td, fd, td / fd))
-    sh = [r for r in recs if r["kind"] == "shares"]
+    sh = [r for r in recs if r["kind"] == "shares"][-1:]  # the last file's, like the eval records
     if sh:
         print("\n#### The routed model's shares per block (held-out text)\n")
         print("| block | " + " | ".join(str(l) for l in range(len(sh[0]["blocks"]))) + " |")
         print("|---|" + "---|" * len(sh[0]["blocks"]))
         for e, name in enumerate(("full", "linear", "local")):
             print("| %s | " % name + " | ".join("%.2f" % b[e] for b in sh[0]["blocks"]) + " |")
-    st = [r for r in recs if r["kind"] == "static_choice"]
+    st = [r for r in recs if r["kind"] == "static_choice"][-1:]
     if st:
         print("\nstatic baseline: blocks kept full %s (by the perplexity rise of each alone local)" % st[0]["full_blocks"])
 
