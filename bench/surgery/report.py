@@ -79,7 +79,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|" + ("---|---|" if lc else ""))
     for N in lengths:
         o, r, s = by.get(("original", N)), by.get(("routed", N)), by.get(("streaming", N))
-        if not (o and r and "decode_tok_s" in o):
+        o = r.get("paired_original", o) if r else o  # as below: the routed run's own original when paired
+        if not (o and r and "decode_tok_s" in o and "decode_tok_s" in r):
             continue
         row = "| %d | %.1f | %.1f | %.2f | %s | %.3f | %.3f | %.2f |" % (
             N, o["decode_tok_s"], r["decode_tok_s"], r["decode_tok_s"] / o["decode_tok_s"],
