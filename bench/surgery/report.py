@@ -46,8 +46,8 @@ def main():
     for r in ev:  # quality and speed of one (model, context) from whichever records have them
         b = by.setdefault((r["model"], r["context"]), {})
         r = dict(r)
+        same = r["model"] == "original" or r.get("window") == b.get("window")  # not another routing
         for task in ("passkey", "copy"):  # another seed's prompts: pooled with the ones before
-            same = r["model"] == "original" or r.get("window") == b.get("window")  # not another routing
             if (task in r and task in b and same
                     and r.get(task + "_seed", 0) not in b.setdefault(task + "_seeds", [0])):
                 b[task + "_seeds"].append(r.get(task + "_seed", 0))
