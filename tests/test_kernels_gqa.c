@@ -257,14 +257,17 @@ static void test_softmax_kv_views(void **st) {
 
 /* Attention sinks beside a causal window: keys [0, sinks) stay visible to
  * every query.  The tiled forward against its reference; sinks covering
- * every key against full causal attention; the decode step (sinks as a
- * chunk of their own) against its reference and the forward's last row. */
+ * every key against full causal attention; the decode step (the sinks in
+ * front of its first chunk) against its reference and the forward's last
+ * row. */
 static void test_softmax_sinks(void **st) {
     (void)st;
-    const int shapes[][3] = {{9, 3, 64}, {4, 4, 16}, {6, 2, 24}}, geo[][2] = {{7, 7}, {130, 130}, {5, 300}};
-    const int windows[] = {0, 3, 50}, sinks[] = {1, 4, 100};
+    /* 3 x 1300, window 700: the decode step splits its 701 keys into chunks, the sinks in front of the first */
+    const int shapes[][3] = {{9, 3, 64}, {4, 4, 16}, {6, 2, 24}};
+    const int geo[][2] = {{7, 7}, {130, 130}, {5, 300}, {3, 1300}};
+    const int windows[] = {0, 3, 50, 700}, sinks[] = {1, 4, 100};
     for (int si = 0; si < 3; si++)
-        for (int gi = 0; gi < 3; gi++) {
+        for (int gi = 0; gi < 4; gi++) {
             const int H = shapes[si][0], Hkv = shapes[si][1], dh = shapes[si][2], g = H / Hkv;
             const int T = geo[gi][0], Tk = geo[gi][1], Dq = H * dh, Dkv = Hkv * dh;
             float *q = falloc((size_t)T * Dq), *K = falloc((size_t)Tk * Dkv), *V = falloc((size_t)Tk * Dkv);
@@ -273,7 +276,7 @@ static void test_softmax_sinks(void **st) {
             fill_normal(q, (size_t)T * Dq, 51 + si, 1.0);
             fill_normal(K, (size_t)Tk * Dkv, 52 + si, 1.0);
             fill_normal(V, (size_t)Tk * Dkv, 53 + si, 1.0);
-            for (int wi = 0; wi < 3; wi++)
+            for (int wi = 0; wi < 4; wi++)
                 for (int ki = 0; ki < 3; ki++) {
                     const int w = windows[wi], S = sinks[ki];
                     mattn_attn_args a = {.B = 1, .T = T, .Tk = Tk, .H = H, .dh = dh, .q = q, .ld = Dq, .k = K,

@@ -28,34 +28,42 @@ static inline const float *row_f32(const void *p, int64_t i, int f16, int dh, fl
 
 /* The g (<= DEC_GROUP) query heads q (g rows of dh) of one K/V head, whose
  * keys and values start at Kh, Vh (floats or halves: f16, a constant where
- * the two wrappers below inline it), over keys [s_lo, s_hi] (position s at
- * element (ring ? s % ring : s) * ld): blocks of 64 keys, each key's row
- * read once for all g scores (dot products) and all g value updates; online
- * softmax across blocks.  Out: per head the running max m, the sum l and
- * the unnormalised o (g rows of dh). */
+ * the two wrappers below inline it), over the sinks [0, ns) and then keys
+ * [s_lo, s_hi] (position s at element (ring ? s % ring : s) * ld): blocks
+ * of 64 keys, each key's row read once for all g scores (dot products) and
+ * all g value updates; online softmax across blocks.  Out: per head the
+ * running max m, the sum l and the unnormalised o (g rows of dh). */
 static inline __attribute__((always_inline)) void
-decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16, int g, int dh, int s_lo, int s_hi,
-             int ring, float scale, float *m, float *l, float *o) {
+decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16, int g, int dh, int ns, int s_lo,
+             int s_hi, int ring, float scale, float *m, float *l, float *o) {
     _Alignas(64) float sc[DEC_GROUP][DEC_BLOCK], tmp[MATTN_MAX_HEAD_DIM];
     const int esz = f16 ? 2 : (int)sizeof(float);
     /* the hardware prefetchers stop at each page, so the rows DEC_AHEAD
      * keys on are asked for, into L2 (prefetcht1; into L1 measured the same
      * in bench_kernels --only kvdecode, 5.6 against 5.8 ms) */
-    const int ahead = !ring;
+    const int ahead = !ring, nv = ns + s_hi - s_lo + 1; /* keys: v < ns the sink v, else s_lo + v - ns */
     for (int h = 0; h < g; h++) {
         m[h] = -INFINITY, l[h] = 0.0f;
         for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] = 0.0f;
     }
-    for (int s0 = s_lo; s0 <= s_hi; s0 += DEC_BLOCK) {
-        const int nb = s_hi - s0 + 1 < DEC_BLOCK ? s_hi - s0 + 1 : DEC_BLOCK;
+    for (int v = 0; ahead && v < DEC_AHEAD && v < nv; v++) /* the first rows, which the loop does not ask for */
+        for (int i = 0; i < dh * esz; i += 64) {
+            const int64_t k = (int64_t)(v < ns ? v : s_lo + v - ns) * ld * esz + i;
+            __builtin_prefetch((const char *)Kh + k, 0, 2);
+            __builtin_prefetch((const char *)Vh + k, 0, 2);
+        }
+    for (int v0 = 0; v0 < nv; v0 += DEC_BLOCK) {
+        const int nb = nv - v0 < DEC_BLOCK ? nv - v0 : DEC_BLOCK;
         const int nc = (nb + MATTN_VL - 1) / MATTN_VL * MATTN_VL;
         for (int j = 0; j < nb; j++) {
-            const int s = s0 + j;
+            const int s = v0 + j < ns ? v0 + j : s_lo + v0 + j - ns;
             const int64_t k = (int64_t)(ring ? s % ring : s) * ld;
-            if (ahead && s + DEC_AHEAD <= s_hi)
+            if (ahead && v0 + j + DEC_AHEAD < nv)
                 for (int i = 0; i < dh * esz; i += 64) {
-                    __builtin_prefetch((const char *)Kh + (k + (int64_t)DEC_AHEAD * ld) * esz + i, 0, 2);
-                    __builtin_prefetch((const char *)Vh + (k + (int64_t)DEC_AHEAD * ld) * esz + i, 0, 2);
+                    const int va = v0 + j + DEC_AHEAD;
+                    const int64_t ka = (int64_t)(va < ns ? va : s_lo + va - ns) * ld * esz + i;
+                    __builtin_prefetch((const char *)Kh + ka, 0, 2);
+                    __builtin_prefetch((const char *)Vh + ka, 0, 2);
                 }
             if (dh % MATTN_VL == 0) { /* one vector accumulator, a tree sum: mattn_dot's 16 partial sums end in
                                        * a chain of 16 dependent adds, which dominated this loop */
@@ -89,7 +97,7 @@ decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16
             m[h] = mn;
         }
         for (int j = 0; j < nb; j++) {
-            const int s = s0 + j;
+            const int s = v0 + j < ns ? v0 + j : s_lo + v0 + j - ns;
             const int64_t v = (int64_t)(ring ? s % ring : s) * ld;
             if (dh % MATTN_VL == 0) {
                 for (int i = 0; i < dh; i += MATTN_VL) {
@@ -106,13 +114,13 @@ decode_chunk(const float *q, const void *Kh, const void *Vh, int64_t ld, int f16
         }
     }
 }
-static void decode_chunk_f32(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int s_lo,
-                             int s_hi, int ring, float scale, float *m, float *l, float *o) {
-    decode_chunk(q, Kh, Vh, ld, 0, g, dh, s_lo, s_hi, ring, scale, m, l, o);
+static void decode_chunk_f32(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int ns,
+                             int s_lo, int s_hi, int ring, float scale, float *m, float *l, float *o) {
+    decode_chunk(q, Kh, Vh, ld, 0, g, dh, ns, s_lo, s_hi, ring, scale, m, l, o);
 }
-static void decode_chunk_f16(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int s_lo,
-                             int s_hi, int ring, float scale, float *m, float *l, float *o) {
-    decode_chunk(q, Kh, Vh, ld, 1, g, dh, s_lo, s_hi, ring, scale, m, l, o);
+static void decode_chunk_f16(const float *q, const void *Kh, const void *Vh, int64_t ld, int g, int dh, int ns,
+                             int s_lo, int s_hi, int ring, float scale, float *m, float *l, float *o) {
+    decode_chunk(q, Kh, Vh, ld, 1, g, dh, ns, s_lo, s_hi, ring, scale, m, l, o);
 }
 
 /* One query against cached keys [lo, hi] (ring: slot s % ring), every head.
@@ -131,49 +139,47 @@ double mattn_attn_softmax_decode_kv(const float *q, const mattn_kv *kv, int H, i
     const float scale = 1.0f / sqrtf((float)dh);
     const int sub = (g + DEC_GROUP - 1) / DEC_GROUP; /* head groups per K/V head */
     const int esz = kv->f16 ? 2 : (int)sizeof(float);
-    void (*chunk)(const float *, const void *, const void *, int64_t, int, int, int, int, int, float, float *,
-                  float *, float *) = kv->f16 ? decode_chunk_f16 : decode_chunk_f32;
-    /* chunks of [lo, hi], after a chunk of the sinks [0, ns) when there are any */
-    const int S = ns > 0;
+    void (*chunk)(const float *, const void *, const void *, int64_t, int, int, int, int, int, int, float,
+                  float *, float *, float *) = kv->f16 ? decode_chunk_f16 : decode_chunk_f32;
+    /* chunks of [lo, hi], the sinks [0, ns) in front of the first (their keys before its own, as the reference) */
     int C = n / DEC_CHUNK_KEYS;
     C = C < 1 ? 1 : C > DEC_CHUNKS ? DEC_CHUNKS : C;
-    while (C > 1 && (size_t)(C + S) * H * (dh + 2) > DEC_PART) C--;
-    float part[DEC_PART]; /* C + S > 1: per chunk and head m, l, o (dh) */
-    const int items = (H / g) * sub * (C + S);
+    while (C > 1 && (size_t)C * H * (dh + 2) > DEC_PART) C--;
+    float part[DEC_PART]; /* C > 1: per chunk and head m, l, o (dh) */
+    const int items = (H / g) * sub * C;
     #pragma omp parallel for schedule(static) if ((double)(n + ns) * H * dh > 65536.0)
     for (int it = 0; it < items; it++) {
-        const int c = it % (C + S), w = c - S, hg = it / (C + S), hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
+        const int c = it % C, hg = it / C, hk = hg / sub, h0 = hk * g + (hg % sub) * DEC_GROUP;
         const int gn = hk * g + g - h0 < DEC_GROUP ? hk * g + g - h0 : DEC_GROUP;
-        const int s_lo = w < 0 ? 0 : lo + (int)((int64_t)n * w / C);
-        const int s_hi = w < 0 ? ns - 1 : lo + (int)((int64_t)n * (w + 1) / C) - 1;
+        const int s_lo = lo + (int)((int64_t)n * c / C), s_hi = lo + (int)((int64_t)n * (c + 1) / C) - 1;
         const char *Kh = (const char *)kv->k + hk * kv->hstride * esz;
         const char *Vh = (const char *)kv->v + hk * kv->hstride * esz;
         float m[DEC_GROUP], l[DEC_GROUP];
-        float *o = C + S > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
-        if (C + S > 1) {
+        float *o = C > 1 ? part + ((size_t)c * H + h0) * (dh + 2) : out + (size_t)h0 * dh;
+        if (C > 1) {
             _Alignas(64) float ob[DEC_GROUP * MATTN_MAX_HEAD_DIM];
-            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, s_lo, s_hi, ring, scale, m, l, ob);
+            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, c ? 0 : ns, s_lo, s_hi, ring, scale, m, l, ob);
             for (int h = 0; h < gn; h++) {
                 float *p = o + (size_t)h * (dh + 2);
                 p[0] = m[h], p[1] = l[h];
                 for (int i = 0; i < dh; i++) p[2 + i] = ob[(size_t)h * dh + i];
             }
         } else {
-            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, s_lo, s_hi, ring, scale, m, l, o);
+            chunk(q + (size_t)h0 * dh, Kh, Vh, kv->ld, gn, dh, ns, s_lo, s_hi, ring, scale, m, l, o);
             for (int h = 0; h < gn; h++) {
                 const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
                 for (int i = 0; i < dh; i++) o[(size_t)h * dh + i] *= inv;
             }
         }
     }
-    for (int h = 0; C + S > 1 && h < H; h++) { /* the chunks' softmaxes into one, chunk by chunk */
+    for (int h = 0; C > 1 && h < H; h++) { /* the chunks' softmaxes into one, chunk by chunk */
         float mx = -INFINITY, L = 0.0f, *oh = out + (size_t)h * dh;
-        for (int c = 0; c < C + S; c++) {
+        for (int c = 0; c < C; c++) {
             const float mc = part[((size_t)c * H + h) * (dh + 2)];
             mx = mc > mx ? mc : mx;
         }
         for (int i = 0; i < dh; i++) oh[i] = 0.0f;
-        for (int c = 0; c < C + S; c++) {
+        for (int c = 0; c < C; c++) {
             const float *p = part + ((size_t)c * H + h) * (dh + 2), w = p[1] > 0.0f ? expf(p[0] - mx) : 0.0f;
             L += p[1] * w;
             for (int i = 0; i < dh; i++) oh[i] += w * p[2 + i];
