@@ -115,6 +115,9 @@ void mattn_controller_free(mattn_controller *c);
 mattn_status mattn_controller_forward(const mattn_controller *c, const mattn_config *cfg,
                                       mattn_ctrl_act *act, const float *x, int B, int T,
                                       int training, uint64_t step, double *aux);
+/* Asks for W1 (the bulk of a decode step's bytes in the controller) into L2,
+ * ahead of the forward: for a caller with other work to do in between. */
+void mattn_controller_prefetch(const mattn_controller *c);
 /* softmax(v / tau) into out, in double, stable. */
 void mattn_softmax_tau(const double *v, int K, double tau, float *out);
 /* Top-k Gumbel weights (variant C, docs/bayes-math.md decision 3) from logits (route.c). */

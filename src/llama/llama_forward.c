@@ -221,6 +221,7 @@ static mattn_status run_block(mattn_llama *m, mattn_llama_cache *c, int l, float
     void *ws = c->mm_ws;
     const size_t wsb = c->mm_ws_bytes;
     const int f32x = m->f32x;
+    if (decode && m->routing && !m->routing->layers[l].fixed) mattn_controller_prefetch(&m->routing->layers[l].ctrl);
     mattn_llama_rmsnorm(c->h, x, ly->attn_norm, M, D, hp->rms_eps);
     const mattn_gguf_tensor *qkv[3] = {ly->wq, ly->wk, ly->wv}, *gu[2] = {ly->w_gate, ly->w_up};
     float *qkv_out[3] = {c->q, c->k, c->v}, *gu_out[2] = {c->gate, c->up};
